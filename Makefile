@@ -1,0 +1,78 @@
+# tapmap top-level Makefile: drives CMake. `make test` and `make demo` each work on a
+# fresh Debian 12 machine by themselves (they install what they need first).
+
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+BUILD    ?= build
+ASAN_BUILD ?= build-asan
+JOBS     ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+# Exactly what build, tests, demo and benchmarks need (Debian 12 package names).
+DEPS := build-essential cmake pkg-config clang clang-format libclang-rt-14-dev \
+        libxen-dev xen-utils-4.17 xenstore-utils \
+        capnproto libcapnp-dev catch2 libboost-dev libboost-system-dev \
+        liblmdb-dev lmdb-utils liburing-dev libssl-dev \
+        qemu-utils qemu-block-extra libnbd-bin nbdkit fio \
+        python3 systemd util-linux procps
+
+.PHONY: all deps configure test unit-test asan demo bench install clean format fuzz lab
+
+all: configure
+	cmake --build $(BUILD) -j$(JOBS)
+
+configure: $(BUILD)/CMakeCache.txt
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+
+$(ASAN_BUILD)/CMakeCache.txt:
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTAPMAP_SANITIZE=ON $(CMAKE_FLAGS)
+
+# Installs missing packages only; a no-op (no apt) when all are present.
+deps:
+	@missing=""; for p in $(DEPS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make deps: need root to install:$$missing" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	else echo "make deps: all packages present"; fi
+
+asan: deps $(ASAN_BUILD)/CMakeCache.txt
+	cmake --build $(ASAN_BUILD) -j$(JOBS)
+
+# Every test: unit + integration on the optimised build, unit again under ASan+UBSan.
+test: deps
+	$(MAKE) all
+	$(MAKE) asan
+	tests/run_all.sh $(BUILD) $(ASAN_BUILD)
+
+unit-test: all
+	ctest --test-dir $(BUILD) -L unit --output-on-failure -j$(JOBS)
+
+demo: deps
+	$(MAKE) all
+	tests/demo/run_demo.sh $(BUILD)
+
+bench: deps
+	$(MAKE) all
+	bench/run_all.sh $(BUILD)
+
+fuzz: deps $(ASAN_BUILD)/CMakeCache.txt
+	cmake --build $(ASAN_BUILD) -j$(JOBS) --target fuzz_targets
+	tests/fuzz/run_fuzz.sh $(ASAN_BUILD) 600
+
+lab: deps
+	$(MAKE) all
+	tests/lab/run_lab.sh $(BUILD)
+
+install: all
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
+
+format:
+	find common mapserver tapdisk-map xenstore-tools tests bench include \
+	  \( -name '*.cc' -o -name '*.h' \) -print0 | xargs -0 clang-format -i

@@ -1,0 +1,205 @@
+# The tapmap mapping protocol: how a host (tapdisk-map, the tapmap CLI) talks to the
+# file server (mapserver). The server hands out *maps* (where each logical block of a
+# volume lives in the shared storage pool); hosts read and write the pool themselves.
+#
+# Modelled on the pNFS block layout (RFC 5663): map ~ LAYOUTGET, prepareWrite ~ a
+# LAYOUTGET for write returning INVALID_DATA extents, commit ~ LAYOUTCOMMIT, the
+# MapCallback ~ CB_LAYOUTRECALL. Adapted to version sets: extents carry a state saying
+# whether the block may be written in place, and a generation that, with the physical
+# offset, names the block's *content* for the hosts' physical-location caches.
+#
+# Units: every offset and length is in bytes. Offsets and lengths in requests must be
+# multiples of 512; map results are always aligned to the pool's block size.
+#
+# Errors: a failed call raises a Cap'n Proto exception whose description is
+# "<code>: <message>", <code> being a tapmap status name (see common/status.h:
+# invalid-argument, not-found, already-exists, busy, read-only, no-space, io-error,
+# corruption, unavailable, permission-denied, not-supported, aborted, internal).
+#
+# Connection: the bootstrap capability is a Gate. Nothing but a challenge can be had
+# from it until the host proves it knows the shared secret.
+@0xefe5d46f2483f02d;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("tapmap::proto");
+
+const protocolVersion :UInt32 = 1;
+
+# ---------------------------------------------------------------------------------------
+# Maps
+
+enum ExtentState {
+  hole @0;
+  # No space is allocated: reads return zeros. `physical` and `generation` are 0.
+  owned @1;
+  # The block belongs to this volume alone and the caller holds the volume's rw lease:
+  # it may be written in place. To any other opener (read-only) the same block is
+  # reported as `owned` too, but such an opener must not cache its content, because
+  # the writer may change it at any time.
+  shared @2;
+  # The block is (or may become, by snapshot) referenced by more than one volume. Its
+  # content is immutable for as long as it is allocated: it is never written in place.
+  # A write to it takes new space through prepareWrite (copy-on-write).
+}
+
+struct Extent {
+  logical @0 :UInt64;     # byte offset in the volume (block-aligned)
+  length @1 :UInt64;      # bytes (a whole number of blocks, > 0)
+  physical @2 :UInt64;    # byte offset in the pool of the first block (0 for a hole)
+  generation @3 :UInt64;
+  # Allocation generation of the blocks in this extent: a pool-wide counter bumped by
+  # every allocation. (pool, physical block, generation) names one immutable version of
+  # the block's content for caching: a block that is freed and allocated again gets a
+  # new generation, so a host's cached copy under the old generation can never be
+  # served for the new owner's data. 0 for holes.
+  state @4 :ExtentState;
+}
+
+struct Range {
+  offset @0 :UInt64;      # bytes, multiple of 512
+  length @1 :UInt64;      # bytes, multiple of 512, > 0
+}
+
+# ---------------------------------------------------------------------------------------
+# Information
+
+struct VolumeInfo {
+  name @0 :Text;
+  sizeBytes @1 :UInt64;
+  readOnly @2 :Bool;           # snapshots are read-only
+  kind @3 :Kind;
+  enum Kind {
+    base @0;                   # created empty (e.g. a golden image)
+    snapshot @1;               # read-only point-in-time copy
+    clone @2;                  # writable copy of a snapshot or live volume
+  }
+  parent @4 :Text;             # the volume it was snapshotted/cloned from ("" if none
+                               # or if that volume was deleted since)
+  versionSet @5 :UInt64;       # id shared by a golden image and all its descendants
+  mappedBytes @6 :UInt64;      # bytes with allocated blocks
+  exclusiveBytes @7 :UInt64;   # mapped bytes referenced by this volume only
+  sharedBytes @8 :UInt64;      # mapped bytes also referenced by another volume
+  createdUnixSeconds @9 :UInt64;
+  openers @10 :UInt32;         # current number of open Volume capabilities
+  writer @11 :Text;            # host name of the rw lease holder, "" if none
+}
+
+struct PoolStats {
+  poolBytes @0 :UInt64;        # usable data area
+  blockSize @1 :UInt32;
+  totalBlocks @2 :UInt64;
+  freeBlocks @3 :UInt64;       # free and not reserved
+  reservedBlocks @4 :UInt64;   # handed out by prepareWrite, not yet committed
+  volumes @5 :UInt32;
+  versionSets @6 :UInt32;
+  uuid @7 :Text;
+  metadataBytes @8 :UInt64;    # size of the metadata store in use
+}
+
+# ---------------------------------------------------------------------------------------
+# Capabilities
+
+interface Gate {
+  # Bootstrap capability of every connection.
+
+  challenge @0 () -> (nonce :Data, serverVersion :UInt32);
+  # A fresh random nonce (32 bytes) bound to this connection.
+
+  login @1 (host :Text, proof :Data, clientVersion :UInt32) -> (session :Session);
+  # proof = HMAC-SHA256(shared secret, nonce || host). `host` names the client in logs
+  # and in VolumeInfo.writer. Fails with permission-denied on a wrong proof, a reused
+  # or missing nonce; the connection is closed after 3 failures.
+}
+
+interface Session {
+  # What an authenticated host may do. Admin calls complete only when durable.
+
+  open @0 (name :Text, mode :OpenMode, callback :MapCallback) -> (volume :Volume, info :VolumeInfo);
+  # Opens a volume. At most one rw opener per volume at a time (the rw lease); a second
+  # rw open fails with busy.
+  # Snapshots can only be opened ro. The lease ends when the Volume capability is
+  # closed or dropped, or the connection is lost; the server may revoke it (revoke()).
+
+  create @1 (name :Text, sizeBytes :UInt64) -> (info :VolumeInfo);
+  # A new empty volume in a new version set. sizeBytes > 0, multiple of 512.
+
+  snapshot @2 (source :Text, name :Text) -> (info :VolumeInfo);
+  # A read-only point-in-time copy of `source`. O(1) in the size of the source. If
+  # `source` is open rw, its writer is recalled (its owned extents become shared)
+  # before this returns.
+
+  clone @3 (source :Text, name :Text) -> (info :VolumeInfo);
+  # A writable copy of `source` (a snapshot or a live volume; for a live one the
+  # writer is recalled as for snapshot). O(1).
+
+  delete @4 (name :Text);
+  # Removes a volume; blocks no other volume references return to free space. Fails
+  # with busy while the volume has openers.
+
+  resize @5 (name :Text, sizeBytes :UInt64, allowShrink :Bool) -> (info :VolumeInfo);
+  # Grows (or, with allowShrink, shrinks) a volume. Openers are told via
+  # MapCallback.sizeChanged; on shrink, maps beyond the new end are recalled first.
+
+  list @6 () -> (volumes :List(VolumeInfo));
+  info @7 (name :Text) -> (info :VolumeInfo);
+  poolStats @8 () -> (stats :PoolStats);
+}
+
+enum OpenMode {
+  readOnly @0;
+  readWrite @1;
+}
+
+interface Volume {
+  # An open volume. All ranges must lie within the volume's current size.
+
+  map @0 (offset :UInt64, length :UInt64) -> (extents :List(Extent), sizeBytes :UInt64);
+  # The extents covering [offset, offset+length), rounded out to whole blocks,
+  # contiguous and in logical order (holes included).
+
+  prepareWrite @1 (ranges :List(Range)) -> (extents :List(Extent));
+  # rw only. For every block of `ranges` that is shared or a hole, reserves a fresh
+  # block (state owned, a new generation) for this opener; blocks already owned are
+  # returned as they are. The caller copies any partial-block remainder from the old
+  # extent (map before prepareWrite), writes the new data to the new extents, makes it
+  # stable (fdatasync), then commits. Reservations not committed are reclaimed when
+  # this Volume is closed, the connection is lost, the lease is revoked or the server
+  # restarts; a commit naming a reclaimed reservation fails with aborted.
+
+  commit @2 (extents :List(Extent)) -> ();
+  # rw only. Installs extents returned by prepareWrite into the volume's map, freeing
+  # (or dereferencing) the blocks they replace. Durable when it returns. All extents of
+  # one call are one transaction: cheap to batch many.
+
+  discard @3 (ranges :List(Range)) -> ();
+  # rw only. Whole blocks inside `ranges` become holes and their space is returned
+  # once no volume references it; partial blocks are left mapped (the caller zeroes
+  # them if it wants write-zeroes semantics). Durable when it returns.
+
+  close @4 ();
+  # Ends this opener: releases the lease and reclaims uncommitted reservations. Any
+  # later call on this capability fails with invalid-argument.
+}
+
+interface MapCallback {
+  # Implemented by the opener; the server calls it when what the opener may cache or
+  # write changes. The server waits for the answer (or revokes the lease on timeout).
+
+  recall @0 (ranges :List(Range), reason :RecallReason) -> ();
+  # Drop cached maps of `ranges` (or, for downgrade, stop treating their owned blocks
+  # as writable in place) and finish in-flight writes to them before returning.
+
+  revoke @1 (reason :Text) -> ();
+  # The lease is gone: stop writing; uncommitted reservations are void.
+
+  sizeChanged @2 (sizeBytes :UInt64) -> ();
+  # The volume was resized (after any recall of the cut-off part).
+}
+
+enum RecallReason {
+  snapshot @0;     # owned blocks became shared: downgrade owned -> shared
+  clone @1;        # likewise
+  resize @2;       # the range is beyond the new end
+  delete @3;       # the volume is going away
+  discard @4;      # another opener discarded (not sent to the discarding opener)
+}
