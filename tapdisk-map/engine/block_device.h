@@ -1,0 +1,75 @@
+// BlockDevice: what a front end (the NBD export, a blkif ring) sees of an open volume.
+// It is the one interface between the front ends and the engine (mapping client, data
+// cache, pool I/O); both front ends use the same engine through it.
+//
+// Threading: every method is thread-safe. Completion callbacks are never invoked
+// inline from the call that started the operation; they are posted to the engine's
+// boost::asio::io_context and run on one of its threads.
+//
+// Units and validation: offsets and lengths are bytes, multiples of 512, and must lie
+// within size_bytes(). Front ends validate untrusted input first; the engine checks
+// again and fails the operation with invalid-argument rather than trusting them.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "common/status.h"
+
+namespace tapmap::engine {
+
+// Called exactly once with the outcome of an operation.
+using IoDone = std::function<void(Status)>;
+
+class BlockDevice {
+ public:
+  virtual ~BlockDevice() = default;
+
+  virtual const std::string& name() const = 0;
+  // Current size; may grow or shrink while open (online resize): ask each time.
+  virtual uint64_t size_bytes() const = 0;
+  // The pool's block size: I/O aligned to it avoids read-modify-write.
+  virtual uint32_t block_size() const = 0;
+  virtual bool read_only() const = 0;
+
+  // Reads [offset, offset + buffer.size()) into `buffer`, which must stay valid until
+  // `done` runs. Holes read as zeros.
+  virtual void Read(uint64_t offset, std::span<uint8_t> buffer, IoDone done) = 0;
+
+  // Writes `data` (valid until `done` runs) at `offset`. Completion means the data
+  // will be seen by later reads on this host and survives the loss of the mapserver
+  // connection, but — like a disk with a volatile write cache — is durable across a
+  // host crash only after a later Flush completes. `fua` (force unit access) makes
+  // this write itself durable before `done`.
+  virtual void Write(uint64_t offset, std::span<const uint8_t> data, bool fua, IoDone done) = 0;
+
+  // Completes when every write completed before the call is durable: data on stable
+  // pool storage and its maps committed at the mapserver.
+  virtual void Flush(IoDone done) = 0;
+
+  // The range may read back as zeros or old data afterwards; whole pool blocks inside
+  // it are unmapped and their space returned.
+  virtual void Discard(uint64_t offset, uint64_t length, IoDone done) = 0;
+
+  // The range reads back as zeros afterwards; whole blocks become holes.
+  virtual void WriteZeroes(uint64_t offset, uint64_t length, IoDone done) = 0;
+
+  // `listener` is called (on an engine thread) with the new size after an online
+  // resize. Replaces any previous listener; pass nullptr to remove it.
+  virtual void SetResizeListener(std::function<void(uint64_t new_size)> listener) = 0;
+};
+
+// Opens volumes by name for front ends. Implemented by the engine.
+class BlockDeviceOpener {
+ public:
+  virtual ~BlockDeviceOpener() = default;
+  using OpenDone = std::function<void(Result<std::shared_ptr<BlockDevice>>)>;
+  // Opens volume `name`, read-only or read-write (one rw opener per volume
+  // cluster-wide: a second fails with busy). `done` is posted like an IoDone.
+  virtual void Open(const std::string& name, bool read_only, OpenDone done) = 0;
+};
+
+}  // namespace tapmap::engine
