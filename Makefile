@@ -12,7 +12,7 @@ CMAKE_FLAGS ?=
 DEPS := build-essential cmake pkg-config clang clang-format libclang-rt-14-dev \
         libxen-dev xen-utils-4.17 xenstore-utils \
         capnproto libcapnp-dev catch2 libboost-dev libboost-system-dev \
-        liblmdb-dev lmdb-utils liburing-dev libssl-dev \
+        liblmdb-dev lmdb-utils liburing-dev libssl-dev nlohmann-json3-dev \
         qemu-utils qemu-block-extra libnbd-bin nbdkit fio \
         python3 systemd util-linux procps
 
