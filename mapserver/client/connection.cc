@@ -1,0 +1,86 @@
+#include "mapserver/client/connection.h"
+
+#include <unistd.h>
+
+#include "mapserver/client/auth.h"
+#include "mapserver/client/remote_status.h"
+
+namespace tapmap::mapserver {
+
+Connection::Connection(ServerAddress address, std::string host,
+                       kj::Own<kj::AsyncIoStream> stream)
+    : address_(std::move(address)),
+      host_(std::move(host)),
+      stream_(kj::mv(stream)),
+      rpc_(kj::heap<capnp::TwoPartyClient>(*stream_)),
+      session_(nullptr) {}
+
+Connection::~Connection() {
+  // Drop the capability and the RPC system before the stream they run on.
+  session_ = nullptr;
+  rpc_ = nullptr;
+  stream_ = nullptr;
+}
+
+kj::Promise<void> Connection::Login(std::string secret) {
+  auto gate = rpc_->bootstrap().castAs<proto::Gate>();
+  auto challenge = gate.challengeRequest().send();
+  return challenge.then([this, gate, secret = kj::mv(secret)](auto response) mutable {
+    if (response.getServerVersion() != proto::PROTOCOL_VERSION) {
+      throw ToException(Status::NotSupported(
+          "server speaks protocol version " + std::to_string(response.getServerVersion()) +
+          ", this client " + std::to_string(proto::PROTOCOL_VERSION)));
+    }
+    auto nonce = response.getNonce();
+    std::vector<uint8_t> proof = ComputeLoginProof(secret, nonce.begin(), nonce.size(), host_);
+    auto login = gate.loginRequest();
+    login.setHost(host_);
+    login.setProof(kj::arrayPtr(proof.data(), proof.size()));
+    login.setClientVersion(proto::PROTOCOL_VERSION);
+    return login.send().then([this](auto reply) { session_ = reply.getSession(); });
+  });
+}
+
+kj::Promise<kj::Own<Connection>> Connection::Connect(kj::AsyncIoContext& io,
+                                                     const ServerAddress& address,
+                                                     std::string host, std::string secret) {
+  if (!IsValidHostName(host)) {
+    return ToException(Status::InvalidArgument("bad host name '" + host + "'"));
+  }
+  std::string where = address.ToString();
+  return io.provider->getNetwork()
+      .parseAddress(address.ToKjAddress())
+      .then([](kj::Own<kj::NetworkAddress> addr) {
+        auto connecting = addr->connect();
+        return connecting.attach(kj::mv(addr));
+      })
+      .catch_([where](kj::Exception&& e) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
+        return ToException(Status::Unavailable("cannot connect to mapserver at " + where +
+                                                ": " + e.getDescription().cStr()));
+      })
+      .then([address, host = kj::mv(host), secret = kj::mv(secret)](
+                kj::Own<kj::AsyncIoStream> stream) mutable {
+        auto conn = kj::heap<Connection>(address, kj::mv(host), kj::mv(stream));
+        auto login = conn->Login(kj::mv(secret));
+        return login.then([conn = kj::mv(conn)]() mutable { return kj::mv(conn); });
+      });
+}
+
+Result<kj::Own<Connection>> Connection::ConnectBlocking(kj::AsyncIoContext& io,
+                                                        const ServerAddress& address,
+                                                        std::string host, std::string secret) {
+  kj::Own<Connection> conn;
+  Status status = RunCatching([&] {
+    conn = Connect(io, address, kj::mv(host), kj::mv(secret)).wait(io.waitScope);
+  });
+  if (!status.ok()) return status;
+  return kj::mv(conn);
+}
+
+std::string LocalHostName() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "localhost";
+  return name;
+}
+
+}  // namespace tapmap::mapserver

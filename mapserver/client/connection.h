@@ -1,0 +1,82 @@
+// Connection: an authenticated RPC connection from a host to the mapserver.
+//
+//   auto io = kj::setupAsyncIo();
+//   auto secret = ReadSecretFile("/etc/tapmap/secret");           // Result<std::string>
+//   auto addr = ParseServerAddress("unix:/run/tapmap/mapserver.sock");
+//   kj::Own<Connection> conn =
+//       Connection::Connect(io, *addr, LocalHostName(), *secret).wait(io.waitScope);
+//   proto::Session::Client session = conn->session();
+//   ... session.openRequest() ...
+//   conn->onDisconnect().then(...);       // learn of a lost connection
+//   conn = nullptr;                       // disconnects
+//
+// Errors: every failed promise carries a kj::Exception; turn it into a Status with
+// StatusFromException (mapserver/client/remote_status.h). A server that cannot be
+// reached gives kUnavailable, a wrong secret kPermissionDenied.
+//
+// Threading: a Connection belongs to the thread whose KJ event loop (the `io` passed
+// to Connect) it was made on; use and destroy it only there. Capabilities obtained
+// through it (Session, Volume) stop working when the Connection is destroyed or the
+// connection is lost; calls then fail with kUnavailable (DISCONNECTED).
+#pragma once
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+
+#include <string>
+
+#include "common/status.h"
+#include "mapserver/client/server_address.h"
+#include "tapmap/proto/mapping.capnp.h"
+
+namespace tapmap::mapserver {
+
+class Connection {
+ public:
+  // Connects to `address`, asks the Gate for a challenge and logs in as `host` with
+  // the proof HMAC-SHA256(secret, nonce || host). The promise resolves once the
+  // Session capability is held. `io` must outlive the returned Connection.
+  static kj::Promise<kj::Own<Connection>> Connect(kj::AsyncIoContext& io,
+                                                  const ServerAddress& address,
+                                                  std::string host, std::string secret);
+
+  // Blocking convenience for command-line tools: Connect(...).wait(io.waitScope),
+  // with any failure returned as a Status.
+  static Result<kj::Own<Connection>> ConnectBlocking(kj::AsyncIoContext& io,
+                                                     const ServerAddress& address,
+                                                     std::string host, std::string secret);
+
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  // Closes the connection; the server drops this host's leases and reservations.
+  ~Connection();
+
+  // The logged-in session (a cheap reference-counted capability handle).
+  proto::Session::Client session() { return session_; }
+
+  // Resolves when the connection is lost (peer closed, network error). May be called
+  // any number of times. It never resolves just because this object is destroyed
+  // (the promise is then cancelled with it: drop such promises before the Connection).
+  kj::Promise<void> onDisconnect() { return rpc_->onDisconnect(); }
+
+  const ServerAddress& address() const { return address_; }
+  const std::string& host() const { return host_; }
+
+  // Use Connect(); public only for kj::heap.
+  Connection(ServerAddress address, std::string host, kj::Own<kj::AsyncIoStream> stream);
+
+ private:
+  kj::Promise<void> Login(std::string secret);
+
+  ServerAddress address_;
+  std::string host_;
+  kj::Own<kj::AsyncIoStream> stream_;
+  kj::Own<capnp::TwoPartyClient> rpc_;
+  proto::Session::Client session_;
+};
+
+// This machine's host name (gethostname), for use as the login host; "localhost" if
+// it cannot be determined.
+std::string LocalHostName();
+
+}  // namespace tapmap::mapserver
