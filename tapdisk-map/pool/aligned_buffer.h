@@ -1,0 +1,61 @@
+// AlignedBuffer: a heap buffer whose address and size are multiples of the pool's
+// direct-I/O alignment, as O_DIRECT requires of every pool read and write. It is the
+// only kind of buffer the pool layer accepts.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <span>
+#include <utility>
+
+namespace tapmap::pool {
+
+// Alignment of addresses, offsets and lengths of every pool I/O. 4096 satisfies
+// O_DIRECT on every Linux block device and filesystem we support (logical block sizes
+// of 512 and 4096 bytes).
+inline constexpr size_t kDirectIoAlignment = 4096;
+
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  // `size` bytes rounded up to kDirectIoAlignment, zero-filled. Throws std::bad_alloc.
+  explicit AlignedBuffer(size_t size) : size_(RoundUp(size)) {
+    if (size_ == 0) return;
+    void* p = std::aligned_alloc(kDirectIoAlignment, size_);
+    if (p == nullptr) throw std::bad_alloc();
+    std::memset(p, 0, size_);
+    data_ = static_cast<uint8_t*>(p);
+  }
+  ~AlignedBuffer() { std::free(data_); }
+  AlignedBuffer(AlignedBuffer&& o) noexcept
+      : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  AlignedBuffer& operator=(AlignedBuffer&& o) noexcept {
+    if (this != &o) {
+      std::free(data_);
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+    }
+    return *this;
+  }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+
+  uint8_t* data() { return data_; }
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  std::span<uint8_t> span() { return {data_, size_}; }
+  std::span<const uint8_t> span() const { return {data_, size_}; }
+
+  static constexpr size_t RoundUp(size_t n) {
+    return (n + kDirectIoAlignment - 1) / kDirectIoAlignment * kDirectIoAlignment;
+  }
+
+ private:
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace tapmap::pool

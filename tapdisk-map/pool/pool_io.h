@@ -1,0 +1,82 @@
+// PoolIo: asynchronous reads, writes and data syncs on the pool file. Two
+// implementations: UringPoolIo (io_uring, the default) and ThreadPoolIo (blocking
+// pread/pwrite on worker threads; the fallback where io_uring is unavailable, and the
+// baseline the engine bench compares against).
+//
+// Contract common to both:
+//  - Buffers, offsets and lengths must be multiples of kDirectIoAlignment
+//    (aligned_buffer.h); a violation fails the operation with invalid-argument.
+//  - The buffer must stay valid until `done` runs.
+//  - `done` runs exactly once, on a thread running the io_context given at creation,
+//    never inline from Read/Write/Sync.
+//  - Short transfers are continued until complete; reading past the end of the pool
+//    fails with io-error.
+//  - Thread-safe: any thread may start operations.
+//  - Destroying the PoolIo with operations in flight waits for the kernel to finish
+//    them and drops their callbacks uncalled; owners drain I/O before destroying.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string_view>
+
+#include <boost/asio/io_context.hpp>
+
+#include "common/logging.h"
+#include "common/status.h"
+#include "tapdisk-map/pool/aligned_buffer.h"
+#include "tapdisk-map/pool/pool_file.h"
+
+namespace tapmap::pool {
+
+using PoolDone = std::function<void(Status)>;
+
+// Totals since creation; read with counters().
+struct PoolIoCounters {
+  uint64_t read_ops = 0;
+  uint64_t write_ops = 0;
+  uint64_t sync_ops = 0;
+  uint64_t bytes_read = 0;
+  uint64_t bytes_written = 0;
+};
+
+class PoolIo {
+ public:
+  virtual ~PoolIo() = default;
+
+  virtual void Read(uint64_t offset, std::span<uint8_t> buffer, PoolDone done) = 0;
+  virtual void Write(uint64_t offset, std::span<const uint8_t> data, PoolDone done) = 0;
+  // Makes every write completed before the call stable (fdatasync).
+  virtual void Sync(PoolDone done) = 0;
+
+  // "io_uring" or "threads".
+  virtual std::string_view kind() const = 0;
+  // True if the pool was opened with O_DIRECT.
+  virtual bool direct() const = 0;
+  PoolIoCounters counters() const;
+
+ protected:
+  // Validates alignment; returns invalid-argument naming the bad value.
+  static Status CheckAligned(uint64_t offset, const void* data, size_t length);
+  void CountRead(uint64_t bytes) { read_ops_++; bytes_read_ += bytes; }
+  void CountWrite(uint64_t bytes) { write_ops_++; bytes_written_ += bytes; }
+  void CountSync() { sync_ops_++; }
+
+ private:
+  std::atomic<uint64_t> read_ops_{0}, write_ops_{0}, sync_ops_{0}, bytes_read_{0}, bytes_written_{0};
+};
+
+enum class PoolIoKind { kAuto, kUring, kThreads };
+
+// Creates a PoolIo on `file` (whose ownership it takes) completing on `io`, which must
+// outlive the returned object. kAuto tries io_uring and falls back to threads with a
+// warning. `queue_depth` bounds operations submitted to the kernel at once (more are
+// queued); `threads` is the worker count of the thread implementation.
+Result<std::unique_ptr<PoolIo>> CreatePoolIo(boost::asio::io_context& io, PoolFile file,
+                                            PoolIoKind kind, const Logger& log,
+                                            unsigned queue_depth = 128, unsigned threads = 4);
+
+}  // namespace tapmap::pool
