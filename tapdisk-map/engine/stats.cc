@@ -1,0 +1,79 @@
+#include "tapdisk-map/engine/stats.h"
+
+namespace tapmap::engine {
+namespace {
+
+nlohmann::json IoStatsToJson(const IoStats& s) {
+  nlohmann::json j = nlohmann::json::object();
+#define TAPMAP_X(name, help) j[#name] = s.name;
+  TAPMAP_IO_STATS_FIELDS(TAPMAP_X)
+#undef TAPMAP_X
+  return j;
+}
+
+// Label values escape backslash, double quote and newline.
+std::string EscapeLabel(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+void Metric(std::string& out, const char* name, const char* type, const char* help, uint64_t value) {
+  out += "# HELP tapmap_"; out += name; out += ' '; out += help; out += '\n';
+  out += "# TYPE tapmap_"; out += name; out += ' '; out += type; out += '\n';
+  out += "tapmap_"; out += name; out += ' '; out += std::to_string(value); out += '\n';
+}
+
+}  // namespace
+
+IoStats IoCounters::Snapshot() const {
+  IoStats s;
+#define TAPMAP_X(name, help) s.name = name.load(std::memory_order_relaxed);
+  TAPMAP_IO_STATS_FIELDS(TAPMAP_X)
+#undef TAPMAP_X
+  return s;
+}
+
+nlohmann::json StatsToJson(const StatsSnapshot& stats) {
+  nlohmann::json j = IoStatsToJson(stats.host);
+  j["cache_bytes"] = stats.cache_bytes;
+  j["cache_capacity_bytes"] = stats.cache_capacity_bytes;
+  j["pinned_bytes"] = stats.pinned_bytes;
+  j["volumes_open"] = stats.volumes_open;
+  j["connected"] = stats.connected;
+  j["pool_io"] = stats.pool_io;
+  j["pool_direct"] = stats.pool_direct;
+  nlohmann::json volumes = nlohmann::json::object();
+  for (const auto& [name, s] : stats.volumes) volumes[name] = IoStatsToJson(s);
+  j["volumes"] = std::move(volumes);
+  return j;
+}
+
+std::string StatsToPrometheus(const StatsSnapshot& stats) {
+  std::string out;
+#define TAPMAP_X(name, help) Metric(out, #name, "counter", help, stats.host.name);
+  TAPMAP_IO_STATS_FIELDS(TAPMAP_X)
+#undef TAPMAP_X
+  Metric(out, "cache_bytes", "gauge", "bytes in the data cache", stats.cache_bytes);
+  Metric(out, "cache_capacity_bytes", "gauge", "data cache capacity", stats.cache_capacity_bytes);
+  Metric(out, "pinned_bytes", "gauge", "written bytes kept in memory until committed", stats.pinned_bytes);
+  Metric(out, "volumes_open", "gauge", "volumes open", stats.volumes_open);
+  Metric(out, "connected", "gauge", "1 if connected to the mapserver", stats.connected ? 1 : 0);
+#define TAPMAP_X(name, help)                                                              \
+  out += "# HELP tapmap_volume_" #name " " help " (per volume)\n";                  \
+  out += "# TYPE tapmap_volume_" #name " counter\n";                                \
+  for (const auto& [vol, s] : stats.volumes) {                                            \
+    out += "tapmap_volume_" #name "{volume=\"" + EscapeLabel(vol) + "\"} " +        \
+           std::to_string(s.name) + "\n";                                                 \
+  }
+  TAPMAP_IO_STATS_FIELDS(TAPMAP_X)
+#undef TAPMAP_X
+  return out;
+}
+
+}  // namespace tapmap::engine

@@ -1,0 +1,72 @@
+// Engine statistics: counters per volume and per host, a plain snapshot of them, and
+// its two serialisations — JSON (the control socket's `stats` op) and Prometheus text
+// (`--metrics`). Key names are those of tapdisk-map/control/PROTOCOL.md.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace tapmap::engine {
+
+// The counters kept both per volume and per host, as (member, key) pairs. Every
+// counter is a total since start.
+#define TAPMAP_IO_STATS_FIELDS(X)                                                       \
+  X(logical_bytes_read, "bytes read by front ends")                                     \
+  X(logical_bytes_written, "bytes written by front ends (incl. write-zeroes)")          \
+  X(logical_read_ops, "read requests from front ends")                                  \
+  X(logical_write_ops, "write requests from front ends")                                \
+  X(pool_bytes_read, "bytes read from the pool")                                        \
+  X(pool_bytes_written, "bytes written to the pool")                                    \
+  X(pool_read_ops, "reads issued to the pool")                                          \
+  X(pool_write_ops, "writes issued to the pool")                                        \
+  X(cache_hits, "block lookups served without a pool read")                             \
+  X(cache_misses, "block lookups that read the pool")                                   \
+  X(cache_evictions, "data cache entries evicted")                                      \
+  X(io_eliminated_bytes, "logical bytes read minus pool bytes read for reads")          \
+  X(map_fetches, "map RPCs sent to the mapserver")                                      \
+  X(map_recalls, "map recalls received from the mapserver")                             \
+  X(commits, "commit RPCs that succeeded")
+
+// A plain copy of the counters.
+struct IoStats {
+#define TAPMAP_X(name, help) uint64_t name = 0;
+  TAPMAP_IO_STATS_FIELDS(TAPMAP_X)
+#undef TAPMAP_X
+};
+
+// Live counters, updated from any thread (relaxed atomics).
+class IoCounters {
+ public:
+#define TAPMAP_X(name, help) std::atomic<uint64_t> name{0};
+  TAPMAP_IO_STATS_FIELDS(TAPMAP_X)
+#undef TAPMAP_X
+  IoStats Snapshot() const;
+};
+
+// Everything the engine reports at one moment.
+struct StatsSnapshot {
+  IoStats host;                          // totals of every volume ever open
+  uint64_t cache_bytes = 0;              // data cache content now
+  uint64_t cache_capacity_bytes = 0;
+  uint64_t pinned_bytes = 0;             // written, awaiting commit (kept in memory)
+  uint64_t volumes_open = 0;
+  bool connected = false;                // to the mapserver
+  std::string pool_io;                   // "io_uring" or "threads"
+  bool pool_direct = false;              // pool opened with O_DIRECT
+  std::map<std::string, IoStats> volumes;  // open volumes by name
+};
+
+// {"logical_bytes_read": N, ..., "volumes": {"<name>": {...}}} plus the extra host
+// fields above (cache_bytes, cache_capacity_bytes, pinned_bytes, volumes_open,
+// connected, pool_io, pool_direct).
+nlohmann::json StatsToJson(const StatsSnapshot& stats);
+
+// Prometheus text exposition format 0.0.4: tapmap_<key> for host counters and gauges,
+// tapmap_volume_<key>{volume="<name>"} per volume, with HELP and TYPE lines.
+std::string StatsToPrometheus(const StatsSnapshot& stats);
+
+}  // namespace tapmap::engine
