@@ -1,0 +1,650 @@
+#include "tapdisk-map/engine/mapping_client.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <deque>
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "mapserver/client/connection.h"
+#include "mapserver/client/remote_status.h"
+#include "mapserver/client/server_address.h"
+
+namespace tapmap::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using mapserver::StatusFromException;
+
+// Functions queued from any thread to run on the RPC thread. An eventfd wakes the
+// RPC thread's KJ loop. Shared with every handle that posts, so a handle outliving
+// the thread finds the queue closed instead of a dangling pointer.
+class RpcQueue {
+ public:
+  RpcQueue() : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+    if (fd_ < 0) throw StatusError(Status::FromErrno("eventfd for the RPC thread", errno));
+  }
+  ~RpcQueue() { ::close(fd_); }
+  int fd() const { return fd_; }
+
+  // False (and `fn` dropped) once the RPC thread has stopped.
+  bool Post(std::function<void()> fn) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (closed_) return false;
+      queue_.push_back(std::move(fn));
+    }
+    uint64_t one = 1;
+    ssize_t n = ::write(fd_, &one, sizeof(one));
+    (void)n;  // an eventfd write only fails on counter overflow: it is then readable anyway
+    return true;
+  }
+  std::deque<std::function<void()>> Take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::move(queue_);
+  }
+  void Close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+  }
+
+ private:
+  int fd_;
+  std::mutex mu_;
+  bool closed_ = false;
+  std::deque<std::function<void()>> queue_;
+};
+
+proto::OpenMode ModeOf(bool read_only) {
+  return read_only ? proto::OpenMode::READ_ONLY : proto::OpenMode::READ_WRITE;
+}
+
+ExtentState FromProto(proto::ExtentState s) {
+  switch (s) {
+    case proto::ExtentState::HOLE: return ExtentState::kHole;
+    case proto::ExtentState::OWNED: return ExtentState::kOwned;
+    case proto::ExtentState::SHARED: return ExtentState::kShared;
+  }
+  return ExtentState::kHole;
+}
+
+proto::ExtentState ToProto(ExtentState s) {
+  switch (s) {
+    case ExtentState::kHole: return proto::ExtentState::HOLE;
+    case ExtentState::kOwned: return proto::ExtentState::OWNED;
+    case ExtentState::kShared: return proto::ExtentState::SHARED;
+  }
+  return proto::ExtentState::HOLE;
+}
+
+RecallReason FromProto(proto::RecallReason r) {
+  switch (r) {
+    case proto::RecallReason::SNAPSHOT: return RecallReason::kSnapshot;
+    case proto::RecallReason::CLONE: return RecallReason::kClone;
+    case proto::RecallReason::RESIZE: return RecallReason::kResize;
+    case proto::RecallReason::DELETE: return RecallReason::kDelete;
+    case proto::RecallReason::DISCARD: return RecallReason::kDiscard;
+  }
+  return RecallReason::kDiscard;
+}
+
+std::vector<Extent> ExtentsFromProto(capnp::List<proto::Extent>::Reader list) {
+  std::vector<Extent> out;
+  out.reserve(list.size());
+  for (auto e : list) {
+    out.push_back(Extent{e.getLogical(), e.getLength(), e.getPhysical(), e.getGeneration(),
+                         FromProto(e.getState())});
+  }
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// KJ-thread state
+
+// One open volume as the RPC thread sees it. Fields are touched on the RPC thread only.
+struct VolumeState {
+  std::string name;
+  bool read_only = false;
+  std::weak_ptr<VolumeEvents> events;
+  kj::Maybe<proto::Volume::Client> cap;  // live capability on the current connection
+  bool needs_reopen = false;             // connection was lost since the last open
+  bool reopening = false;
+  bool closed = false;
+  Status failed;                         // reopening failed for good
+};
+
+class MappingClient::Impl : public kj::TaskSet::ErrorHandler {
+ public:
+  Impl(boost::asio::io_context& io, Options options, mapserver::ServerAddress address, Logger log)
+      : io_(io), options_(std::move(options)), address_(std::move(address)), log_(std::move(log)),
+        queue_(std::make_shared<RpcQueue>()) {}
+
+  void Start() { thread_ = std::thread([this] { Run(); }); }
+  void Stop() {
+    queue_->Post([this] { stopping_ = true; });
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // Any thread.
+  bool Post(std::function<void()> fn) { return queue_->Post(std::move(fn)); }
+  template <typename Fn>
+  void PostToIo(Fn&& fn) {
+    boost::asio::post(io_, std::forward<Fn>(fn));
+  }
+  const std::shared_ptr<RpcQueue>& queue() const { return queue_; }
+  boost::asio::io_context& io() { return io_; }
+  bool connected() const { return connected_.load(); }
+  Clock::time_point Deadline() const { return Clock::now() + options_.unavailable_timeout; }
+
+  // ---- RPC thread only ----
+
+  // A call waiting for the connection or a volume (re)open; retried on every state
+  // change and every tick until it runs or its deadline passes.
+  struct Parked {
+    Clock::time_point deadline;
+    std::function<void()> retry;
+    std::function<void(Status)> fail;
+  };
+  void Park(Clock::time_point deadline, std::function<void()> retry, std::function<void(Status)> fail) {
+    if (stopping_) return fail(Status::Aborted("mapping client is shutting down"));
+    parked_.push_back(Parked{deadline, std::move(retry), std::move(fail)});
+  }
+  void Kick() {
+    auto parked = std::move(parked_);
+    parked_.clear();
+    auto now = Clock::now();
+    for (auto& p : parked) {
+      if (now >= p.deadline) {
+        p.fail(Status::Unavailable("mapserver at " + address_.ToString() + " unreachable for " +
+                                   std::to_string(options_.unavailable_timeout.count() / 1000) + " s"));
+      } else {
+        p.retry();
+      }
+    }
+  }
+
+  void GetPoolInfo(Clock::time_point deadline, std::function<void(Result<PoolInfo>)> done) {
+    if (connected_ && pool_info_) {
+      PoolInfo info = *pool_info_;
+      PostToIo([done = std::move(done), info]() { done(info); });
+      return;
+    }
+    Park(deadline, [this, deadline, done]() { GetPoolInfo(deadline, done); },
+         [this, done](Status s) { PostToIo([done, s]() { done(s); }); });
+  }
+
+  void Open(std::string name, bool read_only, std::weak_ptr<VolumeEvents> events,
+            Clock::time_point deadline, std::function<void(Result<OpenResult>)> done);
+
+  void Reopen(std::shared_ptr<VolumeState> v);
+
+  // Sends a call on `v`'s capability once it is live. `send` issues the RPC and
+  // delivers its success; failures other than a lost connection go to `fail`.
+  void VolumeCall(std::shared_ptr<VolumeState> v, Clock::time_point deadline,
+                  std::function<kj::Promise<void>(proto::Volume::Client)> send,
+                  std::function<void(Status)> fail) {
+    if (stopping_) return fail(Status::Aborted("mapping client is shutting down"));
+    if (v->closed) return fail(Status::InvalidArgument("volume " + v->name + " is closed"));
+    if (!v->failed.ok()) return fail(v->failed);
+    KJ_IF_MAYBE(cap, v->cap) {
+      tasks_->add(send(*cap).catch_([this, v, deadline, send, fail](kj::Exception&& e) {
+        if (e.getType() == kj::Exception::Type::DISCONNECTED) {
+          // Connection lost (or the server said unavailable): wait and send again.
+          Park(deadline, [this, v, deadline, send, fail]() { VolumeCall(v, deadline, send, fail); }, fail);
+          return;
+        }
+        fail(StatusFromException(e));
+      }));
+      return;
+    }
+    Park(deadline, [this, v, deadline, send, fail]() { VolumeCall(v, deadline, send, fail); }, fail);
+  }
+
+  void CloseVolume(std::shared_ptr<VolumeState> v, std::function<void(Status)> done) {
+    if (v->closed) return done(Status::Ok());
+    v->closed = true;
+    volumes_.erase(std::remove(volumes_.begin(), volumes_.end(), v), volumes_.end());
+    KJ_IF_MAYBE(cap, v->cap) {
+      auto request = cap->closeRequest();
+      v->cap = nullptr;
+      tasks_->add(request.send().ignoreResult().then(
+          [done]() { done(Status::Ok()); },
+          [done](kj::Exception&& e) {
+            // A lost connection closes the opener too.
+            done(e.getType() == kj::Exception::Type::DISCONNECTED ? Status::Ok() : StatusFromException(e));
+          }));
+      return;
+    }
+    done(Status::Ok());
+  }
+
+  void FinishRecall(uint64_t id) {
+    auto it = recall_waiters_.find(id);
+    if (it == recall_waiters_.end()) return;
+    it->second->fulfill();
+    recall_waiters_.erase(it);
+  }
+  uint64_t AddRecallWaiter(kj::Own<kj::PromiseFulfiller<void>> f) {
+    uint64_t id = next_recall_id_++;
+    recall_waiters_.emplace(id, kj::mv(f));
+    return id;
+  }
+
+  void taskFailed(kj::Exception&& exception) override {
+    log_.Warnf("mapping client task failed: %s", exception.getDescription().cStr());
+  }
+
+  const Logger& log() const { return log_; }
+
+ private:
+  void Run();
+  kj::Promise<void> ConnectLoop();
+  kj::Promise<void> TickLoop();
+  void LoseConnection();
+
+  boost::asio::io_context& io_;
+  const Options options_;
+  const mapserver::ServerAddress address_;
+  const Logger log_;
+  std::shared_ptr<RpcQueue> queue_;
+  std::thread thread_;
+  std::atomic<bool> connected_{false};
+
+  // RPC thread only.
+  bool stopping_ = false;
+  kj::AsyncIoContext* aio_ = nullptr;
+  kj::Own<kj::TaskSet> tasks_;
+  kj::Own<mapserver::Connection> conn_;
+  std::optional<PoolInfo> pool_info_;
+  std::chrono::milliseconds backoff_{0};
+  std::vector<std::shared_ptr<VolumeState>> volumes_;
+  std::vector<Parked> parked_;
+  std::map<uint64_t, kj::Own<kj::PromiseFulfiller<void>>> recall_waiters_;
+  uint64_t next_recall_id_ = 1;
+};
+
+namespace {
+
+// The MapCallback capability given to the server with each open.
+class MapCallbackImpl final : public proto::MapCallback::Server {
+ public:
+  MapCallbackImpl(MappingClient::Impl* impl, std::weak_ptr<VolumeState> volume)
+      : impl_(impl), volume_(std::move(volume)) {}
+
+  kj::Promise<void> recall(RecallContext context) override {
+    auto events = Events();
+    if (!events) return kj::READY_NOW;
+    std::vector<ByteRange> ranges;
+    for (auto r : context.getParams().getRanges()) ranges.push_back(ByteRange{r.getOffset(), r.getLength()});
+    RecallReason reason = FromProto(context.getParams().getReason());
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    uint64_t id = impl_->AddRecallWaiter(kj::mv(paf.fulfiller));
+    std::shared_ptr<RpcQueue> queue = impl_->queue();
+    MappingClient::Impl* impl = impl_;
+    impl_->PostToIo([events, ranges = std::move(ranges), reason, queue, impl, id]() mutable {
+      events->OnRecall(std::move(ranges), reason, [queue, impl, id]() {
+        queue->Post([impl, id]() { impl->FinishRecall(id); });
+      });
+    });
+    return kj::mv(paf.promise);
+  }
+
+  kj::Promise<void> revoke(RevokeContext context) override {
+    if (auto events = Events()) {
+      std::string reason = context.getParams().getReason();
+      impl_->PostToIo([events, reason]() { events->OnRevoke(reason); });
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> sizeChanged(SizeChangedContext context) override {
+    if (auto events = Events()) {
+      uint64_t size = context.getParams().getSizeBytes();
+      impl_->PostToIo([events, size]() { events->OnSizeChanged(size); });
+    }
+    return kj::READY_NOW;
+  }
+
+ private:
+  std::shared_ptr<VolumeEvents> Events() {
+    auto v = volume_.lock();
+    if (!v || v->closed) return nullptr;
+    return v->events.lock();
+  }
+
+  MappingClient::Impl* impl_;
+  std::weak_ptr<VolumeState> volume_;
+};
+
+// The handle the engine holds. Every method posts to the RPC thread.
+class RemoteVolumeImpl final : public RemoteVolume {
+ public:
+  RemoteVolumeImpl(MappingClient::Impl* impl, std::shared_ptr<VolumeState> state)
+      : impl_(impl), queue_(impl->queue()), state_(std::move(state)) {}
+  ~RemoteVolumeImpl() override {
+    // Close if the user did not; the state (and its capability) dies on the RPC thread.
+    MappingClient::Impl* impl = impl_;
+    queue_->Post([impl, state = std::move(state_)]() { impl->CloseVolume(state, [](Status) {}); });
+  }
+
+  void Map(uint64_t offset, uint64_t length, std::function<void(Result<MapReply>)> done) override {
+    auto fail = Failer(done);
+    Run(fail, [impl = impl_, state = state_, offset, length, done, fail]() {
+      impl->VolumeCall(
+          state, impl->Deadline(),
+          [impl, offset, length, done](proto::Volume::Client cap) {
+            auto req = cap.mapRequest();
+            req.setOffset(offset);
+            req.setLength(length);
+            return req.send().then([impl, done](auto reply) {
+              MapReply r;
+              r.extents = ExtentsFromProto(reply.getExtents());
+              r.size_bytes = reply.getSizeBytes();
+              impl->PostToIo([done, r = std::move(r)]() mutable { done(std::move(r)); });
+            });
+          },
+          fail);
+    });
+  }
+
+  void PrepareWrite(std::vector<ByteRange> ranges,
+                    std::function<void(Result<std::vector<Extent>>)> done) override {
+    auto fail = Failer(done);
+    Run(fail, [impl = impl_, state = state_, ranges = std::move(ranges), done, fail]() {
+      impl->VolumeCall(
+          state, impl->Deadline(),
+          [impl, ranges, done](proto::Volume::Client cap) {
+            auto req = cap.prepareWriteRequest();
+            auto list = req.initRanges(static_cast<unsigned>(ranges.size()));
+            for (size_t i = 0; i < ranges.size(); i++) {
+              list[i].setOffset(ranges[i].offset);
+              list[i].setLength(ranges[i].length);
+            }
+            return req.send().then([impl, done](auto reply) {
+              auto extents = ExtentsFromProto(reply.getExtents());
+              impl->PostToIo([done, extents = std::move(extents)]() mutable { done(std::move(extents)); });
+            });
+          },
+          fail);
+    });
+  }
+
+  void Commit(std::vector<Extent> extents, std::function<void(Status)> done) override {
+    auto fail = StatusFailer(done);
+    Run(fail, [impl = impl_, state = state_, extents = std::move(extents), done, fail]() {
+      impl->VolumeCall(
+          state, impl->Deadline(),
+          [impl, extents, done](proto::Volume::Client cap) {
+            auto req = cap.commitRequest();
+            auto list = req.initExtents(static_cast<unsigned>(extents.size()));
+            for (size_t i = 0; i < extents.size(); i++) {
+              list[i].setLogical(extents[i].logical);
+              list[i].setLength(extents[i].length);
+              list[i].setPhysical(extents[i].physical);
+              list[i].setGeneration(extents[i].generation);
+              list[i].setState(ToProto(extents[i].state));
+            }
+            return req.send().ignoreResult().then([impl, done]() { impl->PostToIo([done]() { done(Status::Ok()); }); });
+          },
+          fail);
+    });
+  }
+
+  void Discard(std::vector<ByteRange> ranges, std::function<void(Status)> done) override {
+    auto fail = StatusFailer(done);
+    Run(fail, [impl = impl_, state = state_, ranges = std::move(ranges), done, fail]() {
+      impl->VolumeCall(
+          state, impl->Deadline(),
+          [impl, ranges, done](proto::Volume::Client cap) {
+            auto req = cap.discardRequest();
+            auto list = req.initRanges(static_cast<unsigned>(ranges.size()));
+            for (size_t i = 0; i < ranges.size(); i++) {
+              list[i].setOffset(ranges[i].offset);
+              list[i].setLength(ranges[i].length);
+            }
+            return req.send().ignoreResult().then([impl, done]() { impl->PostToIo([done]() { done(Status::Ok()); }); });
+          },
+          fail);
+    });
+  }
+
+  void Close(std::function<void(Status)> done) override {
+    auto fail = StatusFailer(done);
+    Run(fail, [impl = impl_, state = state_, done]() {
+      impl->CloseVolume(state, [impl, done](Status s) { impl->PostToIo([done, s]() { done(s); }); });
+    });
+  }
+
+ private:
+  template <typename T>
+  std::function<void(Status)> Failer(std::function<void(Result<T>)> done) {
+    return [impl = impl_, done](Status s) { impl->PostToIo([done, s]() { done(s); }); };
+  }
+  std::function<void(Status)> StatusFailer(std::function<void(Status)> done) {
+    return [impl = impl_, done](Status s) { impl->PostToIo([done, s]() { done(s); }); };
+  }
+  void Run(const std::function<void(Status)>& fail, std::function<void()> fn) {
+    if (!queue_->Post(std::move(fn))) fail(Status::Aborted("mapping client stopped"));
+  }
+
+  MappingClient::Impl* impl_;
+  std::shared_ptr<RpcQueue> queue_;
+  std::shared_ptr<VolumeState> state_;
+};
+
+}  // namespace
+
+void MappingClient::Impl::Open(std::string name, bool read_only, std::weak_ptr<VolumeEvents> events,
+                               Clock::time_point deadline,
+                               std::function<void(Result<OpenResult>)> done) {
+  auto fail = [this, done](Status s) { PostToIo([done, s]() { done(s); }); };
+  if (stopping_) return fail(Status::Aborted("mapping client is shutting down"));
+  if (!conn_ || !connected_) {
+    Park(deadline, [this, name, read_only, events, deadline, done]() { Open(name, read_only, events, deadline, done); }, fail);
+    return;
+  }
+  auto v = std::make_shared<VolumeState>();
+  v->name = name;
+  v->read_only = read_only;
+  v->events = events;
+  auto req = conn_->session().openRequest();
+  req.setName(name);
+  req.setMode(ModeOf(read_only));
+  req.setCallback(kj::heap<MapCallbackImpl>(this, v));
+  tasks_->add(req.send().then(
+      [this, v, done](auto reply) {
+        v->cap = reply.getVolume();
+        volumes_.push_back(v);
+        auto info = reply.getInfo();
+        VolumeOpenInfo oi{info.getName(), info.getSizeBytes(), info.getReadOnly() || v->read_only};
+        auto handle = std::make_shared<RemoteVolumeImpl>(this, v);
+        PostToIo([done, handle, oi]() { done(OpenResult{handle, oi}); });
+      },
+      [this, name, read_only, events, deadline, done, fail](kj::Exception&& e) {
+        if (e.getType() == kj::Exception::Type::DISCONNECTED) {
+          Park(deadline, [this, name, read_only, events, deadline, done]() { Open(name, read_only, events, deadline, done); }, fail);
+          return;
+        }
+        fail(StatusFromException(e));
+      }));
+}
+
+void MappingClient::Impl::Reopen(std::shared_ptr<VolumeState> v) {
+  if (!conn_ || v->reopening || v->closed) return;
+  v->reopening = true;
+  auto req = conn_->session().openRequest();
+  req.setName(v->name);
+  req.setMode(ModeOf(v->read_only));
+  req.setCallback(kj::heap<MapCallbackImpl>(this, v));
+  tasks_->add(req.send().then(
+      [this, v](auto reply) {
+        v->reopening = false;
+        if (v->closed) return;  // closed meanwhile: the new capability is dropped here
+        v->cap = reply.getVolume();
+        v->needs_reopen = false;
+        uint64_t size = reply.getInfo().getSizeBytes();
+        log_.Infof("volume %s re-opened on the new connection", v->name.c_str());
+        if (auto events = v->events.lock()) PostToIo([events, size]() { events->OnReopened(size); });
+        Kick();
+      },
+      [this, v](kj::Exception&& e) {
+        v->reopening = false;
+        Status s = StatusFromException(e);
+        if (e.getType() == kj::Exception::Type::DISCONNECTED || s.code() == StatusCode::kBusy ||
+            s.code() == StatusCode::kUnavailable) {
+          // Lost again, or the server has not yet noticed our old connection's end:
+          // the tick loop tries again.
+          log_.Warnf("re-opening volume %s: %s (will retry)", v->name.c_str(), s.ToString().c_str());
+          return;
+        }
+        log_.Errorf("re-opening volume %s failed: %s", v->name.c_str(), s.ToString().c_str());
+        v->failed = s;
+        if (auto events = v->events.lock()) {
+          std::string reason = "re-open failed: " + s.ToString();
+          PostToIo([events, reason]() { events->OnRevoke(reason); });
+        }
+        Kick();
+      }));
+}
+
+void MappingClient::Impl::LoseConnection() {
+  if (connected_) log_.Warnf("lost the connection to mapserver at %s", address_.ToString().c_str());
+  connected_ = false;
+  for (auto& v : volumes_) {
+    v->cap = nullptr;
+    v->needs_reopen = true;
+  }
+  // Drop the connection outside of any of its own callbacks.
+  auto old = kj::mv(conn_);
+  if (old.get() != nullptr) tasks_->add(kj::evalLater([old = kj::mv(old)]() mutable { old = nullptr; }));
+}
+
+kj::Promise<void> MappingClient::Impl::ConnectLoop() {
+  if (stopping_) return kj::READY_NOW;
+  return mapserver::Connection::Connect(*aio_, address_, options_.host, options_.secret)
+      .then([this](kj::Own<mapserver::Connection> conn) {
+        conn_ = kj::mv(conn);
+        return conn_->session().poolStatsRequest().send().then([this](auto reply) {
+          auto stats = reply.getStats();
+          pool_info_ = PoolInfo{stats.getBlockSize(), stats.getUuid()};
+          connected_ = true;
+          backoff_ = std::chrono::milliseconds(0);
+          log_.Infof("connected to mapserver at %s (pool %s, block size %u)", address_.ToString().c_str(),
+                     pool_info_->uuid.c_str(), pool_info_->block_size);
+          for (auto& v : volumes_) {
+            if (v->needs_reopen) Reopen(v);
+          }
+          Kick();
+          return conn_->onDisconnect();
+        });
+      })
+      .then(
+          [this]() -> kj::Promise<void> {
+            LoseConnection();
+            return ConnectLoop();
+          },
+          [this](kj::Exception&& e) -> kj::Promise<void> {
+            Status s = StatusFromException(e);
+            LoseConnection();
+            backoff_ = backoff_.count() == 0 ? options_.min_backoff
+                                             : std::min(options_.max_backoff, backoff_ * 2);
+            log_.Warnf("mapserver at %s: %s; retrying in %lld ms", address_.ToString().c_str(),
+                       s.ToString().c_str(), static_cast<long long>(backoff_.count()));
+            return aio_->provider->getTimer()
+                .afterDelay(backoff_.count() * kj::MILLISECONDS)
+                .then([this]() { return ConnectLoop(); });
+          });
+}
+
+kj::Promise<void> MappingClient::Impl::TickLoop() {
+  return aio_->provider->getTimer().afterDelay(250 * kj::MILLISECONDS).then([this]() {
+    if (connected_) {
+      for (auto& v : volumes_) {
+        if (v->needs_reopen && !v->reopening && v->failed.ok()) Reopen(v);
+      }
+    }
+    Kick();
+    return TickLoop();
+  });
+}
+
+void MappingClient::Impl::Run() {
+  auto aio = kj::setupAsyncIo();
+  aio_ = &aio;
+  tasks_ = kj::heap<kj::TaskSet>(*this);
+  tasks_->add(ConnectLoop());
+  tasks_->add(TickLoop());
+  auto wake = aio.lowLevelProvider->wrapInputFd(queue_->fd());
+  uint64_t counter = 0;
+  while (!stopping_) {
+    for (auto& fn : queue_->Take()) {
+      KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() { fn(); })) {
+        log_.Errorf("RPC thread task threw: %s", e->getDescription().cStr());
+      }
+      if (stopping_) break;
+    }
+    if (stopping_) break;
+    wake->tryRead(&counter, sizeof(counter), sizeof(counter)).wait(aio.waitScope);
+  }
+  queue_->Close();
+  // Whatever was queued after the stop request is dropped here, on this thread.
+  queue_->Take();
+  auto parked = std::move(parked_);
+  parked_.clear();
+  for (auto& p : parked) p.fail(Status::Aborted("mapping client is shutting down"));
+  recall_waiters_.clear();
+  for (auto& v : volumes_) {
+    v->closed = true;
+    v->cap = nullptr;
+  }
+  volumes_.clear();
+  wake = nullptr;
+  tasks_ = nullptr;
+  conn_ = nullptr;
+  connected_ = false;
+  aio_ = nullptr;
+}
+
+// ---------------------------------------------------------------------------------------
+// MappingClient
+
+Result<std::unique_ptr<MappingClient>> MappingClient::Create(boost::asio::io_context& io, Options options,
+                                                            const Logger& log) {
+  auto address = mapserver::ParseServerAddress(options.server);
+  if (!address.ok()) return address.status();
+  auto impl = std::make_shared<Impl>(io, std::move(options), std::move(*address), log);
+  impl->Start();
+  return std::unique_ptr<MappingClient>(new MappingClient(std::move(impl)));
+}
+
+MappingClient::~MappingClient() { impl_->Stop(); }
+
+bool MappingClient::connected() const { return impl_->connected(); }
+
+void MappingClient::GetPoolInfo(std::function<void(Result<PoolInfo>)> done) {
+  Impl* impl = impl_.get();
+  auto deadline = impl->Deadline();
+  if (!impl->Post([impl, deadline, done]() { impl->GetPoolInfo(deadline, done); })) {
+    impl->PostToIo([done]() { done(Status::Aborted("mapping client stopped")); });
+  }
+}
+
+void MappingClient::Open(const std::string& name, bool read_only, std::weak_ptr<VolumeEvents> events,
+                         std::function<void(Result<OpenResult>)> done) {
+  Impl* impl = impl_.get();
+  auto deadline = impl->Deadline();
+  if (!impl->Post([impl, name, read_only, events, deadline, done]() {
+        impl->Open(name, read_only, events, deadline, done);
+      })) {
+    impl->PostToIo([done]() { done(Status::Aborted("mapping client stopped")); });
+  }
+}
+
+}  // namespace tapmap::engine
