@@ -1,0 +1,174 @@
+// VolumeStore: the version-set store. Volumes, their snapshots and clones, each a
+// copy-on-write map tree (map_tree.h) over pool blocks, in the metadata store
+// (metadata_store.h) of one pool (pool_format.h); plus the in-memory write
+// reservations handed out by PrepareWrite.
+//
+// Every mutating call is one LMDB write transaction and returns only once it is
+// durable; a failed call changes nothing. Arguments are validated here (names,
+// sizes, alignment, ranges), so a bad request can never corrupt state. Leases and
+// openers are the RPC layer's business (mapping_service.h); this layer only keys
+// reservations by an opaque opener id.
+//
+// Reservations live in memory only: a reserved block stays in the persistent free
+// space until its Commit, and is excluded from allocation meanwhile. A restart or
+// DropReservations therefore loses them without leaking space.
+//
+// Threading: not thread-safe; used from the server's event-loop thread.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "common/logging.h"
+#include "common/status.h"
+#include "common/unique_fd.h"
+#include "mapserver/metadata_format.h"
+#include "mapserver/metadata_store.h"
+#include "mapserver/pool_format.h"
+
+namespace tapmap::mapserver {
+
+// Limits on requests (each violation is kInvalidArgument).
+inline constexpr size_t kMaxVolumeNameLength = 128;
+inline constexpr uint64_t kMaxVolumeBytes = uint64_t{1} << 50;     // 1 PiB
+inline constexpr size_t kMaxRangesPerCall = 4096;                  // prepareWrite/discard
+inline constexpr size_t kMaxExtentsPerCommit = 65536;
+inline constexpr uint64_t kMaxBlocksPerPrepare = 1u << 18;
+// A map answer holds at most this many extents; it then covers only a prefix of the
+// requested range (callers continue from the end of the last extent).
+inline constexpr size_t kMaxExtentsPerMap = 65536;
+
+// 1..128 characters of [A-Za-z0-9._-], not starting with '.'.
+Status ValidateVolumeName(std::string_view name);
+
+enum class ExtentState : uint8_t { kHole = 0, kOwned = 1, kShared = 2 };  // = proto enum
+
+// Byte-based, as on the wire (mapping.capnp Extent).
+struct MapExtent {
+  uint64_t logical = 0;
+  uint64_t length = 0;
+  uint64_t physical = 0;
+  uint64_t generation = 0;
+  ExtentState state = ExtentState::kHole;
+  bool operator==(const MapExtent&) const = default;
+};
+
+struct ByteRange {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+struct VolumeDescription {
+  std::string name;
+  VolumeRecord record;
+  std::string parent;          // "" if none or since deleted
+  uint64_t exclusive_blocks = 0;
+  uint64_t shared_blocks = 0;
+};
+
+struct PoolFigures {
+  uint64_t total_blocks = 0;
+  uint64_t free_blocks = 0;       // free in the metadata and not reserved
+  uint64_t reserved_blocks = 0;
+  uint32_t volumes = 0;
+  uint32_t version_sets = 0;
+  uint64_t metadata_bytes = 0;
+};
+
+using OpenerId = uint64_t;
+
+class VolumeStore {
+ public:
+  // Creates the metadata of a freshly formatted pool in `meta_dir` (created if
+  // missing): identity, counters, all blocks free. Refuses (kAlreadyExists) if the
+  // directory already holds tapmap metadata, unless `force` (then it is replaced).
+  static Status InitMetadata(const Superblock& sb, const std::string& meta_dir, bool force);
+
+  // Opens the store of the pool described by `sb`. Takes an exclusive lock on
+  // meta_dir/mapserver.lock (kBusy if another process holds it). Fails if the
+  // metadata belongs to a different pool.
+  static Result<std::unique_ptr<VolumeStore>> Open(const Superblock& sb,
+                                                   const std::string& meta_dir,
+                                                   Logger logger);
+  ~VolumeStore();
+
+  const Superblock& superblock() const { return sb_; }
+  MetadataStore& metadata() { return *meta_; }
+
+  // ---- administration --------------------------------------------------------------
+  Result<VolumeDescription> Create(std::string_view name, uint64_t size_bytes);
+  // O(1): a new record sharing the source's root. Snapshots are read-only.
+  Result<VolumeDescription> Snapshot(std::string_view source, std::string_view name);
+  Result<VolumeDescription> Clone(std::string_view source, std::string_view name);
+  // Frees what only this volume referenced; drops its reservations. Whether it may be
+  // deleted (openers) is the caller's check.
+  Status Delete(std::string_view name);
+  // Grows, or with allow_shrink shrinks (unmapping and un-reserving beyond the end).
+  Result<VolumeDescription> Resize(std::string_view name, uint64_t size_bytes, bool allow_shrink);
+  Result<VolumeDescription> Describe(std::string_view name);
+  Result<std::vector<VolumeDescription>> List();
+  Result<PoolFigures> Stats();
+
+  // ---- I/O path ----------------------------------------------------------------------
+  // Extents covering [offset, offset+length) rounded out to blocks (at most
+  // kMaxExtentsPerMap of them). Blocks of read-only volumes are always kShared.
+  Result<std::vector<MapExtent>> Map(std::string_view name, uint64_t offset, uint64_t length);
+  // See mapping.capnp Volume.prepareWrite. All reservations of one call share one new
+  // generation. Repeating a prepareWrite for a block this opener has reserved returns
+  // the same reservation. kNoSpace if the pool cannot supply the blocks (then nothing
+  // is reserved).
+  Result<std::vector<MapExtent>> PrepareWrite(OpenerId opener, std::string_view name,
+                                              const std::vector<ByteRange>& ranges);
+  // Installs reservations of `opener` (see mapping.capnp Volume.commit) in one durable
+  // transaction. An extent that is not a live reservation of this opener for this
+  // volume, and not already the volume's current owned mapping, fails the whole call
+  // with kAborted.
+  Status Commit(OpenerId opener, std::string_view name, const std::vector<MapExtent>& extents);
+  // Unmaps whole blocks inside `ranges`.
+  Status Discard(std::string_view name, const std::vector<ByteRange>& ranges);
+  // Forgets every reservation of `opener` (close, disconnect, revoke).
+  void DropReservations(OpenerId opener);
+  uint64_t ReservedBlocks() const { return reserved_blocks_.size(); }
+
+ private:
+  struct Reservation {
+    uint64_t block = 0;
+    uint64_t generation = 0;
+  };
+  struct OpenerReservations {
+    uint64_t volume_id = 0;
+    std::map<uint64_t, Reservation> by_lblock;
+    uint64_t hint = 0;  // where the next allocation search starts
+  };
+
+  VolumeStore(const Superblock& sb, std::unique_ptr<MetadataStore> meta, UniqueFd lock,
+              Logger logger);
+  Result<VolumeDescription> Copy(std::string_view source, std::string_view name, bool snapshot);
+  // Loads a volume record; kNotFound if absent.
+  Result<VolumeRecord> LoadVolume(Txn* txn, std::string_view name);
+  VolumeDescription DescribeIn(Txn* txn, std::string_view name, const VolumeRecord& record);
+  Status ValidateRange(const VolumeRecord& v, uint64_t offset, uint64_t length, const char* what);
+  Result<uint64_t> NextGeneration();
+  void DropReservationsBeyond(uint64_t volume_id, uint64_t first_lblock);
+  // Runs `fn(txn)` in a write transaction, committing if it returns OK. StatusError
+  // thrown inside becomes the result.
+  template <typename Fn>
+  Status InWriteTxn(Fn&& fn);
+
+  Superblock sb_;
+  std::unique_ptr<MetadataStore> meta_;
+  UniqueFd lock_;
+  Logger logger_;
+  uint64_t next_generation_ = 1;
+  uint64_t generation_high_water_ = 1;
+  std::unordered_map<OpenerId, OpenerReservations> reservations_;
+  std::set<uint64_t> reserved_blocks_;
+};
+
+}  // namespace tapmap::mapserver

@@ -1,0 +1,420 @@
+// The version-set store: copy-on-write map trees, lazy refcounts, reservations,
+// free-space accounting. fsck must be clean after every scenario.
+#include <catch2/catch.hpp>
+#include <algorithm>
+#include <numeric>
+#include <random>
+
+#include "mapserver/map_tree.h"
+#include "store_fixture.h"
+
+namespace tapmap::mapserver {
+namespace {
+
+using testing::StoreFixture;
+constexpr uint64_t kBs = 4096;
+
+std::vector<MapExtent> Prepare(VolumeStore& s, OpenerId opener, const std::string& name,
+                               uint64_t offset, uint64_t length) {
+  auto r = s.PrepareWrite(opener, name, {ByteRange{offset, length}});
+  INFO(r.status().ToString());
+  REQUIRE(r.ok());
+  return *r;
+}
+
+// prepareWrite + commit of [offset, offset+length).
+std::vector<MapExtent> Write(VolumeStore& s, OpenerId opener, const std::string& name,
+                             uint64_t offset, uint64_t length) {
+  auto extents = Prepare(s, opener, name, offset, length);
+  Status c = s.Commit(opener, name, extents);
+  INFO(c.ToString());
+  REQUIRE(c.ok());
+  return extents;
+}
+
+std::vector<MapExtent> MapOf(VolumeStore& s, const std::string& name, uint64_t offset,
+                             uint64_t length) {
+  auto r = s.Map(name, offset, length);
+  INFO(r.status().ToString());
+  REQUIRE(r.ok());
+  return *r;
+}
+
+TEST_CASE("A new volume is one hole; writes become owned extents") {
+  StoreFixture f;
+  auto& s = f.store();
+  uint64_t free0 = f.FreeBlocks();
+  auto info = s.Create("vm1", 64 * kBs);
+  REQUIRE(info.ok());
+  CHECK(info->record.size_bytes == 64 * kBs);
+  CHECK(info->record.mapped_blocks == 0);
+
+  auto m = MapOf(s, "vm1", 0, 64 * kBs);
+  REQUIRE(m.size() == 1);
+  CHECK(m[0].state == ExtentState::kHole);
+  CHECK(m[0].length == 64 * kBs);
+
+  auto prepared = Prepare(s, 1, "vm1", 4 * kBs, 8 * kBs);
+  REQUIRE(prepared.size() == 1);  // contiguous fresh blocks, one generation
+  CHECK(prepared[0].state == ExtentState::kOwned);
+  CHECK(prepared[0].generation >= 1);
+  CHECK(f.FreeBlocks() == free0 - 8);  // reserved blocks are not free
+  // Not yet visible in the map.
+  CHECK(MapOf(s, "vm1", 4 * kBs, kBs)[0].state == ExtentState::kHole);
+  REQUIRE(s.Commit(1, "vm1", prepared).ok());
+
+  m = MapOf(s, "vm1", 0, 64 * kBs);
+  REQUIRE(m.size() == 3);
+  CHECK(m[0].state == ExtentState::kHole);
+  CHECK(m[1] == prepared[0]);
+  CHECK(m[2].logical == 12 * kBs);
+  CHECK(m[2].length == 52 * kBs);
+  CHECK(s.ReservedBlocks() == 0);
+  CHECK(f.FreeBlocks() == free0 - 8);
+
+  // Already-owned blocks come back unchanged from prepareWrite.
+  auto again = Prepare(s, 1, "vm1", 4 * kBs, 8 * kBs);
+  CHECK(again == prepared);
+  CHECK(s.ReservedBlocks() == 0);
+  auto d = s.Describe("vm1");
+  REQUIRE(d.ok());
+  CHECK(d->record.mapped_blocks == 8);
+  CHECK(d->exclusive_blocks == 8);
+  CHECK(d->shared_blocks == 0);
+  f.RequireClean();
+}
+
+TEST_CASE("Unaligned writes round out to whole blocks") {
+  StoreFixture f;
+  auto& s = f.store();
+  REQUIRE(s.Create("v", 16 * kBs).ok());
+  auto e = Write(f.store(), 1, "v", kBs + 512, 1024);
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].logical == kBs);
+  CHECK(e[0].length == kBs);
+  f.RequireClean();
+}
+
+TEST_CASE("Snapshot shares everything in O(1) and copy-on-write keeps it intact") {
+  StoreFixture f;
+  auto& s = f.store();
+  REQUIRE(s.Create("base", 1024 * kBs).ok());
+  auto written = Write(s, 1, "base", 0, 300 * kBs);  // spans two leaves
+  uint64_t free_after_write = f.FreeBlocks();
+
+  auto snap = s.Snapshot("base", "snap");
+  REQUIRE(snap.ok());
+  CHECK(snap->record.read_only);
+  CHECK(snap->record.kind == VolumeRecord::Kind::kSnapshot);
+  CHECK(snap->parent == "base");
+  CHECK(snap->record.version_set == s.Describe("base")->record.version_set);
+  CHECK(snap->shared_blocks == 300);
+  CHECK(snap->exclusive_blocks == 0);
+  CHECK(f.FreeBlocks() == free_after_write);  // no data copied
+  f.RequireClean();
+
+  // Everything is now shared in both.
+  for (auto& e : MapOf(s, "base", 0, 300 * kBs)) CHECK(e.state == ExtentState::kShared);
+  auto snap_map_before = MapOf(s, "snap", 0, 1024 * kBs);
+
+  // Overwrite block 5 of base: new block, new generation.
+  auto cow = Prepare(s, 1, "base", 5 * kBs, kBs);
+  REQUIRE(cow.size() == 1);
+  CHECK(cow[0].physical != written[0].physical + 5 * kBs);
+  CHECK(cow[0].generation > written[0].generation);
+  REQUIRE(s.Commit(1, "base", cow).ok());
+  CHECK(f.FreeBlocks() == free_after_write - 1);
+
+  CHECK(MapOf(s, "snap", 0, 1024 * kBs) == snap_map_before);
+  auto b5 = MapOf(s, "base", 5 * kBs, kBs);
+  REQUIRE(b5.size() == 1);
+  CHECK(b5[0].physical == cow[0].physical);
+  CHECK(b5[0].state == ExtentState::kOwned);
+  // Block 6 of base is still shared (its leaf was copied, the block was not).
+  CHECK(MapOf(s, "base", 6 * kBs, kBs)[0].state == ExtentState::kShared);
+  auto base_info = s.Describe("base");
+  REQUIRE(base_info.ok());
+  CHECK(base_info->exclusive_blocks == 1);
+  CHECK(base_info->shared_blocks == 299);
+  f.RequireClean();
+
+  // Snapshots are read-only.
+  CHECK(s.PrepareWrite(2, "snap", {ByteRange{0, kBs}}).status().code() == StatusCode::kReadOnly);
+  CHECK(s.Discard("snap", {ByteRange{0, kBs}}).code() == StatusCode::kReadOnly);
+  CHECK(s.Resize("snap", 2048 * kBs, false).status().code() == StatusCode::kReadOnly);
+
+  // Deleting base frees only what it owned alone.
+  REQUIRE(s.Delete("base").ok());
+  CHECK(f.FreeBlocks() == free_after_write);
+  CHECK(s.Describe("snap")->parent == "");
+  CHECK(s.Describe("snap")->exclusive_blocks == 300);
+  f.RequireClean();
+  REQUIRE(s.Delete("snap").ok());
+  f.RequireClean();
+}
+
+TEST_CASE("Clone of a clone of a snapshot then deletes in every order return all space") {
+  std::vector<std::string> names = {"gold", "snap", "clone1", "clone2"};
+  std::vector<int> order = {0, 1, 2, 3};
+  do {
+    StoreFixture f(2048);
+    auto& s = f.store();
+    uint64_t free0 = f.FreeBlocks();
+    REQUIRE(s.Create("gold", 512 * kBs).ok());
+    Write(s, 1, "gold", 0, 400 * kBs);
+    REQUIRE(s.Snapshot("gold", "snap").ok());
+    REQUIRE(s.Clone("snap", "clone1").ok());
+    Write(s, 2, "clone1", 100 * kBs, 10 * kBs);
+    REQUIRE(s.Clone("clone1", "clone2").ok());
+    Write(s, 3, "clone2", 100 * kBs, 5 * kBs);
+    Write(s, 3, "clone2", 450 * kBs, 20 * kBs);
+    Write(s, 1, "gold", 0, 3 * kBs);
+    CHECK(s.Describe("clone2")->record.kind == VolumeRecord::Kind::kClone);
+    CHECK(s.Describe("clone2")->parent == "clone1");
+    f.RequireClean();
+    auto stats = s.Stats();
+    REQUIRE(stats.ok());
+    CHECK(stats->version_sets == 1);
+    CHECK(stats->volumes == 4);
+    for (int i : order) {
+      INFO("deleting " << names[i]);
+      REQUIRE(s.Delete(names[i]).ok());
+      f.RequireClean();
+    }
+    CHECK(f.FreeBlocks() == free0);
+    CHECK(s.Stats()->volumes == 0);
+  } while (std::next_permutation(order.begin(), order.end()));
+}
+
+TEST_CASE("Reservations are excluded from allocation and vanish on drop and restart") {
+  StoreFixture f(64);
+  auto& s = f.store();
+  REQUIRE(s.Create("a", 64 * kBs).ok());
+  REQUIRE(s.Create("b", 64 * kBs).ok());
+  auto ra = Prepare(s, 1, "a", 0, 40 * kBs);
+  // Only 23 blocks remain (64 - 1 MiB offset is in bytes; pool has exactly 64 blocks).
+  CHECK(f.FreeBlocks() == 24);
+  auto rb = s.PrepareWrite(2, "b", {ByteRange{0, 30 * kBs}});
+  CHECK(rb.status().code() == StatusCode::kNoSpace);
+  CHECK(f.FreeBlocks() == 24);  // a failed prepare reserves nothing
+  auto rb2 = Prepare(s, 2, "b", 0, 24 * kBs);
+  for (auto& e : rb2) {
+    for (auto& a : ra) {  // disjoint from a's reservation
+      CHECK((e.physical + e.length <= a.physical || a.physical + a.length <= e.physical));
+    }
+  }
+  CHECK(f.FreeBlocks() == 0);
+  s.DropReservations(1);
+  CHECK(f.FreeBlocks() == 40);
+  CHECK(s.Commit(1, "a", ra).code() == StatusCode::kAborted);  // reclaimed
+  // Opener 3 cannot commit opener 2's reservation.
+  CHECK(s.Commit(3, "b", rb2).code() == StatusCode::kAborted);
+  f.Reopen();  // restart: reservations gone, nothing leaked
+  CHECK(f.FreeBlocks() == 64);
+  CHECK(f.store().Commit(2, "b", rb2).code() == StatusCode::kAborted);
+  f.RequireClean();
+}
+
+TEST_CASE("Generations are never reused even across restarts") {
+  StoreFixture f;
+  REQUIRE(f.store().Create("v", 64 * kBs).ok());
+  auto first = Prepare(f.store(), 1, "v", 0, kBs);
+  f.Reopen();
+  auto second = Prepare(f.store(), 1, "v", 0, kBs);
+  CHECK(second[0].generation > first[0].generation);
+  CHECK(second[0].physical == first[0].physical);  // same block, new name
+  REQUIRE(f.store().Commit(1, "v", second).ok());
+  REQUIRE(f.store().Discard("v", {ByteRange{0, kBs}}).ok());
+  auto third = Prepare(f.store(), 2, "v", 0, kBs);  // a new opener searches from block 0
+  CHECK(third[0].physical == first[0].physical);
+  CHECK(third[0].generation > second[0].generation);
+}
+
+TEST_CASE("Sequential prepares allocate contiguous blocks") {
+  StoreFixture f;
+  auto& s = f.store();
+  REQUIRE(s.Create("v", 1024 * kBs).ok());
+  uint64_t expected = 0;
+  for (int i = 0; i < 10; ++i) {
+    auto e = Write(s, 1, "v", i * 16 * kBs, 16 * kBs);
+    REQUIRE(e.size() == 1);
+    if (i > 0) CHECK(e[0].physical == expected);
+    expected = e[0].physical + e[0].length;
+  }
+  auto m = MapOf(s, "v", 0, 160 * kBs);
+  CHECK(m.size() == 10);  // one extent per generation, physically contiguous
+  f.RequireClean();
+}
+
+TEST_CASE("Commit validates what it is given") {
+  StoreFixture f;
+  auto& s = f.store();
+  REQUIRE(s.Create("v", 64 * kBs).ok());
+  auto e = Prepare(s, 1, "v", 0, 2 * kBs);
+  MapExtent bad = e[0];
+  bad.generation += 1;
+  CHECK(s.Commit(1, "v", {bad}).code() == StatusCode::kAborted);
+  bad = e[0];
+  bad.physical += 512;
+  CHECK(s.Commit(1, "v", {bad}).code() == StatusCode::kInvalidArgument);
+  bad = e[0];
+  bad.physical = f.sb().data_offset + f.sb().total_blocks * kBs;
+  CHECK(s.Commit(1, "v", {bad}).code() == StatusCode::kInvalidArgument);
+  CHECK(s.Commit(1, "v", {e[0], e[0]}).code() == StatusCode::kInvalidArgument);
+  CHECK(s.Commit(1, "nope", e).code() == StatusCode::kNotFound);
+  // A partly bad batch changes nothing.
+  bad = e[0];
+  bad.logical = 10 * kBs;
+  CHECK(s.Commit(1, "v", {e[0], bad}).code() == StatusCode::kAborted);
+  CHECK(MapOf(s, "v", 0, kBs)[0].state == ExtentState::kHole);
+  REQUIRE(s.Commit(1, "v", e).ok());
+  // Committing the installed extents again is harmless.
+  REQUIRE(s.Commit(1, "v", e).ok());
+  f.RequireClean();
+}
+
+TEST_CASE("Argument validation of names sizes and ranges") {
+  StoreFixture f;
+  auto& s = f.store();
+  for (const char* bad : {"", ".hidden", "a/b", "a b", "ä"}) {
+    CHECK(s.Create(bad, kBs).status().code() == StatusCode::kInvalidArgument);
+  }
+  CHECK(s.Create(std::string(129, 'x'), kBs).status().code() == StatusCode::kInvalidArgument);
+  CHECK(s.Create(std::string(128, 'x'), kBs).ok());
+  CHECK(s.Create("v", 0).status().code() == StatusCode::kInvalidArgument);
+  CHECK(s.Create("v", 1000).status().code() == StatusCode::kInvalidArgument);
+  CHECK(s.Create("v", kMaxVolumeBytes + 512).status().code() == StatusCode::kInvalidArgument);
+  REQUIRE(s.Create("v", 8 * kBs).ok());
+  CHECK(s.Create("v", 8 * kBs).status().code() == StatusCode::kAlreadyExists);
+  CHECK(s.Snapshot("v", "v").status().code() == StatusCode::kAlreadyExists);
+  CHECK(s.Clone("missing", "w").status().code() == StatusCode::kNotFound);
+  CHECK(s.Map("v", 0, 0).status().code() == StatusCode::kInvalidArgument);
+  CHECK(s.Map("v", 100, 512).status().code() == StatusCode::kInvalidArgument);
+  CHECK(s.Map("v", 7 * kBs, 2 * kBs).status().code() == StatusCode::kInvalidArgument);
+  CHECK(s.Map("v", ~uint64_t{511}, 512).status().code() == StatusCode::kInvalidArgument);
+  CHECK(s.PrepareWrite(1, "v", {}).status().code() == StatusCode::kInvalidArgument);
+  CHECK(s.PrepareWrite(1, "v", {ByteRange{0, 9 * kBs}}).status().code() ==
+        StatusCode::kInvalidArgument);
+  CHECK(s.Discard("v", {ByteRange{512, 0}}).code() == StatusCode::kInvalidArgument);
+  CHECK(s.Resize("v", 4 * kBs, false).status().code() == StatusCode::kInvalidArgument);
+  CHECK(s.Delete("missing").code() == StatusCode::kNotFound);
+  CHECK(s.ReservedBlocks() == 0);
+  f.RequireClean();
+}
+
+TEST_CASE("Resize grows the tree by levels and shrink frees beyond the end") {
+  StoreFixture f(8192);
+  auto& s = f.store();
+  uint64_t free0 = f.FreeBlocks();
+  REQUIRE(s.Create("v", 100 * kBs).ok());
+  CHECK(s.Describe("v")->record.depth == 1);
+  auto low = Write(s, 1, "v", 0, 10 * kBs);
+  auto r = s.Resize("v", 70000 * kBs, false);  // needs depth 3
+  REQUIRE(r.ok());
+  CHECK(r->record.depth == 3);
+  CHECK(MapOf(s, "v", 0, 10 * kBs)[0] == low[0]);  // old data still where it was
+  Write(s, 1, "v", 69990 * kBs, 10 * kBs);
+  f.RequireClean();
+  REQUIRE(s.Snapshot("v", "s").ok());
+  r = s.Resize("v", 5 * kBs, true);
+  REQUIRE(r.ok());
+  CHECK(r->record.mapped_blocks == 5);
+  CHECK(s.Describe("s")->record.mapped_blocks == 20);  // the snapshot is untouched
+  f.RequireClean();
+  REQUIRE(s.Delete("s").ok());
+  CHECK(f.FreeBlocks() == free0 - 5);
+  f.RequireClean();
+  // Growing again shows holes, not old data.
+  REQUIRE(s.Resize("v", 100 * kBs, false).ok());
+  auto m = MapOf(s, "v", 5 * kBs, 95 * kBs);
+  REQUIRE(m.size() == 1);
+  CHECK(m[0].state == ExtentState::kHole);
+}
+
+TEST_CASE("Discard unmaps whole blocks only and returns unshared space") {
+  StoreFixture f;
+  auto& s = f.store();
+  uint64_t free0 = f.FreeBlocks();
+  REQUIRE(s.Create("v", 600 * kBs).ok());
+  Write(s, 1, "v", 0, 600 * kBs);
+  REQUIRE(s.Snapshot("v", "s").ok());
+  // Partial blocks at both ends stay mapped.
+  REQUIRE(s.Discard("v", {ByteRange{10 * kBs + 512, 300 * kBs}}).ok());
+  auto m = MapOf(s, "v", 0, 600 * kBs);
+  REQUIRE(m.size() == 3);
+  CHECK(m[1].state == ExtentState::kHole);
+  CHECK(m[1].logical == 11 * kBs);
+  CHECK(m[1].length == 299 * kBs);
+  CHECK(f.FreeBlocks() == free0 - 600);  // the snapshot still holds them
+  REQUIRE(s.Delete("s").ok());
+  CHECK(f.FreeBlocks() == free0 - 301);
+  REQUIRE(s.Discard("v", {ByteRange{0, 600 * kBs}}).ok());
+  CHECK(f.FreeBlocks() == free0);
+  auto d = s.Describe("v");
+  CHECK(d->record.mapped_blocks == 0);
+  CHECK(d->record.root == 0);  // empty nodes are removed
+  f.RequireClean();
+}
+
+TEST_CASE("Random workload keeps fsck clean and matches a model") {
+  StoreFixture f(4096);
+  auto& s = f.store();
+  std::mt19937_64 rng(12345);
+  const uint64_t nblocks = 2000;
+  REQUIRE(s.Create("v0", nblocks * kBs).ok());
+  // Model: per volume, logical block -> physical offset.
+  std::map<std::string, std::map<uint64_t, uint64_t>> model;
+  model["v0"];
+  int serial = 0;
+  for (int step = 0; step < 300; ++step) {
+    std::vector<std::string> names;
+    for (auto& [n, m] : model) names.push_back(n);
+    std::string v = names[rng() % names.size()];
+    bool ro = s.Describe(v)->record.read_only;
+    int op = static_cast<int>(rng() % 10);
+    if (op < 5 && !ro) {
+      uint64_t first = rng() % nblocks;
+      uint64_t n = 1 + rng() % std::min<uint64_t>(64, nblocks - first);
+      auto r = s.PrepareWrite(7, v, {ByteRange{first * kBs, n * kBs}});
+      if (!r.ok()) {
+        REQUIRE(r.status().code() == StatusCode::kNoSpace);
+        s.DropReservations(7);
+        continue;
+      }
+      REQUIRE(s.Commit(7, v, *r).ok());
+      s.DropReservations(7);  // opener 7 moves between volumes
+      for (auto& e : *r) {
+        for (uint64_t i = 0; i < e.length / kBs; ++i) model[v][e.logical / kBs + i] = e.physical + i * kBs;
+      }
+    } else if (op == 5 && !ro) {
+      uint64_t first = rng() % nblocks;
+      uint64_t n = 1 + rng() % std::min<uint64_t>(300, nblocks - first);
+      REQUIRE(s.Discard(v, {ByteRange{first * kBs, n * kBs}}).ok());
+      for (uint64_t i = 0; i < n; ++i) model[v].erase(first + i);
+    } else if (op == 6 || op == 7) {
+      std::string name = "x" + std::to_string(++serial);
+      auto r = op == 6 ? s.Snapshot(v, name) : s.Clone(v, name);
+      REQUIRE(r.ok());
+      model[name] = model[v];
+    } else if (op == 8 && model.size() > 1) {
+      REQUIRE(s.Delete(v).ok());
+      model.erase(v);
+    } else {
+      auto m = MapOf(s, v, 0, nblocks * kBs);
+      std::map<uint64_t, uint64_t> seen;
+      for (auto& e : m) {
+        if (e.state == ExtentState::kHole) continue;
+        for (uint64_t i = 0; i < e.length / kBs; ++i) seen[e.logical / kBs + i] = e.physical + i * kBs;
+      }
+      REQUIRE(seen == model[v]);
+    }
+    if (step % 50 == 0) f.RequireClean();
+  }
+  f.RequireClean();
+  for (auto& [n, m] : model) REQUIRE(s.Delete(n).ok());
+  CHECK(f.FreeBlocks() == f.sb().total_blocks);
+  f.RequireClean();
+}
+
+}  // namespace
+}  // namespace tapmap::mapserver
