@@ -1,0 +1,34 @@
+// ListenAddress: where a daemon listens or a client connects, written as
+//   unix:/run/tapmap/nbd.sock      a unix stream socket path
+//   tcp:127.0.0.1:10809            a TCP host (name, IPv4, or [IPv6]) and port
+// Used by tapdisk-map's --nbd and --metrics flags and by clients naming those sockets.
+// Parsing only: no socket is created here.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace tapmap {
+
+struct ListenAddress {
+  enum class Kind : uint8_t { kUnix, kTcp };
+  Kind kind = Kind::kUnix;
+  std::string path;  // kUnix: the socket path (non-empty, < 108 bytes)
+  std::string host;  // kTcp: host name or address, without IPv6 brackets
+  uint16_t port = 0; // kTcp: 1..65535
+
+  // The canonical text form ("unix:/path", "tcp:host:port", "tcp:[::1]:port").
+  std::string ToString() const;
+};
+
+// Parses one address; errors (kInvalidArgument) name the offending text.
+Result<ListenAddress> ParseListenAddress(std::string_view text);
+
+// Parses a comma-separated list ("unix:/a,tcp:0.0.0.0:10809"); empty items are errors.
+Result<std::vector<ListenAddress>> ParseListenAddressList(std::string_view text);
+
+}  // namespace tapmap

@@ -1,0 +1,93 @@
+#include "tapdisk-map/nbd/connection.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+
+namespace tapmap::nbd {
+
+namespace asio = boost::asio;
+
+Connection::Connection(Stream stream, ExportCatalog& catalog, ConnectionOptions options, Logger log,
+                       std::function<void()> on_end)
+    : executor_(stream.get_executor()),
+      stream_(std::move(stream)),
+      catalog_(catalog),
+      options_(options),
+      log_(std::move(log)),
+      on_end_(std::move(on_end)),
+      deadline_(executor_) {}
+
+void Connection::Start() {
+  asio::co_spawn(
+      executor_,
+      [self = shared_from_this()]() -> asio::awaitable<void> { co_await self->Serve(); },
+      asio::detached);
+}
+
+void Connection::Stop() {
+  asio::post(executor_, [self = shared_from_this()]() {
+    if (self->stopped_) return;
+    self->stopped_ = true;
+    if (self->transmission_) {
+      self->transmission_->Stop();
+    } else {
+      boost::system::error_code ec;
+      self->stream_.close(ec);  // cuts the handshake
+    }
+  });
+}
+
+std::string Connection::volume() const {
+  std::lock_guard<std::mutex> lock(volume_mu_);
+  return volume_;
+}
+
+asio::awaitable<void> Connection::Serve() {
+  deadline_.expires_after(options_.handshake_timeout);
+  deadline_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (ec || self->transmission_) return;
+    self->log_.Warnf("handshake not finished within %lld ms: closing",
+                     static_cast<long long>(self->options_.handshake_timeout.count()));
+    boost::system::error_code ignored;
+    self->stream_.close(ignored);
+  });
+  Result<NegotiatedExport> negotiated = co_await Negotiate(stream_, catalog_, options_.handshake, log_);
+  deadline_.cancel();
+  if (!negotiated.ok()) {
+    if (negotiated.status().code() == StatusCode::kAborted) {
+      log_.Debugf("negotiation ended: %s", negotiated.status().ToString().c_str());
+    } else {
+      log_.Warnf("negotiation failed: %s", negotiated.status().ToString().c_str());
+    }
+    boost::system::error_code ec;
+    stream_.close(ec);
+    on_end_();
+    co_return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(volume_mu_);
+    volume_ = negotiated->name;
+  }
+  Logger tx_log = log_.WithContext("volume", negotiated->name);
+  tx_log.Infof("serving (%s replies, %s)", negotiated->structured_replies ? "structured" : "simple",
+               negotiated->device->read_only() ? "read-only" : "read-write");
+  transmission_ = std::make_shared<Transmission>(std::move(stream_), std::move(negotiated->device),
+                                                 negotiated->structured_replies,
+                                                 options_.transmission, tx_log);
+  if (stopped_) transmission_->Stop();
+  Status status = co_await transmission_->Run();
+  const TransmissionCounters& c = transmission_->counters();
+  tx_log.Infof("closed: %s (%llu requests, %llu errors, %llu bytes read, %llu bytes written)",
+               status.ToString().c_str(), static_cast<unsigned long long>(c.requests),
+               static_cast<unsigned long long>(c.errors), static_cast<unsigned long long>(c.bytes_read),
+               static_cast<unsigned long long>(c.bytes_written));
+  transmission_.reset();  // releases the device
+  {
+    std::lock_guard<std::mutex> lock(volume_mu_);
+    volume_.clear();
+  }
+  on_end_();
+}
+
+}  // namespace tapmap::nbd

@@ -1,0 +1,64 @@
+// Connection: one accepted NBD client, from the greeting to the close: runs the
+// handshake (under a deadline, so a silent client cannot hold a socket forever) and
+// then the transmission phase on the chosen export.
+//
+// Threading: the connection runs on its own strand (the stream's executor); Stop() and
+// volume() may be called from any thread.
+#pragma once
+
+#include <utility>  // before asio: boost 1.74's awaitable.hpp needs std::exchange
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "common/logging.h"
+#include "tapdisk-map/nbd/export_catalog.h"
+#include "tapdisk-map/nbd/handshake.h"
+#include "tapdisk-map/nbd/stream.h"
+#include "tapdisk-map/nbd/transmission.h"
+
+namespace tapmap::nbd {
+
+struct ConnectionOptions {
+  HandshakeOptions handshake;
+  TransmissionLimits transmission;
+  std::chrono::milliseconds handshake_timeout{30000};
+};
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  // `stream` is connected; its executor must be a strand. `catalog` must outlive the
+  // connection. `on_end` runs once, on the strand, when the connection is closed.
+  Connection(Stream stream, ExportCatalog& catalog, ConnectionOptions options, Logger log,
+             std::function<void()> on_end);
+
+  // Starts serving (spawns the connection's coroutine). Call once.
+  void Start();
+  // Ends the connection gracefully: a handshake in progress is cut, a transmission
+  // stops reading and answers what is in flight. Thread-safe; idempotent.
+  void Stop();
+  // The volume exported on this connection ("" until the handshake chose one).
+  std::string volume() const;
+
+ private:
+  boost::asio::awaitable<void> Serve();
+
+  boost::asio::any_io_executor executor_;  // the connection's strand
+  Stream stream_;  // moved into transmission_ after the handshake
+  ExportCatalog& catalog_;
+  const ConnectionOptions options_;
+  Logger log_;
+  std::function<void()> on_end_;
+  boost::asio::steady_timer deadline_;
+  bool stopped_ = false;  // strand only
+  std::shared_ptr<Transmission> transmission_;  // strand only
+  mutable std::mutex volume_mu_;
+  std::string volume_;
+};
+
+}  // namespace tapmap::nbd

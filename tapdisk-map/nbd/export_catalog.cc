@@ -1,0 +1,81 @@
+#include "tapdisk-map/nbd/export_catalog.h"
+
+#include <algorithm>
+
+namespace tapmap::nbd {
+
+VolumeExports::VolumeExports(engine::BlockDeviceOpener& opener, Lister lister)
+    : opener_(opener), lister_(std::move(lister)) {}
+
+VolumeExports::~VolumeExports() = default;
+
+void VolumeExports::Open(const std::string& name, OpenDone done) {
+  std::shared_ptr<engine::BlockDevice> open;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Entry& entry = entries_[name];
+    open = entry.device.lock();
+    if (!open) {
+      entry.waiters.push_back(std::move(done));
+      if (entry.waiters.size() > 1) return;  // an open of this volume is in progress
+    }
+  }
+  if (open) {
+    done(std::move(open));
+    return;
+  }
+  // Writable if the volume allows it; a read-only volume (snapshot) is opened read-only.
+  opener_.Open(name, false, [this, name](Result<std::shared_ptr<engine::BlockDevice>> result) {
+    if (!result.ok() && result.status().code() == StatusCode::kReadOnly) {
+      opener_.Open(name, true, [this, name](Result<std::shared_ptr<engine::BlockDevice>> ro) {
+        Finish(name, std::move(ro));
+      });
+      return;
+    }
+    Finish(name, std::move(result));
+  });
+}
+
+void VolumeExports::Finish(const std::string& name,
+                           Result<std::shared_ptr<engine::BlockDevice>> result) {
+  std::vector<OpenDone> waiters;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Entry& entry = entries_[name];
+    waiters.swap(entry.waiters);
+    if (result.ok()) {
+      entry.device = *result;
+    } else {
+      entries_.erase(name);
+    }
+  }
+  for (OpenDone& waiter : waiters) waiter(result);
+}
+
+void VolumeExports::List(ListDone done) {
+  if (lister_) {
+    lister_(std::move(done));
+    return;
+  }
+  done(OpenVolumeNames());
+}
+
+std::vector<std::string> VolumeExports::OpenVolumeNames() const {
+  std::vector<std::string> names;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [name, entry] : entries_) {
+    if (!entry.device.expired()) names.push_back(name);
+  }
+  return names;  // std::map keeps them sorted
+}
+
+std::vector<std::shared_ptr<engine::BlockDevice>> VolumeExports::OpenDevices() const {
+  std::vector<std::shared_ptr<engine::BlockDevice>> devices;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [name, entry] : entries_) {
+    if (auto device = entry.device.lock()) devices.push_back(std::move(device));
+  }
+  return devices;
+}
+
+}  // namespace tapmap::nbd

@@ -1,0 +1,69 @@
+// ExportCatalog: what the NBD server may export, by name. An export name is a volume
+// name; opening one yields the engine's BlockDevice for it.
+//
+// VolumeExports is the catalog tapdisk-map uses: it opens volumes through the engine's
+// BlockDeviceOpener and shares one open BlockDevice among all connections to the same
+// volume (so several NBD connections, e.g. a multi-conn client, use one rw lease and one
+// cache, and a flush on any connection covers writes made on all of them). A volume
+// that is read-only (a snapshot) is opened read-only. A volume stays open while at
+// least one connection holds its device.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "tapdisk-map/engine/block_device.h"
+
+namespace tapmap::nbd {
+
+class ExportCatalog {
+ public:
+  virtual ~ExportCatalog() = default;
+  using OpenDone = std::function<void(Result<std::shared_ptr<engine::BlockDevice>>)>;
+  using ListDone = std::function<void(Result<std::vector<std::string>>)>;
+
+  // Opens export `name`. `done` runs exactly once, possibly inline, possibly on another
+  // thread. Errors: not-found for an unknown name; others as the engine reports them.
+  virtual void Open(const std::string& name, OpenDone done) = 0;
+
+  // The names a client may open (for NBD_OPT_LIST). Same calling rules as Open.
+  virtual void List(ListDone done) = 0;
+};
+
+class VolumeExports : public ExportCatalog {
+ public:
+  // Lists the volumes that exist (e.g. asks the mapserver). If null, List returns the
+  // volumes currently open here.
+  using Lister = std::function<void(ListDone)>;
+
+  // `opener` must outlive this object. Thread-safe.
+  explicit VolumeExports(engine::BlockDeviceOpener& opener, Lister lister = nullptr);
+  ~VolumeExports() override;
+
+  void Open(const std::string& name, OpenDone done) override;
+  void List(ListDone done) override;
+
+  // The volumes open now (held by at least one connection), sorted by name.
+  std::vector<std::string> OpenVolumeNames() const;
+  // The devices open now (to flush them all at shutdown).
+  std::vector<std::shared_ptr<engine::BlockDevice>> OpenDevices() const;
+
+ private:
+  struct Entry {
+    std::weak_ptr<engine::BlockDevice> device;
+    std::vector<OpenDone> waiters;  // non-empty while an open is in progress
+  };
+  void Finish(const std::string& name, Result<std::shared_ptr<engine::BlockDevice>> result);
+
+  engine::BlockDeviceOpener& opener_;
+  Lister lister_;
+  mutable std::mutex mu_;
+  std::map<std::string, Entry> entries_;
+};
+
+}  // namespace tapmap::nbd

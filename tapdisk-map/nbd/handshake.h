@@ -1,0 +1,60 @@
+// Handshake: the option-negotiation phase of an NBD connection (fixed newstyle), from
+// the server greeting until the client picks an export (NBD_OPT_GO or
+// NBD_OPT_EXPORT_NAME) or goes away. Supported options: EXPORT_NAME, ABORT, LIST, INFO,
+// GO, STRUCTURED_REPLY; every other option is answered NBD_REP_ERR_UNSUP (STARTTLS:
+// NBD_REP_ERR_POLICY). The wire format is in nbd_protocol.h / doc/nbd_wire.md.
+//
+// Everything the client sends is untrusted: option lengths are bounded, strings are
+// checked, a malformed option is answered NBD_REP_ERR_INVALID; a violation that leaves
+// the byte stream ambiguous (bad magic, unknown client flags, an oversized option)
+// ends the connection. Deadlines (a slow client) are the caller's business: close the
+// stream to abort a negotiation in progress.
+#pragma once
+
+#include <utility>  // before asio: boost 1.74's awaitable.hpp needs std::exchange
+
+#include <boost/asio/awaitable.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/logging.h"
+#include "common/status.h"
+#include "tapdisk-map/engine/block_device.h"
+#include "tapdisk-map/nbd/export_catalog.h"
+#include "tapdisk-map/nbd/stream.h"
+
+namespace tapmap::nbd {
+
+struct HandshakeOptions {
+  // Largest READ/WRITE payload the transmission phase accepts; advertised as the
+  // maximum block size.
+  uint32_t max_request_bytes = 32u << 20;
+  // Options a client may send before choosing an export (a loop guard).
+  uint32_t max_options = 1024;
+  // Largest option payload read; longer ones end the connection.
+  uint32_t max_option_bytes = 16 * 1024;
+};
+
+// What the negotiation settled on.
+struct NegotiatedExport {
+  std::string name;
+  std::shared_ptr<engine::BlockDevice> device;
+  bool structured_replies = false;
+  uint16_t transmission_flags = 0;  // as sent to the client
+};
+
+// The transmission flags tapdisk-map advertises for `device`.
+uint16_t TransmissionFlagsFor(const engine::BlockDevice& device, bool structured_replies);
+
+// Runs the negotiation on `stream` (which must stay valid until the coroutine ends),
+// opening the chosen export through `catalog`. Returns the export on success; kAborted
+// when the client aborted or closed the connection; kInvalidArgument/kCorruption on a
+// protocol violation (the caller closes the stream); kNotFound when a client using
+// NBD_OPT_EXPORT_NAME named an unknown export (which the protocol can only answer by
+// closing). Must run on the stream's executor.
+boost::asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalog& catalog,
+                                                           const HandshakeOptions& options,
+                                                           const Logger& log);
+
+}  // namespace tapmap::nbd

@@ -1,0 +1,194 @@
+#include "tapdisk-map/nbd/server.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/stat.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <set>
+
+namespace tapmap::nbd {
+
+namespace asio = boost::asio;
+using GenericEndpoint = asio::generic::stream_protocol::endpoint;
+
+NbdServer::NbdServer(asio::io_context& io, ExportCatalog& catalog, NbdServerOptions options, Logger log)
+    : io_(io), accept_strand_(asio::make_strand(io)), catalog_(catalog), options_(options), log_(std::move(log)) {}
+
+NbdServer::~NbdServer() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& listener : listeners_) {
+    boost::system::error_code ec;
+    listener->acceptor->close(ec);
+    if (!listener->unix_path.empty()) ::unlink(listener->unix_path.c_str());
+  }
+}
+
+Status NbdServer::Listen(const ListenAddress& address) {
+  auto listener = std::make_unique<Listener>();
+  listener->address = address.ToString();
+  listener->acceptor = std::make_unique<Acceptor>(accept_strand_);
+  boost::system::error_code ec;
+  GenericEndpoint endpoint;
+  if (address.kind == ListenAddress::Kind::kUnix) {
+    struct stat st {};
+    if (::lstat(address.path.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) {
+        return Status::AlreadyExists(address.path + " exists and is not a socket");
+      }
+      ::unlink(address.path.c_str());  // a stale socket of an earlier run
+    }
+    endpoint = GenericEndpoint(asio::local::stream_protocol::endpoint(address.path));
+    listener->unix_path = address.path;
+  } else {
+    asio::ip::tcp::resolver resolver(io_);
+    auto results = resolver.resolve(address.host, std::to_string(address.port),
+                                    asio::ip::tcp::resolver::passive, ec);
+    if (ec || results.empty()) {
+      return Status::InvalidArgument("cannot resolve " + address.ToString() + ": " + ec.message());
+    }
+    endpoint = GenericEndpoint(results.begin()->endpoint());
+  }
+  listener->acceptor->open(endpoint.protocol(), ec);
+  if (!ec && address.kind == ListenAddress::Kind::kTcp) {
+    listener->acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+  }
+  if (!ec) listener->acceptor->bind(endpoint, ec);
+  if (!ec) listener->acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Status::IoError("listen on " + address.ToString() + ": " + ec.message());
+
+  Listener* raw = listener.get();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return Status::Aborted("server is stopping");
+    listeners_.push_back(std::move(listener));
+  }
+  log_.Infof("listening on %s", raw->address.c_str());
+  asio::co_spawn(accept_strand_, [this, raw]() { return AcceptLoop(raw); }, asio::detached);
+  return Status::Ok();
+}
+
+asio::awaitable<void> NbdServer::AcceptLoop(Listener* listener) {
+  const bool is_tcp = listener->unix_path.empty();
+  for (;;) {
+    Stream peer(asio::make_strand(io_));
+    boost::system::error_code ec;
+    co_await listener->acceptor->async_accept(peer, asio::redirect_error(asio::use_awaitable, ec));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) co_return;
+    }
+    if (ec == asio::error::operation_aborted) co_return;
+    if (ec) {
+      // Out of fds or similar: back off instead of spinning.
+      log_.Warnf("accept on %s failed: %s", listener->address.c_str(), ec.message().c_str());
+      asio::steady_timer pause(accept_strand_, std::chrono::milliseconds(100));
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
+    if (is_tcp) {
+      int one = 1;
+      ::setsockopt(peer.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    std::shared_ptr<Connection> connection;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (connections_.size() >= options_.max_connections) {
+        log_.Warnf("connection limit (%u) reached: refusing a client on %s", options_.max_connections,
+                   listener->address.c_str());
+        peer.close(ec);
+        continue;
+      }
+      uint64_t id = next_connection_id_++;
+      Logger log = log_.WithContext("conn", id);
+      auto holder = std::make_shared<Connection*>(nullptr);
+      connection = std::make_shared<Connection>(std::move(peer), catalog_, options_.connection, log,
+                                                [this, holder]() { ConnectionEnded(*holder); });
+      *holder = connection.get();
+      connections_[connection.get()] = Live{connection, listener};
+    }
+    connection->Start();
+  }
+}
+
+void NbdServer::ConnectionEnded(Connection* connection) {
+  std::vector<std::function<void()>> waiters;
+  std::shared_ptr<Connection> keep;  // destroyed outside the lock
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = connections_.find(connection);
+    if (it == connections_.end()) return;
+    keep = std::move(it->second.connection);
+    connections_.erase(it);
+    if (stopping_ && connections_.empty()) waiters.swap(stop_waiters_);
+  }
+  for (auto& waiter : waiters) asio::post(io_, std::move(waiter));
+}
+
+void NbdServer::Stop(std::function<void()> done) {
+  std::vector<std::shared_ptr<Connection>> to_stop;
+  bool finished = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    if (done) stop_waiters_.push_back(std::move(done));
+    for (auto& [ptr, live] : connections_) to_stop.push_back(live.connection);
+    finished = connections_.empty();
+  }
+  asio::post(accept_strand_, [this]() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& listener : listeners_) {
+      boost::system::error_code ec;
+      listener->acceptor->close(ec);
+      if (!listener->unix_path.empty()) {
+        ::unlink(listener->unix_path.c_str());
+        listener->unix_path.clear();
+      }
+    }
+  });
+  for (auto& connection : to_stop) connection->Stop();
+  if (finished) {
+    std::vector<std::function<void()>> waiters;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      waiters.swap(stop_waiters_);
+    }
+    for (auto& waiter : waiters) asio::post(io_, std::move(waiter));
+  }
+}
+
+std::vector<NbdServer::ListenerInfo> NbdServer::Describe() const {
+  std::vector<std::pair<const Listener*, std::shared_ptr<Connection>>> live;
+  std::vector<ListenerInfo> out;
+  std::vector<const Listener*> order;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& listener : listeners_) {
+      order.push_back(listener.get());
+      out.push_back(ListenerInfo{listener->address, {}, 0});
+    }
+    for (const auto& [ptr, entry] : connections_) live.emplace_back(entry.listener, entry.connection);
+  }
+  for (size_t i = 0; i < order.size(); ++i) {
+    std::set<std::string> volumes;
+    for (const auto& [listener, connection] : live) {
+      if (listener != order[i]) continue;
+      out[i].connections++;
+      std::string volume = connection->volume();
+      if (!volume.empty()) volumes.insert(volume);
+    }
+    out[i].volumes_open.assign(volumes.begin(), volumes.end());
+  }
+  return out;
+}
+
+}  // namespace tapmap::nbd

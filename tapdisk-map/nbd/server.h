@@ -1,0 +1,89 @@
+// NbdServer: the NBD export of tapdisk-map. Listens on unix sockets and/or TCP
+// addresses (ListenAddress), accepts clients and runs one Connection per client; the
+// export name a client asks for is a volume name, resolved by the ExportCatalog.
+//
+// Threading: construct, Listen and Stop from any thread; the server's work runs on
+// `io` (any number of threads may run it; each connection is on its own strand).
+#pragma once
+
+#include <utility>  // before asio: boost 1.74's awaitable.hpp needs std::exchange
+
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/basic_socket_acceptor.hpp>
+#include <boost/asio/strand.hpp>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/listen_address.h"
+#include "common/logging.h"
+#include "common/status.h"
+#include "tapdisk-map/nbd/connection.h"
+#include "tapdisk-map/nbd/export_catalog.h"
+
+namespace tapmap::nbd {
+
+struct NbdServerOptions {
+  ConnectionOptions connection;
+  uint32_t max_connections = 1024;  // further clients are closed at once
+};
+
+class NbdServer {
+ public:
+  // `io` and `catalog` must outlive the server.
+  NbdServer(boost::asio::io_context& io, ExportCatalog& catalog, NbdServerOptions options,
+            Logger log);
+  ~NbdServer();  // stops accepting; connections must have ended (call Stop first)
+  NbdServer(const NbdServer&) = delete;
+  NbdServer& operator=(const NbdServer&) = delete;
+
+  // Binds and listens on `address` and starts accepting. A unix socket path that
+  // exists as a stale socket is replaced; any other existing file is an error.
+  Status Listen(const ListenAddress& address);
+
+  // Stops accepting, asks every connection to end (in-flight requests are answered),
+  // removes unix socket files, and calls `done` (on an io thread) once all connections
+  // have closed. Idempotent; `done` may be null.
+  void Stop(std::function<void()> done);
+
+  struct ListenerInfo {
+    std::string address;
+    std::vector<std::string> volumes_open;  // sorted, unique
+    uint32_t connections = 0;
+  };
+  // One entry per listen address. Thread-safe.
+  std::vector<ListenerInfo> Describe() const;
+
+ private:
+  using Acceptor = boost::asio::basic_socket_acceptor<boost::asio::generic::stream_protocol>;
+  struct Listener {
+    std::string address;
+    std::string unix_path;  // removed at Stop
+    std::unique_ptr<Acceptor> acceptor;
+  };
+  boost::asio::awaitable<void> AcceptLoop(Listener* listener);
+  void ConnectionEnded(Connection* connection);
+
+  boost::asio::io_context& io_;
+  boost::asio::strand<boost::asio::io_context::executor_type> accept_strand_;  // acceptors
+  ExportCatalog& catalog_;
+  const NbdServerOptions options_;
+  Logger log_;
+
+  mutable std::mutex mu_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  struct Live {
+    std::shared_ptr<Connection> connection;
+    const Listener* listener;
+  };
+  std::map<Connection*, Live> connections_;
+  uint64_t next_connection_id_ = 1;
+  bool stopping_ = false;
+  std::vector<std::function<void()>> stop_waiters_;
+};
+
+}  // namespace tapmap::nbd

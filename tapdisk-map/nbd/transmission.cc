@@ -1,0 +1,320 @@
+#include "tapdisk-map/nbd/transmission.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <cstring>
+
+#include "common/units.h"
+#include "tapdisk-map/util/await_callback.h"
+
+namespace tapmap::nbd {
+
+namespace asio = boost::asio;
+
+namespace {
+// WRITE_ZEROES with NO_HOLE writes real zeros from one shared buffer of this size.
+constexpr uint64_t kZeroChunkBytes = 1u << 20;
+}  // namespace
+
+struct Transmission::Pending {
+  Request request;
+  std::unique_ptr<uint8_t[]> data;  // WRITE payload or READ buffer
+  uint64_t budget = 0;              // in-flight bytes reserved for `data`
+  uint32_t error = 0;               // nonzero: answer with this without executing
+  const char* error_message = "";
+};
+
+Transmission::Transmission(Stream stream, std::shared_ptr<engine::BlockDevice> device,
+                           bool structured, TransmissionLimits limits, Logger log)
+    : stream_(std::move(stream)),
+      device_(std::move(device)),
+      structured_(structured),
+      limits_(limits),
+      log_(std::move(log)),
+      error_log_limiter_(10, std::chrono::seconds(10)),
+      changed_(stream_.get_executor()) {}
+
+void Transmission::Stop() {
+  asio::post(stream_.get_executor(), [self = shared_from_this()]() {
+    self->stopping_ = true;
+    boost::system::error_code ec;
+    self->stream_.shutdown(Stream::shutdown_receive, ec);
+    self->changed_.Notify();
+  });
+}
+
+asio::awaitable<Status> Transmission::Run() {
+  auto self = shared_from_this();
+  asio::co_spawn(
+      stream_.get_executor(), [self]() -> asio::awaitable<void> { co_await self->WriteReplies(); },
+      asio::detached);
+  Status status = co_await ReadRequests();
+  reading_done_ = true;
+  changed_.Notify();
+  while (in_flight_requests_ > 0 || !writer_done_) co_await changed_.Wait();
+  if (writes_completed_ > writes_flushed_) {
+    // The client went away without flushing what it wrote here: make it durable now,
+    // as a disk would on an orderly close.
+    Status flushed = co_await DeviceCall([this](engine::IoDone done) { device_->Flush(std::move(done)); });
+    if (!flushed.ok()) log_.Warnf("flush at disconnect failed: %s", flushed.ToString().c_str());
+  }
+  boost::system::error_code ec;
+  stream_.shutdown(Stream::shutdown_both, ec);
+  stream_.close(ec);
+  co_return status;
+}
+
+asio::awaitable<Status> Transmission::DeviceCall(std::function<void(engine::IoDone)> start) {
+  co_return co_await AwaitCallback<Status>([&](auto done) { start(std::move(done)); });
+}
+
+asio::awaitable<void> Transmission::ReserveBudget(uint64_t bytes) {
+  while (in_flight_requests_ >= limits_.max_in_flight_requests ||
+         (in_flight_bytes_ > 0 && in_flight_bytes_ + bytes > limits_.max_in_flight_bytes)) {
+    co_await changed_.Wait();
+  }
+  in_flight_bytes_ += bytes;
+}
+
+void Transmission::ReleaseBudget(uint64_t bytes) {
+  if (bytes == 0) return;
+  in_flight_bytes_ -= bytes;
+  changed_.Notify();
+}
+
+std::pair<uint32_t, const char*> Transmission::Validate(const Request& r) const {
+  uint16_t allowed_flags = 0;
+  switch (static_cast<Command>(r.type)) {
+    case Command::kRead: allowed_flags = structured_ ? kCmdFlagDf : 0; break;
+    case Command::kWrite: allowed_flags = kCmdFlagFua; break;
+    case Command::kFlush: allowed_flags = 0; break;
+    case Command::kTrim: allowed_flags = kCmdFlagFua; break;
+    case Command::kWriteZeroes: allowed_flags = kCmdFlagFua | kCmdFlagNoHole; break;
+    default: return {kErrInval, "unsupported command"};
+  }
+  if (r.flags & ~allowed_flags) return {kErrInval, "unsupported command flags"};
+  const Command command = static_cast<Command>(r.type);
+  if (command == Command::kFlush) return {0, ""};
+  if (r.length == 0) return {kErrInval, "zero length"};
+  if (!IsAligned(r.offset, kSectorSize) || !IsAligned(r.length, kSectorSize)) {
+    return {kErrInval, "offset and length must be multiples of 512"};
+  }
+  if (command == Command::kRead && r.length > limits_.max_request_bytes) {
+    return {kErrInval, "read larger than the maximum block size"};
+  }
+  if (!RangeWithin(r.offset, r.length, device_->size_bytes())) {
+    bool is_write = command == Command::kWrite || command == Command::kWriteZeroes;
+    return {is_write ? kErrNoSpc : kErrInval, "range beyond the end of the export"};
+  }
+  if (command != Command::kRead && device_->read_only()) return {kErrPerm, "export is read-only"};
+  return {0, ""};
+}
+
+asio::awaitable<Status> Transmission::ReadRequests() {
+  for (;;) {
+    std::array<uint8_t, kRequestSize> header{};
+    boost::system::error_code ec;
+    co_await asio::async_read(stream_, asio::buffer(header), asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (stopping_ || socket_failed_ || ec == asio::error::eof) co_return Status::Ok();
+      co_return Status::Aborted("reading a request: " + ec.message());
+    }
+    Request request = DecodeRequest(header);
+    if (request.magic != kRequestMagic) co_return Status::InvalidArgument("bad request magic");
+    counters_.requests++;
+    const Command command = static_cast<Command>(request.type);
+    if (command == Command::kDisconnect) co_return Status::Ok();  // soft disconnect: no reply
+
+    auto pending = std::make_shared<Pending>();
+    pending->request = request;
+    if (command == Command::kWrite) {
+      // The payload follows whatever we think of the request; one we will not buffer
+      // leaves us unable to find the next request, so the connection ends.
+      if (request.length > limits_.max_request_bytes) {
+        co_return Status::InvalidArgument("WRITE of " + std::to_string(request.length) +
+                                          " bytes exceeds the maximum of " +
+                                          std::to_string(limits_.max_request_bytes));
+      }
+      co_await ReserveBudget(request.length);
+      pending->budget = request.length;
+      pending->data.reset(new uint8_t[std::max<uint32_t>(request.length, 1)]);
+      co_await asio::async_read(stream_, asio::buffer(pending->data.get(), request.length),
+                                asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        ReleaseBudget(pending->budget);
+        co_return Status::Aborted("reading a WRITE payload: " + ec.message());
+      }
+    } else if (command == Command::kRead && Validate(request).first == 0) {
+      co_await ReserveBudget(request.length);
+      pending->budget = request.length;
+      pending->data.reset(new uint8_t[request.length]);
+    } else {
+      co_await ReserveBudget(0);
+    }
+    // Validated after waiting: the export may have been resized meanwhile.
+    std::tie(pending->error, pending->error_message) = Validate(request);
+    in_flight_requests_++;
+    asio::co_spawn(
+        stream_.get_executor(),
+        [self = shared_from_this(), pending]() -> asio::awaitable<void> { co_await self->Execute(pending); },
+        asio::detached);
+  }
+}
+
+asio::awaitable<Status> Transmission::WriteZeroesNoHole(uint64_t offset, uint64_t length) {
+  if (!zero_chunk_) zero_chunk_ = std::make_shared<const std::vector<uint8_t>>(kZeroChunkBytes, 0);
+  std::shared_ptr<const std::vector<uint8_t>> zeros = zero_chunk_;
+  while (length > 0) {
+    uint64_t chunk = std::min<uint64_t>(length, zeros->size());
+    Status s = co_await DeviceCall([&](engine::IoDone done) {
+      device_->Write(offset, std::span<const uint8_t>(zeros->data(), chunk), false, std::move(done));
+    });
+    if (!s.ok()) co_return s;
+    offset += chunk;
+    length -= chunk;
+  }
+  co_return Status::Ok();
+}
+
+asio::awaitable<void> Transmission::Execute(std::shared_ptr<Pending> pending) {
+  const Request& r = pending->request;
+  uint32_t error = pending->error;
+  std::string message = pending->error_message;
+  std::unique_ptr<uint8_t[]> reply_data;
+  uint64_t reply_budget = 0;
+  if (error == 0) {
+    Status s;
+    const bool fua = r.flags & kCmdFlagFua;
+    bool is_write = false;
+    switch (static_cast<Command>(r.type)) {
+      case Command::kRead:
+        s = co_await DeviceCall([&](engine::IoDone done) {
+          device_->Read(r.offset, std::span<uint8_t>(pending->data.get(), r.length), std::move(done));
+        });
+        if (s.ok()) {
+          counters_.bytes_read += r.length;
+          reply_data = std::move(pending->data);
+          reply_budget = std::exchange(pending->budget, 0);
+        }
+        break;
+      case Command::kWrite:
+        is_write = true;
+        s = co_await DeviceCall([&](engine::IoDone done) {
+          device_->Write(r.offset, std::span<const uint8_t>(pending->data.get(), r.length), fua,
+                         std::move(done));
+        });
+        if (s.ok()) counters_.bytes_written += r.length;
+        break;
+      case Command::kFlush: {
+        uint64_t covered = writes_completed_;
+        s = co_await DeviceCall([&](engine::IoDone done) { device_->Flush(std::move(done)); });
+        if (s.ok()) writes_flushed_ = std::max(writes_flushed_, covered);
+        break;
+      }
+      case Command::kTrim:
+        is_write = true;
+        s = co_await DeviceCall([&](engine::IoDone done) { device_->Discard(r.offset, r.length, std::move(done)); });
+        break;
+      case Command::kWriteZeroes:
+        is_write = true;
+        if (r.flags & kCmdFlagNoHole) {
+          s = co_await WriteZeroesNoHole(r.offset, r.length);
+        } else {
+          s = co_await DeviceCall([&](engine::IoDone done) { device_->WriteZeroes(r.offset, r.length, std::move(done)); });
+        }
+        break;
+      default:
+        s = Status::Internal("unvalidated command " + CommandName(r.type));
+        break;
+    }
+    if (is_write) writes_completed_++;
+    if (s.ok() && fua && r.type != static_cast<uint16_t>(Command::kWrite)) {
+      // TRIM / WRITE_ZEROES with FUA: make the change durable before answering.
+      s = co_await DeviceCall([&](engine::IoDone done) { device_->Flush(std::move(done)); });
+    }
+    if (!s.ok()) {
+      error = ErrorFromStatus(s);
+      message = s.ToString();
+    }
+  }
+  if (error != 0) {
+    counters_.errors++;
+    uint64_t suppressed = 0;
+    if (error_log_limiter_.Allow(&suppressed)) {
+      log_.Warnf("%s offset=%llu length=%u failed (errno %u): %s%s", CommandName(r.type).c_str(),
+                 static_cast<unsigned long long>(r.offset), r.length, error, message.c_str(),
+                 suppressed ? (" (" + std::to_string(suppressed) + " similar suppressed)").c_str() : "");
+    }
+  }
+  ReleaseBudget(pending->budget);
+  pending->budget = 0;
+  QueueReply(r, error, std::move(reply_data), reply_budget, message);
+}
+
+void Transmission::QueueReply(const Request& r, uint32_t error, std::unique_ptr<uint8_t[]> data,
+                              uint64_t budget_bytes, std::string_view message) {
+  OutgoingReply reply;
+  const bool is_read = r.type == static_cast<uint16_t>(Command::kRead);
+  if (structured_ && is_read) {
+    if (error == 0) {
+      reply.head.resize(kStructuredReplyHeaderSize + 8);
+      auto header = EncodeStructuredReplyHeader(kReplyFlagDone, kReplyTypeOffsetData, r.handle, 8 + r.length);
+      std::memcpy(reply.head.data(), header.data(), header.size());
+      PutBe64(reply.head.data() + kStructuredReplyHeaderSize, r.offset);
+    } else {
+      if (message.size() > kMaxStringLength) message = message.substr(0, kMaxStringLength);
+      uint32_t payload = 6 + static_cast<uint32_t>(message.size());
+      reply.head.resize(kStructuredReplyHeaderSize + payload);
+      auto header = EncodeStructuredReplyHeader(kReplyFlagDone, kReplyTypeError, r.handle, payload);
+      std::memcpy(reply.head.data(), header.data(), header.size());
+      uint8_t* p = reply.head.data() + kStructuredReplyHeaderSize;
+      PutBe32(p, error);
+      PutBe16(p + 4, static_cast<uint16_t>(message.size()));
+      std::memcpy(p + 6, message.data(), message.size());
+    }
+  } else {
+    auto header = EncodeSimpleReply(error, r.handle);
+    reply.head.assign(header.begin(), header.end());
+  }
+  if (error == 0 && is_read) {
+    reply.data = std::move(data);
+    reply.data_length = r.length;
+  }
+  reply.budget_bytes = budget_bytes;
+  replies_.push_back(std::move(reply));
+  in_flight_requests_--;
+  changed_.Notify();
+}
+
+asio::awaitable<void> Transmission::WriteReplies() {
+  for (;;) {
+    if (replies_.empty()) {
+      if (reading_done_ && in_flight_requests_ == 0) break;
+      co_await changed_.Wait();
+      continue;
+    }
+    OutgoingReply reply = std::move(replies_.front());
+    replies_.pop_front();
+    if (!socket_failed_) {
+      std::array<asio::const_buffer, 2> buffers{asio::buffer(reply.head),
+                                                asio::buffer(reply.data.get(), reply.data_length)};
+      boost::system::error_code ec;
+      co_await asio::async_write(stream_, buffers, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        socket_failed_ = true;
+        log_.Infof("client connection lost while replying: %s", ec.message().c_str());
+        stream_.shutdown(Stream::shutdown_both, ec);  // ends the reader too
+      }
+    }
+    ReleaseBudget(reply.budget_bytes);
+  }
+  writer_done_ = true;
+  changed_.Notify();
+}
+
+}  // namespace tapmap::nbd

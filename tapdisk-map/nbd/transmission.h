@@ -1,0 +1,115 @@
+// Transmission: the request/reply phase of one NBD connection after the handshake.
+//
+// Requests are decoded and validated here, once, at the trust boundary: bad magic or a
+// WRITE payload larger than the limit end the connection (the stream cannot be
+// resynchronised); everything else that is wrong (unknown command or flags, unaligned
+// or out-of-range offsets, writes to a read-only export) is answered with an NBD error
+// and the connection goes on. Valid requests go to the BlockDevice concurrently: many
+// requests are in flight at once and replies go out in completion order, matched by
+// handle. Memory per connection is bounded by TransmissionLimits: a new READ/WRITE is
+// not read off the socket until the bytes in flight allow it.
+//
+// Threading: all state lives on one strand; device completions are posted to it.
+#pragma once
+
+#include <utility>  // before asio: boost 1.74's awaitable.hpp needs std::exchange
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/strand.hpp>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/logging.h"
+#include "common/status.h"
+#include "tapdisk-map/engine/block_device.h"
+#include "tapdisk-map/nbd/nbd_protocol.h"
+#include "tapdisk-map/nbd/stream.h"
+#include "tapdisk-map/util/async_signal.h"
+
+namespace tapmap::nbd {
+
+struct TransmissionLimits {
+  uint32_t max_request_bytes = 32u << 20;    // largest READ/WRITE (the advertised maximum)
+  uint64_t max_in_flight_bytes = 128u << 20; // READ/WRITE payload bytes held at once
+  uint32_t max_in_flight_requests = 512;
+};
+
+// Counters of one connection (for logs and tests).
+struct TransmissionCounters {
+  uint64_t requests = 0;
+  uint64_t errors = 0;  // requests answered with an error
+  uint64_t bytes_read = 0;
+  uint64_t bytes_written = 0;
+};
+
+class Transmission : public std::enable_shared_from_this<Transmission> {
+ public:
+  // Takes the connected `stream`; `device` is the negotiated export. `structured`
+  // says whether structured replies were negotiated. The stream's executor must be a
+  // strand (or otherwise serialised).
+  Transmission(Stream stream, std::shared_ptr<engine::BlockDevice> device, bool structured,
+               TransmissionLimits limits, Logger log);
+  Transmission(const Transmission&) = delete;
+  Transmission& operator=(const Transmission&) = delete;
+
+  // Serves requests until the client disconnects (NBD_CMD_DISC or closing), a protocol
+  // violation, or Stop(). Returns only when no request is in flight and every reply
+  // has been sent (or the socket failed); then flushes the device if this connection
+  // wrote since its last flush, and closes the socket. OK for a clean end; the
+  // violation or I/O failure otherwise. Call once, on the stream's executor; the
+  // object must be owned by a shared_ptr.
+  boost::asio::awaitable<Status> Run();
+
+  // Stops reading new requests (server shutdown); requests in flight complete and are
+  // answered. Thread-safe (posts to the strand).
+  void Stop();
+
+  const TransmissionCounters& counters() const { return counters_; }
+
+ private:
+  struct Pending;
+  struct OutgoingReply {
+    std::vector<uint8_t> head;          // reply header (+ read chunk offset / error payload)
+    std::unique_ptr<uint8_t[]> data;    // read data, may be null
+    size_t data_length = 0;
+    uint64_t budget_bytes = 0;          // in-flight bytes released once sent
+  };
+
+  boost::asio::awaitable<Status> ReadRequests();
+  boost::asio::awaitable<void> WriteReplies();
+  boost::asio::awaitable<void> Execute(std::shared_ptr<Pending> pending);
+  // Checks a decoded request against the export: {0, ""} if it may be executed, else
+  // the NBD error and a message.
+  std::pair<uint32_t, const char*> Validate(const Request& request) const;
+  boost::asio::awaitable<Status> WriteZeroesNoHole(uint64_t offset, uint64_t length);
+  boost::asio::awaitable<Status> DeviceCall(std::function<void(engine::IoDone)> start);
+  boost::asio::awaitable<void> ReserveBudget(uint64_t bytes);
+  void QueueReply(const Request& request, uint32_t error, std::unique_ptr<uint8_t[]> data,
+                  uint64_t budget_bytes, std::string_view message);
+  void ReleaseBudget(uint64_t bytes);
+
+  Stream stream_;
+  std::shared_ptr<engine::BlockDevice> device_;
+  const bool structured_;
+  const TransmissionLimits limits_;
+  Logger log_;
+  RateLimiter error_log_limiter_;
+
+  AsyncSignal changed_;  // in-flight count, budget, reply queue or stop state changed
+  std::deque<OutgoingReply> replies_;
+  uint64_t in_flight_bytes_ = 0;
+  uint32_t in_flight_requests_ = 0;
+  bool stopping_ = false;
+  bool reading_done_ = false;
+  bool socket_failed_ = false;
+  bool writer_done_ = false;
+  uint64_t writes_completed_ = 0;  // WRITE/TRIM/WRITE_ZEROES executed
+  uint64_t writes_flushed_ = 0;    // of those, how many a completed FLUSH covers
+  std::shared_ptr<const std::vector<uint8_t>> zero_chunk_;  // for WRITE_ZEROES + NO_HOLE
+  TransmissionCounters counters_;
+};
+
+}  // namespace tapmap::nbd

@@ -1,0 +1,58 @@
+// NbdTestClient: a small blocking NBD client for tests, speaking raw bytes so tests
+// can send well-formed and hostile messages alike. Reads time out after 10 s (a test
+// fails instead of hanging).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/unique_fd.h"
+#include "tapdisk-map/nbd/nbd_protocol.h"
+
+namespace tapmap::nbd::testing {
+
+class NbdTestClient {
+ public:
+  explicit NbdTestClient(UniqueFd fd);
+
+  // Raw I/O. ReadExact returns false on EOF/timeout/error.
+  void WriteRaw(const void* data, size_t size);
+  bool ReadExact(void* data, size_t size);
+  // True if the peer closed the connection (EOF) within the timeout.
+  bool PeerClosed();
+
+  // Handshake helpers.
+  bool ReadGreeting(uint16_t* flags);
+  void SendClientFlags(uint32_t flags);
+  void SendOption(uint32_t option, const std::vector<uint8_t>& data);
+  struct OptionReply {
+    uint32_t option = 0;
+    uint32_t type = 0;
+    std::vector<uint8_t> data;
+  };
+  std::optional<OptionReply> ReadOptionReply();
+  static std::vector<uint8_t> GoPayload(const std::string& name, std::vector<uint16_t> items = {});
+  // Full fixed-newstyle handshake with NBD_OPT_GO (and STRUCTURED_REPLY if asked).
+  // Returns false if any step fails; fills size and flags.
+  bool Handshake(const std::string& name, bool structured, uint64_t* size, uint16_t* flags);
+
+  // Transmission helpers.
+  void SendRequest(uint16_t type, uint16_t flags, uint64_t handle, uint64_t offset, uint32_t length,
+                   const std::vector<uint8_t>& payload = {});
+  struct Reply {
+    uint64_t handle = 0;
+    uint32_t error = 0;
+    std::vector<uint8_t> data;  // read data (simple: caller says length; structured: chunk)
+  };
+  // Reads a simple reply; if no error and `read_length` > 0, also its data.
+  std::optional<Reply> ReadSimpleReply(uint32_t read_length);
+  // Reads one structured chunk (assumed DONE); OFFSET_DATA data or ERROR error value.
+  std::optional<Reply> ReadStructuredReply();
+
+ private:
+  UniqueFd fd_;
+};
+
+}  // namespace tapmap::nbd::testing
