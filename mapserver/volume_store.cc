@@ -388,12 +388,13 @@ Status VolumeStore::ValidateRange(const VolumeRecord& v, uint64_t offset, uint64
 }
 
 Result<std::vector<MapExtent>> VolumeStore::Map(std::string_view name, uint64_t offset,
-                                                uint64_t length) {
+                                                uint64_t length, uint64_t* size_bytes) {
   try {
     auto txn = meta_->BeginRead();
     auto v = LoadVolume(txn.get(), name);
     if (!v.ok()) return v.status();
     TAPMAP_RETURN_IF_ERROR(ValidateRange(*v, offset, length, "map"));
+    if (size_bytes != nullptr) *size_bytes = v->size_bytes;
     const uint64_t bs = sb_.block_size;
     uint64_t first = offset / bs;
     uint64_t last = (offset + length + bs - 1) / bs;

@@ -118,7 +118,9 @@ class VolumeStore {
   // ---- I/O path ----------------------------------------------------------------------
   // Extents covering [offset, offset+length) rounded out to blocks (at most
   // kMaxExtentsPerMap of them). Blocks of read-only volumes are always kShared.
-  Result<std::vector<MapExtent>> Map(std::string_view name, uint64_t offset, uint64_t length);
+  // `*size_bytes` (if not null) receives the volume's current size.
+  Result<std::vector<MapExtent>> Map(std::string_view name, uint64_t offset, uint64_t length,
+                                     uint64_t* size_bytes = nullptr);
   // See mapping.capnp Volume.prepareWrite. All reservations of one call share one new
   // generation. Repeating a prepareWrite for a block this opener has reserved returns
   // the same reservation. kNoSpace if the pool cannot supply the blocks (then nothing

@@ -1,0 +1,214 @@
+// mapserver: the tapmap file server.
+//
+//   mapserver format --pool PATH --meta DIR --size SIZE [--block-size 64K] [--force]
+//   mapserver serve  --pool PATH --meta DIR [--listen ADDR] [--secret-file F]
+//   mapserver fsck   --pool PATH --meta DIR
+//
+// Settings come from the [mapserver] section of the config file (--config, default
+// /etc/tapmap/tapmap.conf), overridden by flags.
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "common/logging.h"
+#include "common/options.h"
+#include "common/units.h"
+#include "mapserver/client/auth.h"
+#include "mapserver/client/remote_status.h"
+#include "mapserver/client/server_address.h"
+#include "mapserver/fsck.h"
+#include "mapserver/mapping_service.h"
+#include "mapserver/pool_file.h"
+#include "mapserver/server.h"
+#include "mapserver/volume_store.h"
+
+namespace tapmap::mapserver {
+namespace {
+
+constexpr const char* kDefaultConfig = "/etc/tapmap/tapmap.conf";
+
+const char* kUsage =
+    "usage: mapserver COMMAND [flags]\n"
+    "\n"
+    "commands:\n"
+    "  format   create a pool: write its superblock and empty metadata\n"
+    "           (--pool, --meta, --size; --block-size, --force)\n"
+    "  serve    serve the mapping protocol (--pool, --meta; --listen, --secret-file)\n"
+    "  fsck     check the metadata's consistency (--pool, --meta); exit 0 if clean\n"
+    "\n"
+    "flags (also keys of the [mapserver] section of the config file):\n";
+
+std::vector<OptionSpec> Specs() {
+  return {
+      {"config", kDefaultConfig, "config file (a missing default file is ignored)"},
+      {"pool", "", "pool file or block device"},
+      {"meta", "", "metadata directory (LMDB)"},
+      {"size", "", "format: pool size, e.g. 100G (default for a device: its size)"},
+      {"block-size", "64K", "format: pool block size, 4K..1M, power of two"},
+      {"force", "", "format: overwrite an existing pool superblock and metadata", true},
+      {"listen", std::string(kDefaultServerAddress), "serve: unix:PATH or tcp:HOST:PORT"},
+      {"secret-file", std::string(kDefaultSecretFile), "serve: shared secret of the hosts"},
+      {"recall-timeout", "10", "serve: seconds an opener has to answer a recall"},
+      {"log-level", "info", "debug, info, warning or error"},
+  };
+}
+
+int Usage(const Options& options, FILE* out, int rc) {
+  std::fputs(kUsage, out);
+  std::fputs(options.FlagHelp().c_str(), out);
+  return rc;
+}
+
+int Fail(const Status& status) {
+  std::fprintf(stderr, "mapserver: %s\n", status.ToString().c_str());
+  return 1;
+}
+
+Status Require(const Options& options, const char* name) {
+  if (!options.Has(name)) return Status::InvalidArgument(std::string("--") + name + " is required");
+  return Status::Ok();
+}
+
+int Format(const Options& options) {
+  for (const char* name : {"pool", "meta"}) {
+    if (Status s = Require(options, name); !s.ok()) return Fail(s);
+  }
+  FormatOptions fo;
+  fo.path = options.Get("pool");
+  fo.force = options.GetBool("force");
+  if (options.Has("size")) {
+    auto size = options.GetSize("size");
+    if (!size.ok()) return Fail(size.status());
+    fo.size_bytes = *size;
+  }
+  auto bs = options.GetSize("block-size");
+  if (!bs.ok()) return Fail(bs.status());
+  if (*bs > kMaxBlockSize) return Fail(Status::InvalidArgument("--block-size must be 4K..1M"));
+  fo.block_size = static_cast<uint32_t>(*bs);
+  // Refuse before touching the pool if the metadata directory is in use.
+  std::string data_file = options.Get("meta") + "/data.mdb";
+  struct stat st;
+  if (!fo.force && ::stat(data_file.c_str(), &st) == 0 && st.st_size > 0) {
+    return Fail(Status::AlreadyExists("metadata directory " + options.Get("meta") +
+                                      " already holds tapmap metadata (use --force to replace it)"));
+  }
+  auto sb = FormatPool(fo);
+  if (!sb.ok()) return Fail(sb.status());
+  Status s = VolumeStore::InitMetadata(*sb, options.Get("meta"), fo.force);
+  if (!s.ok()) return Fail(s);
+  std::printf("formatted pool %s: uuid %s, %llu blocks of %s (%s), metadata in %s\n",
+              fo.path.c_str(), FormatUuid(sb->uuid).c_str(),
+              static_cast<unsigned long long>(sb->total_blocks), FormatSize(sb->block_size).c_str(),
+              FormatSize(sb->total_blocks * sb->block_size).c_str(), options.Get("meta").c_str());
+  return 0;
+}
+
+int Fsck(const Options& options, const Logger& logger) {
+  for (const char* name : {"pool", "meta"}) {
+    if (Status s = Require(options, name); !s.ok()) return Fail(s);
+  }
+  auto sb = ReadPoolSuperblock(options.Get("pool"));
+  if (!sb.ok()) return Fail(sb.status());
+  auto store = VolumeStore::Open(*sb, options.Get("meta"), logger);
+  if (!store.ok()) return Fail(store.status());
+  FsckReport report = CheckMetadata((*store)->metadata(), *sb);
+  for (const auto& p : report.problems) std::printf("problem: %s\n", p.c_str());
+  std::printf("fsck %s\n", report.Summary().c_str());
+  return report.clean() ? 0 : 2;
+}
+
+int Serve(const Options& options, const Logger& logger) {
+  for (const char* name : {"pool", "meta"}) {
+    if (Status s = Require(options, name); !s.ok()) return Fail(s);
+  }
+  auto address = ParseServerAddress(options.Get("listen"));
+  if (!address.ok()) return Fail(address.status());
+  auto timeout = options.GetUint("recall-timeout");
+  if (!timeout.ok()) return Fail(timeout.status());
+  if (*timeout == 0 || *timeout > 3600) {
+    return Fail(Status::InvalidArgument("--recall-timeout must be 1..3600 seconds"));
+  }
+  auto secret = ReadSecretFile(options.Get("secret-file"));
+  if (!secret.ok()) return Fail(secret.status());
+  auto sb = ReadPoolSuperblock(options.Get("pool"));
+  if (!sb.ok()) return Fail(sb.status());
+  auto store = VolumeStore::Open(*sb, options.Get("meta"), logger.WithContext("pool", FormatUuid(sb->uuid)));
+  if (!store.ok()) return Fail(store.status());
+
+  ::signal(SIGPIPE, SIG_IGN);
+  kj::UnixEventPort::captureSignal(SIGTERM);
+  kj::UnixEventPort::captureSignal(SIGINT);
+  auto io = kj::setupAsyncIo();
+  ServiceOptions service_options;
+  service_options.callback_timeout = *timeout * kj::SECONDS;
+  auto service = std::make_unique<MappingService>(**store, *secret, io.provider->getTimer(),
+                                                  logger, service_options);
+  auto server = std::make_unique<Server>(io, *service, logger);
+  Status listening = server->Listen(*address, io.waitScope);
+  if (!listening.ok()) return Fail(listening);
+  logger.Infof("listening on %s (pool %s, %llu blocks of %s)", server->bound_address().c_str(),
+               FormatUuid(sb->uuid).c_str(), static_cast<unsigned long long>(sb->total_blocks),
+               FormatSize(sb->block_size).c_str());
+  std::printf("listening on %s\n", server->bound_address().c_str());
+  std::fflush(stdout);
+
+  auto stop = io.unixEventPort.onSignal(SIGTERM).exclusiveJoin(io.unixEventPort.onSignal(SIGINT));
+  siginfo_t info = stop.wait(io.waitScope);
+  logger.Infof("signal %d: closing connections and exiting", info.si_signo);
+  server.reset();   // drops connections: leases end, reservations are reclaimed
+  service.reset();
+  store->reset();   // every acknowledged change is already durable
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  Options options("mapserver", Specs());
+  if (argc < 2) return Usage(options, stderr, 2);
+  std::string command = argv[1];
+  if (command == "--help" || command == "-h" || command == "help") return Usage(options, stdout, 0);
+  // --config is needed before the file is read: find it first.
+  std::string config = kDefaultConfig;
+  bool config_given = false;
+  for (int i = 2; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--config" && i + 1 < argc) {
+      config = argv[i + 1];
+      config_given = true;
+    } else if (arg.rfind("--config=", 0) == 0) {
+      config = arg.substr(9);
+      config_given = true;
+    }
+  }
+  if (Status s = options.LoadFile(config, !config_given); !s.ok()) return Fail(s);
+  if (Status s = options.ParseArgs(argc, argv, 2); !s.ok()) return Fail(s);
+  if (options.help_requested()) return Usage(options, stdout, 0);
+  if (!options.positional().empty()) {
+    return Fail(Status::InvalidArgument("unexpected argument '" + options.positional()[0] + "'"));
+  }
+  LogLevel level;
+  if (!ParseLogLevel(options.Get("log-level"), &level)) {
+    return Fail(Status::InvalidArgument("bad --log-level '" + options.Get("log-level") + "'"));
+  }
+  Logger logger("mapserver", level);
+  try {
+    if (command == "format") return Format(options);
+    if (command == "serve") return Serve(options, logger);
+    if (command == "fsck") return Fsck(options, logger);
+  } catch (const StatusError& e) {
+    return Fail(e.status());
+  } catch (const kj::Exception& e) {
+    return Fail(StatusFromException(e));
+  }
+  std::fprintf(stderr, "mapserver: unknown command '%s'\n", command.c_str());
+  return Usage(options, stderr, 2);
+}
+
+}  // namespace
+}  // namespace tapmap::mapserver
+
+int main(int argc, char** argv) { return tapmap::mapserver::Main(argc, argv); }

@@ -1,0 +1,487 @@
+#include "mapserver/mapping_service.h"
+
+#include <capnp/message.h>
+
+#include "mapserver/client/auth.h"
+#include "mapserver/client/remote_status.h"
+
+namespace tapmap::mapserver {
+namespace {
+
+[[noreturn]] void Fail(const Status& status) { kj::throwFatalException(ToException(status)); }
+
+template <typename T>
+T OrFail(Result<T> result) {
+  if (!result.ok()) Fail(result.status());
+  return std::move(result).value();
+}
+
+void OrFail(const Status& status) {
+  if (!status.ok()) Fail(status);
+}
+
+std::string ToStd(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
+
+proto::ExtentState ToProto(ExtentState state) {
+  switch (state) {
+    case ExtentState::kHole: return proto::ExtentState::HOLE;
+    case ExtentState::kOwned: return proto::ExtentState::OWNED;
+    case ExtentState::kShared: return proto::ExtentState::SHARED;
+  }
+  return proto::ExtentState::HOLE;
+}
+
+void FillExtents(capnp::List<proto::Extent>::Builder list, const std::vector<MapExtent>& extents) {
+  for (size_t i = 0; i < extents.size(); ++i) {
+    auto e = list[static_cast<unsigned>(i)];
+    e.setLogical(extents[i].logical);
+    e.setLength(extents[i].length);
+    e.setPhysical(extents[i].physical);
+    e.setGeneration(extents[i].generation);
+    e.setState(ToProto(extents[i].state));
+  }
+}
+
+std::vector<ByteRange> FromProto(capnp::List<proto::Range>::Reader ranges) {
+  if (ranges.size() > kMaxRangesPerCall) {
+    Fail(Status::InvalidArgument("at most " + std::to_string(kMaxRangesPerCall) +
+                                 " ranges per call, got " + std::to_string(ranges.size())));
+  }
+  std::vector<ByteRange> out;
+  out.reserve(ranges.size());
+  for (auto r : ranges) out.push_back(ByteRange{r.getOffset(), r.getLength()});
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Volume
+
+class VolumeImpl final : public proto::Volume::Server {
+ public:
+  VolumeImpl(MappingService& service, MappingService::Opener opener)
+      : service_(service), opener_(std::move(opener)) {
+    service_.Register(&opener_);
+  }
+  ~VolumeImpl() { service_.Release(&opener_); }
+
+  kj::Promise<void> map(MapContext context) override {
+    CheckUsable(false);
+    auto params = context.getParams();
+    uint64_t size = 0;
+    auto extents = OrFail(service_.store_.Map(opener_.volume, params.getOffset(),
+                                              params.getLength(), &size));
+    auto results = context.getResults();
+    FillExtents(results.initExtents(static_cast<unsigned>(extents.size())), extents);
+    results.setSizeBytes(size);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> prepareWrite(PrepareWriteContext context) override {
+    CheckUsable(true);
+    auto ranges = FromProto(context.getParams().getRanges());
+    auto extents = OrFail(service_.store_.PrepareWrite(opener_.id, opener_.volume, ranges));
+    FillExtents(context.getResults().initExtents(static_cast<unsigned>(extents.size())), extents);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> commit(CommitContext context) override {
+    CheckUsable(true);
+    auto list = context.getParams().getExtents();
+    if (list.size() > kMaxExtentsPerCommit) {
+      Fail(Status::InvalidArgument("at most " + std::to_string(kMaxExtentsPerCommit) +
+                                   " extents per commit"));
+    }
+    std::vector<MapExtent> extents;
+    extents.reserve(list.size());
+    for (auto e : list) {
+      extents.push_back(MapExtent{e.getLogical(), e.getLength(), e.getPhysical(),
+                                  e.getGeneration(), ExtentState::kOwned});
+    }
+    OrFail(service_.store_.Commit(opener_.id, opener_.volume, extents));
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> discard(DiscardContext context) override {
+    CheckUsable(true);
+    auto ranges = FromProto(context.getParams().getRanges());
+    OrFail(service_.store_.Discard(opener_.volume, ranges));
+    // Other openers may hold maps of what was just unmapped.
+    std::vector<OpenerId> others;
+    for (auto* o : service_.OpenersOf(opener_.volume)) {
+      if (o->id != opener_.id) others.push_back(o->id);
+    }
+    if (others.empty()) return kj::READY_NOW;
+    return service_.CallOpeners(
+        kj::mv(others), "recall(discard)",
+        [ranges](proto::MapCallback::Client& cb) -> kj::Promise<void> {
+          auto req = cb.recallRequest();
+          auto list = req.initRanges(static_cast<unsigned>(ranges.size()));
+          for (size_t i = 0; i < ranges.size(); ++i) {
+            list[static_cast<unsigned>(i)].setOffset(ranges[i].offset);
+            list[static_cast<unsigned>(i)].setLength(ranges[i].length);
+          }
+          req.setReason(proto::RecallReason::DISCARD);
+          return req.send().ignoreResult();
+        });
+  }
+
+  kj::Promise<void> close(CloseContext) override {
+    CheckUsable(false);
+    service_.Release(&opener_);
+    opener_.state = MappingService::Opener::State::kClosed;
+    return kj::READY_NOW;
+  }
+
+ private:
+  void CheckUsable(bool write) {
+    using State = MappingService::Opener::State;
+    if (opener_.state == State::kClosed) {
+      Fail(Status::InvalidArgument("volume '" + opener_.volume + "' was closed by this opener"));
+    }
+    if (opener_.state == State::kRevoked) {
+      Fail(Status::Aborted("the lease on volume '" + opener_.volume + "' was revoked"));
+    }
+    if (write && !opener_.writable) {
+      Fail(Status::ReadOnly("volume '" + opener_.volume + "' is open read-only"));
+    }
+  }
+
+  MappingService& service_;
+  MappingService::Opener opener_;
+};
+
+// ---------------------------------------------------------------------------------------
+// Session
+
+class SessionImpl final : public proto::Session::Server {
+ public:
+  SessionImpl(MappingService& service, std::string host)
+      : service_(service), host_(std::move(host)), logger_(service.logger_.WithContext("host", host_)) {}
+
+  kj::Promise<void> open(OpenContext context) override {
+    auto params = context.getParams();
+    std::string name = ToStd(params.getName());
+    bool writable = params.getMode() == proto::OpenMode::READ_WRITE;
+    auto d = OrFail(service_.store_.Describe(name));
+    if (writable) {
+      if (d.record.read_only) {
+        Fail(Status::ReadOnly("volume '" + name + "' is a snapshot; open it read-only"));
+      }
+      if (auto* w = service_.WriterOf(name)) {
+        Fail(Status::Busy("volume '" + name + "' is already open read-write by host " + w->host));
+      }
+    }
+    MappingService::Opener opener;
+    opener.id = service_.next_opener_id_++;
+    opener.volume = name;
+    opener.host = host_;
+    opener.writable = writable;
+    opener.callback = params.getCallback();
+    auto results = context.getResults();
+    results.setVolume(kj::heap<VolumeImpl>(service_, kj::mv(opener)));
+    service_.FillInfo(results.initInfo(), d);
+    logger_.Infof("opened %s %s", name.c_str(), writable ? "rw" : "ro");
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> create(CreateContext context) override {
+    auto params = context.getParams();
+    auto d = OrFail(service_.store_.Create(ToStd(params.getName()), params.getSizeBytes()));
+    service_.FillInfo(context.getResults().initInfo(), d);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> snapshot(SnapshotContext context) override {
+    return Copy(context, true);
+  }
+
+  kj::Promise<void> clone(CloneContext context) override { return Copy(context, false); }
+
+  kj::Promise<void> delete_(DeleteContext context) override {
+    std::string name = ToStd(context.getParams().getName());
+    OrFail(ValidateVolumeName(name));
+    auto openers = service_.OpenersOf(name);
+    if (!openers.empty()) {
+      Fail(Status::Busy("volume '" + name + "' has " + std::to_string(openers.size()) +
+                        " opener(s); close them first"));
+    }
+    OrFail(service_.store_.Delete(name));
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> resize(ResizeContext context) override {
+    auto params = context.getParams();
+    std::string name = ToStd(params.getName());
+    uint64_t size = params.getSizeBytes();
+    bool allow_shrink = params.getAllowShrink();
+    auto d = OrFail(service_.store_.Describe(name));
+    if (d.record.read_only) Fail(Status::ReadOnly("volume '" + name + "' is a read-only snapshot"));
+    if (size == 0 || size % 512 != 0 || size > kMaxVolumeBytes) {
+      Fail(Status::InvalidArgument("volume size must be a positive multiple of 512 up to 1 PiB"));
+    }
+    if (size < d.record.size_bytes && !allow_shrink) {
+      Fail(Status::InvalidArgument("shrinking volume '" + name + "' needs allowShrink"));
+    }
+    std::vector<OpenerId> ids;
+    for (auto* o : service_.OpenersOf(name)) ids.push_back(o->id);
+    kj::Promise<void> recalled = kj::READY_NOW;
+    if (size < d.record.size_bytes && !ids.empty()) {
+      uint64_t old_size = d.record.size_bytes;
+      recalled = service_.CallOpeners(ids, "recall(resize)",
+                                      [size, old_size](proto::MapCallback::Client& cb) {
+                                        auto req = cb.recallRequest();
+                                        auto r = req.initRanges(1)[0];
+                                        r.setOffset(size);
+                                        r.setLength(old_size - size);
+                                        req.setReason(proto::RecallReason::RESIZE);
+                                        return req.send().ignoreResult();
+                                      });
+    }
+    return recalled.then([this, context, name, size, allow_shrink]() mutable {
+      auto resized = OrFail(service_.store_.Resize(name, size, allow_shrink));
+      service_.FillInfo(context.getResults().initInfo(), resized);
+      std::vector<OpenerId> ids;
+      for (auto* o : service_.OpenersOf(name)) ids.push_back(o->id);
+      if (ids.empty()) return kj::Promise<void>(kj::READY_NOW);
+      return service_.CallOpeners(kj::mv(ids), "sizeChanged",
+                                  [size](proto::MapCallback::Client& cb) {
+                                    auto req = cb.sizeChangedRequest();
+                                    req.setSizeBytes(size);
+                                    return req.send().ignoreResult();
+                                  });
+    });
+  }
+
+  kj::Promise<void> list(ListContext context) override {
+    auto all = OrFail(service_.store_.List());
+    auto list = context.getResults().initVolumes(static_cast<unsigned>(all.size()));
+    for (size_t i = 0; i < all.size(); ++i) service_.FillInfo(list[static_cast<unsigned>(i)], all[i]);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> info(InfoContext context) override {
+    auto d = OrFail(service_.store_.Describe(ToStd(context.getParams().getName())));
+    service_.FillInfo(context.getResults().initInfo(), d);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> poolStats(PoolStatsContext context) override {
+    auto f = OrFail(service_.store_.Stats());
+    const Superblock& sb = service_.store_.superblock();
+    auto s = context.getResults().initStats();
+    s.setPoolBytes(sb.total_blocks * sb.block_size);
+    s.setBlockSize(sb.block_size);
+    s.setTotalBlocks(f.total_blocks);
+    s.setFreeBlocks(f.free_blocks);
+    s.setReservedBlocks(f.reserved_blocks);
+    s.setVolumes(f.volumes);
+    s.setVersionSets(f.version_sets);
+    s.setUuid(FormatUuid(sb.uuid));
+    s.setMetadataBytes(f.metadata_bytes);
+    return kj::READY_NOW;
+  }
+
+ private:
+  template <typename Context>
+  kj::Promise<void> Copy(Context context, bool snapshot) {
+    auto params = context.getParams();
+    std::string source = ToStd(params.getSource());
+    std::string name = ToStd(params.getName());
+    OrFail(ValidateVolumeName(name));
+    auto d = OrFail(service_.store_.Describe(source));
+    (void)d;
+    kj::Promise<void> recalled = kj::READY_NOW;
+    if (auto* writer = service_.WriterOf(source)) {
+      uint64_t size = d.record.size_bytes;
+      auto reason = snapshot ? proto::RecallReason::SNAPSHOT : proto::RecallReason::CLONE;
+      recalled = service_.CallOpeners({writer->id}, snapshot ? "recall(snapshot)" : "recall(clone)",
+                                      [size, reason](proto::MapCallback::Client& cb) {
+                                        auto req = cb.recallRequest();
+                                        auto r = req.initRanges(1)[0];
+                                        r.setOffset(0);
+                                        r.setLength(size);
+                                        req.setReason(reason);
+                                        return req.send().ignoreResult();
+                                      });
+    }
+    // The copy runs in the same event-loop turn as the recall's completion, so no
+    // prepareWrite of the writer can slip in between.
+    return recalled.then([this, context, source, name, snapshot]() mutable {
+      auto made = OrFail(snapshot ? service_.store_.Snapshot(source, name)
+                                  : service_.store_.Clone(source, name));
+      service_.FillInfo(context.getResults().initInfo(), made);
+    });
+  }
+
+  MappingService& service_;
+  std::string host_;
+  Logger logger_;
+};
+
+// ---------------------------------------------------------------------------------------
+// Gate
+
+class GateImpl final : public proto::Gate::Server {
+ public:
+  GateImpl(MappingService& service, std::string peer, kj::Own<kj::PromiseFulfiller<void>> close)
+      : service_(service), peer_(std::move(peer)), close_(kj::mv(close)) {}
+
+  kj::Promise<void> challenge(ChallengeContext context) override {
+    nonce_ = GenerateNonce();
+    auto results = context.getResults();
+    results.setNonce(kj::arrayPtr(nonce_.data(), nonce_.size()));
+    results.setServerVersion(proto::PROTOCOL_VERSION);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> login(LoginContext context) override {
+    auto params = context.getParams();
+    std::string host = ToStd(params.getHost());
+    auto proof = params.getProof();
+    std::vector<uint8_t> nonce = std::move(nonce_);
+    nonce_.clear();
+    Status denied;
+    if (params.getClientVersion() != proto::PROTOCOL_VERSION) {
+      denied = Status::NotSupported("client protocol version " +
+                                    std::to_string(params.getClientVersion()) + ", server " +
+                                    std::to_string(proto::PROTOCOL_VERSION));
+    } else if (nonce.empty()) {
+      denied = Status::PermissionDenied("login without an outstanding challenge");
+    } else if (!IsValidHostName(host)) {
+      denied = Status::PermissionDenied("bad host name");
+    } else {
+      auto expected = ComputeLoginProof(service_.secret_, nonce.data(), nonce.size(), host);
+      if (!ProofsEqual(expected.data(), expected.size(), proof.begin(), proof.size())) {
+        denied = Status::PermissionDenied("wrong proof: host does not know the shared secret");
+      }
+    }
+    if (!denied.ok()) {
+      ++failures_;
+      uint64_t suppressed = 0;
+      if (service_.auth_log_limiter_.Allow(&suppressed)) {
+        service_.logger_.Warnf("login from %s refused: %s (%llu similar suppressed)", peer_.c_str(),
+                               denied.ToString().c_str(),
+                               static_cast<unsigned long long>(suppressed));
+      }
+      if (failures_ >= service_.options_.max_login_failures) close_->fulfill();
+      Fail(denied);
+    }
+    service_.logger_.Infof("host %s logged in from %s", host.c_str(), peer_.c_str());
+    context.getResults().setSession(kj::heap<SessionImpl>(service_, host));
+    return kj::READY_NOW;
+  }
+
+ private:
+  MappingService& service_;
+  std::string peer_;
+  kj::Own<kj::PromiseFulfiller<void>> close_;
+  std::vector<uint8_t> nonce_;
+  uint32_t failures_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------
+// MappingService
+
+MappingService::MappingService(VolumeStore& store, std::string secret, kj::Timer& timer,
+                               Logger logger, ServiceOptions options)
+    : store_(store),
+      secret_(std::move(secret)),
+      timer_(timer),
+      logger_(std::move(logger)),
+      options_(options),
+      tasks_(*this) {}
+
+MappingService::~MappingService() = default;
+
+proto::Gate::Client MappingService::NewGate(std::string peer,
+                                            kj::Own<kj::PromiseFulfiller<void>> close_connection) {
+  return kj::heap<GateImpl>(*this, std::move(peer), kj::mv(close_connection));
+}
+
+void MappingService::Register(Opener* opener) { openers_[opener->id] = opener; }
+
+void MappingService::Release(Opener* opener) {
+  if (openers_.erase(opener->id) == 0) return;
+  store_.DropReservations(opener->id);
+  logger_.Infof("host %s closed %s", opener->host.c_str(), opener->volume.c_str());
+}
+
+void MappingService::Revoke(OpenerId id, const std::string& why) {
+  auto it = openers_.find(id);
+  if (it == openers_.end()) return;
+  Opener* opener = it->second;
+  logger_.Warnf("revoking host %s's lease on %s: %s", opener->host.c_str(),
+                opener->volume.c_str(), why.c_str());
+  openers_.erase(it);
+  store_.DropReservations(id);
+  opener->state = Opener::State::kRevoked;
+  auto req = opener->callback.revokeRequest();
+  req.setReason(why);
+  tasks_.add(req.send().ignoreResult().catch_([](kj::Exception&&) {}));
+}
+
+MappingService::Opener* MappingService::WriterOf(const std::string& volume) {
+  for (auto& [id, o] : openers_) {
+    if (o->volume == volume && o->writable) return o;
+  }
+  return nullptr;
+}
+
+std::vector<MappingService::Opener*> MappingService::OpenersOf(const std::string& volume) {
+  std::vector<Opener*> out;
+  for (auto& [id, o] : openers_) {
+    if (o->volume == volume) out.push_back(o);
+  }
+  return out;
+}
+
+void MappingService::FillInfo(proto::VolumeInfo::Builder b, const VolumeDescription& d) {
+  const uint64_t bs = store_.superblock().block_size;
+  b.setName(d.name);
+  b.setSizeBytes(d.record.size_bytes);
+  b.setReadOnly(d.record.read_only);
+  switch (d.record.kind) {
+    case VolumeRecord::Kind::kBase: b.setKind(proto::VolumeInfo::Kind::BASE); break;
+    case VolumeRecord::Kind::kSnapshot: b.setKind(proto::VolumeInfo::Kind::SNAPSHOT); break;
+    case VolumeRecord::Kind::kClone: b.setKind(proto::VolumeInfo::Kind::CLONE); break;
+  }
+  b.setParent(d.parent);
+  b.setVersionSet(d.record.version_set);
+  b.setMappedBytes(d.record.mapped_blocks * bs);
+  b.setExclusiveBytes(d.exclusive_blocks * bs);
+  b.setSharedBytes(d.shared_blocks * bs);
+  b.setCreatedUnixSeconds(d.record.created_unix_seconds);
+  auto openers = OpenersOf(d.name);
+  b.setOpeners(static_cast<uint32_t>(openers.size()));
+  for (auto* o : openers) {
+    if (o->writable) b.setWriter(o->host);
+  }
+}
+
+kj::Promise<void> MappingService::CallOpeners(
+    std::vector<OpenerId> ids, std::string what,
+    kj::Function<kj::Promise<void>(proto::MapCallback::Client&)> make_call) {
+  kj::Vector<kj::Promise<void>> calls;
+  for (OpenerId id : ids) {
+    auto it = openers_.find(id);
+    if (it == openers_.end()) continue;
+    kj::Promise<bool> answered =
+        make_call(it->second->callback).then([]() { return true; }, [](kj::Exception&&) {
+          return false;
+        });
+    auto timed = answered.exclusiveJoin(
+        timer_.afterDelay(options_.callback_timeout).then([]() { return false; }));
+    calls.add(timed.then([this, id, what](bool ok) {
+      if (!ok) Revoke(id, what + " was not answered in time or failed");
+    }));
+  }
+  return kj::joinPromises(calls.releaseAsArray());
+}
+
+void MappingService::taskFailed(kj::Exception&& exception) {
+  logger_.Warnf("background task failed: %s", exception.getDescription().cStr());
+}
+
+}  // namespace tapmap::mapserver

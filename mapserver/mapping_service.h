@@ -1,0 +1,100 @@
+// MappingService: the mapping protocol's server side (include/tapmap/proto/mapping.capnp)
+// over a VolumeStore. It owns what the store does not know about: authentication
+// (Gate), sessions, openers and the one-writer lease per volume, and the callbacks
+// to openers (recall before snapshot/clone/shrink/discard, sizeChanged, revoke).
+//
+// Leases: at most one rw opener per volume. The lease ends when its Volume
+// capability is closed or dropped (the connection's loss drops it); its uncommitted
+// reservations are then reclaimed. Before a snapshot or clone of a volume that has a
+// writer, the writer's MapCallback.recall(whole volume, snapshot|clone) must answer
+// within the recall timeout; if it fails or times out the lease is revoked (revoke()
+// is sent, reservations are dropped, and every later call on that Volume fails with
+// aborted) and the snapshot proceeds.
+//
+// Errors are raised as kj::Exceptions carrying "<code>: <message>"
+// (mapserver/client/remote_status.h).
+//
+// Threading: everything runs on the event-loop thread of the server; the store,
+// timer and service must outlive every capability handed out.
+#pragma once
+
+#include <kj/async-io.h>
+#include <kj/async.h>
+#include <kj/timer.h>
+
+#include <chrono>
+#include <string>
+#include <unordered_map>
+
+#include "common/logging.h"
+#include "mapserver/volume_store.h"
+#include "tapmap/proto/mapping.capnp.h"
+
+namespace tapmap::mapserver {
+
+struct ServiceOptions {
+  // How long a recall/sizeChanged callback may take before the lease is revoked.
+  kj::Duration callback_timeout = 10 * kj::SECONDS;
+  // Failed logins after which a connection is closed.
+  uint32_t max_login_failures = 3;
+};
+
+class MappingService final : private kj::TaskSet::ErrorHandler {
+ public:
+  // `secret` is the shared secret hosts prove knowledge of.
+  MappingService(VolumeStore& store, std::string secret, kj::Timer& timer, Logger logger,
+                 ServiceOptions options = {});
+  ~MappingService();
+  MappingService(const MappingService&) = delete;
+  MappingService& operator=(const MappingService&) = delete;
+
+  // The bootstrap capability for a new connection from `peer` (for logs).
+  // `close_connection` is fulfilled when the connection must be closed (too many
+  // failed logins); the caller then drops the connection.
+  proto::Gate::Client NewGate(std::string peer,
+                              kj::Own<kj::PromiseFulfiller<void>> close_connection);
+
+  VolumeStore& store() { return store_; }
+  size_t opener_count() const { return openers_.size(); }
+
+ private:
+  friend class GateImpl;
+  friend class SessionImpl;
+  friend class VolumeImpl;
+
+  // One open Volume capability.
+  struct Opener {
+    OpenerId id = 0;
+    std::string volume;
+    std::string host;
+    bool writable = false;
+    proto::MapCallback::Client callback = nullptr;
+    enum class State { kOpen, kClosed, kRevoked } state = State::kOpen;
+  };
+
+  void Register(Opener* opener);
+  // Ends `opener`'s registration (close, drop): lease and reservations go.
+  void Release(Opener* opener);
+  // Revokes a lease: reservations dropped, revoke() sent, later calls fail aborted.
+  void Revoke(OpenerId id, const std::string& why);
+  Opener* WriterOf(const std::string& volume);
+  std::vector<Opener*> OpenersOf(const std::string& volume);
+  void FillInfo(proto::VolumeInfo::Builder builder, const VolumeDescription& d);
+  // Calls `make_call(callback)` on each listed opener (by id) and waits for all;
+  // an opener that fails or times out is revoked.
+  kj::Promise<void> CallOpeners(std::vector<OpenerId> ids, std::string what,
+                                kj::Function<kj::Promise<void>(proto::MapCallback::Client&)> make_call);
+  void taskFailed(kj::Exception&& exception) override;
+
+  VolumeStore& store_;
+  std::string secret_;
+  kj::Timer& timer_;
+  Logger logger_;
+  ServiceOptions options_;
+  RateLimiter auth_log_limiter_{10, std::chrono::seconds(60)};
+  std::unordered_map<OpenerId, Opener*> openers_;
+  OpenerId next_opener_id_ = 1;
+  kj::TaskSet tasks_;
+};
+
+}  // namespace tapmap::mapserver

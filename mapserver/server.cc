@@ -1,0 +1,110 @@
+#include "mapserver/server.h"
+
+#include <arpa/inet.h>
+#include <capnp/rpc-twoparty.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "mapserver/client/remote_status.h"
+
+namespace tapmap::mapserver {
+namespace {
+
+std::string PeerName(kj::AsyncIoStream& stream) {
+  struct sockaddr_storage addr;
+  kj::uint len = sizeof(addr);
+  try {
+    stream.getpeername(reinterpret_cast<struct sockaddr*>(&addr), &len);
+  } catch (...) {
+    return "unknown";
+  }
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (addr.ss_family == AF_INET) {
+    auto* in = reinterpret_cast<struct sockaddr_in*>(&addr);
+    inet_ntop(AF_INET, &in->sin_addr, buf, sizeof(buf));
+    return std::string(buf) + ":" + std::to_string(ntohs(in->sin_port));
+  }
+  if (addr.ss_family == AF_INET6) {
+    auto* in6 = reinterpret_cast<struct sockaddr_in6*>(&addr);
+    inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof(buf));
+    return "[" + std::string(buf) + "]:" + std::to_string(ntohs(in6->sin6_port));
+  }
+  return "unix";
+}
+
+}  // namespace
+
+struct Server::Connection {
+  Connection(kj::Own<kj::AsyncIoStream> s, capnp::Capability::Client bootstrap, size_t* counter)
+      : stream(kj::mv(s)),
+        network(*stream, capnp::rpc::twoparty::Side::SERVER),
+        rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))),
+        counter(counter) {
+    ++*counter;
+  }
+  ~Connection() { --*counter; }
+
+  kj::Own<kj::AsyncIoStream> stream;
+  capnp::TwoPartyVatNetwork network;
+  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+  size_t* counter;
+};
+
+Server::Server(kj::AsyncIoContext& io, MappingService& service, Logger logger)
+    : io_(io), service_(service), logger_(std::move(logger)), tasks_(*this) {}
+
+Server::~Server() {
+  if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
+}
+
+Status Server::Listen(const ServerAddress& address, kj::WaitScope& wait_scope) {
+  if (address.kind == ServerAddress::Kind::kUnix) {
+    struct stat st;
+    if (::lstat(address.path.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) {
+        return Status::AlreadyExists(address.path + " exists and is not a socket");
+      }
+      ::unlink(address.path.c_str());  // stale socket of a previous run
+    }
+  }
+  Status status = RunCatching([&] {
+    auto addr = io_.provider->getNetwork().parseAddress(address.ToKjAddress()).wait(wait_scope);
+    listener_ = addr->listen();
+  });
+  if (!status.ok()) {
+    return Status::Unavailable("cannot listen on " + address.ToString() + ": " + status.message());
+  }
+  if (address.kind == ServerAddress::Kind::kUnix) {
+    unix_path_ = address.path;
+    ::chmod(address.path.c_str(), 0660);
+    bound_address_ = address.ToString();
+  } else {
+    ServerAddress bound = address;
+    bound.port = static_cast<uint16_t>(listener_->getPort());
+    bound_address_ = bound.ToString();
+  }
+  tasks_.add(AcceptLoop());
+  return Status::Ok();
+}
+
+kj::Promise<void> Server::AcceptLoop() {
+  return listener_->accept().then([this](kj::Own<kj::AsyncIoStream> stream) {
+    std::string peer = PeerName(*stream);
+    auto close = kj::newPromiseAndFulfiller<void>();
+    auto gate = service_.NewGate(peer, kj::mv(close.fulfiller));
+    auto connection = kj::heap<Connection>(kj::mv(stream), kj::mv(gate), &connections_);
+    auto ended = connection->network.onDisconnect().exclusiveJoin(kj::mv(close.promise));
+    tasks_.add(ended.attach(kj::mv(connection)));
+    return AcceptLoop();
+  });
+}
+
+void Server::taskFailed(kj::Exception&& exception) {
+  logger_.Warnf("connection task failed: %s", exception.getDescription().cStr());
+}
+
+}  // namespace tapmap::mapserver
