@@ -1,0 +1,298 @@
+#include "tapdisk-map/blkif/ring_worker.h"
+
+#include <unistd.h>
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/post.hpp>
+
+#include "common/units.h"
+
+namespace tapmap::blkif {
+
+namespace asio = boost::asio;
+
+struct RingWorker::InFlight {
+  BlkifIo io;
+  std::vector<uint8_t> buffer;
+};
+
+RingWorker::RingWorker(asio::io_context& io, xen::XenPlatform& platform, std::shared_ptr<engine::BlockDevice> device,
+                       RingConfig config, Logger logger, std::shared_ptr<RateLimiter> reject_limiter,
+                       std::function<void(Status)> on_broken)
+    : io_(io), strand_(asio::make_strand(io)), platform_(platform), device_(std::move(device)),
+      config_(std::move(config)), logger_(std::move(logger)), reject_limiter_(std::move(reject_limiter)),
+      on_broken_(std::move(on_broken)) {}
+
+RingWorker::~RingWorker() = default;
+
+Result<std::shared_ptr<RingWorker>> RingWorker::Connect(asio::io_context& io, xen::XenPlatform& platform,
+                                                        std::shared_ptr<engine::BlockDevice> device,
+                                                        RingConfig config, Logger logger,
+                                                        std::shared_ptr<RateLimiter> reject_limiter,
+                                                        std::function<void(Status)> on_broken) {
+  size_t pages = config.ring_refs.size();
+  if (pages == 0 || !IsPowerOfTwo(pages)) {
+    return Status::InvalidArgument("ring of " + std::to_string(pages) + " pages");
+  }
+  std::shared_ptr<RingWorker> w(new RingWorker(io, platform, std::move(device), std::move(config),
+                                               std::move(logger), std::move(reject_limiter), std::move(on_broken)));
+  const RingConfig& c = w->config_;
+  auto mapping = platform.grants->Map(c.frontend_domid, c.ring_refs, /*writable=*/true);
+  if (!mapping.ok()) return mapping.status().WithContext("map ring");
+  w->ring_mapping_ = std::move(*mapping);
+  auto channel = platform.event_channels->BindInterdomain(c.frontend_domid, c.event_port);
+  if (!channel.ok()) return channel.status().WithContext("bind event channel");
+  w->channel_ = std::move(*channel);
+  int fd = dup(w->channel_->fd());
+  if (fd < 0) return Status::FromErrno("dup event channel fd", errno);
+  w->event_fd_ = std::make_unique<asio::posix::stream_descriptor>(w->strand_, fd);
+  w->ring_ = BackRing::Attach(c.abi, w->ring_mapping_->data(), pages);
+  if (c.persistent_grants) {
+    w->transfer_ = std::make_unique<PersistentGrantTransfer>(*platform.grants, c.frontend_domid, c.persistent_capacity);
+  } else {
+    w->transfer_ = std::make_unique<GrantCopyTransfer>(*platform.grants, c.frontend_domid);
+  }
+  return w;
+}
+
+void RingWorker::Start() {
+  asio::post(strand_, [self = shared_from_this()] {
+    if (self->started_ || self->stopping_) return;
+    self->started_ = true;
+    self->ArmWait();
+    self->Process();
+  });
+}
+
+void RingWorker::Pause(std::function<void()> drained) {
+  asio::post(strand_, [self = shared_from_this(), drained = std::move(drained)]() mutable {
+    self->paused_ = true;
+    self->drained_waiters_.push_back(std::move(drained));
+    self->MaybeDrained();
+  });
+}
+
+void RingWorker::Resume() {
+  asio::post(strand_, [self = shared_from_this()] {
+    if (!self->paused_) return;
+    self->paused_ = false;
+    self->Process();
+  });
+}
+
+void RingWorker::Stop(std::function<void()> done) {
+  asio::post(strand_, [self = shared_from_this(), done = std::move(done)]() mutable {
+    if (self->stopping_) {  // a second Stop: chain
+      auto prev = std::move(self->stop_done_);
+      self->stop_done_ = [prev = std::move(prev), done = std::move(done)] {
+        if (prev) prev();
+        done();
+      };
+      if (!self->ring_mapping_) {
+        auto d = std::move(self->stop_done_);
+        asio::post(self->io_, std::move(d));
+      }
+      return;
+    }
+    self->stopping_ = true;
+    self->stop_done_ = std::move(done);
+    if (self->event_fd_) {
+      boost::system::error_code ec;
+      self->event_fd_->cancel(ec);
+    }
+    self->MaybeDrained();
+  });
+}
+
+void RingWorker::ArmWait() {
+  if (waiting_ || stopping_ || broken_ || !event_fd_) return;
+  waiting_ = true;
+  event_fd_->async_wait(asio::posix::stream_descriptor::wait_read,
+                        asio::bind_executor(strand_, [self = shared_from_this()](boost::system::error_code ec) {
+                          self->waiting_ = false;
+                          if (ec || self->stopping_) {
+                            self->MaybeDrained();
+                            return;
+                          }
+                          self->OnEvent();
+                        }));
+}
+
+void RingWorker::OnEvent() {
+  auto pending = channel_->ConsumePending();
+  if (!pending.ok()) logger_.Warnf("event channel: %s", pending.status().ToString().c_str());
+  ++counters_.wakeups;
+  ArmWait();
+  Process();
+}
+
+void RingWorker::Process() {
+  process_posted_ = false;
+  if (!started_ || paused_ || stopping_ || broken_) return;
+  batch_.clear();
+  auto fetched = ring_->Fetch(config_.max_per_wakeup, &batch_);
+  if (!fetched.ok()) {
+    Broken(fetched.status());
+    return;
+  }
+  config_.limits.sectors = device_->size_bytes() >> kSectorShift;
+  for (const RingRequest& r : batch_) {
+    ++counters_.requests;
+    auto verdict = ValidateRequest(r, config_.limits, [this](std::span<const grant_ref_t> refs, std::span<uint8_t> dest) {
+      return transfer_->FetchPages(refs, dest);
+    });
+    if (auto* rej = std::get_if<Rejection>(&verdict)) {
+      Reject(*rej);
+    } else {
+      Execute(std::move(std::get<BlkifIo>(verdict)));
+    }
+  }
+  if (*fetched == config_.max_per_wakeup) {
+    // Bounded work per wakeup: let other rings and completions run, then continue.
+    if (!process_posted_) {
+      process_posted_ = true;
+      asio::post(strand_, [self = shared_from_this()] { self->Process(); });
+    }
+    return;
+  }
+  if (ring_->FinalCheckForRequests() && !process_posted_) {
+    process_posted_ = true;
+    asio::post(strand_, [self = shared_from_this()] { self->Process(); });
+  }
+}
+
+void RingWorker::Execute(BlkifIo io) {
+  auto req = std::make_shared<InFlight>();
+  req->io = std::move(io);
+  ++in_flight_;
+  auto done = [self = shared_from_this(), req](Status s) {
+    asio::post(self->strand_, [self, req, s = std::move(s)] { self->Complete(req, s); });
+  };
+  BlkifIo& b = req->io;
+  switch (b.kind) {
+    case BlkifIo::Kind::kRead:
+      req->buffer.resize(b.length);
+      device_->Read(b.offset, req->buffer, std::move(done));
+      return;
+    case BlkifIo::Kind::kWrite: {
+      req->buffer.resize(b.length);
+      Status copied = transfer_->CopyFromGuest(b.segments, req->buffer);
+      if (!copied.ok()) {
+        Complete(req, copied.WithContext("grant"));
+        return;
+      }
+      if (b.preflush) {
+        auto device = device_;
+        device_->Flush([device, req, done = std::move(done)](Status s) mutable {
+          if (!s.ok()) {
+            done(s);
+            return;
+          }
+          device->Write(req->io.offset, req->buffer, req->io.fua, std::move(done));
+        });
+      } else {
+        device_->Write(b.offset, req->buffer, b.fua, std::move(done));
+      }
+      return;
+    }
+    case BlkifIo::Kind::kFlush:
+      device_->Flush(std::move(done));
+      return;
+    case BlkifIo::Kind::kDiscard:
+      if (b.length == 0) {
+        Complete(req, Status::Ok());
+        return;
+      }
+      device_->Discard(b.offset, b.length, std::move(done));
+      return;
+  }
+}
+
+void RingWorker::Complete(const std::shared_ptr<InFlight>& req, Status status) {
+  --in_flight_;
+  if (status.ok() && req->io.kind == BlkifIo::Kind::kRead) {
+    status = transfer_->CopyToGuest(req->io.segments, req->buffer);
+  }
+  if (!status.ok()) {
+    uint64_t suppressed = 0;
+    if (reject_limiter_->Allow(&suppressed)) {
+      logger_.Warnf("request id=%llu op=%u failed: %s (%llu similar messages suppressed)",
+                    static_cast<unsigned long long>(req->io.id), req->io.operation, status.ToString().c_str(),
+                    static_cast<unsigned long long>(suppressed));
+    }
+  }
+  Respond(req->io.id, req->io.operation, status.ok() ? BLKIF_RSP_OKAY : BLKIF_RSP_ERROR);
+  MaybeDrained();
+}
+
+void RingWorker::Reject(const Rejection& r) {
+  ++counters_.rejected;
+  uint64_t suppressed = 0;
+  if (reject_limiter_->Allow(&suppressed)) {
+    logger_.Warnf("rejected request id=%llu op=%u: %s (%llu similar messages suppressed)",
+                  static_cast<unsigned long long>(r.id), r.operation, r.reason.c_str(),
+                  static_cast<unsigned long long>(suppressed));
+  }
+  Respond(r.id, r.operation, r.status);
+}
+
+void RingWorker::Respond(uint64_t id, uint8_t op, int16_t status) {
+  if (!ring_) return;  // released (cannot happen while requests are in flight)
+  ring_->PutResponse(id, op, status);
+  SchedulePush();
+}
+
+void RingWorker::SchedulePush() {
+  if (push_posted_) return;
+  push_posted_ = true;
+  asio::post(strand_, [self = shared_from_this()] { self->Push(); });
+}
+
+void RingWorker::Push() {
+  push_posted_ = false;
+  if (!ring_) return;
+  if (ring_->PushResponses()) {
+    ++counters_.notifications;
+    Status s = channel_->Notify();
+    if (!s.ok()) logger_.Warnf("notify: %s", s.ToString().c_str());
+  }
+  // Responses free slots: requests the guest queued meanwhile may now be taken.
+  if (!process_posted_ && !paused_ && !stopping_ && !broken_) {
+    process_posted_ = true;
+    asio::post(strand_, [self = shared_from_this()] { self->Process(); });
+  }
+}
+
+void RingWorker::Broken(Status status) {
+  if (broken_) return;
+  broken_ = true;
+  logger_.Errorf("%s: disconnecting the ring", status.ToString().c_str());
+  if (event_fd_) {
+    boost::system::error_code ec;
+    event_fd_->cancel(ec);
+  }
+  if (on_broken_) asio::post(io_, [cb = std::move(on_broken_), status] { cb(status); });
+  MaybeDrained();
+}
+
+void RingWorker::MaybeDrained() {
+  if (in_flight_ != 0) return;
+  if (!drained_waiters_.empty()) {
+    for (auto& w : drained_waiters_) asio::post(io_, std::move(w));
+    drained_waiters_.clear();
+  }
+  if (stopping_ && ring_mapping_) Release();
+}
+
+void RingWorker::Release() {
+  if (ring_ && ring_->PushResponses()) (void)channel_->Notify();  // nothing stays unpublished
+  event_fd_.reset();
+  transfer_.reset();
+  ring_.reset();
+  channel_.reset();
+  ring_mapping_.reset();
+  if (stop_done_) asio::post(io_, std::move(stop_done_));
+  stop_done_ = nullptr;
+}
+
+}  // namespace tapmap::blkif

@@ -1,0 +1,121 @@
+// RingWorker: serves one blkif ring (one queue of a VBD): waits for the guest's
+// event, fetches requests in batches (at most `max_per_wakeup` per wakeup, then
+// yields to other work), validates each (request_validator), executes it on the
+// BlockDevice with private buffers (segment_transfer), answers in the guest's ABI and
+// notifies the guest only when the ring protocol says so.
+//
+// Lifetime: created connected (ring mapped, port bound) by Connect; Stop() releases
+// the ring after the in-flight requests completed. Hold it by shared_ptr; callbacks
+// keep it alive.
+//
+// Threading: all work runs on the worker's own strand of `io`; the public methods may
+// be called from any thread and post to it. Callbacks are posted to `io`.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/strand.hpp>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "common/logging.h"
+#include "tapdisk-map/blkif/back_ring.h"
+#include "tapdisk-map/blkif/request_validator.h"
+#include "tapdisk-map/blkif/segment_transfer.h"
+#include "tapdisk-map/engine/block_device.h"
+#include "tapdisk-map/xen/xen_platform.h"
+
+namespace tapmap::blkif {
+
+struct RingConfig {
+  xen::DomainId frontend_domid = 0;
+  std::vector<xen::GrantRef> ring_refs;  // 1 << ring_page_order references
+  xen::EventPort event_port = 0;         // the frontend's port
+  Abi abi = Abi::kNative;
+  bool persistent_grants = false;        // negotiated feature-persistent
+  uint32_t persistent_capacity = 1024;
+  uint32_t max_per_wakeup = 64;
+  RequestLimits limits;                  // `sectors` is refreshed from the device
+};
+
+class RingWorker : public std::enable_shared_from_this<RingWorker> {
+ public:
+  // Maps the ring and binds the event channel. `platform` must outlive the worker.
+  // `on_broken` is posted (once) if the guest breaks the ring protocol; the owner
+  // should then disconnect. `reject_limiter` limits the log lines of rejected
+  // requests (shared by the VBD's rings).
+  static Result<std::shared_ptr<RingWorker>> Connect(boost::asio::io_context& io, xen::XenPlatform& platform,
+                                                     std::shared_ptr<engine::BlockDevice> device,
+                                                     RingConfig config, Logger logger,
+                                                     std::shared_ptr<RateLimiter> reject_limiter,
+                                                     std::function<void(Status)> on_broken);
+  ~RingWorker();
+
+  // Starts serving (processes requests already on the ring).
+  void Start();
+  // Stops consuming new requests; `drained` runs once none is in flight.
+  void Pause(std::function<void()> drained);
+  // Consumes again after Pause.
+  void Resume();
+  // Stops for good: no new request is consumed, in-flight ones complete and are
+  // answered, then the ring is unmapped and the port unbound; `done` runs after that.
+  void Stop(std::function<void()> done);
+
+  Abi abi() const { return config_.abi; }
+
+  struct Counters {
+    uint64_t requests = 0, rejected = 0, notifications = 0, wakeups = 0;
+  };
+  // Approximate (read without synchronisation with the strand); for stats only.
+  Counters counters() const { return counters_; }
+
+ private:
+  struct InFlight;
+  RingWorker(boost::asio::io_context& io, xen::XenPlatform& platform, std::shared_ptr<engine::BlockDevice> device,
+             RingConfig config, Logger logger, std::shared_ptr<RateLimiter> reject_limiter,
+             std::function<void(Status)> on_broken);
+
+  void ArmWait();                 // strand
+  void OnEvent();                 // strand
+  void Process();                 // strand
+  void Execute(BlkifIo io);       // strand
+  void Complete(const std::shared_ptr<InFlight>& req, Status status);  // strand
+  void Respond(uint64_t id, uint8_t op, int16_t status);  // strand
+  void SchedulePush();            // strand
+  void Push();                    // strand
+  void Reject(const Rejection& r);  // strand
+  void Broken(Status status);     // strand
+  void MaybeDrained();            // strand
+  void Release();                 // strand
+
+  boost::asio::io_context& io_;
+  boost::asio::strand<boost::asio::io_context::executor_type> strand_;
+  xen::XenPlatform& platform_;
+  std::shared_ptr<engine::BlockDevice> device_;
+  RingConfig config_;
+  Logger logger_;
+  std::shared_ptr<RateLimiter> reject_limiter_;
+  std::function<void(Status)> on_broken_;
+
+  std::unique_ptr<xen::GrantMapping> ring_mapping_;
+  std::unique_ptr<xen::EventChannel> channel_;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> event_fd_;
+  std::unique_ptr<BackRing> ring_;
+  std::unique_ptr<SegmentTransfer> transfer_;
+
+  std::vector<RingRequest> batch_;
+  uint32_t in_flight_ = 0;
+  bool started_ = false;
+  bool paused_ = false;
+  bool stopping_ = false;
+  bool broken_ = false;
+  bool waiting_ = false;        // an async_wait is outstanding
+  bool process_posted_ = false;
+  bool push_posted_ = false;
+  std::vector<std::function<void()>> drained_waiters_;
+  std::function<void()> stop_done_;
+  Counters counters_;
+};
+
+}  // namespace tapmap::blkif
