@@ -1,6 +1,7 @@
 #include "tapdisk-map/engine/data_cache.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace tapmap::engine {
 

@@ -27,6 +27,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <unordered_map>
 #include <vector>
 
@@ -94,6 +95,10 @@ class DataCache {
   uint32_t Put(const BlockKey& key, BlockData data);
   // Drops `key` if present.
   void Invalidate(const BlockKey& key);
+  // The host wrote `data` at byte `offset` inside block `key`: a cached copy is
+  // replaced by a patched copy (readers holding the old BlockData are unaffected); a
+  // load in flight is kept out of the cache. Does nothing else if `key` is absent.
+  void Patch(const BlockKey& key, size_t offset, std::span<const uint8_t> data);
 
   uint32_t block_size() const { return block_size_; }
   DataCacheCounters counters() const;

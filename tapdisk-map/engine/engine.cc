@@ -1,0 +1,170 @@
+#include "tapdisk-map/engine/engine.h"
+
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+
+#include "mapserver/client/auth.h"
+#include "mapserver/client/connection.h"
+#include "mapserver/pool_file.h"
+#include "tapdisk-map/engine/volume.h"
+
+namespace tapmap::engine {
+
+uint64_t DefaultCacheSize() {
+  long pages = ::sysconf(_SC_PHYS_PAGES);
+  long page_size = ::sysconf(_SC_PAGE_SIZE);
+  uint64_t ram = pages > 0 && page_size > 0 ? uint64_t(pages) * uint64_t(page_size) : 0;
+  return std::max<uint64_t>(ram / 8, 64ull << 20);
+}
+
+Engine::Engine(boost::asio::io_context& io, EngineOptions options, const Logger& log)
+    : io_(io),
+      options_(std::move(options)),
+      log_(log),
+      host_counters_(std::make_shared<IoCounters>()),
+      pinned_bytes_(std::make_shared<std::atomic<uint64_t>>(0)) {}
+
+Engine::~Engine() {
+  client_.reset();  // stops the RPC thread first: no more events into volumes
+  pool_.reset();
+}
+
+Result<std::unique_ptr<Engine>> Engine::Create(boost::asio::io_context& io, EngineOptions options,
+                                              const Logger& log) {
+  if (options.pool_path.empty()) return Status::InvalidArgument("no pool path given");
+  if (options.cache_size_bytes == 0) options.cache_size_bytes = DefaultCacheSize();
+  if (options.host.empty()) options.host = mapserver::LocalHostName();
+  auto secret = mapserver::ReadSecretFile(options.secret_file);
+  if (!secret.ok()) return secret.status().WithContext("secret file " + options.secret_file);
+
+  std::unique_ptr<Engine> engine(new Engine(io, options, log));
+  auto sb = mapserver::ReadPoolSuperblock(options.pool_path);
+  if (!sb.ok()) return sb.status().WithContext("pool " + options.pool_path);
+  engine->pool_uuid_ = mapserver::FormatUuid(sb->uuid);
+  engine->block_size_ = sb->block_size;
+  engine->data_start_ = sb->data_offset;
+  engine->data_end_ = sb->data_offset + sb->total_blocks * sb->block_size;
+
+  auto file = pool::PoolFile::Open(options.pool_path, false, log);
+  if (!file.ok()) return file.status();
+  auto pool = pool::CreatePoolIo(io, std::move(*file), options.pool_io, log);
+  if (!pool.ok()) return pool.status();
+  engine->pool_ = std::move(*pool);
+  log.Infof("pool %s (uuid %s, block size %u): %s I/O, %s", options.pool_path.c_str(),
+            engine->pool_uuid_.c_str(), engine->block_size_, std::string(engine->pool_->kind()).c_str(),
+            engine->pool_->direct() ? "O_DIRECT" : "buffered (no O_DIRECT on this filesystem)");
+
+  MappingClient::Options client_options;
+  client_options.server = options.server;
+  client_options.host = options.host;
+  client_options.secret = std::move(*secret);
+  client_options.unavailable_timeout = options.unavailable_timeout;
+  auto client = MappingClient::Create(io, std::move(client_options), log.WithContext("server", options.server));
+  if (!client.ok()) return client.status();
+  engine->client_ = std::move(*client);
+  return engine;
+}
+
+Status Engine::SetUpPool(const PoolInfo& info) {
+  if (info.uuid != pool_uuid_ || info.block_size != block_size_) {
+    return Status::Corruption("mapserver serves pool " + info.uuid + " (block size " +
+                              std::to_string(info.block_size) + ") but " + options_.pool_path +
+                              " is pool " + pool_uuid_ + " (block size " + std::to_string(block_size_) + ")");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!cache_) cache_ = std::make_unique<DataCache>(options_.cache_size_bytes, block_size_);
+  return Status::Ok();
+}
+
+void Engine::Open(const std::string& name, bool read_only, OpenDone done) {
+  client_->GetPoolInfo([this, name, read_only, done](Result<PoolInfo> info) {
+    if (!info.ok()) return done(info.status().WithContext("open " + name));
+    Status s = SetUpPool(*info);
+    if (!s.ok()) {
+      log_.Errorf("%s", s.ToString().c_str());
+      return done(s);
+    }
+    VolumeContext ctx;
+    ctx.io = &io_;
+    ctx.pool = pool_.get();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ctx.cache = cache_.get();
+    }
+    ctx.host_counters = host_counters_;
+    ctx.pinned_bytes = pinned_bytes_;
+    ctx.pool_id = 0;
+    ctx.block_size = block_size_;
+    ctx.pool_data_start = data_start_;
+    ctx.pool_data_end = data_end_;
+    ctx.map_readahead_bytes = options_.map_readahead_bytes;
+    ctx.log = log_;
+    auto volume = std::make_shared<Volume>(ctx, name, read_only);
+    client_->Open(name, read_only, volume, [this, volume, done](Result<MappingClient::OpenResult> r) {
+      if (!r.ok()) return done(r.status().WithContext("open " + volume->name()));
+      volume->Attach(r->first, r->second.size_bytes);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        volumes_.erase(std::remove_if(volumes_.begin(), volumes_.end(), [](auto& w) { return w.expired(); }),
+                       volumes_.end());
+        volumes_.push_back(volume);
+      }
+      log_.Infof("opened volume %s (%s, %llu bytes)", volume->name().c_str(), volume->read_only() ? "ro" : "rw",
+                 static_cast<unsigned long long>(volume->size_bytes()));
+      done(std::shared_ptr<BlockDevice>(std::make_shared<VolumeHandle>(volume)));
+    });
+  });
+}
+
+void Engine::Shutdown(std::function<void()> done) {
+  // Volumes alive only through their own pending work are closing; poll until gone.
+  bool any;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    volumes_.erase(std::remove_if(volumes_.begin(), volumes_.end(), [](auto& w) { return w.expired(); }),
+                   volumes_.end());
+    any = !volumes_.empty();
+  }
+  if (!any) return boost::asio::post(io_, std::move(done));
+  auto timer = std::make_shared<boost::asio::steady_timer>(io_, std::chrono::milliseconds(20));
+  timer->async_wait([this, timer, done](const boost::system::error_code&) { Shutdown(done); });
+}
+
+StatsSnapshot Engine::Stats() const {
+  StatsSnapshot s;
+  s.host = host_counters_->Snapshot();
+  s.pinned_bytes = pinned_bytes_->load();
+  s.connected = client_->connected();
+  s.pool_io = std::string(pool_->kind());
+  s.pool_direct = pool_->direct();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (cache_) {
+    DataCacheCounters c = cache_->counters();
+    s.cache_bytes = c.bytes;
+    s.cache_capacity_bytes = c.capacity_bytes;
+  } else {
+    s.cache_capacity_bytes = options_.cache_size_bytes;
+  }
+  for (const auto& w : volumes_) {
+    auto v = w.lock();
+    if (!v) continue;
+    s.volumes_open++;
+    IoStats vs = v->stats();
+    IoStats& slot = s.volumes[v->name()];
+#define TAPMAP_X(name, help) slot.name += vs.name;
+    TAPMAP_IO_STATS_FIELDS(TAPMAP_X)
+#undef TAPMAP_X
+  }
+  // Bytes the physical-location cache saved: logical reads not paid for in pool reads.
+  auto eliminated = [](IoStats& st) {
+    st.io_eliminated_bytes = st.logical_bytes_read > st.pool_bytes_read ? st.logical_bytes_read - st.pool_bytes_read : 0;
+  };
+  eliminated(s.host);
+  for (auto& [name, st] : s.volumes) eliminated(st);
+  return s;
+}
+
+bool Engine::connected() const { return client_->connected(); }
+
+}  // namespace tapmap::engine

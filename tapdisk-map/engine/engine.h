@@ -1,0 +1,95 @@
+// Engine: the tapdisk-map request engine, one per host process. It opens volumes for
+// the front ends (BlockDeviceOpener) and owns what they share: the connection to the
+// mapserver (MappingClient), the pool (PoolIo) and the data cache keyed by physical
+// block.
+//
+//   boost::asio::io_context io;                       // owned by the daemon
+//   EngineOptions opts;
+//   opts.server = "unix:/run/tapmap/mapserver.sock";
+//   opts.pool_path = "/dev/vg/pool";
+//   auto engine = Engine::Create(io, opts, logger);   // Result<std::unique_ptr<Engine>>
+//   (*engine)->Open("vm1", /*read_only=*/false, [](Result<std::shared_ptr<BlockDevice>> dev) {...});
+//
+// Lifetime: the io_context must outlive the engine. Before destroying the engine, drop
+// every BlockDevice and call Shutdown() (which waits for their final commits); then
+// stop the io_context threads, then destroy the engine.
+//
+// Threading: every method is thread-safe.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/logging.h"
+#include "common/status.h"
+#include "tapdisk-map/engine/block_device.h"
+#include "tapdisk-map/engine/data_cache.h"
+#include "tapdisk-map/engine/mapping_client.h"
+#include "tapdisk-map/engine/stats.h"
+#include "tapdisk-map/pool/pool_io.h"
+
+namespace tapmap::engine {
+
+class Volume;
+
+struct EngineOptions {
+  std::string server = "unix:/run/tapmap/mapserver.sock";  // mapserver address
+  std::string host;                            // login name; "" = this machine's host name
+  std::string secret_file = "/etc/tapmap/secret";
+  std::string pool_path;                       // the pool file or device (required)
+  uint64_t cache_size_bytes = 0;               // data cache; 0 = DefaultCacheSize()
+  pool::PoolIoKind pool_io = pool::PoolIoKind::kAuto;
+  std::chrono::milliseconds unavailable_timeout{60000};  // I/O waits this long for the server
+  uint64_t map_readahead_bytes = 64ull << 20;  // map fetched around a miss
+};
+
+// 1/8 of physical memory, at least 64 MiB.
+uint64_t DefaultCacheSize();
+
+class Engine final : public BlockDeviceOpener {
+ public:
+  // Opens the pool, checks its superblock, starts the mapping client (which connects
+  // in the background). Fails on a bad option, an unreadable secret or pool.
+  static Result<std::unique_ptr<Engine>> Create(boost::asio::io_context& io, EngineOptions options,
+                                               const Logger& log);
+  ~Engine() override;
+
+  // Opens a volume (waits up to unavailable_timeout for the mapserver). The device
+  // stays open while the front end holds it; dropping it commits what is pending and
+  // closes the volume at the server.
+  void Open(const std::string& name, bool read_only, OpenDone done) override;
+
+  // Calls `done` (on an io_context thread) once every volume whose BlockDevice was
+  // dropped has finished its final commit and close.
+  void Shutdown(std::function<void()> done);
+
+  StatsSnapshot Stats() const;
+  bool connected() const;
+  uint32_t block_size() const { return block_size_; }
+
+ private:
+  Engine(boost::asio::io_context& io, EngineOptions options, const Logger& log);
+  // Creates the data cache on first login; checks the server's pool is ours.
+  Status SetUpPool(const PoolInfo& info);
+
+  boost::asio::io_context& io_;
+  const EngineOptions options_;
+  Logger log_;
+  std::string pool_uuid_;     // from the superblock
+  uint32_t block_size_ = 0;   // from the superblock
+  uint64_t data_start_ = 0, data_end_ = 0;
+  std::unique_ptr<pool::PoolIo> pool_;
+  std::unique_ptr<MappingClient> client_;
+  std::shared_ptr<IoCounters> host_counters_;
+  std::shared_ptr<std::atomic<uint64_t>> pinned_bytes_;
+
+  mutable std::mutex mu_;
+  std::unique_ptr<DataCache> cache_;
+  std::vector<std::weak_ptr<Volume>> volumes_;
+};
+
+}  // namespace tapmap::engine

@@ -1,0 +1,923 @@
+#include "tapdisk-map/engine/volume.h"
+
+#include <boost/asio/post.hpp>
+#include <cstring>
+
+#include "common/units.h"
+
+namespace tapmap::engine {
+namespace {
+
+using pool::AlignedBuffer;
+using pool::kDirectIoAlignment;
+
+// Most extents one commit RPC carries (the server allows more; smaller batches keep
+// each transaction short).
+constexpr size_t kMaxCommitExtents = 4096;
+// Most ranges of one prepareWrite / discard call (mapserver's kMaxRangesPerCall).
+constexpr size_t kMaxRangesPerCall = 4096;
+// A commit aborted this often in one cycle in a row fails the cycle.
+constexpr int kMaxCommitAttempts = 5;
+
+// Joins the per-block parts of one request and reports the first error.
+class Join {
+ public:
+  void Add(int n) { remaining_ += n; }
+  // True when this was the last part.
+  bool Done(const Status& s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!s.ok() && status_.ok()) status_ = s;
+    return --remaining_ == 0;
+  }
+  Status status() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return status_;
+  }
+
+ private:
+  std::mutex mu_;
+  int remaining_ = 0;
+  Status status_;
+};
+
+std::vector<ByteRange> Coalesce(const std::vector<uint64_t>& block_starts, uint64_t block_size) {
+  std::vector<ByteRange> out;
+  for (uint64_t b : block_starts) {
+    if (!out.empty() && out.back().end() == b) out.back().length += block_size;
+    else out.push_back(ByteRange{b, block_size});
+  }
+  return out;
+}
+
+// Merges per-block extents that continue each other (logically and physically, one
+// generation) so a commit carries few extents.
+std::vector<Extent> MergeExtents(const std::vector<Extent>& blocks) {
+  std::vector<Extent> out;
+  for (const Extent& e : blocks) {
+    if (!out.empty()) {
+      Extent& last = out.back();
+      if (last.end() == e.logical && last.physical + last.length == e.physical &&
+          last.generation == e.generation && last.state == e.state) {
+        last.length += e.length;
+        continue;
+      }
+    }
+    out.push_back(e);
+  }
+  return out;
+}
+
+}  // namespace
+
+struct Volume::ReadOp {
+  uint64_t offset;
+  std::span<uint8_t> buffer;
+  IoDone done;
+  Join join;
+};
+
+struct Volume::WriteOp {
+  uint64_t offset;
+  std::span<const uint8_t> data;
+  bool fua;
+  IoDone done;
+  uint64_t lock_start, lock_end;  // block-aligned range held in locks_
+  std::vector<BlockWrite> blocks;
+  Join join;
+  int replans = 0;
+};
+
+Volume::Volume(const VolumeContext& context, std::string name, bool read_only)
+    : ctx_(context),
+      name_(std::move(name)),
+      read_only_(read_only),
+      log_(context.log.WithContext("volume", name_)),
+      map_(context.block_size),
+      retry_timer_(*context.io) {}
+
+Volume::~Volume() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!pending_.empty()) {
+    log_.Warnf("closed with %zu uncommitted blocks (written but never flushed)", pending_.size());
+    ctx_.pinned_bytes->fetch_sub(pending_.size() * ctx_.block_size);
+  }
+}
+
+void Volume::Attach(std::shared_ptr<RemoteVolume> remote, uint64_t size_bytes) {
+  remote_ = std::move(remote);
+  size_bytes_ = size_bytes;
+}
+
+size_t Volume::pending_blocks() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return pending_.size();
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+Status Volume::CheckIo(uint64_t offset, uint64_t length, bool is_write) const {
+  if (!IsAligned(offset, kSectorSize) || !IsAligned(length, kSectorSize)) {
+    return Status::InvalidArgument("I/O not aligned to 512 bytes: offset " + std::to_string(offset) +
+                                   " length " + std::to_string(length));
+  }
+  if (!RangeWithin(offset, length, size_bytes_.load())) {
+    return Status::InvalidArgument("I/O [" + std::to_string(offset) + ", +" + std::to_string(length) +
+                                   ") beyond the end of " + name_ + " (" + std::to_string(size_bytes_.load()) + " bytes)");
+  }
+  if (is_write) {
+    if (read_only_) return Status::ReadOnly(name_ + " is open read-only");
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!revoked_.ok()) return revoked_;
+  }
+  return Status::Ok();
+}
+
+void Volume::Complete(IoDone done, Status status) {
+  boost::asio::post(*ctx_.io, [done = std::move(done), status = std::move(status)]() { done(status); });
+}
+
+void Volume::Count(std::atomic<uint64_t> IoCounters::*field, uint64_t n) {
+  (counters_.*field).fetch_add(n, std::memory_order_relaxed);
+  ((*ctx_.host_counters).*field).fetch_add(n, std::memory_order_relaxed);
+}
+
+BlockKey Volume::KeyOf(const Extent& e) const { return BlockKey{ctx_.pool_id, e.physical, e.generation}; }
+
+Status Volume::CheckPhysical(uint64_t physical, uint64_t length) const {
+  if (physical < ctx_.pool_data_start || physical > ctx_.pool_data_end ||
+      length > ctx_.pool_data_end - physical || !IsAligned(physical, kDirectIoAlignment)) {
+    return Status::Corruption("mapserver handed out pool offset " + std::to_string(physical) +
+                              " outside the pool's data area [" + std::to_string(ctx_.pool_data_start) +
+                              ", " + std::to_string(ctx_.pool_data_end) + ")");
+  }
+  return Status::Ok();
+}
+
+bool Volume::Cacheable(const Extent& e) const {
+  // Never an owned block seen by a read-only opener: its writer may change it.
+  return e.state == ExtentState::kShared || (e.state == ExtentState::kOwned && !read_only_);
+}
+
+// ---------------------------------------------------------------------------------------
+// Maps
+
+void Volume::EnsureMapped(uint64_t offset, uint64_t length, std::function<void(Status)> done) {
+  auto missing = map_.FirstMissing(offset, length);
+  if (!missing) return done(Status::Ok());
+  auto self = shared_from_this();
+  FetchMap(*missing, [self, offset, length, done](Status s) {
+    if (!s.ok()) return done(s);
+    self->EnsureMapped(offset, length, done);  // the next gap, or a re-fetch after a recall
+  });
+}
+
+void Volume::FetchMap(const ByteRange& missing, std::function<void(Status)> done) {
+  std::shared_ptr<MapFetch> fetch;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& f : fetches_) {
+      if (missing.offset >= f->window.offset && missing.offset < f->window.end()) {
+        f->waiters.push_back(std::move(done));  // single flight per window
+        return;
+      }
+    }
+    // Read-ahead: the aligned window of map_readahead_bytes around the miss, but
+    // at least the missing range itself, within the volume.
+    uint64_t size = AlignUp(size_bytes_.load(), ctx_.block_size);
+    uint64_t start = AlignDown(missing.offset, ctx_.map_readahead_bytes);
+    uint64_t end = std::max(start + ctx_.map_readahead_bytes, missing.end());
+    end = std::min(end, std::max(size, missing.end()));
+    if (start < missing.offset && end <= missing.offset) start = missing.offset;
+    fetch = std::make_shared<MapFetch>();
+    fetch->window = ByteRange{start, end - start};
+    fetch->waiters.push_back(std::move(done));
+    fetches_.push_back(fetch);
+  }
+  Count(&IoCounters::map_fetches, 1);
+  uint64_t epoch = map_.epoch();
+  auto self = shared_from_this();
+  remote_->Map(fetch->window.offset, fetch->window.length, [self, fetch, epoch](Result<MapReply> reply) {
+    Status status;
+    if (reply.ok()) {
+      // A stale answer (a recall or reconnection happened meanwhile) is dropped; the
+      // waiters find the range still missing and fetch again.
+      for (const Extent& e : reply->extents) {
+        if (e.state != ExtentState::kHole) {
+          Status s = self->CheckPhysical(e.physical, e.length);
+          if (!s.ok()) status = s;
+        }
+      }
+      if (status.ok()) self->map_.Insert(reply->extents, epoch);
+    } else {
+      status = reply.status().WithContext("map " + self->name_);
+    }
+    std::vector<std::function<void(Status)>> waiters;
+    {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      waiters = std::move(fetch->waiters);
+      auto& fs = self->fetches_;
+      fs.erase(std::remove(fs.begin(), fs.end(), fetch), fs.end());
+    }
+    for (auto& w : waiters) w(status);
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Read path
+
+void Volume::Read(uint64_t offset, std::span<uint8_t> buffer, IoDone done) {
+  Status s = CheckIo(offset, buffer.size(), false);
+  if (!s.ok()) return Complete(std::move(done), std::move(s));
+  Count(&IoCounters::logical_read_ops, 1);
+  Count(&IoCounters::logical_bytes_read, buffer.size());
+  if (buffer.empty()) return Complete(std::move(done), Status::Ok());
+  auto op = std::make_shared<ReadOp>();
+  op->offset = offset;
+  op->buffer = buffer;
+  op->done = std::move(done);
+  auto self = shared_from_this();
+  EnsureMapped(offset, buffer.size(), [self, op](Status s) {
+    if (!s.ok()) return self->Complete(std::move(op->done), s);
+    const uint64_t bs = self->ctx_.block_size;
+    const uint64_t end = op->offset + op->buffer.size();
+    uint64_t first = AlignDown(op->offset, bs);
+    op->join.Add(static_cast<int>((AlignUp(end, bs) - first) / bs) + 1);
+    for (uint64_t b = first; b < end; b += bs) {
+      uint64_t seg_start = std::max(op->offset, b);
+      uint64_t seg_end = std::min(end, b + bs);
+      self->ReadBlock(op, seg_start, seg_end - seg_start);
+    }
+    if (op->join.Done(Status::Ok())) self->Complete(std::move(op->done), op->join.status());
+  });
+}
+
+void Volume::ReadBlock(std::shared_ptr<ReadOp> op, uint64_t seg_start, uint64_t seg_len) {
+  const uint64_t bs = ctx_.block_size;
+  const uint64_t block_start = AlignDown(seg_start, bs);
+  const size_t in_block = seg_start - block_start;
+  uint8_t* dst = op->buffer.data() + (seg_start - op->offset);
+  auto self = shared_from_this();
+  auto finish = [self, op](Status s) {
+    if (op->join.Done(s)) self->Complete(std::move(op->done), op->join.status());
+  };
+
+  std::optional<Extent> ext;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto p = pending_.find(block_start);
+    if (p != pending_.end()) {
+      // Written by this host, not yet committed: the pinned copy is the truth.
+      std::memcpy(dst, p->second.data->data() + in_block, seg_len);
+      Count(&IoCounters::cache_hits, 1);
+      return finish(Status::Ok());
+    }
+  }
+  ext = map_.Find(seg_start);
+  if (!ext) {
+    // Recalled between mapping and here: map again.
+    EnsureMapped(seg_start, seg_len, [self, op, seg_start, seg_len, finish](Status s) {
+      if (!s.ok()) return finish(s);
+      self->ReadBlock(op, seg_start, seg_len);
+    });
+    return;
+  }
+  ext->length = bs;
+  if (ext->state == ExtentState::kHole) {
+    std::memset(dst, 0, seg_len);
+    return finish(Status::Ok());
+  }
+  if (Cacheable(*ext)) {
+    GetBlock(*ext, [dst, in_block, seg_len, finish](Result<BlockData> block) {
+      if (!block.ok()) return finish(block.status());
+      std::memcpy(dst, (*block)->data() + in_block, seg_len);
+      finish(Status::Ok());
+    });
+    return;
+  }
+  // Owned block seen read-only: read just the aligned part needed, do not cache.
+  Status s = CheckPhysical(ext->physical, bs);
+  if (!s.ok()) return finish(s);
+  uint64_t a = AlignDown(in_block, kDirectIoAlignment);
+  uint64_t z = AlignUp(in_block + seg_len, kDirectIoAlignment);
+  auto bounce = std::make_shared<AlignedBuffer>(z - a);
+  Count(&IoCounters::cache_misses, 1);
+  ctx_.pool->Read(ext->physical + a, bounce->span(), [self, bounce, dst, in_block, a, seg_len, finish](Status s) {
+    if (s.ok()) {
+      self->Count(&IoCounters::pool_read_ops, 1);
+      self->Count(&IoCounters::pool_bytes_read, bounce->size());
+      std::memcpy(dst, bounce->data() + (in_block - a), seg_len);
+    }
+    finish(s);
+  });
+}
+
+void Volume::LoadBlock(uint64_t physical, DataCache::LoadDone loaded) {
+  Status s = CheckPhysical(physical, ctx_.block_size);
+  if (!s.ok()) return loaded(s);
+  auto buf = std::make_shared<AlignedBuffer>(ctx_.block_size);
+  auto self = shared_from_this();
+  ctx_.pool->Read(physical, buf->span(), [self, buf, loaded](Status s) {
+    if (!s.ok()) return loaded(s);
+    self->Count(&IoCounters::pool_read_ops, 1);
+    self->Count(&IoCounters::pool_bytes_read, buf->size());
+    loaded(BlockData(buf));
+  });
+}
+
+void Volume::GetBlock(const Extent& e, std::function<void(Result<BlockData>)> done) {
+  auto self = shared_from_this();
+  uint64_t physical = e.physical;
+  ctx_.cache->Get(
+      KeyOf(e), [self, physical](DataCache::LoadDone loaded) { self->LoadBlock(physical, std::move(loaded)); },
+      [self, done](Result<BlockData> block, DataCache::GetInfo info) {
+        if (block.ok()) self->Count(info.hit ? &IoCounters::cache_hits : &IoCounters::cache_misses, 1);
+        if (info.evicted) self->Count(&IoCounters::cache_evictions, info.evicted);
+        done(std::move(block));
+      });
+}
+
+// ---------------------------------------------------------------------------------------
+// Write path
+
+void Volume::Write(uint64_t offset, std::span<const uint8_t> data, bool fua, IoDone done) {
+  Status s = CheckIo(offset, data.size(), true);
+  if (!s.ok()) return Complete(std::move(done), std::move(s));
+  Count(&IoCounters::logical_write_ops, 1);
+  Count(&IoCounters::logical_bytes_written, data.size());
+  if (data.empty()) {
+    if (fua) return Flush(std::move(done));
+    return Complete(std::move(done), Status::Ok());
+  }
+  auto op = std::make_shared<WriteOp>();
+  op->offset = offset;
+  op->data = data;
+  op->fua = fua;
+  op->done = std::move(done);
+  op->lock_start = AlignDown(offset, ctx_.block_size);
+  op->lock_end = AlignUp(offset + data.size(), ctx_.block_size);
+  auto self = shared_from_this();
+  locks_.Acquire(op->lock_start, op->lock_end, [self, op]() { self->WriteLocked(op); });
+}
+
+void Volume::WriteLocked(std::shared_ptr<WriteOp> op) {
+  auto self = shared_from_this();
+  EnsureMapped(op->lock_start, op->lock_end - op->lock_start, [self, op](Status s) {
+    if (!s.ok()) {
+      op->join.Add(1);
+      op->join.Done(s);
+      return self->FinishWrite(op);
+    }
+    self->PlanWrite(op);
+  });
+}
+
+void Volume::PlanWrite(std::shared_ptr<WriteOp> op) {
+  const uint64_t bs = ctx_.block_size;
+  op->blocks.clear();
+  std::vector<uint64_t> cow_blocks;
+  bool map_lost = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (uint64_t b = op->lock_start; b < op->lock_end; b += bs) {
+      BlockWrite w{};
+      w.block_start = b;
+      auto p = pending_.find(b);
+      if (p != pending_.end()) {
+        w.pinned = p->second.data;
+        w.old_extent = p->second.extent;
+        if (p->second.needs_prepare) {
+          // Its reservation is gone: the block may already belong to someone else.
+          w.kind = WriteKind::kCopyOnWrite;
+          w.from_pinned = true;
+          cow_blocks.push_back(b);
+        } else {
+          w.kind = WriteKind::kPendingInPlace;
+          w.target = p->second.extent;
+        }
+      } else {
+        auto e = map_.Find(b);
+        if (!e) {
+          map_lost = true;
+          break;
+        }
+        e->length = bs;
+        w.old_extent = *e;
+        if (e->state == ExtentState::kOwned) {
+          w.kind = WriteKind::kOwnedInPlace;
+          w.target = *e;
+        } else {
+          w.kind = WriteKind::kCopyOnWrite;
+          cow_blocks.push_back(b);
+        }
+      }
+      op->blocks.push_back(std::move(w));
+    }
+  }
+  if (map_lost) {
+    // A reconnection cleared the maps after EnsureMapped: map again (bounded).
+    if (++op->replans > 8) {
+      op->join.Add(1);
+      op->join.Done(Status::Unavailable("maps of " + name_ + " keep being invalidated"));
+      return FinishWrite(op);
+    }
+    return WriteLocked(op);
+  }
+  if (cow_blocks.empty()) return ExecuteWrite(op);
+
+  std::vector<ByteRange> ranges = Coalesce(cow_blocks, bs);
+  if (ranges.size() > kMaxRangesPerCall) {
+    op->join.Add(1);
+    op->join.Done(Status::InvalidArgument("write spans too many ranges"));
+    return FinishWrite(op);
+  }
+  auto self = shared_from_this();
+  remote_->PrepareWrite(ranges, [self, op](Result<std::vector<Extent>> extents) {
+    if (!extents.ok()) {
+      op->join.Add(1);
+      op->join.Done(extents.status().WithContext("prepareWrite " + self->name_));
+      return self->FinishWrite(op);
+    }
+    const uint64_t bs = self->ctx_.block_size;
+    for (BlockWrite& w : op->blocks) {
+      if (w.kind != WriteKind::kCopyOnWrite) continue;
+      bool found = false;
+      for (const Extent& e : *extents) {
+        if (w.block_start >= e.logical && w.block_start < e.end() && e.state == ExtentState::kOwned) {
+          w.target = Extent{w.block_start, bs, e.physical + (w.block_start - e.logical), e.generation,
+                            ExtentState::kOwned};
+          found = true;
+          break;
+        }
+      }
+      Status s = found ? self->CheckPhysical(w.target.physical, bs)
+                       : Status::Internal("prepareWrite answer does not cover block " + std::to_string(w.block_start));
+      if (!s.ok()) {
+        op->join.Add(1);
+        op->join.Done(s);
+        return self->FinishWrite(op);
+      }
+    }
+    self->ExecuteWrite(op);
+  });
+}
+
+void Volume::ExecuteWrite(std::shared_ptr<WriteOp> op) {
+  op->join.Add(static_cast<int>(op->blocks.size()) + 1);
+  for (size_t i = 0; i < op->blocks.size(); i++) WriteOneBlock(op, i);
+  BlockWritten(op, Status::Ok());
+}
+
+void Volume::WriteOneBlock(std::shared_ptr<WriteOp> op, size_t index) {
+  const uint64_t bs = ctx_.block_size;
+  BlockWrite& w = op->blocks[index];
+  const uint64_t seg_start = std::max(op->offset, w.block_start);
+  const uint64_t seg_end = std::min(op->offset + op->data.size(), w.block_start + bs);
+  const size_t in_block = seg_start - w.block_start;
+  const size_t seg_len = seg_end - seg_start;
+  std::span<const uint8_t> src = op->data.subspan(seg_start - op->offset, seg_len);
+  auto self = shared_from_this();
+
+  // Writes `content` (a whole block) or its aligned part [a, z) to w.target, then
+  // records the outcome.
+  auto write_block = [self, op, index, in_block, seg_len](BlockData content, bool whole) {
+    BlockWrite& w = op->blocks[index];
+    uint64_t a = whole ? 0 : AlignDown(in_block, kDirectIoAlignment);
+    uint64_t z = whole ? self->ctx_.block_size : AlignUp(in_block + seg_len, kDirectIoAlignment);
+    std::span<const uint8_t> part(content->data() + a, z - a);
+    self->ctx_.pool->Write(w.target.physical + a, part, [self, op, index, content, a, z](Status s) {
+      if (s.ok()) {
+        self->Count(&IoCounters::pool_write_ops, 1);
+        self->Count(&IoCounters::pool_bytes_written, z - a);
+        BlockWrite& w = op->blocks[index];
+        std::lock_guard<std::mutex> lock(self->mu_);
+        if (w.kind == WriteKind::kCopyOnWrite) {
+          auto [it, inserted] = self->pending_.insert_or_assign(w.block_start, PendingBlock{w.target, content, false});
+          (void)it;
+          if (inserted) self->ctx_.pinned_bytes->fetch_add(self->ctx_.block_size);
+        } else if (w.kind == WriteKind::kPendingInPlace) {
+          auto p = self->pending_.find(w.block_start);
+          if (p != self->pending_.end() && p->second.extent == w.target) p->second.data = content;
+        }
+        // The cache holds the new content under the block's key (an owned block of
+        // this rw opener, or the fresh reservation).
+        self->ctx_.cache->Put(self->KeyOf(w.target), content);
+      }
+      self->BlockWritten(op, s);
+    });
+  };
+
+  switch (w.kind) {
+    case WriteKind::kCopyOnWrite: {
+      auto build = [write_block, in_block, src, bs](const uint8_t* base) {
+        auto buf = std::make_shared<AlignedBuffer>(bs);
+        if (base) std::memcpy(buf->data(), base, bs);
+        std::memcpy(buf->data() + in_block, src.data(), src.size());
+        write_block(BlockData(buf), true);
+      };
+      if (w.from_pinned) return build(w.pinned->data());
+      if (w.old_extent.state == ExtentState::kHole || seg_len == bs) return build(nullptr);
+      GetBlock(w.old_extent, [self, op, build](Result<BlockData> old) {
+        if (!old.ok()) return self->BlockWritten(op, old.status());
+        build((*old)->data());
+      });
+      return;
+    }
+    case WriteKind::kPendingInPlace: {
+      auto buf = std::make_shared<AlignedBuffer>(bs);
+      std::memcpy(buf->data(), w.pinned->data(), bs);
+      std::memcpy(buf->data() + in_block, src.data(), src.size());
+      write_block(BlockData(buf), false);
+      return;
+    }
+    case WriteKind::kOwnedInPlace: {
+      if (IsAligned(in_block, kDirectIoAlignment) && IsAligned(seg_len, kDirectIoAlignment)) {
+        // Aligned: write just the new data; patch a cached copy if there is one.
+        auto bounce = std::make_shared<AlignedBuffer>(seg_len);
+        std::memcpy(bounce->data(), src.data(), seg_len);
+        ctx_.pool->Write(w.target.physical + in_block, bounce->span(), [self, op, index, bounce, in_block](Status s) {
+          if (s.ok()) {
+            self->Count(&IoCounters::pool_write_ops, 1);
+            self->Count(&IoCounters::pool_bytes_written, bounce->size());
+            self->ctx_.cache->Patch(self->KeyOf(op->blocks[index].target), in_block, bounce->span());
+          } else {
+            self->ctx_.cache->Invalidate(self->KeyOf(op->blocks[index].target));
+          }
+          self->BlockWritten(op, s);
+        });
+        return;
+      }
+      // Partial sectors of a 4 KiB page: read-modify-write through the cache.
+      GetBlock(w.target, [self, op, write_block, in_block, src, bs](Result<BlockData> old) {
+        if (!old.ok()) return self->BlockWritten(op, old.status());
+        auto buf = std::make_shared<AlignedBuffer>(bs);
+        std::memcpy(buf->data(), (*old)->data(), bs);
+        std::memcpy(buf->data() + in_block, src.data(), src.size());
+        write_block(BlockData(buf), false);
+      });
+      return;
+    }
+  }
+}
+
+void Volume::BlockWritten(std::shared_ptr<WriteOp> op, Status status) {
+  if (op->join.Done(status)) FinishWrite(op);
+}
+
+void Volume::FinishWrite(std::shared_ptr<WriteOp> op) {
+  locks_.Release(op->lock_start, op->lock_end);
+  Status s = op->join.status();
+  KickCommit();
+  if (s.ok() && op->fua) return Flush(std::move(op->done));
+  Complete(std::move(op->done), std::move(s));
+}
+
+// ---------------------------------------------------------------------------------------
+// Group commit
+
+void Volume::Flush(IoDone done) {
+  if (read_only_) {
+    // Nothing of ours can be pending; a read-only opener's flush is a no-op.
+    return Complete(std::move(done), Status::Ok());
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!revoked_.ok()) return Complete(std::move(done), revoked_);
+    // A cycle that starts after this point covers every write acknowledged before.
+    flush_waiters_.push_back(FlushWaiter{started_cycles_ + 1, std::move(done)});
+  }
+  KickCommit();
+}
+
+void Volume::KickCommit() {
+  uint64_t cycle;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (commit_running_ || !revoked_.ok() || remote_ == nullptr) return;
+    if (pending_.empty() && flush_waiters_.empty()) return;
+    commit_running_ = true;
+    cycle = ++started_cycles_;
+  }
+  RunCycle(cycle, 0);
+}
+
+void Volume::RunCycle(uint64_t cycle, int attempt) {
+  auto self = shared_from_this();
+  std::vector<uint64_t> stale;
+  std::vector<Extent> batch;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [block, p] : pending_) {
+      if (p.needs_prepare) stale.push_back(block);
+      else if (batch.size() < kMaxCommitExtents) batch.push_back(p.extent);
+    }
+  }
+  if (!stale.empty()) {
+    // Reservations were lost: write the pinned copies to fresh ones first.
+    return Reprepare(std::move(stale), [self, cycle, attempt](Status s) {
+      if (!s.ok()) return self->CycleFailed(cycle, s);
+      self->RunCycle(cycle, attempt);
+    });
+  }
+  ctx_.pool->Sync([self, cycle, attempt, batch](Status s) {
+    if (!s.ok()) return self->CycleFailed(cycle, s.WithContext("fdatasync pool"));
+    if (batch.empty()) return self->CycleDone(cycle, batch);
+    self->remote_->Commit(MergeExtents(batch), [self, cycle, attempt, batch](Status s) {
+      if (s.code() == StatusCode::kAborted && attempt + 1 < kMaxCommitAttempts) {
+        // The server no longer knows (some of) these reservations: restarted, or our
+        // opener changed. Re-write them from the pinned copies and commit again.
+        self->log_.Warnf("commit of %zu blocks aborted (%s); re-writing them to new reservations",
+                         batch.size(), s.message().c_str());
+        {
+          std::lock_guard<std::mutex> lock(self->mu_);
+          for (const Extent& e : batch) {
+            auto p = self->pending_.find(e.logical);
+            if (p != self->pending_.end() && p->second.extent == e) p->second.needs_prepare = true;
+          }
+        }
+        return self->RunCycle(cycle, attempt + 1);
+      }
+      if (!s.ok()) return self->CycleFailed(cycle, s.WithContext("commit " + self->name_));
+      self->CycleDone(cycle, batch);
+    });
+  });
+}
+
+void Volume::Reprepare(std::vector<uint64_t> blocks, std::function<void(Status)> done) {
+  // One block at a time, each under its range lock, so that no write to the block
+  // runs between reading the pinned copy and installing the new reservation.
+  if (blocks.empty()) return done(Status::Ok());
+  uint64_t block = blocks.back();
+  blocks.pop_back();
+  const uint64_t bs = ctx_.block_size;
+  auto self = shared_from_this();
+  auto next = [self, blocks, done, block, bs](Status s) mutable {
+    self->locks_.Release(block, block + bs);
+    if (!s.ok()) return done(s);
+    self->Reprepare(std::move(blocks), std::move(done));
+  };
+  locks_.Acquire(block, block + bs, [self, block, bs, next]() mutable {
+    {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      auto p = self->pending_.find(block);
+      if (p == self->pending_.end() || !p->second.needs_prepare) return next(Status::Ok());
+    }
+    self->remote_->PrepareWrite({ByteRange{block, bs}}, [self, block, bs, next](Result<std::vector<Extent>> r) mutable {
+      if (!r.ok()) return next(r.status().WithContext("re-prepare " + self->name_));
+      if (r->empty() || r->front().state != ExtentState::kOwned || r->front().logical > block ||
+          r->front().end() <= block) {
+        return next(Status::Internal("prepareWrite answer does not cover block " + std::to_string(block)));
+      }
+      const Extent& e = r->front();
+      Extent target{block, bs, e.physical + (block - e.logical), e.generation, ExtentState::kOwned};
+      Status s = self->CheckPhysical(target.physical, bs);
+      if (!s.ok()) return next(s);
+      BlockData data;
+      {
+        std::lock_guard<std::mutex> lock(self->mu_);
+        auto p = self->pending_.find(block);
+        if (p == self->pending_.end()) return next(Status::Ok());
+        data = p->second.data;
+      }
+      self->ctx_.pool->Write(target.physical, data->span(), [self, block, target, data, next](Status s) mutable {
+        if (s.ok()) {
+          self->Count(&IoCounters::pool_write_ops, 1);
+          self->Count(&IoCounters::pool_bytes_written, data->size());
+          std::lock_guard<std::mutex> lock(self->mu_);
+          auto p = self->pending_.find(block);
+          if (p != self->pending_.end()) {
+            p->second.extent = target;
+            p->second.needs_prepare = false;
+          }
+          self->ctx_.cache->Put(self->KeyOf(target), data);
+        }
+        next(s);
+      });
+    });
+  });
+}
+
+void Volume::CycleDone(uint64_t cycle, const std::vector<Extent>& batch) {
+  std::vector<IoDone> ready;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    size_t released = 0;
+    for (const Extent& e : batch) {
+      auto p = pending_.find(e.logical);
+      if (p == pending_.end() || !(p->second.extent == e)) continue;
+      map_.Set(e);
+      pending_.erase(p);
+      released++;
+    }
+    ctx_.pinned_bytes->fetch_sub(released * ctx_.block_size);
+    // A cycle is complete for flushes only if it covered every pending block.
+    bool covered_all = batch.size() < kMaxCommitExtents;
+    for (auto it = flush_waiters_.begin(); it != flush_waiters_.end();) {
+      if (covered_all && it->cycle <= cycle) {
+        ready.push_back(std::move(it->done));
+        it = flush_waiters_.erase(it);
+      } else {
+        // Needs a later cycle.
+        it->cycle = std::max(it->cycle, cycle + 1);
+        ++it;
+      }
+    }
+    commit_running_ = false;
+  }
+  if (!batch.empty()) Count(&IoCounters::commits, 1);
+  for (auto& d : ready) Complete(std::move(d), Status::Ok());
+  KickCommit();
+}
+
+void Volume::CycleFailed(uint64_t cycle, Status status) {
+  log_.Warnf("commit cycle failed: %s", status.ToString().c_str());
+  std::vector<IoDone> failed;
+  bool retry;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = flush_waiters_.begin(); it != flush_waiters_.end();) {
+      if (it->cycle <= cycle) {
+        failed.push_back(std::move(it->done));
+        it = flush_waiters_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    commit_running_ = false;
+    retry = !pending_.empty() && revoked_.ok();
+  }
+  for (auto& d : failed) Complete(std::move(d), status);
+  if (retry) {
+    // Pinned blocks stay; try again a little later (the server may be back).
+    auto self = shared_from_this();
+    retry_timer_.expires_after(std::chrono::seconds(1));
+    retry_timer_.async_wait([self](const boost::system::error_code& ec) {
+      if (!ec) self->KickCommit();
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Discard and write-zeroes
+
+void Volume::Discard(uint64_t offset, uint64_t length, IoDone done) {
+  Status s = CheckIo(offset, length, true);
+  if (!s.ok()) return Complete(std::move(done), std::move(s));
+  const uint64_t bs = ctx_.block_size;
+  uint64_t first = AlignUp(offset, bs);
+  uint64_t last = AlignDown(offset + length, bs);
+  if (first >= last) return Complete(std::move(done), Status::Ok());  // no whole block
+  auto self = shared_from_this();
+  // Pending blocks in the range are committed first, so that no reservation is
+  // left dangling and the discard applies to what the map really holds.
+  bool has_pending;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = pending_.lower_bound(first);
+    has_pending = it != pending_.end() && it->first < last;
+  }
+  auto discard = [self, first, last, done]() {
+    self->locks_.Acquire(first, last, [self, first, last, done]() {
+      std::vector<ByteRange> ranges{ByteRange{first, last - first}};
+      self->remote_->Discard(ranges, [self, first, last, done](Status s) {
+        if (s.ok()) {
+          self->map_.Set(Extent{first, last - first, 0, 0, ExtentState::kHole});
+        } else {
+          s = s.WithContext("discard " + self->name_);
+        }
+        self->locks_.Release(first, last);
+        self->Complete(done, s);
+      });
+    });
+  };
+  if (!has_pending) return discard();
+  Flush([self, discard, done](Status s) {
+    if (!s.ok()) return self->Complete(done, s);
+    discard();
+  });
+}
+
+void Volume::WriteZeroes(uint64_t offset, uint64_t length, IoDone done) {
+  Status s = CheckIo(offset, length, true);
+  if (!s.ok()) return Complete(std::move(done), std::move(s));
+  const uint64_t bs = ctx_.block_size;
+  uint64_t first = std::min(AlignUp(offset, bs), offset + length);
+  uint64_t last = std::max(AlignDown(offset + length, bs), first);
+  // Head and tail partial blocks are written with zeros; whole blocks become holes.
+  struct Part {
+    uint64_t offset, length;
+  };
+  std::vector<Part> partial;
+  if (first > offset) partial.push_back({offset, first - offset});
+  if (offset + length > last && last >= first) partial.push_back({last, offset + length - last});
+  auto zeros = std::make_shared<std::vector<uint8_t>>(bs, 0);
+  auto join = std::make_shared<Join>();
+  join->Add(static_cast<int>(partial.size()) + 1 + (last > first ? 1 : 0));
+  auto self = shared_from_this();
+  auto part_done = [self, join, done, zeros](Status s) {
+    if (join->Done(s)) self->Complete(done, join->status());
+  };
+  for (const Part& p : partial) {
+    Write(p.offset, std::span<const uint8_t>(zeros->data(), p.length), false, part_done);
+  }
+  if (last > first) {
+    Count(&IoCounters::logical_bytes_written, last - first);
+    Discard(first, last - first, part_done);
+  }
+  part_done(Status::Ok());
+}
+
+// ---------------------------------------------------------------------------------------
+// Events from the server
+
+void Volume::OnRecall(std::vector<ByteRange> ranges, RecallReason reason, std::function<void()> done) {
+  Count(&IoCounters::map_recalls, 1);
+  if (ranges.empty()) return done();
+  uint64_t start = UINT64_MAX, end = 0;
+  for (const ByteRange& r : ranges) {
+    start = std::min(start, AlignDown(r.offset, ctx_.block_size));
+    end = std::max(end, AlignUp(r.offset + r.length, ctx_.block_size));
+  }
+  auto self = shared_from_this();
+  // Holding the range lock means no write to the range is in flight.
+  locks_.Acquire(start, end, [self, start, end, ranges, reason, done]() {
+    for (const ByteRange& r : ranges) {
+      if (reason == RecallReason::kSnapshot || reason == RecallReason::kClone) {
+        self->map_.Downgrade(r.offset, r.length);
+      } else {
+        self->map_.Drop(r.offset, r.length);
+      }
+    }
+    self->locks_.Release(start, end);
+    done();
+  });
+}
+
+void Volume::OnRevoke(std::string reason) {
+  log_.Errorf("lease revoked: %s; writes now fail", reason.c_str());
+  std::vector<IoDone> failed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    revoked_ = Status::Aborted("lease on " + name_ + " revoked: " + reason);
+    for (auto& w : flush_waiters_) failed.push_back(std::move(w.done));
+    flush_waiters_.clear();
+  }
+  for (auto& d : failed) Complete(std::move(d), revoked_);
+}
+
+void Volume::OnSizeChanged(uint64_t size_bytes) {
+  size_bytes_ = size_bytes;
+  std::function<void(uint64_t)> listener;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    listener = resize_listener_;
+  }
+  log_.Infof("resized to %llu bytes", static_cast<unsigned long long>(size_bytes));
+  if (listener) boost::asio::post(*ctx_.io, [listener, size_bytes]() { listener(size_bytes); });
+}
+
+void Volume::OnReopened(uint64_t size_bytes) {
+  // Maps may have changed while we were away, and every reservation is gone.
+  map_.Clear();
+  size_t stale = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [block, p] : pending_) {
+      p.needs_prepare = true;
+      stale++;
+    }
+  }
+  if (size_bytes != size_bytes_.load()) OnSizeChanged(size_bytes);
+  if (stale) log_.Infof("re-opened: %zu uncommitted blocks will be written to new reservations", stale);
+  KickCommit();
+}
+
+void Volume::SetResizeListener(std::function<void(uint64_t)> listener) {
+  std::lock_guard<std::mutex> lock(mu_);
+  resize_listener_ = std::move(listener);
+}
+
+void Volume::Close(IoDone done) {
+  auto self = shared_from_this();
+  auto close_remote = [self, done](Status flushed) {
+    if (!flushed.ok()) self->log_.Warnf("closing: final commit failed: %s", flushed.ToString().c_str());
+    if (self->remote_ == nullptr) return self->Complete(done, flushed);
+    self->remote_->Close([self, done, flushed](Status s) {
+      self->retry_timer_.cancel();
+      self->Complete(done, flushed.ok() ? s : flushed);
+    });
+  };
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closing_ = true;
+  }
+  if (read_only_ || remote_ == nullptr) return close_remote(Status::Ok());
+  Flush(close_remote);
+}
+
+VolumeHandle::~VolumeHandle() {
+  // The volume keeps itself alive until its final commit and close are done.
+  volume_->Close([](Status) {});
+}
+
+}  // namespace tapmap::engine

@@ -1,0 +1,207 @@
+// Volume: one open volume of the engine — the BlockDevice the front ends use (through
+// VolumeHandle), and the VolumeEvents sink of the mapping client.
+//
+// Read path: map (cached per volume, fetched on demand with read-ahead) -> for each
+// pool block: this host's uncommitted copy (pinned), a hole (zeros), the data cache
+// (shared blocks; owned blocks of a rw opener), or a direct pool read (owned blocks
+// seen by a read-only opener, which must not be cached).
+//
+// Write path (see doc/durability.md): an `owned` block is written in place. A `shared`
+// block or a hole is copied on write: prepareWrite reserves a new block, the old
+// content (or zeros) merged with the new data is written there, and the write is
+// acknowledged with the new block PINNED in memory until a commit installs it. A
+// group commit runs in the background whenever blocks are pending: fdatasync the
+// pool, then one commit RPC for every pending block. If the server lost the
+// reservations (restart, reconnection), the pinned copies are written to fresh
+// reservations and committed again. Flush waits for a commit cycle that started
+// after it (so covers every write acknowledged before it).
+//
+// Threading: every public method is thread-safe; completions are posted to the
+// io_context. Volumes are always owned by std::shared_ptr (asynchronous steps keep
+// their volume alive).
+#pragma once
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/logging.h"
+#include "tapdisk-map/engine/block_device.h"
+#include "tapdisk-map/engine/data_cache.h"
+#include "tapdisk-map/engine/map_cache.h"
+#include "tapdisk-map/engine/mapping_client.h"
+#include "tapdisk-map/engine/range_lock.h"
+#include "tapdisk-map/engine/stats.h"
+#include "tapdisk-map/pool/pool_io.h"
+
+namespace tapmap::engine {
+
+// What every volume of one engine shares. The raw pointers must stay valid while
+// the io_context runs handlers of the volumes.
+struct VolumeContext {
+  boost::asio::io_context* io = nullptr;
+  pool::PoolIo* pool = nullptr;
+  DataCache* cache = nullptr;
+  // Shared so that a volume outliving its engine (in a handler dropped at shutdown)
+  // never touches freed counters.
+  std::shared_ptr<IoCounters> host_counters;
+  std::shared_ptr<std::atomic<uint64_t>> pinned_bytes;  // host-wide total of pinned copies
+  uint32_t pool_id = 0;
+  uint32_t block_size = 0;
+  uint64_t pool_data_start = 0;  // physical offsets the server may hand out:
+  uint64_t pool_data_end = 0;    //   [pool_data_start, pool_data_end)
+  uint64_t map_readahead_bytes = 64ull << 20;
+  Logger log{"engine"};
+};
+
+class Volume final : public VolumeEvents, public std::enable_shared_from_this<Volume> {
+ public:
+  Volume(const VolumeContext& context, std::string name, bool read_only);
+  ~Volume() override;
+
+  // Called once, when the server has opened the volume.
+  void Attach(std::shared_ptr<RemoteVolume> remote, uint64_t size_bytes);
+
+  // BlockDevice operations (same contracts as block_device.h).
+  const std::string& name() const { return name_; }
+  uint64_t size_bytes() const { return size_bytes_.load(); }
+  uint32_t block_size() const { return ctx_.block_size; }
+  bool read_only() const { return read_only_; }
+  void Read(uint64_t offset, std::span<uint8_t> buffer, IoDone done);
+  void Write(uint64_t offset, std::span<const uint8_t> data, bool fua, IoDone done);
+  void Flush(IoDone done);
+  void Discard(uint64_t offset, uint64_t length, IoDone done);
+  void WriteZeroes(uint64_t offset, uint64_t length, IoDone done);
+  void SetResizeListener(std::function<void(uint64_t)> listener);
+
+  // Commits what is pending, then closes the opener at the server. The volume stays
+  // alive until done.
+  void Close(IoDone done);
+
+  IoStats stats() const { return counters_.Snapshot(); }
+  // Blocks written but not yet committed.
+  size_t pending_blocks() const;
+
+  // VolumeEvents.
+  void OnRecall(std::vector<ByteRange> ranges, RecallReason reason, std::function<void()> done) override;
+  void OnRevoke(std::string reason) override;
+  void OnSizeChanged(uint64_t size_bytes) override;
+  void OnReopened(uint64_t size_bytes) override;
+
+ private:
+  // A block written by this host into a fresh reservation, not yet committed.
+  struct PendingBlock {
+    Extent extent;        // one block, state owned
+    BlockData data;       // the block's whole content (pinned)
+    bool needs_prepare;   // the reservation was lost: write `data` to a new one
+  };
+  enum class WriteKind : uint8_t { kCopyOnWrite, kPendingInPlace, kOwnedInPlace };
+  struct BlockWrite {
+    uint64_t block_start;
+    WriteKind kind;
+    Extent old_extent;    // mapping before the write (kCopyOnWrite: shared or hole)
+    BlockData pinned;     // kPendingInPlace / re-prepare: the current content
+    bool from_pinned = false;  // copy-on-write whose base is the pinned copy
+    Extent target;        // where the data goes
+  };
+  struct WriteOp;
+  struct ReadOp;
+  struct MapFetch {
+    ByteRange window;
+    std::vector<std::function<void(Status)>> waiters;
+  };
+  struct FlushWaiter {
+    uint64_t cycle;  // completes when this commit cycle has succeeded
+    IoDone done;
+  };
+
+  Status CheckIo(uint64_t offset, uint64_t length, bool is_write) const;
+  void Complete(IoDone done, Status status);
+  void Count(std::atomic<uint64_t> IoCounters::*field, uint64_t n);
+  BlockKey KeyOf(const Extent& block_extent) const;
+  Status CheckPhysical(uint64_t physical, uint64_t length) const;
+  bool Cacheable(const Extent& e) const;
+
+  // Makes sure maps of [offset, offset+length) are cached, fetching what is missing.
+  void EnsureMapped(uint64_t offset, uint64_t length, std::function<void(Status)> done);
+  void FetchMap(const ByteRange& missing, std::function<void(Status)> done);
+
+  void ReadBlock(std::shared_ptr<ReadOp> op, uint64_t seg_start, uint64_t seg_len);
+  void LoadBlock(uint64_t physical, DataCache::LoadDone loaded);
+  void GetBlock(const Extent& block_extent, std::function<void(Result<BlockData>)> done);
+
+  void WriteLocked(std::shared_ptr<WriteOp> op);
+  void PlanWrite(std::shared_ptr<WriteOp> op);
+  void ExecuteWrite(std::shared_ptr<WriteOp> op);
+  void WriteOneBlock(std::shared_ptr<WriteOp> op, size_t index);
+  void BlockWritten(std::shared_ptr<WriteOp> op, Status status);
+  void FinishWrite(std::shared_ptr<WriteOp> op);
+
+  void KickCommit();
+  void RunCycle(uint64_t cycle, int attempt);
+  void Reprepare(std::vector<uint64_t> blocks, std::function<void(Status)> done);
+  void CycleDone(uint64_t cycle, const std::vector<Extent>& batch);
+  void CycleFailed(uint64_t cycle, Status status);
+
+  const VolumeContext ctx_;
+  const std::string name_;
+  const bool read_only_;
+  Logger log_;
+  std::atomic<uint64_t> size_bytes_{0};
+  std::shared_ptr<RemoteVolume> remote_;
+  MapCache map_;
+  RangeLock locks_;
+  IoCounters counters_;
+  boost::asio::steady_timer retry_timer_;
+
+  mutable std::mutex mu_;
+  std::vector<std::shared_ptr<MapFetch>> fetches_;
+  std::map<uint64_t, PendingBlock> pending_;  // by logical block start
+  std::vector<FlushWaiter> flush_waiters_;
+  uint64_t started_cycles_ = 0;
+  bool commit_running_ = false;
+  bool closing_ = false;
+  Status revoked_;
+  std::function<void(uint64_t)> resize_listener_;
+};
+
+// The BlockDevice handed to a front end: forwards to its Volume, and closes the volume
+// (committing what is pending) when the front end drops its last reference.
+class VolumeHandle final : public BlockDevice {
+ public:
+  explicit VolumeHandle(std::shared_ptr<Volume> volume) : volume_(std::move(volume)) {}
+  ~VolumeHandle() override;
+
+  const std::string& name() const override { return volume_->name(); }
+  uint64_t size_bytes() const override { return volume_->size_bytes(); }
+  uint32_t block_size() const override { return volume_->block_size(); }
+  bool read_only() const override { return volume_->read_only(); }
+  void Read(uint64_t offset, std::span<uint8_t> buffer, IoDone done) override {
+    volume_->Read(offset, buffer, std::move(done));
+  }
+  void Write(uint64_t offset, std::span<const uint8_t> data, bool fua, IoDone done) override {
+    volume_->Write(offset, data, fua, std::move(done));
+  }
+  void Flush(IoDone done) override { volume_->Flush(std::move(done)); }
+  void Discard(uint64_t offset, uint64_t length, IoDone done) override {
+    volume_->Discard(offset, length, std::move(done));
+  }
+  void WriteZeroes(uint64_t offset, uint64_t length, IoDone done) override {
+    volume_->WriteZeroes(offset, length, std::move(done));
+  }
+  void SetResizeListener(std::function<void(uint64_t)> listener) override {
+    volume_->SetResizeListener(std::move(listener));
+  }
+
+  const std::shared_ptr<Volume>& volume() const { return volume_; }
+
+ private:
+  std::shared_ptr<Volume> volume_;
+};
+
+}  // namespace tapmap::engine
