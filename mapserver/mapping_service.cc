@@ -365,7 +365,11 @@ class GateImpl final : public proto::Gate::Server {
                                denied.ToString().c_str(),
                                static_cast<unsigned long long>(suppressed));
       }
-      if (failures_ >= service_.options_.max_login_failures) close_->fulfill();
+      if (failures_ >= service_.options_.max_login_failures && close_.get() != nullptr) {
+        // Close a moment later, so that this refusal still reaches the peer.
+        service_.tasks_.add(service_.timer_.afterDelay(50 * kj::MILLISECONDS)
+                                .then([close = kj::mv(close_)]() mutable { close->fulfill(); }));
+      }
       Fail(denied);
     }
     service_.logger_.Infof("host %s logged in from %s", host.c_str(), peer_.c_str());
@@ -376,7 +380,7 @@ class GateImpl final : public proto::Gate::Server {
  private:
   MappingService& service_;
   std::string peer_;
-  kj::Own<kj::PromiseFulfiller<void>> close_;
+  kj::Own<kj::PromiseFulfiller<void>> close_;  // null once used
   std::vector<uint8_t> nonce_;
   uint32_t failures_ = 0;
 };

@@ -57,8 +57,8 @@ Result<ServerAddress> ParseServerAddress(std::string_view text) {
   unsigned port = 0;
   auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (port_text.empty() || ec != std::errc() || end != port_text.data() + port_text.size() ||
-      port == 0 || port > 65535) {
-    return Bad(text, "port must be a number in 1..65535");
+      port > 65535) {
+    return Bad(text, "port must be a number in 0..65535");
   }
   addr.kind = ServerAddress::Kind::kTcp;
   addr.host = std::string(host);

@@ -25,7 +25,7 @@ struct ServerAddress {
   Kind kind = Kind::kUnix;
   std::string path;  // kUnix: socket path (absolute or relative), non-empty
   std::string host;  // kTcp: host name or address, without brackets
-  uint16_t port = 0; // kTcp: 1..65535
+  uint16_t port = 0; // kTcp: 0..65535 (0 = any free port; only useful to listen)
 
   // The canonical text form ("unix:/path", "tcp:host:port", "tcp:[v6]:port").
   std::string ToString() const;

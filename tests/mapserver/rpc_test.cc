@@ -1,0 +1,458 @@
+// The mapping protocol over a real unix socket (and TCP): every call's success and
+// error paths, authentication, leases and callbacks. fsck stays clean throughout.
+#include <catch2/catch.hpp>
+
+#include "mapserver/client/auth.h"
+#include "rpc_fixture.h"
+
+namespace tapmap::mapserver {
+namespace {
+
+using testing::RecordingCallback;
+using testing::RpcFixture;
+using testing::StatusOf;
+constexpr uint64_t kBs = 4096;
+
+struct Opened {
+  proto::Volume::Client volume;
+  std::shared_ptr<RecordingCallback::Log> log;
+};
+
+Opened Open(RpcFixture& f, proto::Session::Client session, const std::string& name,
+            proto::OpenMode mode) {
+  auto log = std::make_shared<RecordingCallback::Log>();
+  auto req = session.openRequest();
+  req.setName(name);
+  req.setMode(mode);
+  req.setCallback(kj::heap<RecordingCallback>(log));
+  auto resp = req.send().wait(f.ws());
+  return Opened{resp.getVolume(), log};
+}
+
+Status OpenStatus(RpcFixture& f, proto::Session::Client session, const std::string& name,
+                  proto::OpenMode mode) {
+  auto req = session.openRequest();
+  req.setName(name);
+  req.setMode(mode);
+  req.setCallback(kj::heap<RecordingCallback>(std::make_shared<RecordingCallback::Log>()));
+  return StatusOf(req.send(), f.ws());
+}
+
+void Create(RpcFixture& f, proto::Session::Client session, const std::string& name, uint64_t size) {
+  auto req = session.createRequest();
+  req.setName(name);
+  req.setSizeBytes(size);
+  auto info = req.send().wait(f.ws()).getInfo();
+  CHECK(info.getName() == name);
+  CHECK(info.getSizeBytes() == size);
+}
+
+Status CopyStatus(RpcFixture& f, proto::Session::Client session, bool snapshot,
+                  const std::string& source, const std::string& name) {
+  if (snapshot) {
+    auto req = session.snapshotRequest();
+    req.setSource(source);
+    req.setName(name);
+    return StatusOf(req.send(), f.ws());
+  }
+  auto req = session.cloneRequest();
+  req.setSource(source);
+  req.setName(name);
+  return StatusOf(req.send(), f.ws());
+}
+
+Status DeleteStatus(RpcFixture& f, proto::Session::Client session, const std::string& name) {
+  auto req = session.deleteRequest();
+  req.setName(name);
+  return StatusOf(req.send(), f.ws());
+}
+
+std::vector<MapExtent> ToExtents(capnp::List<proto::Extent>::Reader list) {
+  std::vector<MapExtent> out;
+  for (auto e : list) {
+    out.push_back(MapExtent{e.getLogical(), e.getLength(), e.getPhysical(), e.getGeneration(),
+                            static_cast<ExtentState>(e.getState())});
+  }
+  return out;
+}
+
+std::vector<MapExtent> Prepare(RpcFixture& f, proto::Volume::Client v, uint64_t offset,
+                               uint64_t length) {
+  auto req = v.prepareWriteRequest();
+  auto r = req.initRanges(1)[0];
+  r.setOffset(offset);
+  r.setLength(length);
+  return ToExtents(req.send().wait(f.ws()).getExtents());
+}
+
+Status CommitStatus(RpcFixture& f, proto::Volume::Client v, const std::vector<MapExtent>& extents) {
+  auto req = v.commitRequest();
+  auto list = req.initExtents(static_cast<unsigned>(extents.size()));
+  for (size_t i = 0; i < extents.size(); ++i) {
+    auto e = list[static_cast<unsigned>(i)];
+    e.setLogical(extents[i].logical);
+    e.setLength(extents[i].length);
+    e.setPhysical(extents[i].physical);
+    e.setGeneration(extents[i].generation);
+    e.setState(proto::ExtentState::OWNED);
+  }
+  return StatusOf(req.send(), f.ws());
+}
+
+std::vector<MapExtent> Map(RpcFixture& f, proto::Volume::Client v, uint64_t offset, uint64_t length) {
+  auto req = v.mapRequest();
+  req.setOffset(offset);
+  req.setLength(length);
+  return ToExtents(req.send().wait(f.ws()).getExtents());
+}
+
+uint64_t Reserved(RpcFixture& f, proto::Session::Client session) {
+  return session.poolStatsRequest().send().wait(f.ws()).getStats().getReservedBlocks();
+}
+
+TEST_CASE("Login succeeds with the shared secret and fails without it", "[rpc]") {
+  RpcFixture f;
+  auto good = f.Connect("hostA");
+  CHECK(StatusOf(good->session().listRequest().send(), f.ws()).ok());
+
+  auto bad = Connection::ConnectBlocking(f.io(), f.address(), "hostB", "wrong secret");
+  CHECK(bad.status().code() == StatusCode::kPermissionDenied);
+}
+
+TEST_CASE("The Gate refuses logins without a challenge and closes after three failures", "[rpc]") {
+  RpcFixture f;
+  auto addr = f.io().provider->getNetwork().parseAddress(f.address().ToKjAddress()).wait(f.ws());
+  auto stream = addr->connect().wait(f.ws());
+  capnp::TwoPartyClient client(*stream);
+  auto gate = client.bootstrap().castAs<proto::Gate>();
+  auto login = [&](bool with_challenge, const std::string& secret) {
+    std::vector<uint8_t> nonce(kNonceSize, 0);
+    if (with_challenge) {
+      auto c = gate.challengeRequest().send().wait(f.ws());
+      CHECK(c.getServerVersion() == proto::PROTOCOL_VERSION);
+      nonce.assign(c.getNonce().begin(), c.getNonce().end());
+    }
+    auto proof = ComputeLoginProof(secret, nonce.data(), nonce.size(), "h");
+    auto req = gate.loginRequest();
+    req.setHost("h");
+    req.setProof(kj::arrayPtr(proof.data(), proof.size()));
+    req.setClientVersion(proto::PROTOCOL_VERSION);
+    return StatusOf(req.send(), f.ws());
+  };
+  CHECK(login(false, testing::kSecret).code() == StatusCode::kPermissionDenied);
+  CHECK(login(true, "nope").code() == StatusCode::kPermissionDenied);
+  bool disconnected = false;
+  auto watch = client.onDisconnect().then([&] { disconnected = true; }).eagerlyEvaluate(nullptr);
+  CHECK(login(true, "nope").code() == StatusCode::kPermissionDenied);
+  // The server closes the connection: later calls fail and the client sees it.
+  for (int i = 0; i < 100 && !disconnected; ++i) f.Spin();
+  CHECK(disconnected);
+  CHECK(StatusOf(gate.challengeRequest().send(), f.ws()).code() == StatusCode::kUnavailable);
+}
+
+TEST_CASE("Admin calls: create info list poolStats and their errors", "[rpc]") {
+  RpcFixture f;
+  auto conn = f.Connect();
+  auto s = conn->session();
+  Create(f, s, "gold", 100 * kBs);
+  auto create_dup = s.createRequest();
+  create_dup.setName("gold");
+  create_dup.setSizeBytes(kBs);
+  CHECK(StatusOf(create_dup.send(), f.ws()).code() == StatusCode::kAlreadyExists);
+  auto bad_name = s.createRequest();
+  bad_name.setName("../etc");
+  bad_name.setSizeBytes(kBs);
+  CHECK(StatusOf(bad_name.send(), f.ws()).code() == StatusCode::kInvalidArgument);
+  auto bad_size = s.createRequest();
+  bad_size.setName("x");
+  bad_size.setSizeBytes(1000);
+  CHECK(StatusOf(bad_size.send(), f.ws()).code() == StatusCode::kInvalidArgument);
+
+  auto info_req = s.infoRequest();
+  info_req.setName("gold");
+  auto info = info_req.send().wait(f.ws()).getInfo();
+  CHECK(info.getKind() == proto::VolumeInfo::Kind::BASE);
+  CHECK_FALSE(info.getReadOnly());
+  CHECK(info.getOpeners() == 0);
+  auto missing = s.infoRequest();
+  missing.setName("missing");
+  CHECK(StatusOf(missing.send(), f.ws()).code() == StatusCode::kNotFound);
+
+  REQUIRE(CopyStatus(f, s, true, "gold", "gold-snap").ok());
+  auto list = s.listRequest().send().wait(f.ws()).getVolumes();
+  REQUIRE(list.size() == 2);
+  CHECK(list[1].getName() == "gold-snap");
+  CHECK(list[1].getKind() == proto::VolumeInfo::Kind::SNAPSHOT);
+  CHECK(list[1].getParent() == "gold");
+  CHECK(list[1].getVersionSet() == list[0].getVersionSet());
+
+  auto stats = s.poolStatsRequest().send().wait(f.ws()).getStats();
+  CHECK(stats.getBlockSize() == kBs);
+  CHECK(stats.getTotalBlocks() == 4096);
+  CHECK(stats.getFreeBlocks() == 4096);
+  CHECK(stats.getVolumes() == 2);
+  CHECK(stats.getVersionSets() == 1);
+  CHECK(stats.getUuid().size() == 36);
+  CHECK(stats.getMetadataBytes() > 0);
+  CHECK(CopyStatus(f, s, false, "missing", "c").code() == StatusCode::kNotFound);
+  CHECK(CopyStatus(f, s, false, "gold", "gold").code() == StatusCode::kAlreadyExists);
+  CHECK(DeleteStatus(f, s, "missing").code() == StatusCode::kNotFound);
+  f.store().RequireClean();
+}
+
+TEST_CASE("One writer per volume and read-only openers", "[rpc]") {
+  RpcFixture f;
+  auto c1 = f.Connect("h1");
+  auto c2 = f.Connect("h2");
+  Create(f, c1->session(), "v", 64 * kBs);
+  auto w = Open(f, c1->session(), "v", proto::OpenMode::READ_WRITE);
+  Status busy = OpenStatus(f, c2->session(), "v", proto::OpenMode::READ_WRITE);
+  CHECK(busy.code() == StatusCode::kBusy);
+  CHECK(busy.message().find("h1") != std::string::npos);
+  auto r = Open(f, c2->session(), "v", proto::OpenMode::READ_ONLY);
+  auto info_req = c1->session().infoRequest();
+  info_req.setName("v");
+  auto info = info_req.send().wait(f.ws()).getInfo();
+  CHECK(info.getOpeners() == 2);
+  CHECK(info.getWriter() == "h1");
+
+  auto pw = r.volume.prepareWriteRequest();
+  pw.initRanges(1)[0].setLength(kBs);
+  CHECK(StatusOf(pw.send(), f.ws()).code() == StatusCode::kReadOnly);
+  CHECK(DeleteStatus(f, c1->session(), "v").code() == StatusCode::kBusy);
+
+  REQUIRE(CopyStatus(f, c1->session(), true, "v", "snap").ok());
+  CHECK(OpenStatus(f, c2->session(), "snap", proto::OpenMode::READ_WRITE).code() ==
+        StatusCode::kReadOnly);
+  CHECK(OpenStatus(f, c2->session(), "nope", proto::OpenMode::READ_ONLY).code() ==
+        StatusCode::kNotFound);
+
+  // Closing the writer frees the lease; a closed Volume refuses further calls.
+  REQUIRE(StatusOf(w.volume.closeRequest().send(), f.ws()).ok());
+  CHECK(StatusOf(w.volume.mapRequest().send(), f.ws()).code() == StatusCode::kInvalidArgument);
+  auto w2 = Open(f, c2->session(), "v", proto::OpenMode::READ_WRITE);
+  // Dropping a connection ends its leases.
+  c2 = nullptr;
+  w2.volume = nullptr;
+  r.volume = nullptr;
+  f.Spin();
+  CHECK(f.service().opener_count() == 0);
+  CHECK(DeleteStatus(f, c1->session(), "v").ok());
+}
+
+TEST_CASE("prepareWrite commit and map over RPC; reservations die with the opener", "[rpc]") {
+  RpcFixture f;
+  auto c = f.Connect();
+  auto s = c->session();
+  Create(f, s, "v", 64 * kBs);
+  auto v = Open(f, s, "v", proto::OpenMode::READ_WRITE);
+  auto e = Prepare(f, v.volume, 0, 4 * kBs);
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].state == ExtentState::kOwned);
+  CHECK(Reserved(f, s) == 4);
+  REQUIRE(CommitStatus(f, v.volume, e).ok());
+  CHECK(Reserved(f, s) == 0);
+  auto m = Map(f, v.volume, 0, 64 * kBs);
+  REQUIRE(m.size() == 2);
+  CHECK(m[0] == e[0]);
+  CHECK(m[1].state == ExtentState::kHole);
+  auto map_req = v.volume.mapRequest();
+  map_req.setOffset(0);
+  map_req.setLength(kBs);
+  CHECK(map_req.send().wait(f.ws()).getSizeBytes() == 64 * kBs);
+
+  // Errors.
+  auto bad_map = v.volume.mapRequest();
+  bad_map.setOffset(63 * kBs);
+  bad_map.setLength(2 * kBs);
+  CHECK(StatusOf(bad_map.send(), f.ws()).code() == StatusCode::kInvalidArgument);
+  auto bad = e;
+  bad[0].generation = 999999;
+  CHECK(CommitStatus(f, v.volume, bad).code() == StatusCode::kAborted);
+  auto empty_prepare = v.volume.prepareWriteRequest();
+  CHECK(StatusOf(empty_prepare.send(), f.ws()).code() == StatusCode::kInvalidArgument);
+
+  // Discard.
+  auto d = v.volume.discardRequest();
+  auto dr = d.initRanges(1)[0];
+  dr.setOffset(0);
+  dr.setLength(2 * kBs);
+  REQUIRE(StatusOf(d.send(), f.ws()).ok());
+  CHECK(Map(f, v.volume, 0, kBs)[0].state == ExtentState::kHole);
+
+  // Uncommitted reservations are reclaimed on close and on disconnect.
+  auto pending = Prepare(f, v.volume, 10 * kBs, 8 * kBs);
+  CHECK(Reserved(f, s) == 8);
+  REQUIRE(StatusOf(v.volume.closeRequest().send(), f.ws()).ok());
+  CHECK(Reserved(f, s) == 0);
+  auto c2 = f.Connect("h2");
+  auto v2 = Open(f, c2->session(), "v", proto::OpenMode::READ_WRITE);
+  Prepare(f, v2.volume, 10 * kBs, 8 * kBs);
+  CHECK(Reserved(f, s) == 8);
+  v2.volume = nullptr;
+  c2 = nullptr;
+  f.Spin();
+  CHECK(Reserved(f, s) == 0);
+  f.store().RequireClean();
+}
+
+TEST_CASE("Snapshot of an open volume recalls its writer first", "[rpc]") {
+  RpcFixture f;
+  auto c = f.Connect();
+  auto s = c->session();
+  Create(f, s, "v", 64 * kBs);
+  auto w = Open(f, s, "v", proto::OpenMode::READ_WRITE);
+  auto e = Prepare(f, w.volume, 0, 8 * kBs);
+  REQUIRE(CommitStatus(f, w.volume, e).ok());
+  CHECK(Map(f, w.volume, 0, 8 * kBs)[0].state == ExtentState::kOwned);
+
+  REQUIRE(CopyStatus(f, s, true, "v", "snap").ok());
+  REQUIRE(w.log->recalls.size() == 1);
+  CHECK(w.log->recalls[0].reason == proto::RecallReason::SNAPSHOT);
+  REQUIRE(w.log->recalls[0].ranges.size() == 1);
+  CHECK(w.log->recalls[0].ranges[0].offset == 0);
+  CHECK(w.log->recalls[0].ranges[0].length == 64 * kBs);
+  CHECK(Map(f, w.volume, 0, 8 * kBs)[0].state == ExtentState::kShared);
+
+  REQUIRE(CopyStatus(f, s, false, "v", "clone").ok());
+  REQUIRE(w.log->recalls.size() == 2);
+  CHECK(w.log->recalls[1].reason == proto::RecallReason::CLONE);
+  // A clone of the snapshot does not bother the writer of v.
+  REQUIRE(CopyStatus(f, s, false, "snap", "clone2").ok());
+  CHECK(w.log->recalls.size() == 2);
+  CHECK(w.log->revokes.empty());
+  f.store().RequireClean();
+}
+
+TEST_CASE("A writer that does not answer a recall loses its lease", "[rpc]") {
+  RpcFixture f;
+  auto c = f.Connect();
+  auto s = c->session();
+  Create(f, s, "v", 64 * kBs);
+  auto w = Open(f, s, "v", proto::OpenMode::READ_WRITE);
+  auto pending = Prepare(f, w.volume, 0, 4 * kBs);
+  w.log->stall_recalls = true;
+  REQUIRE(CopyStatus(f, s, true, "v", "snap").ok());  // proceeds after the timeout
+  f.Spin();
+  CHECK(w.log->revokes.size() == 1);
+  CHECK(CommitStatus(f, w.volume, pending).code() == StatusCode::kAborted);
+  auto pw = w.volume.prepareWriteRequest();
+  pw.initRanges(1)[0].setLength(kBs);
+  CHECK(StatusOf(pw.send(), f.ws()).code() == StatusCode::kAborted);
+  CHECK(Reserved(f, s) == 0);
+  // The volume can be opened rw again.
+  auto w2 = Open(f, s, "v", proto::OpenMode::READ_WRITE);
+  f.store().RequireClean();
+}
+
+TEST_CASE("Resize tells openers; shrink recalls the cut-off part first", "[rpc]") {
+  RpcFixture f;
+  auto c = f.Connect();
+  auto s = c->session();
+  Create(f, s, "v", 64 * kBs);
+  auto w = Open(f, s, "v", proto::OpenMode::READ_WRITE);
+  auto r = Open(f, s, "v", proto::OpenMode::READ_ONLY);
+  REQUIRE(CommitStatus(f, w.volume, Prepare(f, w.volume, 0, 64 * kBs)).ok());
+  auto grow = s.resizeRequest();
+  grow.setName("v");
+  grow.setSizeBytes(128 * kBs);
+  CHECK(grow.send().wait(f.ws()).getInfo().getSizeBytes() == 128 * kBs);
+  CHECK(w.log->sizes == std::vector<uint64_t>{128 * kBs});
+  CHECK(r.log->sizes == std::vector<uint64_t>{128 * kBs});
+  CHECK(w.log->recalls.empty());
+
+  auto no_shrink = s.resizeRequest();
+  no_shrink.setName("v");
+  no_shrink.setSizeBytes(32 * kBs);
+  CHECK(StatusOf(no_shrink.send(), f.ws()).code() == StatusCode::kInvalidArgument);
+  auto shrink = s.resizeRequest();
+  shrink.setName("v");
+  shrink.setSizeBytes(32 * kBs);
+  shrink.setAllowShrink(true);
+  auto info = shrink.send().wait(f.ws()).getInfo();
+  CHECK(info.getMappedBytes() == 32 * kBs);
+  REQUIRE(w.log->recalls.size() == 1);
+  CHECK(w.log->recalls[0].reason == proto::RecallReason::RESIZE);
+  CHECK(w.log->recalls[0].ranges[0].offset == 32 * kBs);
+  CHECK(w.log->recalls[0].ranges[0].length == 96 * kBs);
+  CHECK(w.log->sizes.back() == 32 * kBs);
+  auto map_beyond = w.volume.mapRequest();
+  map_beyond.setOffset(32 * kBs);
+  map_beyond.setLength(kBs);
+  CHECK(StatusOf(map_beyond.send(), f.ws()).code() == StatusCode::kInvalidArgument);
+  f.store().RequireClean();
+}
+
+TEST_CASE("Discard recalls the other openers of the volume", "[rpc]") {
+  RpcFixture f;
+  auto c = f.Connect();
+  auto s = c->session();
+  Create(f, s, "v", 64 * kBs);
+  auto w = Open(f, s, "v", proto::OpenMode::READ_WRITE);
+  auto r = Open(f, s, "v", proto::OpenMode::READ_ONLY);
+  REQUIRE(CommitStatus(f, w.volume, Prepare(f, w.volume, 0, 8 * kBs)).ok());
+  auto d = w.volume.discardRequest();
+  auto dr = d.initRanges(1)[0];
+  dr.setOffset(0);
+  dr.setLength(4 * kBs);
+  REQUIRE(StatusOf(d.send(), f.ws()).ok());
+  CHECK(w.log->recalls.empty());
+  REQUIRE(r.log->recalls.size() == 1);
+  CHECK(r.log->recalls[0].reason == proto::RecallReason::DISCARD);
+  CHECK(r.log->recalls[0].ranges[0].length == 4 * kBs);
+}
+
+TEST_CASE("Version sets over RPC: clone of a clone of a snapshot and deletes return all space", "[rpc]") {
+  RpcFixture f;
+  auto c = f.Connect();
+  auto s = c->session();
+  uint64_t free0 = s.poolStatsRequest().send().wait(f.ws()).getStats().getFreeBlocks();
+  Create(f, s, "gold", 256 * kBs);
+  {
+    auto g = Open(f, s, "gold", proto::OpenMode::READ_WRITE);
+    REQUIRE(CommitStatus(f, g.volume, Prepare(f, g.volume, 0, 256 * kBs)).ok());
+    REQUIRE(StatusOf(g.volume.closeRequest().send(), f.ws()).ok());
+  }
+  REQUIRE(CopyStatus(f, s, true, "gold", "s1").ok());
+  REQUIRE(CopyStatus(f, s, false, "s1", "c1").ok());
+  REQUIRE(CopyStatus(f, s, false, "c1", "c2").ok());
+  {
+    auto v = Open(f, s, "c2", proto::OpenMode::READ_WRITE);
+    auto e = Prepare(f, v.volume, 8 * kBs, 8 * kBs);
+    REQUIRE(CommitStatus(f, v.volume, e).ok());
+    auto info_req = s.infoRequest();
+    info_req.setName("c2");
+    auto info = info_req.send().wait(f.ws()).getInfo();
+    CHECK(info.getMappedBytes() == 256 * kBs);
+    CHECK(info.getExclusiveBytes() == 8 * kBs);
+    CHECK(info.getSharedBytes() == 248 * kBs);
+  }
+  f.Spin();
+  f.store().RequireClean();
+  for (const char* name : {"s1", "gold", "c2", "c1"}) {
+    REQUIRE(DeleteStatus(f, s, name).ok());
+    f.store().RequireClean();
+  }
+  CHECK(s.poolStatsRequest().send().wait(f.ws()).getStats().getFreeBlocks() == free0);
+}
+
+TEST_CASE("The protocol works over TCP too", "[rpc]") {
+  RpcFixture f(4096, 4096, "tcp:127.0.0.1:0");
+  CHECK(f.address().kind == ServerAddress::Kind::kTcp);
+  CHECK(f.address().port != 0);
+  auto c = f.Connect();
+  Create(f, c->session(), "t", kBs);
+  auto bad = Connection::ConnectBlocking(f.io(), f.address(), "h", "bad");
+  CHECK(bad.status().code() == StatusCode::kPermissionDenied);
+}
+
+TEST_CASE("Connecting to nothing gives unavailable", "[rpc]") {
+  auto io = kj::setupAsyncIo();
+  auto addr = ParseServerAddress("unix:/tmp/tapmap-no-such-socket-here");
+  REQUIRE(addr.ok());
+  auto conn = Connection::ConnectBlocking(io, *addr, "h", "s");
+  CHECK(conn.status().code() == StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace tapmap::mapserver
