@@ -228,6 +228,16 @@ uint32_t SimBlkfront::in_flight(uint32_t q) const { return static_cast<uint32_t>
 Status SimBlkfront::Publish(xen::XenStore& xs, const std::string& fe) {
   return xen::RunTransaction(xs, [&](xen::TransactionId tx) -> Status {
     auto put = [&](const std::string& path, const std::string& value) { return xs.Write(tx, path, value); };
+    // Transport nodes of an earlier connection must not linger.
+    for (const char* stale : {"ring-ref", "ring-page-order", "multi-queue-num-queues", "protocol", "event-channel"}) {
+      TAPMAP_RETURN_IF_ERROR(xs.Remove(tx, fe + "/" + stale));
+    }
+    auto children = xs.Directory(tx, fe);
+    if (children.ok()) {
+      for (const std::string& c : *children) {
+        if (c.rfind("queue-", 0) == 0 || c.rfind("ring-ref", 0) == 0) TAPMAP_RETURN_IF_ERROR(xs.Remove(tx, fe + "/" + c));
+      }
+    }
     for (uint32_t q = 0; q < queues_.size(); ++q) {
       std::string base = queues_.size() == 1 ? fe : fe + "/queue-" + std::to_string(q);
       const Queue& queue = *queues_[q];

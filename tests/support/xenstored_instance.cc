@@ -43,7 +43,7 @@ bool Accepts(const std::string& path) {
 
 }  // namespace
 
-Result<std::unique_ptr<XenstoredInstance>> XenstoredInstance::Start() {
+Result<std::unique_ptr<XenstoredInstance>> XenstoredInstance::Start(const std::vector<uint32_t>& guest_domids) {
   std::unique_ptr<XenstoredInstance> inst(new XenstoredInstance());
   char tmpl[] = "/tmp/tapmap-xenstored-XXXXXX";
   if (mkdtemp(tmpl) == nullptr) return Status::FromErrno("mkdtemp", errno);
@@ -60,6 +60,9 @@ Result<std::unique_ptr<XenstoredInstance>> XenstoredInstance::Start() {
   std::vector<std::string> env_strings = {
       "XENSTORED_PATH=" + inst->socket_path_, "XENSTORED_RUNDIR=" + inst->dir_,
       std::string("LD_PRELOAD=") + TAPMAP_XENSTORED_SHIM, "PATH=/usr/bin:/bin"};
+  std::string domids;
+  for (uint32_t d : guest_domids) domids += (domids.empty() ? "" : ",") + std::to_string(d);
+  env_strings.push_back("XENSTORED_SHIM_DOMIDS=" + domids);
   std::vector<char*> envp;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);

@@ -19,6 +19,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "tapdisk-map/xen/real_xenstore.h"
@@ -30,7 +31,9 @@ class XenstoredInstance {
   // Starts the daemon and waits (up to 20 s) until it accepts connections. The
   // daemon binary is /usr/lib/xen-4.17/bin/xenstored unless $TAPMAP_XENSTORED names
   // another. Fails with the daemon's log in the message.
-  static Result<std::unique_ptr<XenstoredInstance>> Start();
+  // `guest_domids` are domains the daemon believes exist besides dom0 (so node
+  // permissions naming them are accepted, as on a host running those guests).
+  static Result<std::unique_ptr<XenstoredInstance>> Start(const std::vector<uint32_t>& guest_domids = {});
   ~XenstoredInstance();  // SIGKILL, reap, remove the directory
   XenstoredInstance(const XenstoredInstance&) = delete;
   XenstoredInstance& operator=(const XenstoredInstance&) = delete;

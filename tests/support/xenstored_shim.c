@@ -5,7 +5,9 @@
  * map guests' xenstore rings), libxenevtchn (the VIRQ_DOM_EXC port and guests' ring
  * ports) and two /proc/xen files describing dom0's own ring. This library answers
  * those calls as a Xen host with only dom0 would, minus any guest ring:
- *   - xc_interface_open: a dummy handle; xc_domain_getinfo: dom0 only, running.
+ *   - xc_interface_open: a dummy handle; xc_domain_getinfo: dom0 only, running (plus
+ *     the guests listed in $XENSTORED_SHIM_DOMIDS, e.g. "1,5", for tests that set node
+ *     permissions naming them, as libxl does).
  *   - xengnttab_*: succeed, except mapping, which fails with ENOSYS.
  *   - xenevtchn_open: a handle whose fd is an eventfd that never fires; binds hand
  *     out increasing port numbers; pending reports none (EAGAIN).
@@ -50,14 +52,33 @@ int xc_interface_close(xc_interface *xch) {
   return 0;
 }
 
+/* Domains that "exist": dom0, plus those listed in $XENSTORED_SHIM_DOMIDS
+ * (comma-separated), so that node permissions naming guests are accepted. */
+static int shim_domain_exists(uint32_t domid) {
+  if (domid == 0) return 1;
+  const char *list = getenv("XENSTORED_SHIM_DOMIDS");
+  while (list != NULL && *list != '\0') {
+    char *end;
+    unsigned long id = strtoul(list, &end, 10);
+    if (end == list) break;
+    if (id == domid) return 1;
+    list = *end == ',' ? end + 1 : end;
+  }
+  return 0;
+}
+
 int xc_domain_getinfo(xc_interface *xch, uint32_t first_domid, unsigned int max_doms,
                       xc_dominfo_t *info) {
   (void)xch;
-  if (max_doms == 0 || first_domid > 0) return 0; /* nothing after dom0 */
-  memset(info, 0, sizeof(*info));
-  info->domid = 0;
-  info->running = 1;
-  return 1;
+  unsigned int n = 0;
+  for (uint32_t id = first_domid; id < 0x7ff0 && n < max_doms; ++id) {
+    if (!shim_domain_exists(id)) continue;
+    memset(&info[n], 0, sizeof(info[n]));
+    info[n].domid = id;
+    info[n].running = 1;
+    ++n;
+  }
+  return (int)n;
 }
 
 /* ---- libxengnttab ---- */

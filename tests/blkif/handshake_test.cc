@@ -1,0 +1,300 @@
+// The xenbus handshake against a real xenstored, replaying what xl 4.17 does.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+
+#include "common/units.h"
+#include "tests/blkif/handshake_rig.h"
+
+namespace tapmap::testing {
+namespace {
+
+constexpr uint32_t kDom = 5;
+constexpr uint32_t kDev = 51712;  // xvda
+
+std::string Be(const std::string& node) { return HandshakeRig::BackendPath(kDom, kDev) + "/" + node; }
+std::string Fe(const std::string& node) { return HandshakeRig::FrontendPath(kDom, kDev) + "/" + node; }
+
+// Brings a guest's disk to Connected like xl + blkfront do; returns the frontend.
+std::unique_ptr<SimBlkfront> ConnectDisk(HandshakeRig& rig, const std::string& volume, SimBlkfrontOptions o = {}) {
+  REQUIRE(rig.XlAddDisk(kDom, kDev, volume).ok());
+  // libxl waits (10 s at most) for InitWait before it runs the hotplug script.
+  REQUIRE(rig.WaitNode(Be("state"), "2") == "2");
+  auto attached = rig.Attach(kDom, kDev, volume);
+  REQUIRE(attached.ok());
+  CHECK(attached->state == "initwait");
+  REQUIRE(rig.toolstack->Write(xen::kNoTransaction, Be("hotplug-status"), "connected").ok());
+  auto front = rig.Guest(kDom, o);
+  REQUIRE(front);
+  REQUIRE(front->Publish(*rig.toolstack, HandshakeRig::FrontendPath(kDom, kDev)).ok());
+  REQUIRE(rig.WaitNode(Be("state"), "4") == "4");
+  REQUIRE(rig.toolstack->Write(xen::kNoTransaction, Fe("state"), "4").ok());
+  return front;
+}
+
+TEST_CASE("blkif handshake: xl 4.17 disk creation, I/O, removal") {
+  HandshakeRig rig;
+  auto vol = rig.opener.Add("vm1", 32 * kMiB);
+  REQUIRE(rig.StartBackend().ok());
+  REQUIRE(rig.XlAddDisk(kDom, kDev, "vm1").ok());
+
+  // Features are published and InitWait reached before the hotplug script runs.
+  CHECK(rig.WaitNode(Be("state"), "2") == "2");
+  CHECK(*rig.toolstack->Read(0, Be("feature-max-indirect-segments")) == "256");
+  CHECK(*rig.toolstack->Read(0, Be("max-ring-page-order")) == "4");
+  CHECK(*rig.toolstack->Read(0, Be("multi-queue-max-queues")) == "4");
+  CHECK(*rig.toolstack->Read(0, Be("feature-flush-cache")) == "1");
+  CHECK(rig.opener.opens() == 0);  // the volume is opened by the hotplug script's attach
+
+  auto attached = rig.Attach(kDom, kDev, "vm1");
+  REQUIRE(attached.ok());
+  CHECK(attached->volume == "vm1");
+  CHECK(attached->backend_path == "backend/vbd/5/51712");
+  CHECK(rig.opener.opens() == 1);
+  // Attaching again with the same volume is a no-op; another volume is refused.
+  CHECK(rig.Attach(kDom, kDev, "vm1").ok());
+  rig.opener.Add("other", kMiB);
+  CHECK(rig.Attach(kDom, kDev, "other").status().code() == StatusCode::kAlreadyExists);
+
+  SimBlkfrontOptions o;
+  o.ring_page_order = 2;
+  o.queues = 2;
+  o.abi = blkif::Abi::kX86_64;
+  o.indirect_segments = 256;  // read from feature-max-indirect-segments by blkfront
+  auto front = rig.Guest(kDom, o);
+  REQUIRE(front);
+  REQUIRE(front->Publish(*rig.toolstack, HandshakeRig::FrontendPath(kDom, kDev)).ok());
+  REQUIRE(rig.WaitNode(Be("state"), "4") == "4");
+  CHECK(*rig.toolstack->Read(0, Be("sectors")) == std::to_string(32 * kMiB / 512));
+  CHECK(*rig.toolstack->Read(0, Be("info")) == "0");
+  CHECK(*rig.toolstack->Read(0, Be("sector-size")) == "512");
+  CHECK(*rig.toolstack->Read(0, Be("feature-discard")) == "1");
+  REQUIRE(rig.toolstack->Write(0, Fe("state"), "4").ok());
+
+  auto data = Pattern(64 * 1024, 11);
+  REQUIRE(*front->Write(1, 2048, data) == BLKIF_RSP_OKAY);
+  std::vector<uint8_t> back(data.size());
+  REQUIRE(*front->Read(0, 2048, back) == BLKIF_RSP_OKAY);
+  CHECK(back == data);
+  CHECK(std::memcmp(vol->Snapshot().data() + 2048 * 512, data.data(), data.size()) == 0);
+
+  auto list = rig.List();
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].state == "connected");
+  CHECK(list[0].rings == 2);
+  CHECK(list[0].protocol == "x86_64-abi");
+
+  // xl block-detach / domain shutdown: libxl writes online=0, state=Closing.
+  REQUIRE(rig.XlRemoveDisk(kDom, kDev).ok());
+  CHECK(rig.WaitNode(Be("state"), "6") == "6");
+  CHECK(rig.hv->ActiveMappings(kDom) == 0);  // rings unmapped before Closed
+  // Then the hotplug script's remove: vbd-detach.
+  CHECK(rig.opener.OpenForWrite("vm1"));
+  REQUIRE(rig.Detach(kDom, kDev).ok());
+  CHECK_FALSE(rig.opener.OpenForWrite("vm1"));
+  CHECK(rig.List().empty());
+  CHECK(rig.Detach(kDom, kDev).code() == StatusCode::kNotFound);
+}
+
+TEST_CASE("blkif handshake: attach of a device that is not in xenstore fails clearly") {
+  HandshakeRig rig;
+  rig.opener.Add("vm1", kMiB);
+  REQUIRE(rig.StartBackend().ok());
+  auto r = rig.Attach(9, 768, "vm1");
+  CHECK(r.status().code() == StatusCode::kNotFound);
+  // An unknown volume surfaces as the opener's error (the script reports hotplug-error).
+  REQUIRE(rig.XlAddDisk(kDom, kDev, "nope").ok());
+  REQUIRE(rig.WaitNode(Be("state"), "2") == "2");
+  CHECK(rig.Attach(kDom, kDev, "nope").status().code() == StatusCode::kNotFound);
+}
+
+TEST_CASE("blkif handshake: devices of other scripts are left alone unless attached") {
+  HandshakeRig rig;
+  rig.opener.Add("vm1", kMiB);
+  REQUIRE(rig.StartBackend().ok());
+  REQUIRE(rig.XlAddDisk(kDom, kDev, "vm1", "w", "vbd", "/etc/xen/scripts/block").ok());
+  CHECK(rig.WaitNode(Be("state"), "2", std::chrono::milliseconds(500)) == "1");
+  auto r = rig.Attach(kDom, kDev, "vm1");
+  REQUIRE(r.ok());
+  CHECK(rig.WaitNode(Be("state"), "2") == "2");
+}
+
+TEST_CASE("blkif handshake: vbd3 layout and read-only disks") {
+  HandshakeRig rig;
+  rig.opener.Add("ro", 8 * kMiB);
+  REQUIRE(rig.StartBackend().ok());
+  REQUIRE(rig.XlAddDisk(kDom, kDev, "ro", "r", "vbd3").ok());
+  std::string be = HandshakeRig::BackendPath(kDom, kDev, "vbd3");
+  CHECK(rig.WaitNode(be + "/state", "2") == "2");
+  auto r = rig.Attach(kDom, kDev, "ro", /*ro=*/true, blkif::Layout::kVbd3);
+  REQUIRE(r.ok());
+  CHECK(r->read_only);
+  auto front = rig.Guest(kDom);
+  REQUIRE(front->Publish(*rig.toolstack, HandshakeRig::FrontendPath(kDom, kDev)).ok());
+  CHECK(rig.WaitNode(be + "/state", "4") == "4");
+  CHECK(*rig.toolstack->Read(0, be + "/info") == std::to_string(VDISK_READONLY));
+  CHECK(*rig.toolstack->Read(0, be + "/feature-discard") == "0");
+  std::vector<uint8_t> buf(4096, 1);
+  CHECK(*front->Write(0, 0, buf) == BLKIF_RSP_ERROR);
+  CHECK(*front->Read(0, 0, buf) == BLKIF_RSP_OKAY);
+}
+
+TEST_CASE("blkif handshake: close and reconnect from Closed") {
+  HandshakeRig rig;
+  auto vol = rig.opener.Add("vm1", 16 * kMiB);
+  REQUIRE(rig.StartBackend().ok());
+  auto front = ConnectDisk(rig, "vm1");
+  auto data = Pattern(4096, 1);
+  REQUIRE(*front->Write(0, 0, data) == BLKIF_RSP_OKAY);
+
+  // The guest closes the device (e.g. module unload): Closing -> Closed.
+  REQUIRE(rig.toolstack->Write(0, Fe("state"), "5").ok());
+  CHECK(rig.WaitNode(Be("state"), "5") == "5");
+  REQUIRE(rig.toolstack->Write(0, Fe("state"), "6").ok());
+  CHECK(rig.WaitNode(Be("state"), "6") == "6");
+  CHECK(rig.hv->ActiveMappings(kDom) == 0);
+
+  // It comes back (module reload): Initialising -> the backend offers InitWait again.
+  REQUIRE(rig.toolstack->Write(0, Fe("state"), "1").ok());
+  CHECK(rig.WaitNode(Be("state"), "2") == "2");
+  auto front2 = rig.Guest(kDom);
+  REQUIRE(front2);
+  REQUIRE(front2->Publish(*rig.toolstack, HandshakeRig::FrontendPath(kDom, kDev)).ok());
+  CHECK(rig.WaitNode(Be("state"), "4") == "4");
+  std::vector<uint8_t> back(4096);
+  REQUIRE(*front2->Read(0, 0, back) == BLKIF_RSP_OKAY);
+  CHECK(back == data);
+}
+
+TEST_CASE("blkif handshake: a frontend that skips states straight to Connected") {
+  HandshakeRig rig;
+  rig.opener.Add("vm1", 16 * kMiB);
+  REQUIRE(rig.StartBackend().ok());
+  REQUIRE(rig.XlAddDisk(kDom, kDev, "vm1").ok());
+  auto front = rig.Guest(kDom);
+  // The guest publishes and says Connected before the volume is even attached.
+  REQUIRE(front->Publish(*rig.toolstack, HandshakeRig::FrontendPath(kDom, kDev)).ok());
+  REQUIRE(rig.toolstack->Write(0, Fe("state"), "4").ok());
+  CHECK(rig.WaitNode(Be("state"), "2") == "2");
+  REQUIRE(rig.Attach(kDom, kDev, "vm1").ok());
+  CHECK(rig.WaitNode(Be("state"), "4") == "4");
+  std::vector<uint8_t> buf(512);
+  CHECK(*front->Read(0, 0, buf) == BLKIF_RSP_OKAY);
+}
+
+TEST_CASE("blkif handshake: frontend death disconnects and the backend keeps serving others") {
+  HandshakeRig rig;
+  rig.opener.Add("vm1", 16 * kMiB);
+  REQUIRE(rig.StartBackend().ok());
+  auto front = ConnectDisk(rig, "vm1");
+  // The guest is destroyed: the domain goes, xl removes its device directory.
+  rig.hv->DestroyDomain(kDom);
+  REQUIRE(rig.toolstack->Remove(0, HandshakeRig::FrontendPath(kDom, kDev)).ok());
+  CHECK(rig.WaitNode(Be("state"), "6") == "6");
+  auto list = rig.List();
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].rings == 0);
+  // xl removes the backend directory too: the device is released.
+  REQUIRE(rig.toolstack->Remove(0, HandshakeRig::BackendPath(kDom, kDev)).ok());
+  for (int i = 0; i < 1000 && !rig.List().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  CHECK(rig.List().empty());
+  CHECK_FALSE(rig.opener.OpenForWrite("vm1"));
+}
+
+TEST_CASE("blkif handshake: backend restart mid-connection re-reads everything") {
+  HandshakeRig rig;
+  auto vol = rig.opener.Add("vm1", 16 * kMiB);
+  REQUIRE(rig.StartBackend().ok());
+  SimBlkfrontOptions o;
+  o.ring_page_order = 1;
+  auto front = ConnectDisk(rig, "vm1", o);
+  auto a = Pattern(8192, 3);
+  REQUIRE(*front->Write(0, 64, a) == BLKIF_RSP_OKAY);
+
+  rig.StopBackend();  // the daemon goes away; xenstore and the guest stay
+  CHECK(rig.hv->ActiveMappings(kDom) == 0);
+  CHECK(*rig.toolstack->Read(0, Be("state")) == "4");
+  // The guest keeps issuing I/O meanwhile: it is answered once the backend is back.
+  auto b = Pattern(4096, 4);
+  auto id = front->Submit(0, SimIo{BLKIF_OP_WRITE, 200, 8, false}, b);
+  REQUIRE(id.ok());
+  REQUIRE(front->Kick(0).ok());
+
+  REQUIRE(rig.StartBackend().ok());
+  std::vector<SimCompletion> done;
+  for (int i = 0; i < 100 && done.empty(); ++i) done = *front->Poll(0, std::chrono::milliseconds(100));
+  REQUIRE(done.size() == 1);
+  CHECK(done[0].id == *id);
+  CHECK(done[0].status == BLKIF_RSP_OKAY);
+  std::vector<uint8_t> back(8192);
+  REQUIRE(*front->Read(0, 64, back) == BLKIF_RSP_OKAY);
+  CHECK(back == a);
+  CHECK(std::memcmp(vol->Snapshot().data() + 200 * 512, b.data(), b.size()) == 0);
+  auto list = rig.List();
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].volume == "vm1");
+  CHECK(list[0].state == "connected");
+}
+
+TEST_CASE("blkif handshake: pause quiesces and flushes, resume serves again") {
+  HandshakeRig rig;
+  auto vol = rig.opener.Add("vm1", 16 * kMiB);
+  REQUIRE(rig.StartBackend().ok());
+  auto front = ConnectDisk(rig, "vm1");
+  REQUIRE(rig.Pause(kDom, kDev).ok());
+  CHECK(vol->counters().flushes >= 1);
+  CHECK(rig.List()[0].paused);
+  auto id = front->Submit(0, SimIo{BLKIF_OP_WRITE, 0, 8, false}, Pattern(4096, 1));
+  REQUIRE(front->Kick(0).ok());
+  CHECK(front->Poll(0, std::chrono::milliseconds(300))->empty());
+  REQUIRE(rig.Resume(kDom, kDev).ok());
+  std::vector<SimCompletion> done;
+  for (int i = 0; i < 100 && done.empty(); ++i) done = *front->Poll(0, std::chrono::milliseconds(100));
+  REQUIRE(done.size() == 1);
+  CHECK(done[0].id == *id);
+}
+
+TEST_CASE("blkif handshake: online resize rewrites sectors then state") {
+  HandshakeRig rig;
+  auto vol = rig.opener.Add("vm1", 16 * kMiB);
+  REQUIRE(rig.StartBackend().ok());
+  auto front = ConnectDisk(rig, "vm1");
+  vol->Resize(32 * kMiB);
+  CHECK(rig.WaitNode(Be("sectors"), std::to_string(32 * kMiB / 512)) == std::to_string(32 * kMiB / 512));
+  CHECK(*rig.toolstack->Read(0, Be("state")) == "4");
+  std::vector<uint8_t> buf(4096, 7);
+  CHECK(*front->Write(0, 16 * kMiB / 512 + 8, buf) == BLKIF_RSP_OKAY);  // beyond the old end
+}
+
+TEST_CASE("blkif handshake: transport parameters beyond what was advertised are refused") {
+  HandshakeRig rig;
+  rig.opener.Add("vm1", 16 * kMiB);
+  blkif::BackendOptions opts;
+  opts.max_ring_page_order = 1;
+  opts.max_queues = 2;
+  REQUIRE(rig.StartBackend(opts).ok());
+  REQUIRE(rig.XlAddDisk(kDom, kDev, "vm1").ok());
+  REQUIRE(rig.WaitNode(Be("state"), "2") == "2");
+  REQUIRE(rig.Attach(kDom, kDev, "vm1").ok());
+  SimBlkfrontOptions o;
+  o.ring_page_order = 2;  // above max-ring-page-order
+  auto front = rig.Guest(kDom, o);
+  REQUIRE(front->Publish(*rig.toolstack, HandshakeRig::FrontendPath(kDom, kDev)).ok());
+  CHECK(rig.WaitNode(Be("state"), "5") == "5");
+  CHECK(rig.toolstack->Read(0, Be("error"))->find("ring-page-order") != std::string::npos);
+  CHECK(rig.hv->ActiveMappings(kDom) == 0);
+  // The guest closes, then retries within limits but with too many queues.
+  REQUIRE(rig.toolstack->Write(0, Fe("state"), "6").ok());
+  CHECK(rig.WaitNode(Be("state"), "6") == "6");
+  REQUIRE(rig.toolstack->Write(0, Fe("state"), "1").ok());
+  CHECK(rig.WaitNode(Be("state"), "2") == "2");
+  SimBlkfrontOptions o3;
+  o3.queues = 3;
+  auto front3 = rig.Guest(kDom, o3);
+  REQUIRE(front3->Publish(*rig.toolstack, HandshakeRig::FrontendPath(kDom, kDev)).ok());
+  CHECK(rig.WaitNode(Be("state"), "5") == "5");
+  CHECK(rig.toolstack->Read(0, Be("error"))->find("multi-queue-num-queues") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace tapmap::testing
