@@ -1,0 +1,294 @@
+// A malicious frontend: one test per validation rule of request_validator.h. Each
+// asserts the error response AND that the backend keeps serving another guest whose
+// disk stays untouched.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+
+#include "common/units.h"
+#include "tests/blkif/ring_harness.h"
+
+namespace tapmap::testing {
+namespace {
+
+constexpr xen::DomainId kEvil = 11;
+constexpr xen::DomainId kGood = 12;
+constexpr xen::DomainId kBystander = 13;
+constexpr uint64_t kDiskBytes = 8 * kMiB;
+constexpr uint64_t kDiskSectors = kDiskBytes / 512;
+
+struct Attack {
+  boost::asio::io_context io;
+  std::shared_ptr<MemoryBlockDevice> evil_disk = std::make_shared<MemoryBlockDevice>(io, "evil", kDiskBytes);
+  std::shared_ptr<MemoryBlockDevice> good_disk = std::make_shared<MemoryBlockDevice>(io, "good", kDiskBytes);
+  std::unique_ptr<IoThreads> threads = std::make_unique<IoThreads>(io, 2);
+  RingRig evil, good;
+
+  explicit Attack(blkif::RequestLimits evil_limits = {}, SimBlkfrontOptions evil_options = {}) {
+    REQUIRE(RingRig::Make(&evil, io, evil_disk, kEvil, evil_options, evil_limits).ok());
+    SimBlkfrontOptions g;
+    g.indirect_segments = 256;
+    REQUIRE(RingRig::Make(&good, io, good_disk, kGood, g, {}, evil.hv).ok());
+    REQUIRE(evil.hv->CreateDomain(kBystander, 16).ok());
+  }
+  ~Attack() {
+    evil.StopAll();
+    good.StopAll();
+    threads.reset();
+  }
+
+  // Sends one raw native request from the evil guest; returns its response.
+  SimCompletion Send(const void* slot, size_t size, uint64_t id) {
+    REQUIRE(evil.front->SubmitRaw(0, {static_cast<const uint8_t*>(slot), size}).ok());
+    for (int i = 0; i < 100; ++i) {
+      auto done = evil.front->Poll(0, std::chrono::milliseconds(100));
+      REQUIRE(done.ok());
+      for (auto& c : *done) {
+        if (c.id == id) return c;
+      }
+    }
+    FAIL("no response to request " << id);
+    return {};
+  }
+  SimCompletion Send(const blkif_request& r) { return Send(&r, sizeof r, r.id); }
+
+  // The other guest still gets correct service, and its disk holds only its data.
+  void GoodGuestStillServed() {
+    auto data = Pattern(16384, 77);
+    REQUIRE(*good.front->Write(0, 64, data) == BLKIF_RSP_OKAY);
+    std::vector<uint8_t> back(data.size());
+    REQUIRE(*good.front->Read(0, 64, back) == BLKIF_RSP_OKAY);
+    CHECK(back == data);
+    auto disk = good_disk->Snapshot();
+    std::vector<uint8_t> expect(kDiskBytes, 0);
+    std::memcpy(expect.data() + 64 * 512, data.data(), data.size());
+    CHECK(disk == expect);
+  }
+
+  // A valid data page of the evil guest, granted to the backend.
+  blkif_request_segment Page(bool read_only = false) {
+    auto p = evil.front->GrantScratchPage(read_only);
+    REQUIRE(p.ok());
+    return blkif_request_segment{p->first, 0, 7};
+  }
+};
+
+blkif_request Rw(uint8_t op, uint64_t id, uint64_t sector, std::initializer_list<blkif_request_segment> segs) {
+  blkif_request r;
+  std::memset(&r, 0, sizeof r);
+  r.operation = op;
+  r.id = id;
+  r.sector_number = sector;
+  r.nr_segments = static_cast<uint8_t>(segs.size());
+  size_t i = 0;
+  for (auto& s : segs) r.seg[i++] = s;
+  return r;
+}
+
+TEST_CASE("malicious: an unknown operation gets EOPNOTSUPP") {
+  Attack a;
+  auto r = Rw(BLKIF_OP_RESERVED_1, 1, 0, {a.Page()});
+  auto c = a.Send(r);
+  CHECK(c.status == BLKIF_RSP_EOPNOTSUPP);
+  CHECK(c.operation == BLKIF_OP_RESERVED_1);
+  r.operation = 200;
+  r.id = 2;
+  CHECK(a.Send(r).status == BLKIF_RSP_EOPNOTSUPP);
+  a.GoodGuestStillServed();
+}
+
+TEST_CASE("malicious: nr_segments out of range") {
+  Attack a;
+  auto r = Rw(BLKIF_OP_READ, 1, 0, {});
+  CHECK(a.Send(r).status == BLKIF_RSP_ERROR);  // 0 segments for a read
+  auto w = Rw(BLKIF_OP_WRITE, 2, 0, {a.Page()});
+  w.nr_segments = 12;
+  CHECK(a.Send(w).status == BLKIF_RSP_ERROR);
+  w.nr_segments = 255;
+  w.id = 3;
+  CHECK(a.Send(w).status == BLKIF_RSP_ERROR);
+  CHECK(a.evil_disk->counters().writes == 0);
+  a.GoodGuestStillServed();
+}
+
+TEST_CASE("malicious: segment sector bounds (first <= last <= 7)") {
+  Attack a;
+  auto seg = a.Page();
+  seg.first_sect = 3;
+  seg.last_sect = 2;
+  CHECK(a.Send(Rw(BLKIF_OP_WRITE, 1, 0, {seg})).status == BLKIF_RSP_ERROR);
+  seg.first_sect = 0;
+  seg.last_sect = 8;  // would run past the page
+  CHECK(a.Send(Rw(BLKIF_OP_READ, 2, 0, {seg})).status == BLKIF_RSP_ERROR);
+  CHECK(a.evil_disk->counters().writes + a.evil_disk->counters().reads == 0);
+  a.GoodGuestStillServed();
+}
+
+TEST_CASE("malicious: sector ranges outside the disk, with and without overflow") {
+  Attack a;
+  auto seg = a.Page();
+  CHECK(a.Send(Rw(BLKIF_OP_WRITE, 1, kDiskSectors - 4, {seg})).status == BLKIF_RSP_ERROR);
+  CHECK(a.Send(Rw(BLKIF_OP_READ, 2, kDiskSectors, {seg})).status == BLKIF_RSP_ERROR);
+  CHECK(a.Send(Rw(BLKIF_OP_WRITE, 3, UINT64_MAX - 3, {seg})).status == BLKIF_RSP_ERROR);
+  CHECK(a.Send(Rw(BLKIF_OP_WRITE, 4, UINT64_MAX / 512, {seg})).status == BLKIF_RSP_ERROR);
+  blkif_request_discard d;
+  std::memset(&d, 0, sizeof d);
+  d.operation = BLKIF_OP_DISCARD;
+  d.id = 5;
+  d.sector_number = 8;
+  d.nr_sectors = UINT64_MAX - 4;
+  CHECK(a.Send(&d, sizeof d, d.id).status == BLKIF_RSP_ERROR);
+  // The last sectors themselves are fine.
+  CHECK(a.Send(Rw(BLKIF_OP_WRITE, 6, kDiskSectors - 8, {seg})).status == BLKIF_RSP_OKAY);
+  CHECK(a.evil_disk->counters().discards == 0);
+  CHECK(a.evil_disk->counters().writes == 1);
+  a.GoodGuestStillServed();
+}
+
+TEST_CASE("malicious: writes to a read-only disk") {
+  blkif::RequestLimits ro;
+  ro.read_only = true;
+  Attack a(ro);
+  auto seg = a.Page();
+  CHECK(a.Send(Rw(BLKIF_OP_WRITE, 1, 0, {seg})).status == BLKIF_RSP_ERROR);
+  CHECK(a.Send(Rw(BLKIF_OP_WRITE_BARRIER, 2, 0, {seg})).status == BLKIF_RSP_ERROR);
+  CHECK(a.Send(Rw(BLKIF_OP_FLUSH_DISKCACHE, 3, 0, {seg})).status == BLKIF_RSP_ERROR);
+  blkif_request_discard d;
+  std::memset(&d, 0, sizeof d);
+  d.operation = BLKIF_OP_DISCARD;
+  d.id = 4;
+  d.nr_sectors = 8;
+  CHECK(a.Send(&d, sizeof d, d.id).status == BLKIF_RSP_ERROR);
+  CHECK(a.Send(Rw(BLKIF_OP_READ, 5, 0, {seg})).status == BLKIF_RSP_OKAY);
+  CHECK(a.evil_disk->counters().writes == 0);
+  CHECK(a.evil_disk->counters().discards == 0);
+  a.GoodGuestStillServed();
+}
+
+TEST_CASE("malicious: unusable grants fail the request") {
+  Attack a;
+  auto evil_seg = [&](xen::GrantRef ref) { return blkif_request_segment{ref, 0, 7}; };
+  // Never granted.
+  CHECK(a.Send(Rw(BLKIF_OP_WRITE, 1, 0, {evil_seg(9999)})).status == BLKIF_RSP_ERROR);
+  // Granted to another domain than the backend.
+  auto foreign = a.evil.front->GrantScratchPage(false, kBystander);
+  REQUIRE(foreign.ok());
+  CHECK(a.Send(Rw(BLKIF_OP_WRITE, 2, 0, {evil_seg(foreign->first)})).status == BLKIF_RSP_ERROR);
+  // The good guest's own grant used by the evil one (grant refs are per domain).
+  // (a reference number the evil guest never granted, valid in the good one's table)
+  Result<std::pair<xen::GrantRef, uint8_t*>> victim = Status::NotFound("");
+  for (int i = 0; i < 20; ++i) victim = a.good.front->GrantScratchPage(false);
+  REQUIRE(victim.ok());
+  std::memset(victim->second, 0x5a, 4096);
+  CHECK(a.Send(Rw(BLKIF_OP_WRITE, 3, 0, {evil_seg(victim->first)})).status == BLKIF_RSP_ERROR);
+  // Read-only grant as the target of a read (the backend would have to write it).
+  CHECK(a.Send(Rw(BLKIF_OP_READ, 4, 0, {a.Page(/*read_only=*/true)})).status == BLKIF_RSP_ERROR);
+  // A revoked grant.
+  auto page = a.evil.front->GrantScratchPage(false);
+  REQUIRE(a.evil.hv->EndAccess(kEvil, page->first).ok());
+  CHECK(a.Send(Rw(BLKIF_OP_READ, 5, 0, {evil_seg(page->first)})).status == BLKIF_RSP_ERROR);
+  // A request mixing one good and one bad segment fails as a whole.
+  CHECK(a.Send(Rw(BLKIF_OP_WRITE, 6, 0, {a.Page(), evil_seg(9998)})).status == BLKIF_RSP_ERROR);
+  CHECK(a.evil_disk->counters().writes == 0);
+  auto evil_disk = a.evil_disk->Snapshot();
+  CHECK(std::all_of(evil_disk.begin(), evil_disk.end(), [](uint8_t b) { return b == 0; }));
+  a.GoodGuestStillServed();
+}
+
+TEST_CASE("malicious: indirect requests") {
+  Attack a;
+  auto indirect = [&](uint64_t id, uint8_t op, uint16_t nseg, xen::GrantRef page) {
+    blkif_request_indirect r;
+    std::memset(&r, 0, sizeof r);
+    r.operation = BLKIF_OP_INDIRECT;
+    r.indirect_op = op;
+    r.nr_segments = nseg;
+    r.id = id;
+    r.indirect_grefs[0] = page;
+    return r;
+  };
+  auto ipage = a.evil.front->GrantScratchPage(true);
+  REQUIRE(ipage.ok());
+  auto* segs = reinterpret_cast<blkif_request_segment*>(ipage->second);
+  for (int i = 0; i < 16; ++i) segs[i] = a.Page();
+
+  auto ok = indirect(1, BLKIF_OP_WRITE, 16, ipage->first);
+  CHECK(a.Send(&ok, sizeof ok, ok.id).status == BLKIF_RSP_OKAY);
+  auto too_many = indirect(2, BLKIF_OP_WRITE, 257, ipage->first);
+  CHECK(a.Send(&too_many, sizeof too_many, too_many.id).status == BLKIF_RSP_ERROR);
+  auto zero = indirect(3, BLKIF_OP_READ, 0, ipage->first);
+  CHECK(a.Send(&zero, sizeof zero, zero.id).status == BLKIF_RSP_ERROR);
+  auto bad_op = indirect(4, BLKIF_OP_FLUSH_DISKCACHE, 1, ipage->first);
+  CHECK(a.Send(&bad_op, sizeof bad_op, bad_op.id).status == BLKIF_RSP_ERROR);
+  auto bad_page = indirect(5, BLKIF_OP_READ, 4, 9999);
+  CHECK(a.Send(&bad_page, sizeof bad_page, bad_page.id).status == BLKIF_RSP_ERROR);
+  auto foreign = a.evil.front->GrantScratchPage(true, kBystander);
+  auto foreign_page = indirect(6, BLKIF_OP_READ, 4, foreign->first);
+  CHECK(a.Send(&foreign_page, sizeof foreign_page, foreign_page.id).status == BLKIF_RSP_ERROR);
+  segs[9].last_sect = 9;  // one bad segment inside the indirect page
+  auto bad_seg = indirect(7, BLKIF_OP_WRITE, 16, ipage->first);
+  CHECK(a.Send(&bad_seg, sizeof bad_seg, bad_seg.id).status == BLKIF_RSP_ERROR);
+  CHECK(a.evil_disk->counters().writes == 1);
+  a.GoodGuestStillServed();
+}
+
+TEST_CASE("malicious: features not offered get EOPNOTSUPP") {
+  blkif::RequestLimits limits;
+  limits.discard = false;
+  limits.barrier = false;
+  limits.max_indirect_segments = 0;
+  Attack a(limits);
+  blkif_request_discard d;
+  std::memset(&d, 0, sizeof d);
+  d.operation = BLKIF_OP_DISCARD;
+  d.id = 1;
+  d.nr_sectors = 8;
+  CHECK(a.Send(&d, sizeof d, d.id).status == BLKIF_RSP_EOPNOTSUPP);
+  CHECK(a.Send(Rw(BLKIF_OP_WRITE_BARRIER, 2, 0, {})).status == BLKIF_RSP_EOPNOTSUPP);
+  blkif_request_indirect r;
+  std::memset(&r, 0, sizeof r);
+  r.operation = BLKIF_OP_INDIRECT;
+  r.indirect_op = BLKIF_OP_READ;
+  r.nr_segments = 1;
+  r.id = 3;
+  CHECK(a.Send(&r, sizeof r, r.id).status == BLKIF_RSP_EOPNOTSUPP);
+  a.GoodGuestStillServed();
+}
+
+TEST_CASE("malicious: a producer index more than a ring ahead breaks only that ring") {
+  Attack a;
+  REQUIRE(a.evil.front->ForceProducer(0, a.evil.front->ring_size() + 5).ok());
+  for (int i = 0; i < 200 && a.evil.broken_count() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(a.evil.broken_count() == 1);
+  CHECK(a.evil.broken[0].message().find("ring broken") != std::string::npos);
+  CHECK(a.evil_disk->counters().reads + a.evil_disk->counters().writes == 0);
+  a.GoodGuestStillServed();
+}
+
+TEST_CASE("malicious: a flood of invalid requests is answered and the ring stays usable") {
+  Attack a;
+  uint32_t slots = a.evil.front->ring_size();
+  for (int round = 0; round < 8; ++round) {
+    for (uint32_t i = 0; i < slots; ++i) {
+      auto r = Rw(BLKIF_OP_READ, 1000 + i, UINT64_MAX, {});
+      r.nr_segments = 200;
+      REQUIRE(a.evil.front->SubmitRaw(0, {reinterpret_cast<const uint8_t*>(&r), sizeof r}).ok());
+    }
+    size_t answered = 0;
+    for (int i = 0; i < 100 && answered < slots; ++i) {
+      auto done = a.evil.front->Poll(0, std::chrono::milliseconds(100));
+      REQUIRE(done.ok());
+      for (auto& c : *done) CHECK(c.status == BLKIF_RSP_ERROR);
+      answered += done->size();
+    }
+    REQUIRE(answered == slots);
+  }
+  CHECK(a.evil.workers[0]->counters().rejected == 8 * slots);
+  CHECK(a.evil.broken_count() == 0);
+  std::vector<uint8_t> buf(4096);
+  CHECK(*a.evil.front->Read(0, 0, buf) == BLKIF_RSP_OKAY);
+  a.GoodGuestStillServed();
+}
+
+}  // namespace
+}  // namespace tapmap::testing
