@@ -135,6 +135,17 @@ TEST_CASE("usage errors exit 2 and say what is wrong") {
   CHECK(Run({"vbd", "list", "--timeout", "0"}).exit_code == kExitUsage);
 }
 
+TEST_CASE("flags may precede the command words") {
+  TempDir dir;
+  std::string sock = dir.path() + "/none.sock";
+  auto r = Run({"--json", "--control", sock, "vbd", "list"});
+  CHECK(r.exit_code == kExitUnreachable);
+  CHECK(nlohmann::json::parse(r.out)["error"]["code"] == "unavailable");
+  CHECK(r.err.find(sock) != std::string::npos);
+  CHECK(Run({"--timeout=5", "vbd", "list", "--control", sock}).exit_code == kExitUnreachable);
+  CHECK(Run({"--control", sock}).exit_code == kExitUsage);  // flags but no command
+}
+
 TEST_CASE("--help prints usage on stdout and exits 0") {
   auto top = Run({"--help"});
   CHECK(top.exit_code == kExitOk);

@@ -111,7 +111,7 @@ TEST_CASE("block-tapmap passes read-only mode, absolute paths and the vbd3 layou
   ro.vdev = "xvdc";
   ro.devid = 51744;
   ro.writable = false;
-  ro.target = "golden@v1";
+  ro.target = "golden-v1";
   REQUIRE(ReplayDiskAdd(f.xs(), ro).ok());
   REQUIRE(f.Run(ro.backend_path(), "add") == 0);  // absolute XENBUS_PATH works too
 
@@ -125,7 +125,7 @@ TEST_CASE("block-tapmap passes read-only mode, absolute paths and the vbd3 layou
   auto requests = peer.requests();
   REQUIRE(requests.size() == 2);
   CHECK(requests[0]["mode"] == "r");
-  CHECK(requests[0]["volume"] == "golden@v1");
+  CHECK(requests[0]["volume"] == "golden-v1");
   CHECK(requests[0]["devid"] == 51744);
   CHECK(requests[1]["volume"] == "vm2");
   CHECK(requests[1]["layout"] == "vbd3");

@@ -108,18 +108,18 @@ TEST_CASE("volume commands create, copy, resize, list and delete volumes on maps
   CHECK(created["volume"]["kind"] == "base");
   CHECK(created["volume"]["read_only"] == false);
 
-  json snap = f.TapmapJson({"volume", "snapshot", "golden", "golden@v1"});
+  json snap = f.TapmapJson({"volume", "snapshot", "golden", "golden-v1"});
   CheckVolumeSchema(snap["volume"]);
   CHECK(snap["volume"]["kind"] == "snapshot");
   CHECK(snap["volume"]["read_only"] == true);
   CHECK(snap["volume"]["parent"] == "golden");
   CHECK(snap["volume"]["version_set"] == created["volume"]["version_set"]);
 
-  json clone = f.TapmapJson({"volume", "clone", "golden@v1", "vm1"});
+  json clone = f.TapmapJson({"volume", "clone", "golden-v1", "vm1"});
   CheckVolumeSchema(clone["volume"]);
   CHECK(clone["volume"]["kind"] == "clone");
   CHECK(clone["volume"]["read_only"] == false);
-  CHECK(clone["volume"]["parent"] == "golden@v1");
+  CHECK(clone["volume"]["parent"] == "golden-v1");
 
   json grown = f.TapmapJson({"volume", "resize", "vm1", "32M"});
   CHECK(grown["volume"]["size_bytes"] == 32 * 1024 * 1024);
@@ -137,7 +137,7 @@ TEST_CASE("volume commands create, copy, resize, list and delete volumes on maps
     names.push_back(v["name"]);
   }
   std::sort(names.begin(), names.end());
-  CHECK(names == std::vector<std::string>{"golden", "golden@v1", "vm1"});
+  CHECK(names == std::vector<std::string>{"golden", "golden-v1", "vm1"});
   const json& pool = list["pool"];
   for (const char* k : {"pool_bytes", "block_size", "total_blocks", "free_blocks", "reserved_blocks", "volumes",
                         "version_sets", "metadata_bytes"}) {
@@ -158,12 +158,12 @@ TEST_CASE("volume commands print aligned tables and one-line results for people"
   auto created = f.Tapmap({"volume", "create", "golden", "16M"});
   REQUIRE(created.exit_code == 0);
   CHECK(created.out == "created golden (16 MiB)\n");
-  REQUIRE(f.Tapmap({"volume", "snapshot", "golden", "golden@v1"}).exit_code == 0);
+  REQUIRE(f.Tapmap({"volume", "snapshot", "golden", "golden-v1"}).exit_code == 0);
   auto list = f.Tapmap({"volume", "list"});
   REQUIRE(list.exit_code == 0);
   INFO(list.out);
   CHECK(list.out.rfind("NAME", 0) == 0);
-  CHECK(list.out.find("golden@v1") != std::string::npos);
+  CHECK(list.out.find("golden-v1") != std::string::npos);
   CHECK(list.out.find("16 MiB") != std::string::npos);
   CHECK(list.out.find("pool: ") != std::string::npos);
   // Columns line up: "SIZE" ends where each size ends (right-aligned numbers).
@@ -171,7 +171,7 @@ TEST_CASE("volume commands print aligned tables and one-line results for people"
   size_t size_end = header.find("SIZE") + 4;
   size_t row_start = list.out.find("\ngolden ") + 1;
   CHECK(list.out.substr(row_start + size_end - 6, 6) == "16 MiB");
-  auto info = f.Tapmap({"volume", "info", "golden@v1"});
+  auto info = f.Tapmap({"volume", "info", "golden-v1"});
   REQUIRE(info.exit_code == 0);
   CHECK(info.out.find("kind") != std::string::npos);
   CHECK(info.out.find("snapshot") != std::string::npos);

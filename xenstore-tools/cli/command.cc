@@ -112,6 +112,43 @@ bool WantsJson(int argc, char** argv) {
   return false;
 }
 
+// argv with the flags that precede the command words moved after them. A flag whose
+// spec (in any command) takes a value also moves the word after it, unless written
+// "--name=value". "--help"/"-h" stay in front (they ask for the overview).
+std::vector<char*> MoveLeadingFlags(const std::vector<CommandSpec>& commands, int argc, char** argv) {
+  auto takes_value = [&](std::string_view name) {
+    for (const auto& spec : ConfigFileSpecs()) {
+      if (spec.name == name) return !spec.is_bool;
+    }
+    for (const auto& spec : GlobalSpecs()) {
+      if (spec.name == name) return !spec.is_bool;
+    }
+    for (const auto& c : commands) {
+      for (const auto& spec : c.flags) {
+        if (spec.name == name) return !spec.is_bool;
+      }
+    }
+    return false;
+  };
+  std::vector<char*> out(argv, argv + argc);
+  std::vector<char*> moved;
+  int i = 1;
+  while (i < argc) {
+    std::string_view a = argv[i];
+    if (a.size() < 3 || a.substr(0, 2) != "--" || a == "--help") break;
+    moved.push_back(argv[i]);
+    if (a.find('=') == std::string_view::npos && takes_value(a.substr(2)) && i + 1 < argc) {
+      moved.push_back(argv[++i]);
+    }
+    ++i;
+  }
+  if (moved.empty()) return out;
+  out.assign(argv, argv + 1);
+  out.insert(out.end(), argv + i, argv + argc);
+  out.insert(out.end(), moved.begin(), moved.end());
+  return out;
+}
+
 }  // namespace
 
 Invocation::Invocation(const CommandSpec& spec, const Options& options,
@@ -162,6 +199,12 @@ int RunCli(const std::vector<CommandSpec>& commands, int argc, char** argv, std:
     std::fprintf(err, "tapmap: %s\n%s", message.c_str(), hint.c_str());
     return static_cast<int>(kExitUsage);
   };
+
+  // Flags may also come before the command words ("tapmap --json volume list"): move
+  // them behind, so that argv reads FAMILY [VERB] ARGS... FLAGS...
+  std::vector<char*> reordered = MoveLeadingFlags(commands, argc, argv);
+  argc = static_cast<int>(reordered.size());
+  argv = reordered.data();
 
   if (argc < 2) return usage("no command given", OverviewHelp(commands));
   std::string family = argv[1];
