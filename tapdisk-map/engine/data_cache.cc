@@ -100,6 +100,23 @@ void DataCache::Invalidate(const BlockKey& key) {
   if (it != index_.end()) RemoveLocked(it->second);
 }
 
+void DataCache::Patch(const BlockKey& key, size_t offset, std::span<const uint8_t> data) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto p = pending_.find(key);
+  if (p != pending_.end()) p->second->overtaken = true;
+  auto it = index_.find(key);
+  if (it == index_.end()) return;
+  const BlockData& old = it->second->data;
+  if (offset > old->size() || data.size() > old->size() - offset) {
+    RemoveLocked(it->second);  // cannot patch what does not fit: forget the block
+    return;
+  }
+  auto patched = std::make_shared<pool::AlignedBuffer>(old->size());
+  std::memcpy(patched->data(), old->data(), old->size());
+  std::memcpy(patched->data() + offset, data.data(), data.size());
+  it->second->data = std::move(patched);
+}
+
 uint32_t DataCache::InsertLocked(const BlockKey& key, BlockData data, Queue queue) {
   uint32_t evicted = 0;
   while (index_.size() >= max_blocks_ && EvictLocked()) evicted++;

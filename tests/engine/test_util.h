@@ -1,5 +1,5 @@
-// Helpers shared by the engine tests: a temp directory, an io_context running on a
-// thread, and waiting for callback results with a generous deadline.
+// Helpers shared by the engine tests (TempDir comes from tests/support): an
+// io_context running on threads, and waiting for callback results with a generous deadline.
 #pragma once
 
 #include <stdlib.h>
@@ -16,25 +16,9 @@
 #include <thread>
 
 #include "common/status.h"
+#include "tests/support/child_process.h"
 
 namespace tapmap::testing {
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/tapmap-engine-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // An io_context with `threads` threads running it until destruction.
 class IoThreads {
