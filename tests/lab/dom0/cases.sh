@@ -88,31 +88,207 @@ lab_run_baseline() {
 }
 
 # ---- tapmap ------------------------------------------------------------------------
-lab_start_tapmap() {
-  # Start the daemons with the ExecStart lines of their installed units, as systemd would.
-  local unit cmd
-  mkdir -p /run/tapmap /var/lib/tapmap
-  for unit in mapserver tapdisk-map; do
-    cmd=$(sed -n 's/^ExecStart=//p' "/lib/systemd/system/$unit.service" 2>/dev/null | head -n 1)
-    [ -n "$cmd" ] || { echo "lab: no unit file for $unit"; return 1; }
-    echo "lab: starting $unit: $cmd"
-    setsid $cmd > "$LAB/$unit.log" 2>&1 &
-    echo $! > "$LAB/$unit.pid"
-    sleep 2
+TAPMAP_DISK() {  # $1 volume, $2 access (rw|ro): the xl disk line the README documents
+  echo "'vdev=xvda, access=$2, backendtype=phy, script=block-tapmap, target=$1'"
+}
+NBD_SOCK=/run/tapmap/nbd.sock
+
+lab_wait_console() {  # NAME PATTERN TIMEOUT: wait until the guest's console shows PATTERN
+  local log=$CONSOLE_DIR/guest-$1.log i
+  for i in $(seq 1 "$3"); do
+    tr -d '\r' < "$log" 2>/dev/null | grep -aq "$2" && return 0
+    sleep 1
   done
+  return 1
+}
+
+lab_unit_exec() {  # the ExecStart line of an installed unit
+  sed -n 's/^ExecStart=//p' "/lib/systemd/system/$1.service" 2>/dev/null | head -n 1
+}
+lab_start_unit() {  # start a daemon exactly as its unit would (RuntimeDirectory, ExecStart)
+  local cmd; cmd=$(lab_unit_exec "$1")
+  [ -n "$cmd" ] || { echo "lab: no unit file for $1"; return 1; }
+  mkdir -p /run/tapmap /var/lib/tapmap
+  setsid $cmd >> "$LAB/$1.log" 2>&1 < /dev/null &
+  echo $! > "$LAB/$1.pid"
+}
+lab_stop_unit() {  # SIGTERM as systemctl stop does, then wait
+  local pid; pid=$(cat "$LAB/$1.pid" 2>/dev/null) || return 0
+  kill -TERM "$pid" 2>/dev/null
+  for i in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.5; done
+  kill -KILL "$pid" 2>/dev/null
+}
+lab_wait_ready() {  # both daemons answer: `tapmap volume list && tapmap vbd list`
+  for i in $(seq 1 60); do
+    tapmap volume list >/dev/null 2>&1 && tapmap vbd list >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  echo "lab: daemons not ready:"; tail -20 "$LAB/mapserver.log" "$LAB/tapdisk-map.log"
+  return 1
+}
+lab_stat() {  # KEY → host-level counter from `tapmap stats --json`
+  tapmap stats --json | jq -r ".$1 // .stats.$1 // 0"
+}
+
+lab_setup_tapmap() {
+  mkdir -p /etc/tapmap /var/lib/tapmap
+  head -c 32 /dev/urandom | base64 > /etc/tapmap/secret; chmod 600 /etc/tapmap/secret
+  cat > /etc/tapmap/tapmap.conf <<CONF
+[mapserver]
+pool = /var/lib/tapmap/pool
+meta = /var/lib/tapmap/meta
+listen = unix:/run/tapmap/mapserver.sock
+
+[tapdisk-map]
+server = unix:/run/tapmap/mapserver.sock
+pool = /var/lib/tapmap/pool
+nbd = unix:$NBD_SOCK
+cache-size = 256M
+
+[tapmap]
+server = unix:/run/tapmap/mapserver.sock
+CONF
+  lsmod | grep -q '^xen_blkback' && rmmod xen_blkback
+  mapserver format --config /etc/tapmap/tapmap.conf --size 2G --block-size 64K || return 1
+  lab_start_unit mapserver && sleep 1 && lab_start_unit tapdisk-map || return 1
+  lab_wait_ready || return 1
+  tapmap volume create golden 256M || return 1
+  qemu-img convert -n -O raw "$LAB/known.img" "nbd+unix:///golden?socket=$NBD_SOCK" || return 1
+  tapmap volume snapshot golden golden-v1 || return 1
+  for v in vm-pv vm-pvh vm-big vm-attach vm-idle; do tapmap volume clone golden-v1 "$v" || return 1; done
+}
+
+case_tapmap_pv_read_write() {
+  local want ok=1; want=$(lab_md5_prefix "$LAB/known.img" 16)
+  lab_guest tm-pv pv 120 "$(TAPMAP_DISK vm-pv rw)" "lab_step=read-write lab_md5_mib=16 lab_seed=pv" || ok=0
+  [ "$(lab_guest_value tm-pv md5)" = "$want" ] || { ok=0; LAB_DETAIL="md5 mismatch"; }
+  LAB_DETAIL="${LAB_DETAIL:-read $(lab_guest_value tm-pv read_seconds)s boot $(lab_guest_value tm-pv boot_uptime)s}"
+  [ $ok = 1 ]
+}
+case_tapmap_pv_reboot() {   # the pattern written (and flushed) before survives a new boot
+  lab_guest tm-pv pv 120 "$(TAPMAP_DISK vm-pv rw)" "lab_step=verify-pattern lab_seed=pv"
+}
+case_tapmap_pvh_read_write() {
+  local want ok=1; want=$(lab_md5_prefix "$LAB/known.img" 16)
+  lab_guest tm-pvh pvh 150 "$(TAPMAP_DISK vm-pvh rw)" "lab_step=read-write lab_md5_mib=16 lab_seed=pvh" || ok=0
+  [ "$(lab_guest_value tm-pvh md5)" = "$want" ] || { ok=0; LAB_DETAIL="md5 mismatch"; }
+  LAB_DETAIL="${LAB_DETAIL:-read $(lab_guest_value tm-pvh read_seconds)s boot $(lab_guest_value tm-pvh boot_uptime)s}"
+  [ $ok = 1 ]
+}
+case_tapmap_pvh_reboot() {
+  lab_guest tm-pvh pvh 150 "$(TAPMAP_DISK vm-pvh rw)" "lab_step=verify-pattern lab_seed=pvh"
+}
+case_tapmap_big_io() {   # multi-page ring + indirect descriptors: 1 MiB requests
+  local ok=1
+  lab_guest tm-big pv 150 "$(TAPMAP_DISK vm-big rw)" "lab_step=big-io lab_ring_order=2" || ok=0
+  local kb; kb=$(lab_guest_value tm-big max_sectors_kb)
+  [ "${kb:-0}" -ge 512 ] || { ok=0; LAB_DETAIL="max_sectors_kb=$kb: no indirect descriptors"; }
+  LAB_DETAIL="${LAB_DETAIL:-$(lab_guest_value tm-big read_mib_per_s) MiB/s; $(lab_guest_value tm-big blkfront | tr ' ' '_')}"
+  [ $ok = 1 ]
+}
+case_tapmap_detach_reattach() {
+  local ok=1
+  lab_guest tm-att pv 180 "$(TAPMAP_DISK vm-attach rw)" "lab_step=reattach" &
+  local gpid=$!
+  if lab_wait_console tm-att 'LABGUEST detach_wait' 120; then
+    xl block-detach tm-att xvda || ok=0
+    sleep 3
+    xl block-attach tm-att "$(TAPMAP_DISK vm-attach rw | tr -d "'")" || ok=0
+  else ok=0; LAB_DETAIL="guest never reached the detach point"; fi
+  wait "$gpid" || ok=0
+  [ "$(lab_guest_value tm-att reattached)" = yes ] || ok=0
+  [ $ok = 1 ]
+}
+case_tapmap_restart_idle() {   # tapdisk-map restarted while the guest is idle
+  local ok=1
+  lab_guest tm-idle pv 180 "$(TAPMAP_DISK vm-idle rw)" "lab_step=idle-io lab_idle_s=25" &
+  local gpid=$!
+  if lab_wait_console tm-idle 'LABGUEST phase1_done' 120; then
+    lab_stop_unit tapdisk-map; lab_start_unit tapdisk-map
+  else ok=0; LAB_DETAIL="guest never became idle"; fi
+  wait "$gpid" || ok=0
+  [ $ok = 1 ]
+}
+case_tapmap_read_only() {
+  lab_guest tm-ro pv 120 "$(TAPMAP_DISK golden-v1 ro)" "lab_step=read-only lab_md5_mib=16"
+}
+
+# Boot storm: four guests at once mount the ext4 root of four clones of one golden
+# volume and read all of it; compare pool bytes read with one boot set.
+lab_storm_image() {
+  [ -f "$LAB/storm.img" ] && return 0
+  local d=$LAB/storm-root; rm -rf "$d"; mkdir -p "$d"
+  cp -a /usr/lib/x86_64-linux-gnu "$d/lib" 2>/dev/null
+  cp -a /usr/share/doc "$d/doc" 2>/dev/null
+  mkfs.ext4 -q -F -d "$d" "$LAB/storm.img" 384M
+  rm -rf "$d"
+}
+case_tapmap_boot_storm() {
+  local ok=1 n
+  for n in 1 2 3 4; do tapmap volume delete "storm-$n" >/dev/null 2>&1; tapmap volume clone storm-v1 "storm-$n" || ok=0; done
+  lab_stop_unit tapdisk-map; lab_start_unit tapdisk-map; lab_wait_ready || ok=0   # cold cache
+  local p0 l0; p0=$(lab_stat pool_bytes_read); l0=$(lab_stat logical_bytes_read)
+  for n in 1 2 3 4; do
+    lab_guest "tm-storm$n" pv 300 "$(TAPMAP_DISK storm-$n rw)" "lab_step=boot-storm" 192 &
+  done
+  wait || true
+  for n in 1 2 3 4; do grep -q 'result PASS' "$LAB/tm-storm$n.out" || ok=0; done
+  local p1 l1; p1=$(lab_stat pool_bytes_read); l1=$(lab_stat logical_bytes_read)
+  local pool=$((p1 - p0)) logical=$((l1 - l0))
+  LAB_DETAIL="pool_MiB=$((pool >> 20)) logical_MiB=$((logical >> 20)) pool/one_boot_set=$(awk -v p=$pool -v l=$logical 'BEGIN{printf "%.2f", (l>0)? p/(l/4) : -1}') storm_s=$(lab_guest_value tm-storm1 storm_seconds)"
+  # One boot set is a quarter of what the four guests read; allow metadata re-reads.
+  [ "$logical" -gt 0 ] && [ $((pool * 4)) -le $((logical * 3 / 2)) ] || ok=0
+  [ $ok = 1 ]
+}
+case_blkback_boot_storm() {
+  local ok=1 n devs=""
+  for n in 1 2 3 4; do cp "$LAB/storm.img" "$LAB/bb-storm$n.img"; done
+  for n in 1 2 3 4; do
+    local dev; dev=$(losetup -f --show "$LAB/bb-storm$n.img")
+    devs="$devs $dev"
+    lab_guest "bb-storm$n" pv 300 "'phy:$dev,xvda,w'" "lab_step=boot-storm" 192 &
+  done
+  wait || true
+  for n in 1 2 3 4; do grep -q 'result PASS' "$LAB/bb-storm$n.out" || ok=0; done
+  for d in $devs; do losetup -d "$d"; done
+  rm -f "$LAB"/bb-storm*.img
+  LAB_DETAIL="storm_s=$(lab_guest_value bb-storm1 storm_seconds) (4 private copies, no sharing)"
+  [ $ok = 1 ]
 }
 
 lab_run_suite() {
   lab_known_image "$LAB/known.img" 64
-  if [ -x /usr/bin/tapmap ] || [ -x /usr/sbin/tapdisk-map ]; then
-    lab_run_tapmap_cases "$1"
+  if ! command -v tapmap >/dev/null || ! command -v tapdisk-map >/dev/null; then
+    echo "LABRESULT tapmap-setup FAIL 0 tapmap-not-installed"
+  elif ! lab_setup_tapmap > "$LAB/setup.log" 2>&1; then
+    cat "$LAB/setup.log"; tail -20 "$LAB/mapserver.log" "$LAB/tapdisk-map.log" 2>/dev/null
+    echo "LABRESULT tapmap-setup FAIL 0 see-serial-log"
   else
-    echo "LABRESULT tapmap-cases FAIL 0 tapmap-not-installed"
+    echo "LABRESULT tapmap-setup PASS 0 -"
+    lab_case tapmap-pv-read-write case_tapmap_pv_read_write
+    lab_case tapmap-pv-reboot-persists case_tapmap_pv_reboot
+    lab_case tapmap-read-only case_tapmap_read_only
+    if [ "$1" = full ]; then
+      lab_case tapmap-pvh-read-write case_tapmap_pvh_read_write
+      lab_case tapmap-pvh-reboot-persists case_tapmap_pvh_reboot
+      lab_case tapmap-big-io-indirect case_tapmap_big_io
+      lab_case tapmap-detach-reattach case_tapmap_detach_reattach
+      lab_case tapmap-restart-while-idle case_tapmap_restart_idle
+      lab_storm_image
+      tapmap volume create storm-golden 384M >/dev/null \
+        && qemu-img convert -n -O raw "$LAB/storm.img" "nbd+unix:///storm-golden?socket=$NBD_SOCK" \
+        && tapmap volume snapshot storm-golden storm-v1 >/dev/null
+      lab_case tapmap-boot-storm-4 case_tapmap_boot_storm
+    fi
+    echo "LABSTATS $(tapmap stats --json 2>/dev/null | jq -c 'del(.volumes) // .' 2>/dev/null)"
+    lab_stop_unit tapdisk-map; lab_stop_unit mapserver
+    tail -5 "$LAB/tapdisk-map.log" | sed 's/^/LABLOG tapdisk-map: /'
   fi
-  lab_run_baseline
-}
-
-lab_run_tapmap_cases() {
-  # Filled in as tapdisk-map's blkif front end lands (issue: Xen lab).
-  echo "LABRESULT tapmap-cases FAIL 0 not-yet-implemented"
+  modprobe xen-blkback
+  lab_case blkback-pv-read-write case_blkback_read_write
+  if [ "$1" = full ]; then
+    lab_storm_image
+    lab_case blkback-boot-storm-4 case_blkback_boot_storm
+  fi
+  rmmod xen-blkback 2>/dev/null
 }
