@@ -1,0 +1,191 @@
+#include "tapdisk-map/control/control_server.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <filesystem>
+
+#include "tapdisk-map/util/await_callback.h"
+
+#ifndef TAPMAP_VERSION
+#define TAPMAP_VERSION "unknown"
+#endif
+
+namespace tapmap::control {
+
+namespace asio = boost::asio;
+using Socket = asio::local::stream_protocol::socket;
+using json = nlohmann::json;
+
+json ErrorResponse(const Status& status) {
+  return json{{"ok", false},
+              {"error", {{"code", std::string(StatusCodeName(status.code()))}, {"message", status.message()}}}};
+}
+
+namespace {
+
+json OkResponse(json result) {
+  json response = json::object();
+  response["ok"] = true;
+  if (result.is_object()) {
+    for (auto& [key, value] : result.items()) response[key] = value;
+  }
+  return response;
+}
+
+}  // namespace
+
+ControlServer::ControlServer(asio::io_context& io, ControlHandlers handlers, Logger log)
+    : io_(io), strand_(asio::make_strand(io)), handlers_(std::move(handlers)), log_(std::move(log)), acceptor_(strand_) {}
+
+ControlServer::~ControlServer() {
+  boost::system::error_code ec;
+  acceptor_.close(ec);
+  if (!path_.empty()) ::unlink(path_.c_str());
+}
+
+Status ControlServer::Listen(const std::string& path) {
+  std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  std::error_code fec;
+  if (!parent.empty() && !std::filesystem::exists(parent, fec)) {
+    std::filesystem::create_directories(parent, fec);
+    if (fec) return Status::IoError("create " + parent.string() + ": " + fec.message());
+    ::chmod(parent.c_str(), 0755);
+  }
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return Status::AlreadyExists(path + " exists and is not a socket");
+    ::unlink(path.c_str());
+  }
+  boost::system::error_code ec;
+  asio::local::stream_protocol::endpoint endpoint(path);
+  acceptor_.open(endpoint.protocol(), ec);
+  // Bind with a restrictive umask so the socket is never briefly world-accessible.
+  mode_t old_mask = ::umask(0177);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  ::umask(old_mask);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Status::IoError("control socket " + path + ": " + ec.message());
+  ::chmod(path.c_str(), 0600);
+  path_ = path;
+  log_.Infof("control socket at %s", path.c_str());
+  asio::co_spawn(strand_, [this]() { return AcceptLoop(); }, asio::detached);
+  return Status::Ok();
+}
+
+void ControlServer::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped_) return;
+    stopped_ = true;
+  }
+  asio::post(strand_, [this]() {
+    boost::system::error_code ec;
+    acceptor_.close(ec);
+    for (const auto& socket : sockets_) socket->close(ec);
+    sockets_.clear();
+    if (!path_.empty()) ::unlink(path_.c_str());
+    path_.clear();
+  });
+}
+
+asio::awaitable<void> ControlServer::AcceptLoop() {
+  for (;;) {
+    auto socket = std::make_shared<Socket>(strand_);
+    boost::system::error_code ec;
+    co_await acceptor_.async_accept(*socket, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == asio::error::operation_aborted) co_return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopped_) co_return;
+    }
+    if (ec) {
+      log_.Warnf("control accept failed: %s", ec.message().c_str());
+      continue;
+    }
+    sockets_.insert(socket);
+    asio::co_spawn(strand_, [this, socket]() { return Serve(socket); }, asio::detached);
+  }
+}
+
+asio::awaitable<void> ControlServer::Serve(std::shared_ptr<Socket> socket) {
+  asio::streambuf buffer(kMaxControlLineBytes + 1);
+  for (;;) {
+    boost::system::error_code ec;
+    size_t n = co_await asio::async_read_until(*socket, buffer, '\n', asio::redirect_error(asio::use_awaitable, ec));
+    bool close_after = false;
+    json response;
+    if (ec == asio::error::not_found) {
+      response = ErrorResponse(Status::InvalidArgument("request line longer than 64 KiB"));
+      close_after = true;
+    } else if (ec) {
+      break;  // client closed (or the server is stopping)
+    } else {
+      std::string line(asio::buffers_begin(buffer.data()), asio::buffers_begin(buffer.data()) + n - 1);
+      buffer.consume(n);
+      json request = json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (request.is_discarded() || !request.is_object()) {
+        response = ErrorResponse(Status::InvalidArgument("request is not a JSON object"));
+        close_after = true;
+      } else {
+        response = co_await AwaitCallback<json>([&](auto done) { Handle(request, std::move(done)); });
+      }
+    }
+    std::string out = response.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+    co_await asio::async_write(*socket, asio::buffer(out), asio::redirect_error(asio::use_awaitable, ec));
+    if (ec || close_after) break;
+  }
+  boost::system::error_code ignored;
+  socket->close(ignored);
+  sockets_.erase(socket);
+}
+
+void ControlServer::Handle(const json& request, std::function<void(json)> done) {
+  auto op_it = request.find("op");
+  if (op_it == request.end() || !op_it->is_string()) {
+    done(ErrorResponse(Status::InvalidArgument("missing \"op\" string")));
+    return;
+  }
+  const std::string op = op_it->get<std::string>();
+  try {
+    if (op == "ping") {
+      done(OkResponse({{"version", TAPMAP_VERSION}, {"pid", static_cast<int64_t>(::getpid())}}));
+    } else if (op == "stats") {
+      if (!handlers_.stats) {
+        done(ErrorResponse(Status::NotSupported("statistics are not available")));
+        return;
+      }
+      Result<json> stats = handlers_.stats();
+      done(stats.ok() ? OkResponse({{"stats", *stats}}) : ErrorResponse(stats.status()));
+    } else if (op == "nbd-list") {
+      json exports = handlers_.nbd_exports ? handlers_.nbd_exports() : json::array();
+      done(OkResponse({{"exports", exports}}));
+    } else if (op.starts_with("vbd-") &&
+               (op == "vbd-list" || op == "vbd-attach" || op == "vbd-detach" || op == "vbd-pause" ||
+                op == "vbd-resume")) {
+      if (!handlers_.vbd) {
+        done(ErrorResponse(Status::NotSupported(
+            op + ": Xen block serving is not enabled in this tapdisk-map (no blkif back end)")));
+        return;
+      }
+      handlers_.vbd(op, request, [done](Result<json> result) {
+        done(result.ok() ? OkResponse(std::move(*result)) : ErrorResponse(result.status()));
+      });
+    } else {
+      done(ErrorResponse(Status::InvalidArgument("unknown op '" + op + "'")));
+    }
+  } catch (const std::exception& e) {
+    // A handler choked on the request's JSON (wrong types): the caller's error.
+    done(ErrorResponse(Status::InvalidArgument(op + ": " + e.what())));
+  }
+}
+
+}  // namespace tapmap::control

@@ -1,0 +1,114 @@
+#include "tapdisk-map/control/vbd_requests.h"
+
+namespace tapmap::control {
+
+using json = nlohmann::json;
+
+namespace {
+
+Result<uint64_t> UintField(const json& request, const char* name, uint64_t max) {
+  auto it = request.find(name);
+  if (it == request.end() || !it->is_number_unsigned() || it->get<uint64_t>() > max) {
+    return Status::InvalidArgument(std::string("\"") + name + "\" must be an integer 0.." + std::to_string(max));
+  }
+  return it->get<uint64_t>();
+}
+
+}  // namespace
+
+Result<blkif::VbdKey> ParseVbdKey(const json& request) {
+  blkif::VbdKey key;
+  auto domid = UintField(request, "domid", 0x7fef);  // DOMID_FIRST_RESERVED - 1
+  if (!domid.ok()) return domid.status();
+  auto devid = UintField(request, "devid", UINT32_MAX);
+  if (!devid.ok()) return devid.status();
+  key.domid = static_cast<xen::DomainId>(*domid);
+  key.devid = static_cast<uint32_t>(*devid);
+  auto layout = request.find("layout");
+  if (layout != request.end()) {
+    if (!layout->is_string()) return Status::InvalidArgument("\"layout\" must be \"vbd\" or \"vbd3\"");
+    auto parsed = blkif::ParseLayout(layout->get<std::string>());
+    if (!parsed.ok()) return parsed.status();
+    key.layout = *parsed;
+  }
+  return key;
+}
+
+json VbdToJson(const blkif::VbdInfo& info) {
+  return json{{"domid", info.key.domid},
+              {"devid", info.key.devid},
+              {"layout", blkif::LayoutName(info.key.layout)},
+              {"volume", info.volume},
+              {"mode", info.read_only ? "r" : "w"},
+              {"backend_path", info.backend_path},
+              {"state", info.state},
+              {"paused", info.paused},
+              {"rings", info.rings},
+              {"protocol", info.protocol}};
+}
+
+std::function<void(const std::string&, const json&, JsonReply)> MakeVbdHandler(blkif::BackendManager& manager) {
+  return [&manager](const std::string& op, const json& request, JsonReply reply) {
+    if (op == "vbd-list") {
+      manager.List([reply](std::vector<blkif::VbdInfo> vbds) {
+        json list = json::array();
+        for (const auto& vbd : vbds) list.push_back(VbdToJson(vbd));
+        reply(json{{"vbds", list}});
+      });
+      return;
+    }
+    Result<blkif::VbdKey> key = ParseVbdKey(request);
+    if (!key.ok()) {
+      reply(key.status());
+      return;
+    }
+    auto status_reply = [reply](Status s) {
+      if (s.ok()) {
+        reply(json::object());
+      } else {
+        reply(s);
+      }
+    };
+    if (op == "vbd-attach") {
+      blkif::AttachSpec spec;
+      spec.key = *key;
+      auto volume = request.find("volume");
+      if (volume == request.end() || !volume->is_string() || volume->get<std::string>().empty()) {
+        reply(Status::InvalidArgument("\"volume\" must be a non-empty string"));
+        return;
+      }
+      spec.volume = volume->get<std::string>();
+      std::string mode = request.value("mode", std::string("w"));
+      if (mode != "r" && mode != "w") {
+        reply(Status::InvalidArgument("\"mode\" must be \"r\" or \"w\""));
+        return;
+      }
+      spec.read_only = mode == "r";
+      if (request.contains("sector_size")) {
+        auto sector = UintField(request, "sector_size", 4096);
+        if (!sector.ok() || (*sector != 512 && *sector != 4096)) {
+          reply(Status::InvalidArgument("\"sector_size\" must be 512 or 4096"));
+          return;
+        }
+        spec.sector_size = static_cast<uint32_t>(*sector);
+      }
+      manager.Attach(spec, [reply](Result<blkif::VbdInfo> info) {
+        if (info.ok()) {
+          reply(json{{"vbd", VbdToJson(*info)}});
+        } else {
+          reply(info.status());
+        }
+      });
+    } else if (op == "vbd-detach") {
+      manager.Detach(*key, status_reply);
+    } else if (op == "vbd-pause") {
+      manager.Pause(*key, status_reply);
+    } else if (op == "vbd-resume") {
+      manager.Resume(*key, status_reply);
+    } else {
+      reply(Status::InvalidArgument("unknown op '" + op + "'"));
+    }
+  };
+}
+
+}  // namespace tapmap::control
