@@ -1,5 +1,6 @@
 #include "tapdisk-map/blkif/request_validator.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/units.h"
@@ -7,6 +8,11 @@
 namespace tapmap::blkif {
 
 namespace {
+
+// Sector counts whose byte value still fits in uint64_t.
+constexpr uint64_t kMaxSectors = UINT64_MAX >> kSectorShift;
+
+uint64_t DiskSectors(const RequestLimits& limits) { return std::min(limits.sectors, kMaxSectors); }
 
 Rejection Reject(const RingRequest& r, std::string reason, int16_t status = BLKIF_RSP_ERROR) {
   return Rejection{r.id, r.operation, status, std::move(reason)};
@@ -25,7 +31,7 @@ std::variant<BlkifIo, Rejection> CheckData(const RingRequest& r, const RequestLi
     }
     sectors += uint64_t{s.last_sect} - s.first_sect + 1;
   }
-  if (!RangeWithin(r.sector_number, sectors, limits.sectors)) {
+  if (!RangeWithin(r.sector_number, sectors, DiskSectors(limits))) {
     return Reject(r, "sectors " + std::to_string(r.sector_number) + "+" + std::to_string(sectors) +
                          " beyond the disk's " + std::to_string(limits.sectors));
   }
@@ -79,7 +85,7 @@ std::variant<BlkifIo, Rejection> ValidateRequest(const RingRequest& r, const Req
     case BLKIF_OP_DISCARD: {
       if (!limits.discard) return Reject(r, "discard not offered", BLKIF_RSP_EOPNOTSUPP);
       if (limits.read_only) return Reject(r, "discard on a read-only disk");
-      if (!RangeWithin(r.sector_number, r.nr_sectors, limits.sectors)) {
+      if (!RangeWithin(r.sector_number, r.nr_sectors, DiskSectors(limits))) {
         return Reject(r, "discard of sectors " + std::to_string(r.sector_number) + "+" +
                              std::to_string(r.nr_sectors) + " beyond the disk's " +
                              std::to_string(limits.sectors));
