@@ -10,7 +10,13 @@ std::string ListenAddress::ToString() const {
   return "tcp:" + host + ":" + std::to_string(port);
 }
 
-Result<ListenAddress> ParseListenAddress(std::string_view text) {
+std::string ListenAddress::ToKjAddress() const {
+  if (kind == Kind::kUnix) return "unix:" + path;
+  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+Result<ListenAddress> ParseListenAddress(std::string_view text, bool allow_port_zero) {
   auto bad = [&](std::string_view why) {
     return Status::InvalidArgument("bad address '" + std::string(text) + "': " + std::string(why) +
                                    " (expected unix:PATH or tcp:HOST:PORT)");
@@ -26,20 +32,27 @@ Result<ListenAddress> ParseListenAddress(std::string_view text) {
   }
   if (!text.starts_with("tcp:")) return bad("unknown scheme");
   std::string_view rest = text.substr(4);
-  size_t colon = rest.rfind(':');
-  if (colon == std::string_view::npos) return bad("missing port");
-  std::string_view host = rest.substr(0, colon);
-  std::string_view port_text = rest.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  } else if (host.find(':') != std::string_view::npos) {
-    return bad("IPv6 hosts must be in brackets");
+  std::string_view host, port_text;
+  if (rest.starts_with("[")) {
+    size_t close = rest.find(']');
+    if (close == std::string_view::npos) return bad("unclosed '['");
+    host = rest.substr(1, close - 1);
+    rest = rest.substr(close + 1);
+    if (!rest.starts_with(":")) return bad("expected ':PORT' after ']'");
+    port_text = rest.substr(1);
+  } else {
+    size_t colon = rest.rfind(':');
+    if (colon == std::string_view::npos) return bad("missing port");
+    host = rest.substr(0, colon);
+    if (host.find(':') != std::string_view::npos) return bad("IPv6 hosts must be in brackets");
+    port_text = rest.substr(colon + 1);
   }
   if (host.empty()) return bad("empty host");
   unsigned port = 0;
   auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 || port > 65535) {
-    return bad("port must be 1..65535");
+  if (port_text.empty() || ec != std::errc() || end != port_text.data() + port_text.size() ||
+      port > 65535 || (port == 0 && !allow_port_zero)) {
+    return bad(allow_port_zero ? "port must be 0..65535" : "port must be 1..65535");
   }
   address.kind = ListenAddress::Kind::kTcp;
   address.host = std::string(host);

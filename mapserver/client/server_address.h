@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/listen_address.h"
 #include "common/status.h"
 
 namespace tapmap::mapserver {
@@ -19,22 +20,12 @@ namespace tapmap::mapserver {
 // Default address of the server on a host when nothing else is configured.
 inline constexpr std::string_view kDefaultServerAddress = "unix:/run/tapmap/mapserver.sock";
 
-struct ServerAddress {
-  enum class Kind : uint8_t { kUnix, kTcp };
+// A mapserver address is a common ListenAddress; port 0 is accepted (a listener on
+// "any free port" whose real port the server reports).
+using ServerAddress = ListenAddress;
 
-  Kind kind = Kind::kUnix;
-  std::string path;  // kUnix: socket path (absolute or relative), non-empty
-  std::string host;  // kTcp: host name or address, without brackets
-  uint16_t port = 0; // kTcp: 0..65535 (0 = any free port; only useful to listen)
-
-  // The canonical text form ("unix:/path", "tcp:host:port", "tcp:[v6]:port").
-  std::string ToString() const;
-  // The form kj::Network::parseAddress() accepts for this address.
-  std::string ToKjAddress() const;
-};
-
-// Parses the text form above. Errors (kInvalidArgument) name the bad text: unknown
-// scheme, empty path, missing or out-of-range port, empty host.
-Result<ServerAddress> ParseServerAddress(std::string_view text);
+inline Result<ServerAddress> ParseServerAddress(std::string_view text) {
+  return ParseListenAddress(text, /*allow_port_zero=*/true);
+}
 
 }  // namespace tapmap::mapserver
