@@ -1,0 +1,257 @@
+// tapdisk-map: the per-host block daemon of tapmap. It opens volumes through the
+// engine (mapping client + data cache keyed by physical block + direct pool I/O) and
+// serves them to guests over Xen blkif rings and to anything else over NBD, with a
+// local control socket (control/PROTOCOL.md) and optional Prometheus metrics.
+//
+//   tapdisk-map --pool /dev/vg/pool --server tcp:mapserver:7000 --nbd unix:/run/tapmap/nbd.sock
+//
+// Settings come from /etc/tapmap/tapmap.conf (section [tapdisk-map]) and the flags below.
+// SIGTERM/SIGINT: stop accepting, finish and answer in-flight requests, commit what is
+// pending on every volume (the engine's final flush), exit 0.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/listen_address.h"
+#include "common/logging.h"
+#include "common/options.h"
+#include "common/units.h"
+#include "tapdisk-map/blkif/backend_manager.h"
+#include "tapdisk-map/control/control_server.h"
+#include "tapdisk-map/control/metrics_server.h"
+#include "tapdisk-map/control/vbd_requests.h"
+#include "tapdisk-map/engine/engine.h"
+#include "tapdisk-map/nbd/export_catalog.h"
+#include "tapdisk-map/nbd/server.h"
+#include "tapdisk-map/xen/real_platform.h"
+
+namespace tapmap {
+namespace {
+
+std::vector<OptionSpec> Specs() {
+  return {
+      {"config", "/etc/tapmap/tapmap.conf", "config file ([tapdisk-map] section)"},
+      {"server", "unix:/run/tapmap/mapserver.sock", "mapserver address: unix:PATH or tcp:HOST:PORT"},
+      {"pool", "", "the storage pool (file or block device) shared with the mapserver"},
+      {"cache-size", "", "data cache size, e.g. 4G (default: 1/8 of memory, at least 64M)"},
+      {"control", "/run/tapmap/tapdisk-map.sock", "control socket path"},
+      {"nbd", "", "NBD listen addresses: unix:PATH or tcp:HOST:PORT (repeatable or comma list)"},
+      {"secret-file", "/etc/tapmap/secret", "file holding the shared secret for the mapserver"},
+      {"host-name", "", "name this host logs in with (default: the system host name)"},
+      {"metrics", "", "Prometheus endpoint: unix:PATH or tcp:HOST:PORT (GET /metrics)"},
+      {"xen", "auto", "serve Xen blkif rings: on, off, or auto (on when running in a Xen dom0)"},
+      {"pool-io", "auto", "pool I/O back end: auto, io_uring or threads"},
+      {"threads", "2", "I/O threads running the event loop"},
+      {"log-level", "info", "debug, info, warning or error"},
+  };
+}
+
+// Collects every --nbd value (it may be repeated; Options keeps only the last) and
+// removes them from argv. Returns the comma-joined list.
+std::string TakeRepeatedFlag(const char* flag, int* argc, char** argv) {
+  std::string joined;
+  std::string name = std::string("--") + flag;
+  int out = 1;
+  for (int i = 1; i < *argc; ++i) {
+    std::string_view arg = argv[i];
+    std::optional<std::string> value;
+    if (arg == name && i + 1 < *argc) {
+      value = argv[++i];
+    } else if (arg.starts_with(name + "=")) {
+      value = std::string(arg.substr(name.size() + 1));
+    } else if (arg == "--") {
+      for (; i < *argc; ++i) argv[out++] = argv[i];
+      break;
+    }
+    if (value) {
+      if (!joined.empty()) joined += ",";
+      joined += *value;
+    } else {
+      argv[out++] = argv[i];
+    }
+  }
+  *argc = out;
+  return joined;
+}
+
+bool XenBlkbackLoaded() {
+  struct stat st {};
+  return ::stat("/sys/module/xen_blkback", &st) == 0;
+}
+
+int Fail(const Logger& log, const std::string& message) {
+  log.Errorf("%s", message.c_str());
+  return 1;
+}
+
+int Run(int argc, char** argv) {
+  Options options("tapdisk-map", Specs());
+  std::string nbd_flags = TakeRepeatedFlag("nbd", &argc, argv);
+  // --config must be known before the file is read; flags then override the file.
+  Options probe("tapdisk-map", Specs());
+  if (Status s = probe.ParseArgs(argc, argv); !s.ok()) {
+    std::fprintf(stderr, "tapdisk-map: %s\n", s.ToString().c_str());
+    return 2;
+  }
+  if (probe.help_requested()) {
+    std::printf("usage: tapdisk-map [flags]\n%s", options.FlagHelp().c_str());
+    return 0;
+  }
+  const std::string config = probe.Get("config");
+  const bool config_explicit = config != "/etc/tapmap/tapmap.conf";
+  if (Status s = options.LoadFile(config, !config_explicit); !s.ok()) {
+    std::fprintf(stderr, "tapdisk-map: %s\n", s.ToString().c_str());
+    return 2;
+  }
+  if (Status s = options.ParseArgs(argc, argv); !s.ok()) {
+    std::fprintf(stderr, "tapdisk-map: %s\n", s.ToString().c_str());
+    return 2;
+  }
+  if (!nbd_flags.empty()) options.Set("nbd", nbd_flags);
+
+  LogLevel level = LogLevel::kInfo;
+  if (!ParseLogLevel(options.Get("log-level"), &level)) {
+    std::fprintf(stderr, "tapdisk-map: bad --log-level '%s'\n", options.Get("log-level").c_str());
+    return 2;
+  }
+  Logger log("tapdisk-map", level);
+
+  // ---- settings
+  engine::EngineOptions engine_options;
+  engine_options.server = options.Get("server");
+  engine_options.pool_path = options.Get("pool");
+  engine_options.secret_file = options.Get("secret-file");
+  engine_options.host = options.Get("host-name");
+  if (engine_options.pool_path.empty()) return Fail(log, "--pool is required");
+  if (options.Has("cache-size") && !options.Get("cache-size").empty()) {
+    auto size = options.GetSize("cache-size");
+    if (!size.ok()) return Fail(log, size.status().ToString());
+    engine_options.cache_size_bytes = *size;
+  }
+  const std::string& pool_io = options.Get("pool-io");
+  if (pool_io == "io_uring") engine_options.pool_io = pool::PoolIoKind::kUring;
+  else if (pool_io == "threads") engine_options.pool_io = pool::PoolIoKind::kThreads;
+  else if (pool_io != "auto") return Fail(log, "--pool-io must be auto, io_uring or threads");
+  auto threads = options.GetUint("threads");
+  if (!threads.ok() || *threads == 0 || *threads > 64) return Fail(log, "--threads must be 1..64");
+
+  std::vector<ListenAddress> nbd_addresses;
+  if (!options.Get("nbd").empty()) {
+    auto parsed = ParseListenAddressList(options.Get("nbd"));
+    if (!parsed.ok()) return Fail(log, "--nbd: " + parsed.status().ToString());
+    nbd_addresses = std::move(*parsed);
+  }
+  std::optional<ListenAddress> metrics_address;
+  if (!options.Get("metrics").empty()) {
+    auto parsed = ParseListenAddress(options.Get("metrics"));
+    if (!parsed.ok()) return Fail(log, "--metrics: " + parsed.status().ToString());
+    metrics_address = *parsed;
+  }
+  const std::string& xen_mode = options.Get("xen");
+  if (xen_mode != "on" && xen_mode != "off" && xen_mode != "auto") return Fail(log, "--xen must be on, off or auto");
+
+  // ---- engine
+  boost::asio::io_context io;
+  auto engine = engine::Engine::Create(io, engine_options, log.WithContext("layer", "engine"));
+  if (!engine.ok()) return Fail(log, "engine: " + engine.status().ToString());
+
+  // ---- Xen back end
+  std::optional<xen::XenPlatform> platform;
+  std::unique_ptr<blkif::BackendManager> vbds;
+  if (xen_mode != "off") {
+    auto opened = xen::OpenRealXenPlatform(log.WithContext("layer", "xen"));
+    if (!opened.ok()) {
+      if (xen_mode == "on") return Fail(log, "--xen on: " + opened.status().ToString());
+      log.Infof("Xen serving off: %s", opened.status().message().c_str());
+    } else if (XenBlkbackLoaded()) {
+      return Fail(log, "the kernel's xen_blkback module is loaded: it would race tapdisk-map for the "
+                       "same vbd backends. Unload it (modprobe -r xen_blkback) or run with --xen off.");
+    } else {
+      platform.emplace(std::move(*opened));
+      vbds = std::make_unique<blkif::BackendManager>(io, *platform, **engine, blkif::BackendOptions{},
+                                                     log.WithContext("layer", "blkif"));
+      if (Status s = vbds->Start(); !s.ok()) return Fail(log, "blkif: " + s.ToString());
+    }
+  }
+
+  // ---- NBD
+  nbd::VolumeExports exports(**engine);
+  nbd::NbdServerOptions nbd_options;
+  nbd_options.connection.handshake.max_request_bytes = nbd_options.connection.transmission.max_request_bytes;
+  nbd::NbdServer nbd_server(io, exports, nbd_options, log.WithContext("layer", "nbd"));
+  for (const auto& address : nbd_addresses) {
+    if (Status s = nbd_server.Listen(address); !s.ok()) return Fail(log, "nbd: " + s.ToString());
+  }
+
+  // ---- control socket and metrics
+  engine::Engine* engine_ptr = engine->get();
+  control::ControlHandlers handlers;
+  handlers.stats = [engine_ptr]() -> Result<nlohmann::json> { return engine::StatsToJson(engine_ptr->Stats()); };
+  handlers.nbd_exports = [&nbd_server]() {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& listener : nbd_server.Describe()) {
+      list.push_back({{"address", listener.address},
+                      {"volumes_open", listener.volumes_open},
+                      {"connections", listener.connections}});
+    }
+    return list;
+  };
+  if (vbds) handlers.vbd = control::MakeVbdHandler(*vbds);
+  control::ControlServer control_server(io, std::move(handlers), log.WithContext("layer", "control"));
+  if (Status s = control_server.Listen(options.Get("control")); !s.ok()) return Fail(log, s.ToString());
+  std::unique_ptr<control::MetricsServer> metrics;
+  if (metrics_address) {
+    metrics = std::make_unique<control::MetricsServer>(
+        io, [engine_ptr]() { return engine::StatsToPrometheus(engine_ptr->Stats()); },
+        log.WithContext("layer", "metrics"));
+    if (Status s = metrics->Listen(*metrics_address); !s.ok()) return Fail(log, s.ToString());
+  }
+
+  // ---- orderly shutdown
+  boost::asio::signal_set signals(io, SIGTERM, SIGINT);
+  bool stopping = false;
+  signals.async_wait([&](boost::system::error_code ec, int signal) {
+    if (ec || stopping) return;
+    stopping = true;
+    log.Infof("signal %d: stopping (answering in-flight requests, committing pending writes)", signal);
+    control_server.Stop();
+    if (metrics) metrics->Stop();
+    nbd_server.Stop([&]() {
+      auto finish_engine = [&]() {
+        engine_ptr->Shutdown([&]() {
+          log.Infof("all volumes committed and closed; exiting");
+          io.stop();
+        });
+      };
+      if (vbds) {
+        vbds->Stop(finish_engine);
+      } else {
+        finish_engine();
+      }
+    });
+  });
+  ::signal(SIGPIPE, SIG_IGN);
+
+  log.Infof("tapdisk-map running: pool=%s server=%s nbd=%s control=%s xen=%s", engine_options.pool_path.c_str(),
+            engine_options.server.c_str(), options.Get("nbd").empty() ? "-" : options.Get("nbd").c_str(),
+            options.Get("control").c_str(), vbds ? "on" : "off");
+  std::vector<std::thread> workers;
+  for (uint64_t i = 1; i < *threads; ++i) workers.emplace_back([&io]() { io.run(); });
+  io.run();
+  for (auto& worker : workers) worker.join();
+  return 0;
+}
+
+}  // namespace
+}  // namespace tapmap
+
+int main(int argc, char** argv) { return tapmap::Run(argc, argv); }
