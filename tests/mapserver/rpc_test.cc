@@ -42,7 +42,8 @@ void Create(RpcFixture& f, proto::Session::Client session, const std::string& na
   auto req = session.createRequest();
   req.setName(name);
   req.setSizeBytes(size);
-  auto info = req.send().wait(f.ws()).getInfo();
+  auto info_response = req.send().wait(f.ws());
+  auto info = info_response.getInfo();
   CHECK(info.getName() == name);
   CHECK(info.getSizeBytes() == size);
 }
@@ -170,7 +171,8 @@ TEST_CASE("Admin calls: create info list poolStats and their errors", "[rpc]") {
 
   auto info_req = s.infoRequest();
   info_req.setName("gold");
-  auto info = info_req.send().wait(f.ws()).getInfo();
+  auto info_response = info_req.send().wait(f.ws());
+  auto info = info_response.getInfo();
   CHECK(info.getKind() == proto::VolumeInfo::Kind::BASE);
   CHECK_FALSE(info.getReadOnly());
   CHECK(info.getOpeners() == 0);
@@ -179,14 +181,16 @@ TEST_CASE("Admin calls: create info list poolStats and their errors", "[rpc]") {
   CHECK(StatusOf(missing.send(), f.ws()).code() == StatusCode::kNotFound);
 
   REQUIRE(CopyStatus(f, s, true, "gold", "gold-snap").ok());
-  auto list = s.listRequest().send().wait(f.ws()).getVolumes();
+  auto list_response = s.listRequest().send().wait(f.ws());
+  auto list = list_response.getVolumes();
   REQUIRE(list.size() == 2);
   CHECK(list[1].getName() == "gold-snap");
   CHECK(list[1].getKind() == proto::VolumeInfo::Kind::SNAPSHOT);
   CHECK(list[1].getParent() == "gold");
   CHECK(list[1].getVersionSet() == list[0].getVersionSet());
 
-  auto stats = s.poolStatsRequest().send().wait(f.ws()).getStats();
+  auto stats_response = s.poolStatsRequest().send().wait(f.ws());
+  auto stats = stats_response.getStats();
   CHECK(stats.getBlockSize() == kBs);
   CHECK(stats.getTotalBlocks() == 4096);
   CHECK(stats.getFreeBlocks() == 4096);
@@ -212,7 +216,8 @@ TEST_CASE("One writer per volume and read-only openers", "[rpc]") {
   auto r = Open(f, c2->session(), "v", proto::OpenMode::READ_ONLY);
   auto info_req = c1->session().infoRequest();
   info_req.setName("v");
-  auto info = info_req.send().wait(f.ws()).getInfo();
+  auto info_response = info_req.send().wait(f.ws());
+  auto info = info_response.getInfo();
   CHECK(info.getOpeners() == 2);
   CHECK(info.getWriter() == "h1");
 
@@ -369,7 +374,8 @@ TEST_CASE("Resize tells openers; shrink recalls the cut-off part first", "[rpc]"
   shrink.setName("v");
   shrink.setSizeBytes(32 * kBs);
   shrink.setAllowShrink(true);
-  auto info = shrink.send().wait(f.ws()).getInfo();
+  auto info_response = shrink.send().wait(f.ws());
+  auto info = info_response.getInfo();
   CHECK(info.getMappedBytes() == 32 * kBs);
   REQUIRE(w.log->recalls.size() == 1);
   CHECK(w.log->recalls[0].reason == proto::RecallReason::RESIZE);
@@ -422,7 +428,8 @@ TEST_CASE("Version sets over RPC: clone of a clone of a snapshot and deletes ret
     REQUIRE(CommitStatus(f, v.volume, e).ok());
     auto info_req = s.infoRequest();
     info_req.setName("c2");
-    auto info = info_req.send().wait(f.ws()).getInfo();
+    auto info_response = info_req.send().wait(f.ws());
+    auto info = info_response.getInfo();
     CHECK(info.getMappedBytes() == 256 * kBs);
     CHECK(info.getExclusiveBytes() == 8 * kBs);
     CHECK(info.getSharedBytes() == 248 * kBs);
