@@ -49,6 +49,17 @@ std::vector<ByteRange> Coalesce(const std::vector<uint64_t>& block_starts, uint6
   return out;
 }
 
+// Requests must lie within the volume; its last block may be partial.
+std::vector<ByteRange> ClipToSize(std::vector<ByteRange> ranges, uint64_t size) {
+  std::vector<ByteRange> out;
+  for (ByteRange r : ranges) {
+    if (r.offset >= size) continue;
+    r.length = std::min(r.length, size - r.offset);
+    out.push_back(r);
+  }
+  return out;
+}
+
 // Merges per-block extents that continue each other (logically and physically, one
 // generation) so a commit carries few extents.
 std::vector<Extent> MergeExtents(const std::vector<Extent>& blocks) {
@@ -163,17 +174,29 @@ bool Volume::Cacheable(const Extent& e) const {
 // Maps
 
 void Volume::EnsureMapped(uint64_t offset, uint64_t length, std::function<void(Status)> done) {
+  EnsureMappedFrom(offset, length, 0, std::move(done));
+}
+
+void Volume::EnsureMappedFrom(uint64_t offset, uint64_t length, int fetches, std::function<void(Status)> done) {
   auto missing = map_.FirstMissing(offset, length);
   if (!missing) return done(Status::Ok());
+  // Each fetch maps at least the first missing block unless a recall or reconnection
+  // intervened; a bound stops a server answering short of the range from looping us.
+  const int max_fetches = 64 + static_cast<int>(length / ctx_.map_readahead_bytes);
+  if (fetches >= max_fetches) {
+    return done(Status::Unavailable("map of " + name_ + " at " + std::to_string(missing->offset) +
+                                    " keeps missing after " + std::to_string(fetches) + " fetches"));
+  }
   auto self = shared_from_this();
-  FetchMap(*missing, [self, offset, length, done](Status s) {
+  FetchMap(*missing, [self, offset, length, fetches, done](Status s) {
     if (!s.ok()) return done(s);
-    self->EnsureMapped(offset, length, done);  // the next gap, or a re-fetch after a recall
+    self->EnsureMappedFrom(offset, length, fetches + 1, done);  // the next gap, or a re-fetch
   });
 }
 
 void Volume::FetchMap(const ByteRange& missing, std::function<void(Status)> done) {
   std::shared_ptr<MapFetch> fetch;
+  bool out_of_range = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& f : fetches_) {
@@ -184,15 +207,23 @@ void Volume::FetchMap(const ByteRange& missing, std::function<void(Status)> done
     }
     // Read-ahead: the aligned window of map_readahead_bytes around the miss, but
     // at least the missing range itself, within the volume.
-    uint64_t size = AlignUp(size_bytes_.load(), ctx_.block_size);
+    // The request must lie within the volume (whose size need not be a multiple of
+    // the block size); the server rounds it out to whole blocks.
+    uint64_t size = size_bytes_.load();
     uint64_t start = AlignDown(missing.offset, ctx_.map_readahead_bytes);
-    uint64_t end = std::max(start + ctx_.map_readahead_bytes, missing.end());
-    end = std::min(end, std::max(size, missing.end()));
-    if (start < missing.offset && end <= missing.offset) start = missing.offset;
-    fetch = std::make_shared<MapFetch>();
-    fetch->window = ByteRange{start, end - start};
-    fetch->waiters.push_back(std::move(done));
-    fetches_.push_back(fetch);
+    uint64_t end = std::min(std::max(start + ctx_.map_readahead_bytes, missing.end()), size);
+    if (end <= missing.offset) {
+      out_of_range = true;
+    } else {
+      fetch = std::make_shared<MapFetch>();
+      fetch->window = ByteRange{start, end - start};
+      fetch->waiters.push_back(std::move(done));
+      fetches_.push_back(fetch);
+    }
+  }
+  if (out_of_range) {
+    // The volume shrank under the request.
+    return done(Status::InvalidArgument("range at " + std::to_string(missing.offset) + " is beyond the end of " + name_));
   }
   Count(&IoCounters::map_fetches, 1);
   uint64_t epoch = map_.epoch();
@@ -425,7 +456,7 @@ void Volume::PlanWrite(std::shared_ptr<WriteOp> op) {
   }
   if (cow_blocks.empty()) return ExecuteWrite(op);
 
-  std::vector<ByteRange> ranges = Coalesce(cow_blocks, bs);
+  std::vector<ByteRange> ranges = ClipToSize(Coalesce(cow_blocks, bs), size_bytes_.load());
   if (ranges.size() > kMaxRangesPerCall) {
     op->join.Add(1);
     op->join.Done(Status::InvalidArgument("write spans too many ranges"));
@@ -662,7 +693,7 @@ void Volume::Reprepare(std::vector<uint64_t> blocks, std::function<void(Status)>
       auto p = self->pending_.find(block);
       if (p == self->pending_.end() || !p->second.needs_prepare) return next(Status::Ok());
     }
-    self->remote_->PrepareWrite({ByteRange{block, bs}}, [self, block, bs, next](Result<std::vector<Extent>> r) mutable {
+    self->remote_->PrepareWrite(ClipToSize({ByteRange{block, bs}}, self->size_bytes_.load()), [self, block, bs, next](Result<std::vector<Extent>> r) mutable {
       if (!r.ok()) return next(r.status().WithContext("re-prepare " + self->name_));
       if (r->empty() || r->front().state != ExtentState::kOwned || r->front().logical > block ||
           r->front().end() <= block) {
@@ -871,6 +902,14 @@ void Volume::OnSizeChanged(uint64_t size_bytes) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     listener = resize_listener_;
+    // Uncommitted blocks cut off by a shrink are gone with the range (the server
+    // un-reserved them).
+    size_t dropped = 0;
+    for (auto it = pending_.lower_bound(AlignUp(size_bytes, ctx_.block_size)); it != pending_.end();) {
+      it = pending_.erase(it);
+      dropped++;
+    }
+    ctx_.pinned_bytes->fetch_sub(dropped * ctx_.block_size);
   }
   log_.Infof("resized to %llu bytes", static_cast<unsigned long long>(size_bytes));
   if (listener) boost::asio::post(*ctx_.io, [listener, size_bytes]() { listener(size_bytes); });

@@ -129,6 +129,7 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
 
   // Makes sure maps of [offset, offset+length) are cached, fetching what is missing.
   void EnsureMapped(uint64_t offset, uint64_t length, std::function<void(Status)> done);
+  void EnsureMappedFrom(uint64_t offset, uint64_t length, int fetches, std::function<void(Status)> done);
   void FetchMap(const ByteRange& missing, std::function<void(Status)> done);
 
   void ReadBlock(std::shared_ptr<ReadOp> op, uint64_t seg_start, uint64_t seg_len);

@@ -183,6 +183,30 @@ TEST_CASE("discard and write-zeroes read back as zeros", "[engine][integration]"
   ShutdownSync(*engine);
 }
 
+TEST_CASE("a volume whose size is not a multiple of the block size", "[engine][integration]") {
+  MapserverFixture ms;
+  const uint64_t kSize = kMiB + 3 * 512;  // last block is 1536 bytes long
+  ms.Create("odd", kSize);
+  IoThreads io;
+  auto engine = MakeEngine(io, ms);
+  auto dev = OpenDevice(*engine, "odd", false);
+  CHECK(dev->size_bytes() == kSize);
+  auto tail = PatternBuf(kSize - 1024, 1024, 7);
+  REQUIRE(WriteSync(*dev, kSize - 1024, tail).ok());
+  auto head = PatternBuf(0, 4096, 7);
+  REQUIRE(WriteSync(*dev, 0, head, /*fua=*/true).ok());
+  std::vector<uint8_t> back(kSize);
+  REQUIRE(ReadSync(*dev, 0, back).ok());
+  CHECK(std::equal(tail.begin(), tail.end(), back.end() - 1024));
+  CHECK(std::equal(head.begin(), head.end(), back.begin()));
+  std::vector<uint8_t> past(1024);
+  CHECK(ReadSync(*dev, kSize - 512, past).code() == StatusCode::kInvalidArgument);
+  REQUIRE(FlushSync(*dev).ok());
+  CHECK(engine->Stats().pinned_bytes == 0);
+  dev.reset();
+  ShutdownSync(*engine);
+}
+
 TEST_CASE("kill -9 of the mapserver mid-workload loses no acknowledged write", "[engine][integration]") {
   MapserverFixture ms;
   const uint64_t kVolume = 32 * kMiB;
