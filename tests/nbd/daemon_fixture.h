@@ -1,0 +1,115 @@
+// DaemonFixture: a real mapserver and a real tapdisk-map (as built) in a temp dir, for
+// integration tests and benches of the NBD export with real NBD clients. The mapserver
+// can be killed (-9) and restarted; tapdisk-map can be stopped and restarted. Volume
+// administration goes through the `tapmap` CLI, as a person would do it.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "tests/support/child_process.h"
+
+namespace tapmap::nbd::testing {
+
+using tapmap::testing::ChildProcess;
+using tapmap::testing::RunCommand;
+using tapmap::testing::TempDir;
+using tapmap::testing::WaitForPath;
+
+inline std::string Bin(const std::string& name) { return std::string(TAPMAP_BIN_DIR) + "/" + name; }
+
+// Runs a command; on failure prints its output (so a failing test shows why).
+inline int Run(const std::vector<std::string>& argv, std::string* out = nullptr) {
+  std::string local;
+  std::string* output = out ? out : &local;
+  int rc = RunCommand(argv, output);
+  if (rc != 0) {
+    std::string line;
+    for (const auto& a : argv) line += a + " ";
+    std::fprintf(stderr, "command failed (%d): %s\n%s\n", rc, line.c_str(), output->c_str());
+  }
+  return rc;
+}
+
+class DaemonFixture {
+ public:
+  explicit DaemonFixture(std::string pool_size = "1G", std::string cache_size = "64M")
+      : dir_("tapmap-nbd-it"), cache_size_(std::move(cache_size)) {
+    std::ofstream(secret()) << "nbd integration secret\n";
+    ::chmod(secret().c_str(), 0600);
+    std::ofstream(config()) << "# defaults only\n";
+    REQUIRE(Run({Bin("mapserver"), "format", "--config", config(), "--pool", pool(), "--meta", dir_ / "meta",
+                 "--size", pool_size, "--block-size", "64K"}) == 0);
+    StartMapserver();
+    StartTapdisk();
+  }
+
+  void StartMapserver() {
+    ::unlink(mapserver_socket().c_str());
+    mapserver_ = std::make_unique<ChildProcess>(
+        std::vector<std::string>{Bin("mapserver"), "serve", "--config", config(), "--pool", pool(), "--meta",
+                                 dir_ / "meta", "--listen", "unix:" + mapserver_socket(), "--secret-file", secret()},
+        dir_ / "mapserver.log");
+    REQUIRE(WaitForPath(mapserver_socket(), std::chrono::seconds(30)));
+  }
+  void KillMapserver() {
+    mapserver_->Signal(SIGKILL);
+    mapserver_->Wait(std::chrono::seconds(30));
+    mapserver_.reset();
+  }
+
+  void StartTapdisk() {
+    tapdisk_ = std::make_unique<ChildProcess>(
+        std::vector<std::string>{Bin("tapdisk-map"), "--config", config(), "--server", "unix:" + mapserver_socket(),
+                                 "--pool", pool(), "--secret-file", secret(), "--host-name", "nbd-it",
+                                 "--control", control_socket(), "--nbd", "unix:" + nbd_socket(), "--cache-size",
+                                 cache_size_, "--xen", "off", "--metrics", "unix:" + (dir_ / "metrics.sock")},
+        dir_ / "tapdisk-map.log");
+    REQUIRE(WaitForPath(nbd_socket(), std::chrono::seconds(30)));
+    REQUIRE(WaitForPath(control_socket(), std::chrono::seconds(30)));
+  }
+  // SIGTERM; returns the exit status as from waitpid.
+  int StopTapdisk() {
+    int status = tapdisk_->Stop(std::chrono::seconds(60));
+    tapdisk_.reset();
+    return status;
+  }
+
+  // `tapmap --json ARGS...` against this mapserver (volume commands) or this
+  // tapdisk-map (`stats`, `vbd ...`: their flags differ); parsed output.
+  nlohmann::json Tapmap(std::vector<std::string> args) {
+    std::vector<std::string> argv = {Bin("tapmap"), "--config", config(), "--json"};
+    if (args[0] == "volume") {
+      argv.insert(argv.end(), {"--server", "unix:" + mapserver_socket(), "--secret-file", secret()});
+    } else {
+      argv.insert(argv.end(), {"--control", control_socket()});
+    }
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::string out;
+    REQUIRE(Run(argv, &out) == 0);
+    return nlohmann::json::parse(out);
+  }
+
+  std::string Url(const std::string& volume) const { return "nbd+unix:///" + volume + "?socket=" + nbd_socket(); }
+  std::string path(const std::string& name) const { return dir_ / name; }
+  std::string pool() const { return dir_ / "pool"; }
+  std::string secret() const { return dir_ / "secret"; }
+  std::string config() const { return dir_ / "tapmap.conf"; }
+  std::string mapserver_socket() const { return dir_ / "ms.sock"; }
+  std::string nbd_socket() const { return dir_ / "nbd.sock"; }
+  std::string control_socket() const { return dir_ / "ctl.sock"; }
+
+ private:
+  TempDir dir_;
+  std::string cache_size_;
+  std::unique_ptr<ChildProcess> mapserver_;
+  std::unique_ptr<ChildProcess> tapdisk_;
+};
+
+}  // namespace tapmap::nbd::testing

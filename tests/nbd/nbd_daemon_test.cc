@@ -1,0 +1,157 @@
+// The real tapdisk-map daemon and a real mapserver, driven by real NBD clients: golden
+// image import, clones isolated from each other and from the golden image, discard
+// returning space, a mapserver killed mid-workload, and flushed writes surviving a
+// daemon restart.
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <random>
+#include <sys/wait.h>
+#include <thread>
+
+#include "tests/nbd/daemon_fixture.h"
+
+namespace tapmap::nbd {
+namespace {
+
+using testing::ChildProcess;
+using testing::DaemonFixture;
+using testing::Run;
+
+// A raw image with random data and some zero megabytes.
+void WriteImage(const std::string& path, int megabytes, uint64_t seed) {
+  std::ofstream f(path, std::ios::binary);
+  std::mt19937_64 rng(seed);
+  std::vector<uint64_t> block(131072);
+  for (int mb = 0; mb < megabytes; ++mb) {
+    if (mb % 4 == 3) {
+      std::fill(block.begin(), block.end(), 0);
+    } else {
+      for (auto& v : block) v = rng();
+    }
+    f.write(reinterpret_cast<const char*>(block.data()), block.size() * 8);
+  }
+}
+
+std::vector<std::string> QemuIo(const std::string& url, std::vector<std::string> commands) {
+  std::vector<std::string> argv = {"qemu-io", "-f", "raw"};
+  for (auto& c : commands) {
+    argv.push_back("-c");
+    argv.push_back(c);
+  }
+  argv.push_back(url);
+  return argv;
+}
+
+bool Clean(const std::string& out) {
+  return out.find("Pattern verification failed") == std::string::npos && out.find("error") == std::string::npos &&
+         out.find("failed") == std::string::npos;
+}
+
+TEST_CASE("clones through NBD: each reads its own data, sibling and golden image untouched") {
+  DaemonFixture f;
+  WriteImage(f.path("golden.raw"), 32, 1);
+  f.Tapmap({"volume", "create", "golden", "32M"});
+  REQUIRE(Run({"qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", f.path("golden.raw"), f.Url("golden")}) == 0);
+  f.Tapmap({"volume", "snapshot", "golden", "golden-v1"});
+  f.Tapmap({"volume", "clone", "golden-v1", "c1"});
+  f.Tapmap({"volume", "clone", "golden-v1", "c2"});
+
+  std::string out;
+  // Whole blocks, a partial block (copy-on-write merges the old content) and a write
+  // into a zero (hole) area of the golden image.
+  REQUIRE(Run(QemuIo(f.Url("c1"), {"write -P 0x5a 1048576 2097152", "write -P 0x77 5246976 8192",
+                                   "write -P 0x33 3145728 65536", "flush"}),
+              &out) == 0);
+  REQUIRE(Clean(out));
+  REQUIRE(Run(QemuIo(f.Url("c1"), {"read -P 0x5a 1048576 2097152", "read -P 0x77 5246976 8192",
+                                   "read -P 0x33 3145728 65536"}),
+              &out) == 0);
+  CHECK(Clean(out));
+  // The rest of c1 is still the golden image: compare the untouched tail.
+  REQUIRE(Run({"qemu-img", "compare", "-f", "raw", "-F", "raw", f.path("golden.raw"), f.Url("c2")}, &out) == 0);
+  REQUIRE(Run({"qemu-img", "compare", "-f", "raw", "-F", "raw", f.path("golden.raw"), f.Url("golden-v1")}, &out) == 0);
+  REQUIRE(Run({"qemu-img", "compare", "-f", "raw", "-F", "raw", f.path("golden.raw"), f.Url("golden")}, &out) == 0);
+  std::string c1copy = f.path("c1.raw");
+  REQUIRE(Run({"nbdcopy", f.Url("c1"), c1copy}, &out) == 0);
+  REQUIRE(Run({"cmp", "-n", "1048576", c1copy, f.path("golden.raw")}, &out) == 0);
+  REQUIRE(Run({"cmp", "-i", "6291456", c1copy, f.path("golden.raw")}, &out) == 0);
+  // A snapshot is exported read-only.
+  CHECK(Run({"nbdinfo", "--json", f.Url("golden-v1")}, &out) == 0);
+  CHECK(out.find("\"is_read_only\": true") != std::string::npos);
+
+  // The control socket reports the reads and the export.
+  auto stats = f.Tapmap({"stats"});
+  INFO(stats.dump());
+  CHECK(stats.dump().find("logical_bytes_read") != std::string::npos);
+  CHECK(f.StopTapdisk() == 0);
+}
+
+TEST_CASE("discard through NBD returns space to the pool") {
+  DaemonFixture f;
+  f.Tapmap({"volume", "create", "base", "64M"});
+  f.Tapmap({"volume", "snapshot", "base", "base-v1"});
+  f.Tapmap({"volume", "clone", "base-v1", "scratch"});
+  std::string out;
+  REQUIRE(Run(QemuIo(f.Url("scratch"), {"write -P 0x42 0 16777216", "flush"}), &out) == 0);
+  auto before = f.Tapmap({"volume", "info", "scratch"});
+  INFO(before.dump());
+  uint64_t mapped_before = before["volume"]["mapped_bytes"];
+  CHECK(mapped_before >= 16u << 20);
+  uint64_t free_before = f.Tapmap({"volume", "list"})["pool"]["free_blocks"];
+  REQUIRE(Run(QemuIo(f.Url("scratch"), {"discard 0 8388608", "write -z -u 8388608 4194304", "flush",
+                                        "read -P 0 0 12582912", "read -P 0x42 12582912 4194304"}),
+              &out) == 0);
+  CHECK(Clean(out));
+  auto after = f.Tapmap({"volume", "info", "scratch"});
+  INFO(after.dump());
+  uint64_t mapped_after = after["volume"]["mapped_bytes"];
+  CHECK(mapped_after + (12u << 20) <= mapped_before);
+  uint64_t free_after = f.Tapmap({"volume", "list"})["pool"]["free_blocks"];
+  CHECK(free_after >= free_before + (12u << 20) / 65536);
+  CHECK(f.StopTapdisk() == 0);
+}
+
+TEST_CASE("mapserver killed mid-workload: I/O resumes, flushed writes survive a daemon restart") {
+  DaemonFixture f;
+  f.Tapmap({"volume", "create", "g", "64M"});
+  f.Tapmap({"volume", "snapshot", "g", "g-v1"});
+  f.Tapmap({"volume", "clone", "g-v1", "vm"});
+  std::vector<std::string> writes, reads;
+  for (int i = 0; i < 60; ++i) {
+    char w[64], r[64];
+    uint64_t offset = uint64_t(i) * 1048576 + (i % 3) * 4096;  // some not block-aligned
+    std::snprintf(w, sizeof(w), "write -P 0x%02x %llu 1040384", 0x20 + i, static_cast<unsigned long long>(offset));
+    std::snprintf(r, sizeof(r), "read -P 0x%02x %llu 1040384", 0x20 + i, static_cast<unsigned long long>(offset));
+    writes.push_back(w);
+    reads.push_back(r);
+    if (i % 4 == 3) writes.push_back("flush");
+  }
+  writes.push_back("flush");
+  {
+    ChildProcess workload(QemuIo(f.Url("vm"), writes), f.path("workload.log"));
+    // Kill the mapserver once writes are flowing (bounded poll of the daemon's stats).
+    for (int i = 0; i < 500; ++i) {
+      if (f.Tapmap({"stats"})["stats"]["logical_write_ops"].get<uint64_t>() > 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    CHECK(workload.Running());  // else this test would not test a loss mid-workload
+    f.KillMapserver();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    f.StartMapserver();
+    auto status = workload.Wait(std::chrono::seconds(120));
+    REQUIRE(status.has_value());
+    CHECK(WIFEXITED(*status));
+    CHECK(WEXITSTATUS(*status) == 0);
+  }
+  std::string out;
+  REQUIRE(Run(QemuIo(f.Url("vm"), reads), &out) == 0);
+  CHECK(Clean(out));
+  CHECK(f.StopTapdisk() == 0);
+  f.StartTapdisk();
+  REQUIRE(Run(QemuIo(f.Url("vm"), reads), &out) == 0);
+  CHECK(Clean(out));
+  CHECK(f.StopTapdisk() == 0);
+}
+
+}  // namespace
+}  // namespace tapmap::nbd
