@@ -4,13 +4,18 @@
 #pragma once
 
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <kj/async-io.h>
 #include <memory>
+#include <cstring>
 #include <string>
+#include <thread>
 
 #include "mapserver/client/connection.h"
 #include "mapserver/client/remote_status.h"
@@ -48,6 +53,22 @@ class MapserverFixture {
                                  secret_path(), "--config", dir_ / "tapmap.conf"},
         dir_ / "mapserver.log");
     REQUIRE(WaitForPath(socket_path(), std::chrono::seconds(30)));
+    // The socket file appears at bind(); wait until the server accepts connections.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!Connectable()) {
+      REQUIRE(std::chrono::steady_clock::now() < deadline);
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  bool Connectable() const {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, socket_path().c_str(), sizeof(addr.sun_path) - 1);
+    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    ::close(fd);
+    return ok;
   }
   void Kill9() {
     admin_ = nullptr;

@@ -1,0 +1,302 @@
+// Volume against an in-process stand-in for the mapserver (FakeRemoteVolume below):
+// the copy-on-write path, group commit, re-prepare after lost reservations, recall
+// downgrades. Runs without daemons so that it is covered by the ASan build; the real
+// mapserver is exercised by engine_integration_test.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <map>
+
+#include "tapdisk-map/engine/volume.h"
+#include "tests/engine/test_util.h"
+
+namespace tapmap::engine {
+namespace {
+
+using tapmap::testing::IoThreads;
+using tapmap::testing::TempDir;
+using tapmap::testing::Waiter;
+
+constexpr uint32_t kBlock = 64 * 1024;
+constexpr uint64_t kDataStart = 1 << 20;
+
+// Keeps a per-block map and reservations like the server's VolumeStore does.
+class FakeRemoteVolume final : public RemoteVolume {
+ public:
+  FakeRemoteVolume(boost::asio::io_context& io, uint64_t size) : io_(io), blocks_(size / kBlock) {}
+
+  void Map(uint64_t offset, uint64_t length, std::function<void(Result<MapReply>)> done) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    map_calls++;
+    MapReply r;
+    r.size_bytes = blocks_.size() * kBlock;
+    for (uint64_t b = offset / kBlock; b < (offset + length + kBlock - 1) / kBlock && b < blocks_.size(); b++) {
+      Extent e = blocks_[b];
+      e.logical = b * kBlock;
+      e.length = kBlock;
+      r.extents.push_back(e);
+    }
+    Post([done, r]() { done(r); });
+  }
+  void PrepareWrite(std::vector<ByteRange> ranges, std::function<void(Result<std::vector<Extent>>)> done) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    prepare_calls++;
+    std::vector<Extent> out;
+    uint64_t gen = ++generation_;
+    for (const ByteRange& r : ranges) {
+      for (uint64_t b = r.offset / kBlock; b * kBlock < r.end(); b++) {
+        if (blocks_[b].state == ExtentState::kOwned) {
+          Extent e = blocks_[b];
+          e.logical = b * kBlock;
+          e.length = kBlock;
+          out.push_back(e);
+          continue;
+        }
+        Extent e{b * kBlock, kBlock, kDataStart + next_free_++ * kBlock, gen, ExtentState::kOwned};
+        reservations_[e.physical] = e;
+        out.push_back(e);
+      }
+    }
+    Post([done, out]() { done(out); });
+  }
+  void Commit(std::vector<Extent> extents, std::function<void(Status)> done) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    commit_calls++;
+    Status s;
+    if (lose_reservations_before_next_commit) {
+      lose_reservations_before_next_commit = false;
+      reservations_.clear();  // as after a server restart
+    }
+    for (const Extent& e : extents) {
+      for (uint64_t off = 0; off < e.length; off += kBlock) {
+        auto it = reservations_.find(e.physical + off);
+        if (it == reservations_.end() || it->second.logical != e.logical + off) {
+          s = Status::Aborted("no live reservation at " + std::to_string(e.physical + off));
+        }
+      }
+    }
+    if (s.ok()) {
+      for (const Extent& e : extents) {
+        for (uint64_t off = 0; off < e.length; off += kBlock) {
+          blocks_[(e.logical + off) / kBlock] = Extent{0, 0, e.physical + off, e.generation, ExtentState::kOwned};
+          reservations_.erase(e.physical + off);
+          committed_blocks++;
+        }
+      }
+    }
+    Post([done, s]() { done(s); });
+  }
+  void Discard(std::vector<ByteRange> ranges, std::function<void(Status)> done) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const ByteRange& r : ranges) {
+      for (uint64_t b = r.offset / kBlock; (b + 1) * kBlock <= r.end(); b++) blocks_[b] = Extent{};
+    }
+    Post([done]() { done(Status::Ok()); });
+  }
+  void Close(std::function<void(Status)> done) override {
+    Post([done]() { done(Status::Ok()); });
+  }
+
+  // Test controls.
+  void SetShared(uint64_t block, uint64_t physical, uint64_t gen) {
+    std::lock_guard<std::mutex> lock(mu_);
+    blocks_[block] = Extent{0, 0, physical, gen, ExtentState::kShared};
+  }
+  Extent BlockAt(uint64_t block) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return blocks_[block];
+  }
+
+  std::atomic<int> map_calls{0}, prepare_calls{0}, commit_calls{0}, committed_blocks{0};
+  bool lose_reservations_before_next_commit = false;
+
+ private:
+  template <typename Fn>
+  void Post(Fn fn) {
+    boost::asio::post(io_, std::move(fn));
+  }
+  boost::asio::io_context& io_;
+  std::mutex mu_;
+  std::vector<Extent> blocks_;
+  std::map<uint64_t, Extent> reservations_;
+  uint64_t next_free_ = 16;  // blocks 0..15 of the data area are "golden"
+  uint64_t generation_ = 100;
+};
+
+struct Rig {
+  TempDir dir{"tapmap-volume-test"};
+  IoThreads threads;
+  std::unique_ptr<pool::PoolIo> pool;
+  std::unique_ptr<DataCache> cache = std::make_unique<DataCache>(16 << 20, kBlock);
+  std::shared_ptr<FakeRemoteVolume> remote;
+  std::shared_ptr<Volume> volume;
+  int pool_fd = -1;
+
+  explicit Rig(uint64_t size = 4 << 20, bool read_only = false) {
+    std::string path = dir.path() + "/pool";
+    pool_fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+    REQUIRE(pool_fd >= 0);
+    REQUIRE(::ftruncate(pool_fd, kDataStart + 256 * kBlock) == 0);
+    Logger log("test", LogLevel::kError);
+    auto file = pool::PoolFile::Open(path, false, log);
+    REQUIRE(file.ok());
+    auto io = pool::CreatePoolIo(threads.io(), std::move(*file), pool::PoolIoKind::kAuto, log);
+    REQUIRE(io.ok());
+    pool = std::move(*io);
+    VolumeContext ctx;
+    ctx.io = &threads.io();
+    ctx.pool = pool.get();
+    ctx.cache = cache.get();
+    ctx.host_counters = std::make_shared<IoCounters>();
+    ctx.pinned_bytes = std::make_shared<std::atomic<uint64_t>>(0);
+    ctx.block_size = kBlock;
+    ctx.pool_data_start = kDataStart;
+    ctx.pool_data_end = kDataStart + 256 * kBlock;
+    ctx.log = log;
+    remote = std::make_shared<FakeRemoteVolume>(threads.io(), size);
+    volume = std::make_shared<Volume>(ctx, "v", read_only);
+    volume->Attach(remote, size);
+  }
+  ~Rig() {
+    volume.reset();
+    threads.Stop();
+    pool.reset();
+    ::close(pool_fd);
+  }
+  // Raw pool content, bypassing the engine.
+  std::vector<uint8_t> PoolBytes(uint64_t physical, size_t n) {
+    std::vector<uint8_t> b(n);
+    REQUIRE(::pread(pool_fd, b.data(), n, static_cast<off_t>(physical)) == static_cast<ssize_t>(n));
+    return b;
+  }
+  void PoolFill(uint64_t physical, size_t n, uint8_t v) {
+    std::vector<uint8_t> b(n, v);
+    REQUIRE(::pwrite(pool_fd, b.data(), n, static_cast<off_t>(physical)) == static_cast<ssize_t>(n));
+  }
+  Status Write(uint64_t off, const std::vector<uint8_t>& data, bool fua = false) {
+    Waiter<Status> w;
+    volume->Write(off, data, fua, w.Callback());
+    return w.Wait();
+  }
+  Status Read(uint64_t off, std::vector<uint8_t>& data) {
+    Waiter<Status> w;
+    volume->Read(off, data, w.Callback());
+    return w.Wait();
+  }
+  Status Flush() {
+    Waiter<Status> w;
+    volume->Flush(w.Callback());
+    return w.Wait();
+  }
+};
+
+TEST_CASE("writes to holes are copy-on-write, visible at once, committed by flush", "[volume]") {
+  Rig rig;
+  std::vector<uint8_t> data(8192, 0xAB);
+  REQUIRE(rig.Write(kBlock + 4096, data).ok());
+  std::vector<uint8_t> back(kBlock);
+  REQUIRE(rig.Read(kBlock, back).ok());
+  CHECK(back[0] == 0);  // the rest of a hole block is zeros
+  CHECK(back[4096] == 0xAB);
+  CHECK(back[4096 + 8191] == 0xAB);
+  CHECK(back[4096 + 8192] == 0);
+  REQUIRE(rig.Flush().ok());
+  CHECK(rig.volume->pending_blocks() == 0);
+  Extent e = rig.remote->BlockAt(1);
+  REQUIRE(e.state == ExtentState::kOwned);
+  auto raw = rig.PoolBytes(e.physical, kBlock);
+  CHECK(raw == back);  // the whole new block reached the pool
+  CHECK(rig.volume->stats().commits >= 1);
+  // A second write to the now-owned block goes in place: no new prepareWrite.
+  int prepares = rig.remote->prepare_calls;
+  std::vector<uint8_t> more(4096, 0xCD);
+  REQUIRE(rig.Write(kBlock, more).ok());
+  CHECK(rig.remote->prepare_calls == prepares);
+  CHECK(rig.PoolBytes(e.physical, 4096) == more);
+}
+
+TEST_CASE("a partial write to a shared block copies the rest from the old block", "[volume]") {
+  Rig rig;
+  const uint64_t golden = kDataStart + 3 * kBlock;
+  rig.PoolFill(golden, kBlock, 0x11);
+  rig.remote->SetShared(2, golden, 7);
+  std::vector<uint8_t> data(512, 0x22);
+  REQUIRE(rig.Write(2 * kBlock + 1024, data).ok());
+  std::vector<uint8_t> back(kBlock);
+  REQUIRE(rig.Read(2 * kBlock, back).ok());
+  CHECK(back[0] == 0x11);
+  CHECK(back[1024] == 0x22);
+  CHECK(back[1535] == 0x22);
+  CHECK(back[1536] == 0x11);
+  // The shared block itself is untouched.
+  CHECK(rig.PoolBytes(golden, kBlock) == std::vector<uint8_t>(kBlock, 0x11));
+  REQUIRE(rig.Flush().ok());
+  Extent e = rig.remote->BlockAt(2);
+  CHECK(e.state == ExtentState::kOwned);
+  CHECK(e.physical != golden);
+  CHECK(rig.PoolBytes(e.physical, kBlock) == back);
+}
+
+TEST_CASE("lost reservations are re-written from the pinned copy and committed", "[volume]") {
+  Rig rig;
+  std::vector<uint8_t> data(kBlock, 0x5A);
+  REQUIRE(rig.Write(0, data).ok());
+  REQUIRE(rig.Write(3 * kBlock, data).ok());
+  rig.remote->lose_reservations_before_next_commit = true;
+  REQUIRE(rig.Flush().ok());
+  CHECK(rig.remote->committed_blocks == 2);
+  for (uint64_t b : {0, 3}) {
+    Extent e = rig.remote->BlockAt(b);
+    REQUIRE(e.state == ExtentState::kOwned);
+    CHECK(rig.PoolBytes(e.physical, kBlock) == data);
+  }
+  std::vector<uint8_t> back(kBlock);
+  REQUIRE(rig.Read(3 * kBlock, back).ok());
+  CHECK(back == data);
+}
+
+TEST_CASE("after a reconnection pending blocks go to new reservations", "[volume]") {
+  Rig rig;
+  std::vector<uint8_t> data(4096, 0x77);
+  // Stop the first commit from winning the race: reservations are lost at commit.
+  rig.remote->lose_reservations_before_next_commit = true;
+  REQUIRE(rig.Write(5 * kBlock, data).ok());
+  rig.volume->OnReopened(4 << 20);
+  REQUIRE(rig.Flush().ok());
+  Extent e = rig.remote->BlockAt(5);
+  REQUIRE(e.state == ExtentState::kOwned);
+  CHECK(rig.PoolBytes(e.physical, 4096) == data);
+  CHECK(rig.volume->pending_blocks() == 0);
+}
+
+TEST_CASE("a snapshot recall makes owned blocks copy-on-write again", "[volume]") {
+  Rig rig;
+  std::vector<uint8_t> data(kBlock, 1);
+  REQUIRE(rig.Write(0, data).ok());
+  REQUIRE(rig.Flush().ok());
+  int prepares = rig.remote->prepare_calls;
+  REQUIRE(rig.Write(0, data).ok());  // owned: in place
+  CHECK(rig.remote->prepare_calls == prepares);
+  Waiter<bool> recalled;
+  rig.volume->OnRecall({ByteRange{0, 4 << 20}}, RecallReason::kSnapshot, [&]() { recalled.Set(true); });
+  CHECK(recalled.Wait());
+  REQUIRE(rig.Write(0, data).ok());  // now shared: copy-on-write
+  CHECK(rig.remote->prepare_calls == prepares + 1);
+  CHECK(rig.volume->stats().map_recalls == 1);
+}
+
+TEST_CASE("read-only volumes refuse writes; bad ranges are refused", "[volume]") {
+  Rig rig(4 << 20, /*read_only=*/true);
+  CHECK(rig.Write(0, std::vector<uint8_t>(512)).code() == StatusCode::kReadOnly);
+  std::vector<uint8_t> b(512);
+  CHECK(rig.Read(4 << 20, b).code() == StatusCode::kInvalidArgument);
+  std::vector<uint8_t> odd(100);
+  CHECK(rig.Read(0, odd).code() == StatusCode::kInvalidArgument);
+  CHECK(rig.Flush().ok());
+}
+
+}  // namespace
+}  // namespace tapmap::engine
