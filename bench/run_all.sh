@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
+# make bench: every benchmark, each in its own temp dir, results on stdout.
+# Usage: bench/run_all.sh BUILD_DIR
 set -euo pipefail
-echo "no benchmarks yet"
-# Engine: pool I/O (io_uring vs threads) and data-cache hit throughput.
-if [ -x "${1:-build}/bin/engine_bench" ]; then
-  echo "== engine =="
-  "${1:-build}/bin/engine_bench" all --seconds 3
-fi
+build=${1:-build}
+here=$(cd "$(dirname "$0")" && pwd)
+echo "== NBD (a): boot storm, tapdisk-map vs qemu-nbd qcow2 overlays"
+"$here/nbd/boot_storm.sh" "$build"
+echo
+echo "== NBD (b): 4 KiB random reads from cache, tapdisk-map vs qemu-nbd"
+"$here/nbd/random_read.sh" "$build"
+echo
+echo "== NBD (c): sequential 1 MiB writes into a fresh clone vs raw pool-fs writes"
+"$here/nbd/seq_write.sh" "$build"
