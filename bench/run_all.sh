@@ -12,3 +12,8 @@ echo "== NBD (b): 4 KiB random reads from cache, tapdisk-map vs qemu-nbd"
 echo
 echo "== NBD (c): sequential 1 MiB writes into a fresh clone vs raw pool-fs writes"
 "$here/nbd/seq_write.sh" "$build"
+# mapserver: map/commit rates over RPC, O(1) snapshot/clone, 1000 clones.
+if [ -x "${1:-build}/bin/mapserver_bench" ]; then
+  echo "== mapserver =="
+  bench/mapserver/run.sh "${1:-build}"
+fi
