@@ -113,6 +113,28 @@ void *xengnttab_map_grant_ref(xengnttab_handle *xgt, uint32_t domid, uint32_t re
   return NULL;
 }
 
+/* Also preloaded into tapdisk-map (tests/tools/tapmap_stack.h): every libxengnttab /
+ * libxenevtchn call it makes on a shim handle must be answered here, never by the
+ * real library (which would treat the shim's struct as its own). */
+void *xengnttab_map_domain_grant_refs(xengnttab_handle *xgt, uint32_t count, uint32_t domid,
+                                      uint32_t *refs, int prot) {
+  (void)xgt;
+  (void)count;
+  (void)domid;
+  (void)refs;
+  (void)prot;
+  errno = ENOSYS;
+  return NULL;
+}
+
+int xengnttab_grant_copy(xengnttab_handle *xgt, uint32_t count, xengnttab_grant_copy_segment_t *segs) {
+  (void)xgt;
+  (void)count;
+  (void)segs;
+  errno = ENOSYS;
+  return -1;
+}
+
 int xengnttab_unmap(xengnttab_handle *xgt, void *start_address, uint32_t count) {
   (void)xgt;
   (void)start_address;
@@ -144,6 +166,13 @@ xenevtchn_handle *xenevtchn_open(xentoollog_logger *logger, unsigned open_flags)
 xenevtchn_handle *xenevtchn_fdopen(xentoollog_logger *logger, int fd, unsigned open_flags) {
   (void)fd;
   return xenevtchn_open(logger, open_flags);
+}
+
+int xenevtchn_close(xenevtchn_handle *xce) {
+  if (xce == NULL) return 0;
+  close(xce->fd);
+  free(xce);
+  return 0;
 }
 
 int xenevtchn_fd(xenevtchn_handle *xce) { return xce->fd; }

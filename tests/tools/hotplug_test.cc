@@ -41,7 +41,7 @@ std::string Answer(const nlohmann::json& req) {
 class HotplugFixture {
  public:
   HotplugFixture() : dir_("tools-hotplug") {
-    auto xsd = XenstoredInstance::Start();
+    auto xsd = XenstoredInstance::Start({1});  // guest domain 1 "exists"
     REQUIRE(xsd.ok());
     xsd_ = std::move(*xsd);
     auto xs = xsd_->Connect();  // also exports XENSTORED_PATH to the scripts we run

@@ -40,16 +40,8 @@ Status WriteAll(XenStore& xs, TransactionId tx, const std::string& dir,
   return Status::Ok();
 }
 
-// Sets `perms` on `path`. The test xenstored knows no domain but dom0 and refuses
-// (ENOENT) an access list owned by a guest; then the guest's entry is kept as a read
-// grant and dom0 becomes the owner, which is the closest this daemon allows.
 Status SetPerms(XenStore& xs, TransactionId tx, const std::string& path, std::vector<XenStorePermission> perms) {
-  if (xs.SetPermissions(tx, path, perms).ok()) return Status::Ok();
-  std::vector<XenStorePermission> fallback = {{0, XenStorePermission::kNone}};
-  for (const auto& p : perms) {
-    if (p.domid != 0) fallback.push_back({p.domid, XenStorePermission::kRead});
-  }
-  return xs.SetPermissions(tx, path, fallback);
+  return xs.SetPermissions(tx, path, perms);
 }
 
 }  // namespace

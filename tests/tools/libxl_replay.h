@@ -21,8 +21,8 @@
 // the backend in one transaction, a wait of up to 10 s for state 6 (Closed), the
 // script's "remove", then the frontend, backend and /libxl directories are removed.
 //
-// Without a hypervisor the test xenstored knows only dom0 and refuses access lists
-// owned by a guest; such lists are applied with dom0 as owner and the guest as reader.
+// The test xenstored must know the guest domain (XenstoredInstance::Start({domid})):
+// xenstored 4.17 refuses access lists naming a domain that does not exist.
 //
 // The vbd3 layout (Xen 4.19+, backendtype=tap) is the same under backend/vbd3 with
 // params="aio:<target>" and type=tap.

@@ -1,0 +1,198 @@
+// `tapmap vbd …` and `tapmap stats` against the real tapdisk-map (and mapserver), and
+// the xl replay: libxl 4.17's xenstore writes for
+//   disk = ['vdev=xvda, access=rw, backendtype=phy, script=block-tapmap, target=vm1']
+// against a real xenstored that tapdisk-map serves, with block-tapmap run as libxl
+// runs it.
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/support/child_process.h"
+#include "tests/tools/libxl_replay.h"
+#include "tests/tools/tapmap_stack.h"
+
+namespace tapmap::testing {
+namespace {
+
+using nlohmann::json;
+using xen::kNoTransaction;
+
+json ParseJson(const std::string& text) {
+  json doc = json::parse(text, nullptr, false);
+  INFO(text);
+  REQUIRE(!doc.is_discarded());
+  return doc;
+}
+
+// The Stats object of tapdisk-map/control/PROTOCOL.md.
+void CheckStatsSchema(const json& s) {
+  INFO(s.dump());
+  for (const char* k : {"logical_bytes_read", "logical_bytes_written", "logical_read_ops", "logical_write_ops",
+                        "pool_bytes_read", "pool_bytes_written", "pool_read_ops", "pool_write_ops", "cache_hits",
+                        "cache_misses", "cache_evictions", "cache_bytes", "cache_capacity_bytes",
+                        "io_eliminated_bytes", "map_fetches", "map_recalls", "commits"}) {
+    INFO(k);
+    CHECK(s[k].is_number_unsigned());
+  }
+  CHECK(s["volumes"].is_object());
+}
+
+int RunHotplug(TapmapStack& stack, const LibxlDisk& disk, const std::string& command, std::string* out) {
+  return RunCommand({"env", "XENBUS_PATH=" + disk.xenbus_path(), "XENBUS_TYPE=vbd", "XENBUS_BASE_PATH=backend",
+                     "TAPMAP_CLI=" TAPMAP_BIN_DIR "/tapmap", "TAPMAP_CONTROL=" + stack.control(),
+                     "TAPMAP_HOTPLUG_LOG=" + stack.path("xen-hotplug.log"), TAPMAP_BIN_DIR "/block-tapmap", command},
+                    out);
+}
+
+}  // namespace
+
+TEST_CASE("tapmap stats reports tapdisk-map's counters after NBD I/O") {
+  TapmapStack stack({});
+  REQUIRE(stack.Tapmap({"volume", "create", "vm1", "16M"}) == 0);
+  std::string io_out;
+  int rc = RunCommand({"qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 1M", "-c", "read -P 0x5a 0 1M",
+                       stack.NbdUrl("vm1")},
+                      &io_out);
+  INFO(io_out << stack.Logs());
+  REQUIRE(rc == 0);
+
+  std::string out;
+  REQUIRE(stack.Tapmap({"stats", "--json"}, &out) == 0);
+  json doc = ParseJson(out);
+  CheckStatsSchema(doc["stats"]);
+  CHECK(doc["stats"]["logical_bytes_written"].get<uint64_t>() >= 1024 * 1024);
+  CHECK(doc["stats"]["logical_bytes_read"].get<uint64_t>() >= 1024 * 1024);
+  CHECK(doc["stats"]["pool_bytes_written"].get<uint64_t>() >= 1024 * 1024);
+
+  REQUIRE(stack.Tapmap({"stats"}, &out) == 0);
+  CHECK(out.rfind("VOLUME", 0) == 0);
+  CHECK(out.find("\ntotal ") != std::string::npos);
+  CHECK(out.find("1 MiB") != std::string::npos);
+  CHECK(out.find("cache: ") != std::string::npos);
+
+  // --watch: the first sample at once, then one per interval, as JSON Lines.
+  REQUIRE(stack.Tapmap({"stats", "--json", "--watch", "1", "--count", "2"}, &out) == 0);
+  std::istringstream lines(out);
+  std::string line;
+  int samples = 0;
+  while (std::getline(lines, line)) {
+    json sample = ParseJson(line);
+    CHECK(sample["interval_seconds"] == 1);
+    CHECK(sample["unix_time"].is_number_unsigned());
+    CheckStatsSchema(sample["stats"]);
+    ++samples;
+  }
+  CHECK(samples == 3);
+  REQUIRE(stack.Tapmap({"stats", "--watch", "1", "--count", "1"}, &out) == 0);
+  CHECK(out.find("READ/s") != std::string::npos);
+}
+
+TEST_CASE("tapmap vbd commands report the daemon's refusal when it serves no Xen rings") {
+  TapmapStack stack({});  // tapdisk-map --xen off
+  std::string out, err;
+  for (std::vector<std::string> args : {std::vector<std::string>{"vbd", "list"},
+                                        {"vbd", "attach", "4/xvda", "--volume", "vm1"},
+                                        {"vbd", "detach", "4/xvda"},
+                                        {"vbd", "pause", "4/xvda"},
+                                        {"vbd", "resume", "4/xvda"}}) {
+    INFO(args[1]);
+    args.push_back("--json");
+    CHECK(stack.Tapmap(args, &out, &err) == 1);
+    json e = ParseJson(out);
+    CHECK(e["error"]["code"] == "not-supported");
+    CHECK(!err.empty());
+  }
+}
+
+TEST_CASE("tapmap vbd commands on disks tapdisk-map does not serve fail with not-found") {
+  TapmapStack stack({.xen = true});
+  std::string out, err;
+  REQUIRE(stack.Tapmap({"vbd", "list", "--json"}, &out) == 0);
+  CHECK(ParseJson(out) == json({{"vbds", json::array()}}));
+  REQUIRE(stack.Tapmap({"vbd", "list"}, &out) == 0);
+  CHECK(out == "no disks attached\n");
+  for (const char* verb : {"detach", "pause", "resume"}) {
+    INFO(verb);
+    CHECK(stack.Tapmap({"vbd", verb, "4/xvda", "--json"}, &out, &err) == 1);
+    CHECK(ParseJson(out)["error"]["code"] == "not-found");
+    CHECK(err.find("4/51712") != std::string::npos);
+  }
+}
+
+TEST_CASE("xl replay: libxl 4.17 disk add and remove with block-tapmap and tapdisk-map") {
+  TapmapStack stack({.xen = true});
+  REQUIRE(stack.Tapmap({"volume", "create", "vm1", "16M"}) == 0);
+  xen::XenStore& xs = stack.xs();
+  REQUIRE(ReplayDomainCreate(xs, 1).ok());
+  LibxlDisk disk;  // domain 1, xvda = 51712, rw, target vm1, backend/vbd
+  REQUIRE(ReplayDiskAdd(xs, disk).ok());
+
+  // libxl waits at most 10 s for the backend to reach InitWait before running the script.
+  bool initwait = WaitForValue(xs, disk.backend_path() + "/state", "2", 10000);
+  INFO(stack.Logs());
+  REQUIRE(initwait);
+
+  std::string out;
+  int rc = RunHotplug(stack, disk, "add", &out);
+  INFO(out);
+  REQUIRE(rc == 0);
+  auto status = xs.Read(kNoTransaction, disk.backend_path() + "/hotplug-status");
+  REQUIRE(status.ok());
+  CHECK(*status == "connected");
+
+  REQUIRE(stack.Tapmap({"vbd", "list", "--json"}, &out) == 0);
+  json vbds = ParseJson(out)["vbds"];
+  REQUIRE(vbds.size() == 1);
+  CHECK(vbds[0]["domid"] == 1);
+  CHECK(vbds[0]["devid"] == 51712);
+  CHECK(vbds[0]["volume"] == "vm1");
+  CHECK(vbds[0]["mode"] == "w");
+  REQUIRE(stack.Tapmap({"volume", "info", "vm1", "--json"}, &out) == 0);
+  CHECK(ParseJson(out)["volume"]["openers"] == 1);
+  // An open volume has its own counters in stats, human and JSON.
+  REQUIRE(stack.Tapmap({"stats", "--json"}, &out) == 0);
+  json stats = ParseJson(out)["stats"];
+  REQUIRE(stats["volumes"].contains("vm1"));
+  CHECK(stats["volumes"]["vm1"]["logical_read_ops"].is_number_unsigned());
+  REQUIRE(stack.Tapmap({"stats"}, &out) == 0);
+  CHECK(out.find("\nvm1 ") != std::string::npos);
+
+  // Removal as libxl does it: Closing, wait for Closed, script remove, rm the dirs.
+  REQUIRE(ReplayDiskCloseRequest(xs, disk).ok());
+  CHECK(WaitForValue(xs, disk.backend_path() + "/state", "6", 10000));
+  rc = RunHotplug(stack, disk, "remove", &out);
+  INFO(out);
+  CHECK(rc == 0);
+  REQUIRE(ReplayDiskDestroy(xs, disk).ok());
+  REQUIRE(stack.Tapmap({"vbd", "list", "--json"}, &out) == 0);
+  CHECK(ParseJson(out)["vbds"].empty());
+  REQUIRE(stack.Tapmap({"volume", "info", "vm1", "--json"}, &out) == 0);
+  CHECK(ParseJson(out)["volume"]["openers"] == 0);
+}
+
+TEST_CASE("xl replay: a disk naming a missing volume fails with hotplug-error") {
+  TapmapStack stack({.xen = true});
+  xen::XenStore& xs = stack.xs();
+  REQUIRE(ReplayDomainCreate(xs, 1).ok());
+  LibxlDisk disk;
+  disk.target = "no-such-volume";
+  REQUIRE(ReplayDiskAdd(xs, disk).ok());
+  // The backend may or may not reach InitWait for an unknown volume; libxl runs the
+  // script only if it does, but the script must fail cleanly either way.
+  (void)WaitForValue(xs, disk.backend_path() + "/state", "2", 3000);
+  std::string out;
+  CHECK(RunHotplug(stack, disk, "add", &out) == 1);
+  auto status = xs.Read(kNoTransaction, disk.backend_path() + "/hotplug-status");
+  REQUIRE(status.ok());
+  CHECK(*status == "error");
+  auto error = xs.Read(kNoTransaction, disk.backend_path() + "/hotplug-error");
+  REQUIRE(error.ok());
+  CHECK(error->find("no-such-volume") != std::string::npos);
+}
+
+}  // namespace tapmap::testing
