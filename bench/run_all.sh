@@ -13,7 +13,6 @@ echo
 echo "== NBD (c): sequential 1 MiB writes into a fresh clone vs raw pool-fs writes"
 "$here/nbd/seq_write.sh" "$build"
 # mapserver: map/commit rates over RPC, O(1) snapshot/clone, 1000 clones.
-if [ -x "${1:-build}/bin/mapserver_bench" ]; then
-  echo "== mapserver =="
-  bench/mapserver/run.sh "${1:-build}"
-fi
+echo
+echo "== mapserver: map/commit rates over RPC, O(1) snapshot/clone, 1000 clones"
+"$here/mapserver/run.sh" "$build"
