@@ -99,8 +99,8 @@ class VolumeImpl final : public proto::Volume::Server {
       extents.push_back(MapExtent{e.getLogical(), e.getLength(), e.getPhysical(),
                                   e.getGeneration(), ExtentState::kOwned});
     }
-    OrFail(service_.store_.Commit(opener_.id, opener_.volume, extents));
-    return kj::READY_NOW;
+    return service_.QueueCommit(
+        VolumeStore::CommitRequest{opener_.id, opener_.volume, std::move(extents)});
   }
 
   kj::Promise<void> discard(DiscardContext context) override {
@@ -482,6 +482,33 @@ kj::Promise<void> MappingService::CallOpeners(
     }));
   }
   return kj::joinPromises(calls.releaseAsArray());
+}
+
+kj::Promise<void> MappingService::QueueCommit(VolumeStore::CommitRequest request) {
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  pending_commits_.push_back(PendingCommit{std::move(request), kj::mv(paf.fulfiller)});
+  if (!flush_scheduled_) {
+    flush_scheduled_ = true;
+    tasks_.add(kj::evalLast([this]() { FlushCommits(); }));
+  }
+  return kj::mv(paf.promise);
+}
+
+void MappingService::FlushCommits() {
+  flush_scheduled_ = false;
+  std::vector<PendingCommit> batch = std::move(pending_commits_);
+  pending_commits_.clear();
+  std::vector<VolumeStore::CommitRequest> requests;
+  requests.reserve(batch.size());
+  for (auto& p : batch) requests.push_back(std::move(p.request));
+  std::vector<Status> results = store_.CommitBatch(requests);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (results[i].ok()) {
+      batch[i].done->fulfill();
+    } else {
+      batch[i].done->reject(ToException(results[i]));
+    }
+  }
 }
 
 void MappingService::taskFailed(kj::Exception&& exception) {

@@ -11,6 +11,9 @@
 // is sent, reservations are dropped, and every later call on that Volume fails with
 // aborted) and the snapshot proceeds.
 //
+// Commits are group-committed: all commits that arrive before the event queue drains
+// share one LMDB transaction (one fsync); each is still answered only once durable.
+//
 // Errors are raised as kj::Exceptions carrying "<code>: <message>"
 // (mapserver/client/remote_status.h).
 //
@@ -85,6 +88,15 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> CallOpeners(std::vector<OpenerId> ids, std::string what,
                                 kj::Function<kj::Promise<void>(proto::MapCallback::Client&)> make_call);
   void taskFailed(kj::Exception&& exception) override;
+  // Group commit: commits arriving while the event queue is busy are applied together
+  // in one durable transaction when it drains (kj::evalLast), so concurrent writers
+  // share one fsync. Each commit still succeeds or fails on its own.
+  kj::Promise<void> QueueCommit(VolumeStore::CommitRequest request);
+  void FlushCommits();
+  struct PendingCommit {
+    VolumeStore::CommitRequest request;
+    kj::Own<kj::PromiseFulfiller<void>> done;
+  };
 
   VolumeStore& store_;
   std::string secret_;
@@ -94,6 +106,8 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
   RateLimiter auth_log_limiter_{10, std::chrono::seconds(60)};
   std::unordered_map<OpenerId, Opener*> openers_;
   OpenerId next_opener_id_ = 1;
+  std::vector<PendingCommit> pending_commits_;
+  bool flush_scheduled_ = false;
   kj::TaskSet tasks_;
 };
 

@@ -553,18 +553,19 @@ Result<uint64_t> VolumeStore::NextGeneration() {
 
 Status VolumeStore::Commit(OpenerId opener, std::string_view name,
                            const std::vector<MapExtent>& extents) {
+  return CommitBatch({CommitRequest{opener, std::string(name), extents}})[0];
+}
+
+Status VolumeStore::PlanCommit(const CommitRequest& request,
+                               std::vector<CommitInstall>* installs) {
+  const std::vector<MapExtent>& extents = request.extents;
   if (extents.size() > kMaxExtentsPerCommit) {
     return Status::InvalidArgument("commit takes at most " + std::to_string(kMaxExtentsPerCommit) +
                                    " extents, got " + std::to_string(extents.size()));
   }
-  if (extents.empty()) return Status::Ok();
+  TAPMAP_RETURN_IF_ERROR(ValidateVolumeName(request.volume));
   const uint64_t bs = sb_.block_size;
-  struct Install {
-    uint64_t lblock, block, generation;
-    bool reserved;
-  };
-  std::vector<Install> installs;
-  auto mine = reservations_.find(opener);
+  auto mine = reservations_.find(request.opener);
   for (const MapExtent& e : extents) {
     if (e.length == 0 || !IsAligned(e.length, bs) || !IsAligned(e.logical, bs) ||
         e.physical < sb_.data_offset || !IsAligned(e.physical - sb_.data_offset, bs) ||
@@ -576,83 +577,125 @@ Status VolumeStore::Commit(OpenerId opener, std::string_view name,
     uint64_t n = e.length / bs;
     uint64_t first_block = (e.physical - sb_.data_offset) / bs;
     if (n > kMaxBlocksPerPrepare || first_block >= sb_.total_blocks ||
-        n > sb_.total_blocks - first_block) {
+        n > sb_.total_blocks - first_block || installs->size() + n > kMaxBlocksPerPrepare) {
       return Status::InvalidArgument("commit extent @" + std::to_string(e.physical) +
-                                     " lies outside the pool");
+                                     " lies outside the pool or the commit is too large");
     }
     for (uint64_t i = 0; i < n; ++i) {
-      uint64_t lb = e.logical / bs + i, pb = first_block + i;
-      bool reserved = false;
+      CommitInstall in;
+      in.lblock = e.logical / bs + i;
+      in.block = first_block + i;
+      in.generation = e.generation;
       if (mine != reservations_.end()) {
-        auto r = mine->second.by_lblock.find(lb);
-        reserved = r != mine->second.by_lblock.end() && r->second.block == pb &&
-                   r->second.generation == e.generation;
+        auto r = mine->second.by_lblock.find(in.lblock);
+        in.reserved = r != mine->second.by_lblock.end() && r->second.block == in.block &&
+                      r->second.generation == e.generation;
       }
-      installs.push_back({lb, pb, e.generation, reserved});
+      installs->push_back(in);
     }
   }
-  std::sort(installs.begin(), installs.end(),
-            [](const Install& a, const Install& b) { return a.lblock < b.lblock; });
-  for (size_t i = 1; i < installs.size(); ++i) {
-    if (installs[i].lblock == installs[i - 1].lblock) {
+  std::sort(installs->begin(), installs->end(),
+            [](const CommitInstall& a, const CommitInstall& b) { return a.lblock < b.lblock; });
+  for (size_t i = 1; i < installs->size(); ++i) {
+    if ((*installs)[i].lblock == (*installs)[i - 1].lblock) {
       return Status::InvalidArgument("commit names logical block " +
-                                     std::to_string(installs[i].lblock) + " twice");
+                                     std::to_string((*installs)[i].lblock) + " twice");
     }
-  }
-  uint64_t installed = 0;
-  Status s = InWriteTxn([&](Txn* txn) -> Status {
-    auto v = LoadVolume(txn, name);
-    if (!v.ok()) return v.status();
-    if (v->read_only) return Status::ReadOnly("volume " + Quote(name) + " is read-only");
-    FreeSpace free_space(txn);
-    MapTree tree(txn, &free_space);
-    uint64_t nblocks = (v->size_bytes + bs - 1) / bs;
-    std::vector<uint64_t> take;
-    for (const Install& in : installs) {
-      if (in.reserved && mine->second.volume_id == v->id && in.lblock < nblocks) {
-        take.push_back(in.block);
-        continue;
-      }
-      // Not a reservation: acceptable only if it is already the current owned mapping.
-      bool current = false;
-      if (in.lblock < nblocks) {
-        tree.ForEachMapped(*v, in.lblock, in.lblock + 1,
-                           [&](uint64_t, const LeafEntry& e, bool shared) {
-                             current = !shared && e.block == in.block &&
-                                       e.generation == in.generation;
-                             return false;
-                           });
-      }
-      if (!current) {
-        return Status::Aborted("commit of logical block " + std::to_string(in.lblock) +
-                               " names no live reservation of this opener (reclaimed, "
-                               "revoked or never made)");
-      }
-    }
-    std::sort(take.begin(), take.end());
-    for (size_t i = 0; i < take.size();) {
-      size_t j = i + 1;
-      while (j < take.size() && take[j] == take[j - 1] + 1) ++j;
-      free_space.Take(take[i], j - i);
-      i = j;
-    }
-    for (const Install& in : installs) {
-      if (!in.reserved) continue;
-      tree.Set(&*v, in.lblock, LeafEntry{in.block, in.generation});
-      ++installed;
-    }
-    tree.Flush();
-    free_space.Flush();
-    txn->Put(Table::kVolumes, name, EncodeVolumeRecord(*v));
-    return Status::Ok();
-  });
-  if (!s.ok()) return s;
-  for (const Install& in : installs) {
-    if (!in.reserved) continue;
-    mine->second.by_lblock.erase(in.lblock);
-    reserved_blocks_.erase(in.block);
   }
   return Status::Ok();
+}
+
+Status VolumeStore::ApplyCommit(Txn* txn, const CommitRequest& request,
+                                std::vector<CommitInstall>* installs, std::set<uint64_t>* consumed) {
+  const uint64_t bs = sb_.block_size;
+  const std::string& name = request.volume;
+  auto v = LoadVolume(txn, name);
+  if (!v.ok()) return v.status();
+  if (v->read_only) return Status::ReadOnly("volume " + Quote(name) + " is read-only");
+  auto mine = reservations_.find(request.opener);
+  bool same_volume = mine != reservations_.end() && mine->second.volume_id == v->id;
+  FreeSpace free_space(txn);
+  MapTree tree(txn, &free_space);
+  uint64_t nblocks = (v->size_bytes + bs - 1) / bs;
+  std::vector<uint64_t> take;
+  // Every check comes before the first change, so a refusal changes nothing.
+  for (CommitInstall& in : *installs) {
+    in.taken = in.reserved && same_volume && in.lblock < nblocks && consumed->count(in.block) == 0;
+    if (in.taken) {
+      take.push_back(in.block);
+      continue;
+    }
+    // Not a reservation: acceptable only if it is already the current owned mapping.
+    bool current = false;
+    if (in.lblock < nblocks) {
+      tree.ForEachMapped(*v, in.lblock, in.lblock + 1,
+                         [&](uint64_t, const LeafEntry& e, bool shared) {
+                           current = !shared && e.block == in.block &&
+                                     e.generation == in.generation;
+                           return false;
+                         });
+    }
+    if (!current) {
+      for (CommitInstall& undo : *installs) undo.taken = false;
+      return Status::Aborted("commit of logical block " + std::to_string(in.lblock) +
+                             " names no live reservation of this opener (reclaimed, "
+                             "revoked or never made)");
+    }
+  }
+  if (take.empty()) return Status::Ok();
+  std::sort(take.begin(), take.end());
+  for (size_t i = 0; i < take.size();) {
+    size_t j = i + 1;
+    while (j < take.size() && take[j] == take[j - 1] + 1) ++j;
+    free_space.Take(take[i], j - i);
+    i = j;
+  }
+  for (const CommitInstall& in : *installs) {
+    if (!in.taken) continue;
+    tree.Set(&*v, in.lblock, LeafEntry{in.block, in.generation});
+    consumed->insert(in.block);
+  }
+  tree.Flush();
+  free_space.Flush();
+  txn->Put(Table::kVolumes, name, EncodeVolumeRecord(*v));
+  return Status::Ok();
+}
+
+std::vector<Status> VolumeStore::CommitBatch(const std::vector<CommitRequest>& batch) {
+  std::vector<Status> results(batch.size());
+  std::vector<std::vector<CommitInstall>> installs(batch.size());
+  bool any = false;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    results[i] = PlanCommit(batch[i], &installs[i]);
+    any = any || (results[i].ok() && !installs[i].empty());
+  }
+  if (!any) return results;
+  std::set<uint64_t> consumed;
+  Status s = InWriteTxn([&](Txn* txn) -> Status {
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (results[i].ok() && !installs[i].empty()) {
+        results[i] = ApplyCommit(txn, batch[i], &installs[i], &consumed);
+      }
+    }
+    return Status::Ok();
+  });
+  if (!s.ok()) {
+    for (Status& r : results) {
+      if (r.ok()) r = s;
+    }
+    return results;
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!results[i].ok()) continue;
+    auto mine = reservations_.find(batch[i].opener);
+    if (mine == reservations_.end()) continue;
+    for (const CommitInstall& in : installs[i]) {
+      if (!in.taken) continue;
+      mine->second.by_lblock.erase(in.lblock);
+      reserved_blocks_.erase(in.block);
+    }
+  }
+  return results;
 }
 
 Status VolumeStore::Discard(std::string_view name, const std::vector<ByteRange>& ranges) {

@@ -132,6 +132,16 @@ class VolumeStore {
   // volume, and not already the volume's current owned mapping, fails the whole call
   // with kAborted.
   Status Commit(OpenerId opener, std::string_view name, const std::vector<MapExtent>& extents);
+  // Group commit: several commits (of any openers and volumes) in ONE durable
+  // transaction, i.e. one fsync. Each gets its own Status and is all-or-nothing on its
+  // own: a commit refused for its arguments does not affect the others; only a
+  // failure of the transaction itself (I/O, metadata full) fails all of them.
+  struct CommitRequest {
+    OpenerId opener = 0;
+    std::string volume;
+    std::vector<MapExtent> extents;
+  };
+  std::vector<Status> CommitBatch(const std::vector<CommitRequest>& batch);
   // Unmaps whole blocks inside `ranges`.
   Status Discard(std::string_view name, const std::vector<ByteRange>& ranges);
   // Forgets every reservation of `opener` (close, disconnect, revoke).
@@ -143,6 +153,17 @@ class VolumeStore {
     uint64_t block = 0;
     uint64_t generation = 0;
   };
+  struct CommitInstall {
+    uint64_t lblock = 0, block = 0, generation = 0;
+    bool reserved = false;  // a live reservation of the committing opener
+    bool taken = false;     // installed by this commit
+  };
+  // Checks a commit's arguments and resolves which blocks are reservations.
+  Status PlanCommit(const CommitRequest& request, std::vector<CommitInstall>* installs);
+  // Applies a planned commit inside `txn`; fails without changing anything, or
+  // installs everything. `consumed` holds blocks installed earlier in the same txn.
+  Status ApplyCommit(Txn* txn, const CommitRequest& request, std::vector<CommitInstall>* installs,
+                     std::set<uint64_t>* consumed);
   struct OpenerReservations {
     uint64_t volume_id = 0;
     std::map<uint64_t, Reservation> by_lblock;

@@ -443,6 +443,43 @@ TEST_CASE("Version sets over RPC: clone of a clone of a snapshot and deletes ret
   CHECK(s.poolStatsRequest().send().wait(f.ws()).getStats().getFreeBlocks() == free0);
 }
 
+TEST_CASE("Concurrent commits are group-committed and fail independently", "[rpc]") {
+  RpcFixture f;
+  auto c1 = f.Connect("h1");
+  auto c2 = f.Connect("h2");
+  Create(f, c1->session(), "a", 64 * kBs);
+  Create(f, c1->session(), "b", 64 * kBs);
+  auto va = Open(f, c1->session(), "a", proto::OpenMode::READ_WRITE);
+  auto vb = Open(f, c2->session(), "b", proto::OpenMode::READ_WRITE);
+  std::vector<std::vector<MapExtent>> prepared;
+  for (int i = 0; i < 8; ++i) prepared.push_back(Prepare(f, i % 2 ? vb.volume : va.volume, i * kBs, kBs));
+  kj::Vector<kj::Promise<Status>> inflight;
+  auto send = [&](proto::Volume::Client v, const std::vector<MapExtent>& extents) {
+    auto req = v.commitRequest();
+    auto list = req.initExtents(static_cast<unsigned>(extents.size()));
+    for (size_t i = 0; i < extents.size(); ++i) {
+      auto e = list[static_cast<unsigned>(i)];
+      e.setLogical(extents[i].logical);
+      e.setLength(extents[i].length);
+      e.setPhysical(extents[i].physical);
+      e.setGeneration(extents[i].generation);
+    }
+    return req.send().then([](auto) { return Status::Ok(); },
+                           [](kj::Exception&& e) { return StatusFromException(e); });
+  };
+  for (int i = 0; i < 8; ++i) inflight.add(send(i % 2 ? vb.volume : va.volume, prepared[i]));
+  auto bogus = prepared[0];
+  bogus[0].generation += 1000;
+  inflight.add(send(va.volume, bogus));
+  auto results = kj::joinPromises(inflight.releaseAsArray()).wait(f.ws());
+  for (int i = 0; i < 8; ++i) CHECK(results[i].ok());
+  CHECK(results[8].code() == StatusCode::kAborted);
+  for (int i = 0; i < 8; ++i) {
+    CHECK(Map(f, i % 2 ? vb.volume : va.volume, i * kBs, kBs)[0] == prepared[i][0]);
+  }
+  f.store().RequireClean();
+}
+
 TEST_CASE("The protocol works over TCP too", "[rpc]") {
   RpcFixture f(4096, 4096, "tcp:127.0.0.1:0");
   CHECK(f.address().kind == ServerAddress::Kind::kTcp);

@@ -273,6 +273,37 @@ TEST_CASE("Commit validates what it is given") {
   f.RequireClean();
 }
 
+TEST_CASE("A commit batch is one transaction whose members fail independently") {
+  StoreFixture f;
+  auto& s = f.store();
+  REQUIRE(s.Create("a", 64 * kBs).ok());
+  REQUIRE(s.Create("b", 64 * kBs).ok());
+  auto ea = Prepare(s, 1, "a", 0, 4 * kBs);
+  auto eb = Prepare(s, 2, "b", 8 * kBs, 4 * kBs);
+  MapExtent stale = eb[0];
+  stale.generation += 100;
+  std::vector<VolumeStore::CommitRequest> batch = {
+      {1, "a", ea},
+      {2, "b", {stale}},   // refused alone
+      {2, "b", eb},
+      {2, "b", eb},        // the same reservation again: a no-op
+      {3, "a", ea},        // another opener naming a's blocks: they are installed now
+      {1, "nope", ea},
+  };
+  auto results = s.CommitBatch(batch);
+  REQUIRE(results.size() == 6);
+  CHECK(results[0].ok());
+  CHECK(results[1].code() == StatusCode::kAborted);
+  CHECK(results[2].ok());
+  CHECK(results[3].ok());
+  CHECK(results[4].ok());
+  CHECK(results[5].code() == StatusCode::kNotFound);
+  CHECK(MapOf(s, "a", 0, 4 * kBs)[0] == ea[0]);
+  CHECK(MapOf(s, "b", 8 * kBs, 4 * kBs)[0] == eb[0]);
+  CHECK(s.ReservedBlocks() == 0);
+  f.RequireClean();
+}
+
 TEST_CASE("Argument validation of names sizes and ranges") {
   StoreFixture f;
   auto& s = f.store();
