@@ -688,11 +688,14 @@ void Volume::Reprepare(std::vector<uint64_t> blocks, std::function<void(Status)>
     self->Reprepare(std::move(blocks), std::move(done));
   };
   locks_.Acquire(block, block + bs, [self, block, bs, next]() mutable {
+    bool still_stale;
     {
       std::lock_guard<std::mutex> lock(self->mu_);
       auto p = self->pending_.find(block);
-      if (p == self->pending_.end() || !p->second.needs_prepare) return next(Status::Ok());
+      still_stale = p != self->pending_.end() && p->second.needs_prepare;
     }
+    // (`next` releases the lock, which may run other work: never call it under mu_.)
+    if (!still_stale) return next(Status::Ok());
     self->remote_->PrepareWrite(ClipToSize({ByteRange{block, bs}}, self->size_bytes_.load()), [self, block, bs, next](Result<std::vector<Extent>> r) mutable {
       if (!r.ok()) return next(r.status().WithContext("re-prepare " + self->name_));
       if (r->empty() || r->front().state != ExtentState::kOwned || r->front().logical > block ||
@@ -707,18 +710,20 @@ void Volume::Reprepare(std::vector<uint64_t> blocks, std::function<void(Status)>
       {
         std::lock_guard<std::mutex> lock(self->mu_);
         auto p = self->pending_.find(block);
-        if (p == self->pending_.end()) return next(Status::Ok());
-        data = p->second.data;
+        if (p != self->pending_.end()) data = p->second.data;
       }
+      if (!data) return next(Status::Ok());
       self->ctx_.pool->Write(target.physical, data->span(), [self, block, target, data, next](Status s) mutable {
         if (s.ok()) {
           self->Count(&IoCounters::pool_write_ops, 1);
           self->Count(&IoCounters::pool_bytes_written, data->size());
-          std::lock_guard<std::mutex> lock(self->mu_);
-          auto p = self->pending_.find(block);
-          if (p != self->pending_.end()) {
-            p->second.extent = target;
-            p->second.needs_prepare = false;
+          {
+            std::lock_guard<std::mutex> lock(self->mu_);
+            auto p = self->pending_.find(block);
+            if (p != self->pending_.end()) {
+              p->second.extent = target;
+              p->second.needs_prepare = false;
+            }
           }
           self->ctx_.cache->Put(self->KeyOf(target), data);
         }

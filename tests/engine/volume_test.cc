@@ -288,7 +288,7 @@ TEST_CASE("a snapshot recall makes owned blocks copy-on-write again", "[volume]"
   CHECK(rig.volume->stats().map_recalls == 1);
 }
 
-TEST_CASE("read-only volumes refuse writes; bad ranges are refused", "[volume]") {
+TEST_CASE("read-only volumes refuse writes, bad ranges are refused", "[volume]") {
   Rig rig(4 << 20, /*read_only=*/true);
   CHECK(rig.Write(0, std::vector<uint8_t>(512)).code() == StatusCode::kReadOnly);
   std::vector<uint8_t> b(512);
