@@ -207,6 +207,96 @@ TEST_CASE("a volume whose size is not a multiple of the block size", "[engine][i
   ShutdownSync(*engine);
 }
 
+TEST_CASE("snapshot of a volume open for writing: recall, then copy-on-write", "[engine][integration]") {
+  MapserverFixture ms;
+  ms.Create("live", 8 * kMiB);
+  IoThreads io;
+  auto engine = MakeEngine(io, ms);
+  auto dev = OpenDevice(*engine, "live", false);
+  auto v1 = PatternBuf(0, 2 * kMiB, 1);
+  REQUIRE(WriteSync(*dev, 0, v1).ok());
+  REQUIRE(FlushSync(*dev).ok());
+  REQUIRE(WriteSync(*dev, 0, PatternBuf(0, kBlock, 9)).ok());  // owned now: in place
+  REQUIRE(FlushSync(*dev).ok());
+  std::memcpy(v1.data(), PatternBuf(0, kBlock, 9).data(), kBlock);
+  ms.Snapshot("live", "live-snap");  // recalls our owned blocks (downgrade)
+  CHECK(engine->Stats().volumes.at("live").map_recalls >= 1);
+  // Writes after the snapshot must not touch the snapshot's blocks.
+  auto v2 = PatternBuf(0, kMiB, 2);
+  REQUIRE(WriteSync(*dev, 0, v2).ok());
+  REQUIRE(FlushSync(*dev).ok());
+  auto snap = OpenDevice(*engine, "live-snap", true);
+  std::vector<uint8_t> back(2 * kMiB);
+  REQUIRE(ReadSync(*snap, 0, back).ok());
+  CHECK(back == v1);
+  REQUIRE(ReadSync(*dev, 0, back).ok());
+  std::vector<uint8_t> expect = v1;
+  std::memcpy(expect.data(), v2.data(), kMiB);
+  CHECK(back == expect);
+  dev.reset();
+  snap.reset();
+  ShutdownSync(*engine);
+}
+
+TEST_CASE("online resize reaches the resize listener", "[engine][integration]") {
+  MapserverFixture ms;
+  ms.Create("grow", 4 * kMiB);
+  IoThreads io;
+  auto engine = MakeEngine(io, ms);
+  auto dev = OpenDevice(*engine, "grow", false);
+  Waiter<uint64_t> resized;
+  dev->SetResizeListener([&](uint64_t size) { resized.Set(size); });
+  ms.Resize("grow", 6 * kMiB);
+  CHECK(resized.Wait() == 6 * kMiB);
+  CHECK(dev->size_bytes() == 6 * kMiB);
+  auto tail = PatternBuf(5 * kMiB, kMiB, 4);
+  REQUIRE(WriteSync(*dev, 5 * kMiB, tail).ok());
+  std::vector<uint8_t> back(kMiB);
+  REQUIRE(ReadSync(*dev, 5 * kMiB, back).ok());
+  CHECK(back == tail);
+  dev->SetResizeListener(nullptr);
+  dev.reset();
+  ShutdownSync(*engine);
+}
+
+TEST_CASE("with the mapserver gone, I/O needing it waits, then fails with unavailable", "[engine][integration]") {
+  MapserverFixture ms;
+  ms.Create("v", 8 * kMiB);
+  IoThreads io;
+  auto options = ms.EngineOptions();
+  options.unavailable_timeout = std::chrono::seconds(2);
+  auto made = Engine::Create(io.io(), options, Logger("engine", LogLevel::kError));
+  REQUIRE(made.ok());
+  auto engine = std::move(*made);
+  auto dev = OpenDevice(*engine, "v", false);
+  auto data = PatternBuf(0, kBlock, 1);
+  REQUIRE(WriteSync(*dev, 0, data).ok());
+  REQUIRE(FlushSync(*dev).ok());
+  std::vector<uint8_t> back(kBlock);
+  REQUIRE(ReadSync(*dev, 0, back).ok());  // maps of the first 8 MiB are cached now
+  ms.Kill9();
+  // Cached maps and data keep serving reads.
+  REQUIRE(ReadSync(*dev, 0, back).ok());
+  CHECK(back == data);
+  // A copy-on-write needs the server: it waits, then fails.
+  auto t0 = std::chrono::steady_clock::now();
+  Status s = WriteSync(*dev, 2 * kMiB, data);
+  CHECK(s.code() == StatusCode::kUnavailable);
+  CHECK(std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds(1500));
+  CHECK_FALSE(engine->connected());
+  ms.Start();
+  // Back: the same write succeeds.
+  Status again;
+  for (int i = 0; i < 3; i++) {
+    again = WriteSync(*dev, 2 * kMiB, data);
+    if (again.ok()) break;
+  }
+  CHECK(again.ok());
+  REQUIRE(FlushSync(*dev).ok());
+  dev.reset();
+  ShutdownSync(*engine);
+}
+
 TEST_CASE("kill -9 of the mapserver mid-workload loses no acknowledged write", "[engine][integration]") {
   MapserverFixture ms;
   const uint64_t kVolume = 32 * kMiB;

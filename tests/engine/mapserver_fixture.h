@@ -117,6 +117,13 @@ class MapserverFixture {
     req.setName(name);
     Check(req.send());
   }
+  void Resize(const std::string& name, uint64_t size) {
+    auto req = Session().resizeRequest();
+    req.setName(name);
+    req.setSizeBytes(size);
+    req.setAllowShrink(false);
+    Check(req.send());
+  }
   void Clone(const std::string& source, const std::string& name) {
     auto req = Session().cloneRequest();
     req.setSource(source);
