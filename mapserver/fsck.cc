@@ -245,7 +245,7 @@ std::string FsckReport::Summary() const {
   std::string s = clean() ? "clean" : "NOT CLEAN (" + std::to_string(problems.size()) + " problems)";
   s += ": " + std::to_string(volumes) + " volumes in " + std::to_string(version_sets) +
        " version sets, " + std::to_string(nodes) + " map nodes, " + std::to_string(used_blocks) +
-       " used blocks (" + std::to_string(shared_blocks) + " shared), " +
+       " used blocks (" + std::to_string(shared_blocks) + " in several leaves), " +
        std::to_string(free_blocks) + " free of " + std::to_string(total_blocks) + " blocks";
   return s;
 }

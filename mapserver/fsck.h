@@ -28,14 +28,16 @@ struct FsckReport {
   uint64_t version_sets = 0;
   uint64_t nodes = 0;
   uint64_t used_blocks = 0;
-  uint64_t shared_blocks = 0;  // used blocks with refcount >= 2
+  // Used blocks with refcount >= 2, i.e. referenced from several leaves. (Blocks shared
+  // only through a shared node are referenced from one leaf and not counted here.)
+  uint64_t shared_blocks = 0;
   uint64_t free_blocks = 0;
   uint64_t total_blocks = 0;
 
   static constexpr size_t kMaxProblems = 100;
   bool clean() const { return problems.empty(); }
   // "clean: 3 volumes in 1 version sets, 12 nodes, 100 used blocks (40 shared),
-  //  900 free of 1000 blocks" (prefixed "NOT CLEAN (n problems)" otherwise).
+  //  900 free of 1000 blocks" ("NOT CLEAN (n problems): ..." otherwise).
   std::string Summary() const;
 };
 
