@@ -19,6 +19,10 @@ namespace asio = boost::asio;
 namespace {
 // WRITE_ZEROES with NO_HOLE writes real zeros from one shared buffer of this size.
 constexpr uint64_t kZeroChunkBytes = 1u << 20;
+// Socket input buffer (request headers and the start of WRITE payloads).
+constexpr size_t kInputBufferBytes = 256 * 1024;
+// Replies gathered into one socket write.
+constexpr size_t kMaxRepliesPerWrite = 64;
 }  // namespace
 
 struct Transmission::Pending {
@@ -37,6 +41,7 @@ Transmission::Transmission(Stream stream, std::shared_ptr<engine::BlockDevice> d
       limits_(limits),
       log_(std::move(log)),
       error_log_limiter_(10, std::chrono::seconds(10)),
+      input_(new uint8_t[kInputBufferBytes]),
       changed_(stream_.get_executor()) {}
 
 void Transmission::Stop() {
@@ -76,7 +81,9 @@ asio::awaitable<Status> Transmission::DeviceCall(std::function<void(engine::IoDo
 asio::awaitable<void> Transmission::ReserveBudget(uint64_t bytes) {
   while (in_flight_requests_ >= limits_.max_in_flight_requests ||
          (in_flight_bytes_ > 0 && in_flight_bytes_ + bytes > limits_.max_in_flight_bytes)) {
+    reader_waiting_ = true;
     co_await changed_.Wait();
+    reader_waiting_ = false;
   }
   in_flight_bytes_ += bytes;
 }
@@ -84,7 +91,7 @@ asio::awaitable<void> Transmission::ReserveBudget(uint64_t bytes) {
 void Transmission::ReleaseBudget(uint64_t bytes) {
   if (bytes == 0) return;
   in_flight_bytes_ -= bytes;
-  changed_.Notify();
+  if (reader_waiting_) changed_.Notify();
 }
 
 std::pair<uint32_t, const char*> Transmission::Validate(const Request& r) const {
@@ -115,16 +122,33 @@ std::pair<uint32_t, const char*> Transmission::Validate(const Request& r) const 
   return {0, ""};
 }
 
+asio::awaitable<bool> Transmission::FillInput(size_t bytes, boost::system::error_code* ec) {
+  if (input_end_ - input_begin_ >= bytes) co_return true;
+  if (kInputBufferBytes - input_begin_ < bytes) {  // compact
+    std::memmove(input_.get(), input_.get() + input_begin_, input_end_ - input_begin_);
+    input_end_ -= input_begin_;
+    input_begin_ = 0;
+  }
+  while (input_end_ - input_begin_ < bytes) {
+    size_t n = co_await stream_.async_read_some(
+        asio::buffer(input_.get() + input_end_, kInputBufferBytes - input_end_),
+        asio::redirect_error(asio::use_awaitable, *ec));
+    if (*ec) co_return false;
+    input_end_ += n;
+  }
+  co_return true;
+}
+
 asio::awaitable<Status> Transmission::ReadRequests() {
   for (;;) {
-    std::array<uint8_t, kRequestSize> header{};
     boost::system::error_code ec;
-    co_await asio::async_read(stream_, asio::buffer(header), asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) {
-      if (stopping_ || socket_failed_ || ec == asio::error::eof) co_return Status::Ok();
+    if (!co_await FillInput(kRequestSize, &ec)) {
+      bool clean = input_end_ == input_begin_ && ec == asio::error::eof;
+      if (stopping_ || socket_failed_ || clean) co_return Status::Ok();
       co_return Status::Aborted("reading a request: " + ec.message());
     }
-    Request request = DecodeRequest(header);
+    Request request = DecodeRequest(std::span<const uint8_t, kRequestSize>(input_.get() + input_begin_, kRequestSize));
+    input_begin_ += kRequestSize;
     if (request.magic != kRequestMagic) co_return Status::InvalidArgument("bad request magic");
     counters_.requests++;
     const Command command = static_cast<Command>(request.type);
@@ -143,11 +167,16 @@ asio::awaitable<Status> Transmission::ReadRequests() {
       co_await ReserveBudget(request.length);
       pending->budget = request.length;
       pending->data.reset(new uint8_t[std::max<uint32_t>(request.length, 1)]);
-      co_await asio::async_read(stream_, asio::buffer(pending->data.get(), request.length),
-                                asio::redirect_error(asio::use_awaitable, ec));
-      if (ec) {
-        ReleaseBudget(pending->budget);
-        co_return Status::Aborted("reading a WRITE payload: " + ec.message());
+      size_t buffered = std::min<size_t>(input_end_ - input_begin_, request.length);
+      std::memcpy(pending->data.get(), input_.get() + input_begin_, buffered);
+      input_begin_ += buffered;
+      if (buffered < request.length) {
+        co_await asio::async_read(stream_, asio::buffer(pending->data.get() + buffered, request.length - buffered),
+                                  asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) {
+          ReleaseBudget(pending->budget);
+          co_return Status::Aborted("reading a WRITE payload: " + ec.message());
+        }
       }
     } else if (command == Command::kRead && Validate(request).first == 0) {
       co_await ReserveBudget(request.length);
@@ -159,10 +188,47 @@ asio::awaitable<Status> Transmission::ReadRequests() {
     // Validated after waiting: the export may have been resized meanwhile.
     std::tie(pending->error, pending->error_message) = Validate(request);
     in_flight_requests_++;
+    Start(std::move(pending));
+  }
+}
+
+void Transmission::Start(std::shared_ptr<Pending> pending) {
+  const Request& r = pending->request;
+  const Command command = static_cast<Command>(r.type);
+  const bool fua = r.flags & kCmdFlagFua;
+  const bool simple = pending->error != 0 || command == Command::kRead || command == Command::kWrite ||
+                      ((command == Command::kTrim || command == Command::kWriteZeroes) && !fua &&
+                       !(r.flags & kCmdFlagNoHole));
+  if (!simple) {
     asio::co_spawn(
         stream_.get_executor(),
         [self = shared_from_this(), pending]() -> asio::awaitable<void> { co_await self->Execute(pending); },
         asio::detached);
+    return;
+  }
+  if (pending->error != 0) {
+    Finish(pending, Status::Ok());
+    return;
+  }
+  auto executor = stream_.get_executor();
+  engine::IoDone done = [self = shared_from_this(), pending, executor](Status status) {
+    asio::post(executor, [self, pending, status = std::move(status)]() mutable {
+      self->Finish(pending, std::move(status));
+    });
+  };
+  switch (command) {
+    case Command::kRead:
+      device_->Read(r.offset, std::span<uint8_t>(pending->data.get(), r.length), std::move(done));
+      break;
+    case Command::kWrite:
+      device_->Write(r.offset, std::span<const uint8_t>(pending->data.get(), r.length), fua, std::move(done));
+      break;
+    case Command::kTrim:
+      device_->Discard(r.offset, r.length, std::move(done));
+      break;
+    default:  // kWriteZeroes
+      device_->WriteZeroes(r.offset, r.length, std::move(done));
+      break;
   }
 }
 
@@ -183,63 +249,55 @@ asio::awaitable<Status> Transmission::WriteZeroesNoHole(uint64_t offset, uint64_
 
 asio::awaitable<void> Transmission::Execute(std::shared_ptr<Pending> pending) {
   const Request& r = pending->request;
+  Status s;
+  switch (static_cast<Command>(r.type)) {
+    case Command::kFlush: {
+      uint64_t covered = writes_completed_;
+      s = co_await DeviceCall([&](engine::IoDone done) { device_->Flush(std::move(done)); });
+      if (s.ok()) writes_flushed_ = std::max(writes_flushed_, covered);
+      break;
+    }
+    case Command::kTrim:
+      s = co_await DeviceCall([&](engine::IoDone done) { device_->Discard(r.offset, r.length, std::move(done)); });
+      break;
+    case Command::kWriteZeroes:
+      if (r.flags & kCmdFlagNoHole) {
+        s = co_await WriteZeroesNoHole(r.offset, r.length);
+      } else {
+        s = co_await DeviceCall([&](engine::IoDone done) { device_->WriteZeroes(r.offset, r.length, std::move(done)); });
+      }
+      break;
+    default:
+      s = Status::Internal("Execute got " + CommandName(r.type));
+      break;
+  }
+  if (s.ok() && (r.flags & kCmdFlagFua)) {
+    // TRIM / WRITE_ZEROES with FUA: make the change durable before answering.
+    s = co_await DeviceCall([&](engine::IoDone done) { device_->Flush(std::move(done)); });
+  }
+  Finish(pending, std::move(s));
+}
+
+void Transmission::Finish(const std::shared_ptr<Pending>& pending, Status status) {
+  const Request& r = pending->request;
+  const Command command = static_cast<Command>(r.type);
   uint32_t error = pending->error;
   std::string message = pending->error_message;
   std::unique_ptr<uint8_t[]> reply_data;
   uint64_t reply_budget = 0;
   if (error == 0) {
-    Status s;
-    const bool fua = r.flags & kCmdFlagFua;
-    bool is_write = false;
-    switch (static_cast<Command>(r.type)) {
-      case Command::kRead:
-        s = co_await DeviceCall([&](engine::IoDone done) {
-          device_->Read(r.offset, std::span<uint8_t>(pending->data.get(), r.length), std::move(done));
-        });
-        if (s.ok()) {
-          counters_.bytes_read += r.length;
-          reply_data = std::move(pending->data);
-          reply_budget = std::exchange(pending->budget, 0);
-        }
-        break;
-      case Command::kWrite:
-        is_write = true;
-        s = co_await DeviceCall([&](engine::IoDone done) {
-          device_->Write(r.offset, std::span<const uint8_t>(pending->data.get(), r.length), fua,
-                         std::move(done));
-        });
-        if (s.ok()) counters_.bytes_written += r.length;
-        break;
-      case Command::kFlush: {
-        uint64_t covered = writes_completed_;
-        s = co_await DeviceCall([&](engine::IoDone done) { device_->Flush(std::move(done)); });
-        if (s.ok()) writes_flushed_ = std::max(writes_flushed_, covered);
-        break;
-      }
-      case Command::kTrim:
-        is_write = true;
-        s = co_await DeviceCall([&](engine::IoDone done) { device_->Discard(r.offset, r.length, std::move(done)); });
-        break;
-      case Command::kWriteZeroes:
-        is_write = true;
-        if (r.flags & kCmdFlagNoHole) {
-          s = co_await WriteZeroesNoHole(r.offset, r.length);
-        } else {
-          s = co_await DeviceCall([&](engine::IoDone done) { device_->WriteZeroes(r.offset, r.length, std::move(done)); });
-        }
-        break;
-      default:
-        s = Status::Internal("unvalidated command " + CommandName(r.type));
-        break;
+    if (command == Command::kWrite || command == Command::kTrim || command == Command::kWriteZeroes) {
+      writes_completed_++;  // attempted: a flush at disconnect is due either way
     }
-    if (is_write) writes_completed_++;
-    if (s.ok() && fua && r.type != static_cast<uint16_t>(Command::kWrite)) {
-      // TRIM / WRITE_ZEROES with FUA: make the change durable before answering.
-      s = co_await DeviceCall([&](engine::IoDone done) { device_->Flush(std::move(done)); });
-    }
-    if (!s.ok()) {
-      error = ErrorFromStatus(s);
-      message = s.ToString();
+    if (!status.ok()) {
+      error = ErrorFromStatus(status);
+      message = status.ToString();
+    } else if (command == Command::kRead) {
+      counters_.bytes_read += r.length;
+      reply_data = std::move(pending->data);
+      reply_budget = std::exchange(pending->budget, 0);
+    } else if (command == Command::kWrite) {
+      counters_.bytes_written += r.length;
     }
   }
   if (error != 0) {
@@ -288,21 +346,32 @@ void Transmission::QueueReply(const Request& r, uint32_t error, std::unique_ptr<
   reply.budget_bytes = budget_bytes;
   replies_.push_back(std::move(reply));
   in_flight_requests_--;
-  changed_.Notify();
+  // Wake the writer if it sleeps, and the reader if it waits for a request slot or for
+  // the end (Run). Signals cost a timer cancellation: only when someone waits.
+  if (writer_waiting_ || reader_waiting_ || reading_done_) changed_.Notify();
 }
 
 asio::awaitable<void> Transmission::WriteReplies() {
+  std::vector<OutgoingReply> batch;
+  std::vector<asio::const_buffer> buffers;
   for (;;) {
     if (replies_.empty()) {
       if (reading_done_ && in_flight_requests_ == 0) break;
+      writer_waiting_ = true;
       co_await changed_.Wait();
+      writer_waiting_ = false;
       continue;
     }
-    OutgoingReply reply = std::move(replies_.front());
-    replies_.pop_front();
+    // Everything queued so far (bounded) goes out in one gathered write.
+    batch.clear();
+    buffers.clear();
+    while (!replies_.empty() && batch.size() < kMaxRepliesPerWrite) {
+      batch.push_back(std::move(replies_.front()));
+      replies_.pop_front();
+      buffers.push_back(asio::buffer(batch.back().head));
+      if (batch.back().data_length > 0) buffers.push_back(asio::buffer(batch.back().data.get(), batch.back().data_length));
+    }
     if (!socket_failed_) {
-      std::array<asio::const_buffer, 2> buffers{asio::buffer(reply.head),
-                                                asio::buffer(reply.data.get(), reply.data_length)};
       boost::system::error_code ec;
       co_await asio::async_write(stream_, buffers, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
@@ -311,7 +380,7 @@ asio::awaitable<void> Transmission::WriteReplies() {
         stream_.shutdown(Stream::shutdown_both, ec);  // ends the reader too
       }
     }
-    ReleaseBudget(reply.budget_bytes);
+    for (const OutgoingReply& reply : batch) ReleaseBudget(reply.budget_bytes);
   }
   writer_done_ = true;
   changed_.Notify();

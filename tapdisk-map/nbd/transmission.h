@@ -79,8 +79,16 @@ class Transmission : public std::enable_shared_from_this<Transmission> {
   };
 
   boost::asio::awaitable<Status> ReadRequests();
+  // Makes at least `bytes` (<= the input buffer size) readable in input_; false on
+  // EOF or error (then `*ec` says which).
+  boost::asio::awaitable<bool> FillInput(size_t bytes, boost::system::error_code* ec);
   boost::asio::awaitable<void> WriteReplies();
+  // Starts a validated request: the common commands directly with a completion
+  // callback (no coroutine per request), the multi-step ones through Execute.
+  void Start(std::shared_ptr<Pending> pending);
   boost::asio::awaitable<void> Execute(std::shared_ptr<Pending> pending);
+  // Common end of every request: log, release budget, queue the reply.
+  void Finish(const std::shared_ptr<Pending>& pending, Status status);
   // Checks a decoded request against the export: {0, ""} if it may be executed, else
   // the NBD error and a message.
   std::pair<uint32_t, const char*> Validate(const Request& request) const;
@@ -98,11 +106,17 @@ class Transmission : public std::enable_shared_from_this<Transmission> {
   Logger log_;
   RateLimiter error_log_limiter_;
 
+  // Buffered input: several requests arrive per read when the client pipelines.
+  std::unique_ptr<uint8_t[]> input_;
+  size_t input_begin_ = 0, input_end_ = 0;
+
   AsyncSignal changed_;  // in-flight count, budget, reply queue or stop state changed
   std::deque<OutgoingReply> replies_;
   uint64_t in_flight_bytes_ = 0;
   uint32_t in_flight_requests_ = 0;
   bool stopping_ = false;
+  bool reader_waiting_ = false;  // ReadRequests waits for budget or a request slot
+  bool writer_waiting_ = false;  // WriteReplies waits for replies
   bool reading_done_ = false;
   bool socket_failed_ = false;
   bool writer_done_ = false;
