@@ -34,6 +34,7 @@ Result<std::unique_ptr<Engine>> Engine::Create(boost::asio::io_context& io, Engi
                                               const Logger& log) {
   if (options.pool_path.empty()) return Status::InvalidArgument("no pool path given");
   if (options.cache_size_bytes == 0) options.cache_size_bytes = DefaultCacheSize();
+  if (options.max_pinned_bytes == 0) options.max_pinned_bytes = std::max<uint64_t>(256ull << 20, options.cache_size_bytes / 4);
   if (options.host.empty()) options.host = mapserver::LocalHostName();
   auto secret = mapserver::ReadSecretFile(options.secret_file);
   if (!secret.ok()) return secret.status().WithContext("secret file " + options.secret_file);
@@ -99,6 +100,8 @@ void Engine::Open(const std::string& name, bool read_only, OpenDone done) {
     ctx.pool_data_start = data_start_;
     ctx.pool_data_end = data_end_;
     ctx.map_readahead_bytes = options_.map_readahead_bytes;
+    ctx.max_pinned_bytes = options_.max_pinned_bytes;
+    ctx.unavailable_timeout = options_.unavailable_timeout;
     ctx.log = log_;
     auto volume = std::make_shared<Volume>(ctx, name, read_only);
     client_->Open(name, read_only, volume, [this, volume, done](Result<MappingClient::OpenResult> r) {

@@ -45,6 +45,9 @@ struct EngineOptions {
   pool::PoolIoKind pool_io = pool::PoolIoKind::kAuto;
   std::chrono::milliseconds unavailable_timeout{60000};  // I/O waits this long for the server
   uint64_t map_readahead_bytes = 64ull << 20;  // map fetched around a miss
+  // Bound on written-but-uncommitted data kept in memory; copy-on-write writes wait
+  // beyond it. 0 = max(256 MiB, cache_size_bytes / 4).
+  uint64_t max_pinned_bytes = 0;
 };
 
 // 1/8 of physical memory, at least 64 MiB.

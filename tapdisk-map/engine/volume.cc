@@ -96,6 +96,7 @@ struct Volume::WriteOp {
   std::vector<BlockWrite> blocks;
   Join join;
   int replans = 0;
+  std::optional<std::chrono::steady_clock::time_point> throttled_until;  // deadline while throttled
 };
 
 Volume::Volume(const VolumeContext& context, std::string name, bool read_only)
@@ -455,6 +456,29 @@ void Volume::PlanWrite(std::shared_ptr<WriteOp> op) {
     return WriteLocked(op);
   }
   if (cow_blocks.empty()) return ExecuteWrite(op);
+
+  // Backpressure: pinned copies are released by commits; while too many wait for one
+  // (the server is slow or away), new copy-on-write writes wait too.
+  uint64_t new_pins = 0;
+  for (const BlockWrite& w : op->blocks) {
+    if (w.kind == WriteKind::kCopyOnWrite && !w.from_pinned) new_pins += bs;
+  }
+  uint64_t pinned = ctx_.pinned_bytes->load();
+  if (ctx_.max_pinned_bytes != 0 && new_pins != 0 && pinned != 0 && pinned + new_pins > ctx_.max_pinned_bytes) {
+    auto now = std::chrono::steady_clock::now();
+    if (!op->throttled_until) op->throttled_until = now + ctx_.unavailable_timeout;
+    if (now >= *op->throttled_until) {
+      op->join.Add(1);
+      op->join.Done(Status::Unavailable(std::to_string(pinned) + " bytes written to " + name_ +
+                                        "'s host await commit; the mapserver is not keeping up"));
+      return FinishWrite(op);
+    }
+    KickCommit();
+    auto self = shared_from_this();
+    auto timer = std::make_shared<boost::asio::steady_timer>(*ctx_.io, std::chrono::milliseconds(5));
+    timer->async_wait([self, op, timer](const boost::system::error_code&) { self->PlanWrite(op); });
+    return;
+  }
 
   std::vector<ByteRange> ranges = ClipToSize(Coalesce(cow_blocks, bs), size_bytes_.load());
   if (ranges.size() > kMaxRangesPerCall) {

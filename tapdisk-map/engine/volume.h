@@ -24,6 +24,7 @@
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -56,6 +57,10 @@ struct VolumeContext {
   uint64_t pool_data_start = 0;  // physical offsets the server may hand out:
   uint64_t pool_data_end = 0;    //   [pool_data_start, pool_data_end)
   uint64_t map_readahead_bytes = 64ull << 20;
+  // Copy-on-write writes wait while the host's pinned copies would exceed this
+  // (0 = no bound); they fail with unavailable after unavailable_timeout.
+  uint64_t max_pinned_bytes = 0;
+  std::chrono::milliseconds unavailable_timeout{60000};
   Logger log{"engine"};
 };
 

@@ -64,6 +64,10 @@ class FakeRemoteVolume final : public RemoteVolume {
   }
   void Commit(std::vector<Extent> extents, std::function<void(Status)> done) override {
     std::lock_guard<std::mutex> lock(mu_);
+    if (hold_commits_) {
+      held_.push_back([this, extents, done]() { Commit(extents, done); });
+      return;
+    }
     commit_calls++;
     Status s;
     if (lose_reservations_before_next_commit) {
@@ -110,6 +114,20 @@ class FakeRemoteVolume final : public RemoteVolume {
     return blocks_[block];
   }
 
+  void HoldCommits() {
+    std::lock_guard<std::mutex> lock(mu_);
+    hold_commits_ = true;
+  }
+  void ReleaseCommits() {
+    std::vector<std::function<void()>> held;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      hold_commits_ = false;
+      held.swap(held_);
+    }
+    for (auto& fn : held) fn();
+  }
+
   std::atomic<int> map_calls{0}, prepare_calls{0}, commit_calls{0}, committed_blocks{0};
   bool lose_reservations_before_next_commit = false;
 
@@ -122,6 +140,8 @@ class FakeRemoteVolume final : public RemoteVolume {
   std::mutex mu_;
   std::vector<Extent> blocks_;
   std::map<uint64_t, Extent> reservations_;
+  bool hold_commits_ = false;
+  std::vector<std::function<void()>> held_;
   uint64_t next_free_ = 16;  // blocks 0..15 of the data area are "golden"
   uint64_t generation_ = 100;
 };
@@ -135,7 +155,7 @@ struct Rig {
   std::shared_ptr<Volume> volume;
   int pool_fd = -1;
 
-  explicit Rig(uint64_t size = 4 << 20, bool read_only = false) {
+  explicit Rig(uint64_t size = 4 << 20, bool read_only = false, uint64_t max_pinned = 0) {
     std::string path = dir.path() + "/pool";
     pool_fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
     REQUIRE(pool_fd >= 0);
@@ -156,6 +176,7 @@ struct Rig {
     ctx.pool_data_start = kDataStart;
     ctx.pool_data_end = kDataStart + 256 * kBlock;
     ctx.log = log;
+    ctx.max_pinned_bytes = max_pinned;
     remote = std::make_shared<FakeRemoteVolume>(threads.io(), size);
     volume = std::make_shared<Volume>(ctx, "v", read_only);
     volume->Attach(remote, size);
@@ -286,6 +307,23 @@ TEST_CASE("a snapshot recall makes owned blocks copy-on-write again", "[volume]"
   REQUIRE(rig.Write(0, data).ok());  // now shared: copy-on-write
   CHECK(rig.remote->prepare_calls == prepares + 1);
   CHECK(rig.volume->stats().map_recalls == 1);
+}
+
+TEST_CASE("copy-on-write writes wait while too much awaits commit", "[volume]") {
+  Rig rig(4 << 20, false, /*max_pinned=*/2 * kBlock);
+  rig.remote->HoldCommits();
+  std::vector<uint8_t> data(kBlock, 3);
+  REQUIRE(rig.Write(0, data).ok());
+  REQUIRE(rig.Write(kBlock, data).ok());
+  Waiter<Status> third;
+  rig.volume->Write(2 * kBlock, data, false, third.Callback());
+  // Nothing can be released while commits are held: the third write must wait.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  CHECK(rig.volume->pending_blocks() == 2);
+  rig.remote->ReleaseCommits();
+  CHECK(third.Wait().ok());
+  REQUIRE(rig.Flush().ok());
+  CHECK(rig.remote->committed_blocks == 3);
 }
 
 TEST_CASE("read-only volumes refuse writes, bad ranges are refused", "[volume]") {
