@@ -279,6 +279,10 @@ class BackendManager::Impl : public std::enable_shared_from_this<Impl> {
     if (!platform_.xenstore->Read(kNoTransaction, be).ok()) {
       return Reply(std::move(done), Status::NotFound(be + " does not exist in xenstore"));
     }
+    // The toolstack's `mode` wins over a read-write attach: a disk given to the guest
+    // read-only (mode=r) is opened read-only.
+    auto mode = platform_.xenstore->Read(kNoTransaction, be + "/mode");
+    if (mode.ok() && *mode == "r") spec.read_only = true;
     auto it = vbds_.find(spec.key);
     if (it != vbds_.end() && (it->second->attached() || opening_.count(spec.key))) {
       Vbd& v = *it->second;

@@ -106,7 +106,8 @@ class BackendManager {
   // (a restarted daemon takes over). `done` runs once everything is released.
   void Stop(std::function<void()> done);
 
-  // vbd-attach: opens `spec.volume` and serves the device. Replies once the volume is
+  // vbd-attach: opens `spec.volume` (read-only if the spec or the backend's `mode`
+  // node says so) and serves the device. Replies once the volume is
   // open and the backend is in InitWait or later. Errors: kNotFound if the backend
   // directory does not exist in xenstore; kAlreadyExists if attached to another
   // volume; the opener's error (kBusy, kNotFound...) if the volume cannot be opened.

@@ -24,7 +24,7 @@ class HandshakeRig {
     toolstack = std::move(*ts);
     hv = std::make_shared<xen::SimulatedHypervisor>();
     if (!hv->CreateDomain(kBackendDomid, 0).ok()) throw std::runtime_error("create dom0");
-    threads_ = std::make_unique<IoThreads>(io, 2);
+    threads_ = std::make_unique<IoRunner>(io, 2);
   }
   ~HandshakeRig() {
     StopBackend();
@@ -169,7 +169,7 @@ class HandshakeRig {
  private:
   std::unique_ptr<XenstoredInstance> xsd_;
   std::unique_ptr<xen::XenPlatform> platform_;
-  std::unique_ptr<IoThreads> threads_;
+  std::unique_ptr<IoRunner> threads_;
 };
 
 }  // namespace tapmap::testing

@@ -71,7 +71,7 @@ TEST_CASE("blkif handshake: xl 4.17 disk creation, I/O, removal") {
   CHECK(*rig.toolstack->Read(0, Be("feature-discard")) == "1");
   REQUIRE(rig.toolstack->Write(0, Fe("state"), "4").ok());
 
-  auto data = Pattern(64 * 1024, 11);
+  auto data = RandomBytes(64 * 1024, 11);
   REQUIRE(*front->Write(1, 2048, data) == BLKIF_RSP_OKAY);
   std::vector<uint8_t> back(data.size());
   REQUIRE(*front->Read(0, 2048, back) == BLKIF_RSP_OKAY);
@@ -126,9 +126,11 @@ TEST_CASE("blkif handshake: vbd3 layout and read-only disks") {
   REQUIRE(rig.XlAddDisk(kDom, kDev, "ro", "r", "vbd3").ok());
   std::string be = HandshakeRig::BackendPath(kDom, kDev, "vbd3");
   CHECK(rig.WaitNode(be + "/state", "2") == "2");
-  auto r = rig.Attach(kDom, kDev, "ro", /*ro=*/true, blkif::Layout::kVbd3);
+  // The hotplug script asks for read-write, but the toolstack's mode=r wins.
+  auto r = rig.Attach(kDom, kDev, "ro", /*ro=*/false, blkif::Layout::kVbd3);
   REQUIRE(r.ok());
   CHECK(r->read_only);
+  CHECK_FALSE(rig.opener.OpenForWrite("ro"));
   auto front = rig.Guest(kDom);
   REQUIRE(front->Publish(*rig.toolstack, HandshakeRig::FrontendPath(kDom, kDev)).ok());
   CHECK(rig.WaitNode(be + "/state", "4") == "4");
@@ -144,7 +146,7 @@ TEST_CASE("blkif handshake: close and reconnect from Closed") {
   auto vol = rig.opener.Add("vm1", 16 * kMiB);
   REQUIRE(rig.StartBackend().ok());
   auto front = ConnectDisk(rig, "vm1");
-  auto data = Pattern(4096, 1);
+  auto data = RandomBytes(4096, 1);
   REQUIRE(*front->Write(0, 0, data) == BLKIF_RSP_OKAY);
 
   // The guest closes the device (e.g. module unload): Closing -> Closed.
@@ -157,10 +159,14 @@ TEST_CASE("blkif handshake: close and reconnect from Closed") {
   // It comes back (module reload): Initialising -> the backend offers InitWait again.
   REQUIRE(rig.toolstack->Write(0, Fe("state"), "1").ok());
   CHECK(rig.WaitNode(Be("state"), "2") == "2");
-  auto front2 = rig.Guest(kDom);
+  // (now as a 32-bit guest: the protocol node selects the ring layout)
+  SimBlkfrontOptions o32;
+  o32.abi = blkif::Abi::kX86_32;
+  auto front2 = rig.Guest(kDom, o32);
   REQUIRE(front2);
   REQUIRE(front2->Publish(*rig.toolstack, HandshakeRig::FrontendPath(kDom, kDev)).ok());
   CHECK(rig.WaitNode(Be("state"), "4") == "4");
+  CHECK(rig.List()[0].protocol == "x86_32-abi");
   std::vector<uint8_t> back(4096);
   REQUIRE(*front2->Read(0, 0, back) == BLKIF_RSP_OKAY);
   CHECK(back == data);
@@ -208,14 +214,14 @@ TEST_CASE("blkif handshake: backend restart mid-connection re-reads everything")
   SimBlkfrontOptions o;
   o.ring_page_order = 1;
   auto front = ConnectDisk(rig, "vm1", o);
-  auto a = Pattern(8192, 3);
+  auto a = RandomBytes(8192, 3);
   REQUIRE(*front->Write(0, 64, a) == BLKIF_RSP_OKAY);
 
   rig.StopBackend();  // the daemon goes away; xenstore and the guest stay
   CHECK(rig.hv->ActiveMappings(kDom) == 0);
   CHECK(*rig.toolstack->Read(0, Be("state")) == "4");
   // The guest keeps issuing I/O meanwhile: it is answered once the backend is back.
-  auto b = Pattern(4096, 4);
+  auto b = RandomBytes(4096, 4);
   auto id = front->Submit(0, SimIo{BLKIF_OP_WRITE, 200, 8, false}, b);
   REQUIRE(id.ok());
   REQUIRE(front->Kick(0).ok());
@@ -244,7 +250,7 @@ TEST_CASE("blkif handshake: pause quiesces and flushes, resume serves again") {
   REQUIRE(rig.Pause(kDom, kDev).ok());
   CHECK(vol->counters().flushes >= 1);
   CHECK(rig.List()[0].paused);
-  auto id = front->Submit(0, SimIo{BLKIF_OP_WRITE, 0, 8, false}, Pattern(4096, 1));
+  auto id = front->Submit(0, SimIo{BLKIF_OP_WRITE, 0, 8, false}, RandomBytes(4096, 1));
   REQUIRE(front->Kick(0).ok());
   CHECK(front->Poll(0, std::chrono::milliseconds(300))->empty());
   REQUIRE(rig.Resume(kDom, kDev).ok());

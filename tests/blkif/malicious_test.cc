@@ -21,7 +21,7 @@ struct Attack {
   boost::asio::io_context io;
   std::shared_ptr<MemoryBlockDevice> evil_disk = std::make_shared<MemoryBlockDevice>(io, "evil", kDiskBytes);
   std::shared_ptr<MemoryBlockDevice> good_disk = std::make_shared<MemoryBlockDevice>(io, "good", kDiskBytes);
-  std::unique_ptr<IoThreads> threads = std::make_unique<IoThreads>(io, 2);
+  std::unique_ptr<IoRunner> threads = std::make_unique<IoRunner>(io, 2);
   RingRig evil, good;
 
   explicit Attack(blkif::RequestLimits evil_limits = {}, SimBlkfrontOptions evil_options = {}) {
@@ -54,7 +54,7 @@ struct Attack {
 
   // The other guest still gets correct service, and its disk holds only its data.
   void GoodGuestStillServed() {
-    auto data = Pattern(16384, 77);
+    auto data = RandomBytes(16384, 77);
     REQUIRE(*good.front->Write(0, 64, data) == BLKIF_RSP_OKAY);
     std::vector<uint8_t> back(data.size());
     REQUIRE(*good.front->Read(0, 64, back) == BLKIF_RSP_OKAY);

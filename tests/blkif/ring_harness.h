@@ -16,12 +16,12 @@
 namespace tapmap::testing {
 
 // Runs `io` on `threads` threads until destroyed.
-class IoThreads {
+class IoRunner {
  public:
-  explicit IoThreads(boost::asio::io_context& io, int threads = 1) : io_(io), guard_(io.get_executor()) {
+  explicit IoRunner(boost::asio::io_context& io, int threads = 1) : io_(io), guard_(io.get_executor()) {
     for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { io_.run(); });
   }
-  ~IoThreads() {
+  ~IoRunner() {
     guard_.reset();
     io_.stop();
     for (auto& t : threads_) t.join();
@@ -95,7 +95,7 @@ struct RingRig {
   }
 };
 
-inline std::vector<uint8_t> Pattern(size_t bytes, uint32_t seed) {
+inline std::vector<uint8_t> RandomBytes(size_t bytes, uint32_t seed) {
   std::vector<uint8_t> v(bytes);
   uint32_t x = seed * 2654435761u + 1;
   for (auto& b : v) {

@@ -26,7 +26,7 @@ TEST_CASE("blkif ring: reads and writes reach the device intact in every ABI and
   CAPTURE(blkif::AbiName(c.abi), c.order, c.persistent);
   boost::asio::io_context io;
   auto device = std::make_shared<MemoryBlockDevice>(io, "vol", kDiskBytes);
-  IoThreads threads(io, 2);
+  IoRunner threads(io, 2);
   RingRig rig;
   SimBlkfrontOptions o;
   o.abi = c.abi;
@@ -37,16 +37,16 @@ TEST_CASE("blkif ring: reads and writes reach the device intact in every ABI and
   CHECK(rig.front->ring_size() == (c.abi == Abi::kX86_32 ? 32u : 32u) << c.order);
 
   // Direct: 4 KiB, 44 KiB (11 segments), partial sectors.
-  auto a = Pattern(4096, 1);
+  auto a = RandomBytes(4096, 1);
   REQUIRE(*rig.front->Write(0, 8, a) == BLKIF_RSP_OKAY);
-  auto b = Pattern(44 * 1024, 2);
+  auto b = RandomBytes(44 * 1024, 2);
   REQUIRE(*rig.front->Write(0, 1000, b) == BLKIF_RSP_OKAY);
-  auto small = Pattern(1536, 3);
+  auto small = RandomBytes(1536, 3);
   REQUIRE(*rig.front->Write(0, 5000, small) == BLKIF_RSP_OKAY);
   // Indirect: 1 MiB = 256 segments; and a forced indirect 8 KiB.
-  auto big = Pattern(kMiB, 4);
+  auto big = RandomBytes(kMiB, 4);
   REQUIRE(*rig.front->Write(0, 20000, big) == BLKIF_RSP_OKAY);
-  auto forced = Pattern(8192, 5);
+  auto forced = RandomBytes(8192, 5);
   REQUIRE(*rig.front->Write(0, 40000, forced, /*force_indirect=*/true) == BLKIF_RSP_OKAY);
 
   std::vector<uint8_t> disk = device->Snapshot();
@@ -81,7 +81,7 @@ TEST_CASE("blkif ring: reads and writes reach the device intact in every ABI and
 TEST_CASE("blkif ring: a full ring of pipelined requests on several queues") {
   boost::asio::io_context io;
   auto device = std::make_shared<MemoryBlockDevice>(io, "vol", kDiskBytes);
-  IoThreads threads(io, 2);
+  IoRunner threads(io, 2);
   RingRig rig;
   SimBlkfrontOptions o;
   o.queues = 3;
@@ -91,10 +91,10 @@ TEST_CASE("blkif ring: a full ring of pipelined requests on several queues") {
   // Each queue writes its own region with a full ring of 4 KiB writes.
   for (uint32_t q = 0; q < 3; ++q) {
     for (uint32_t i = 0; i < slots; ++i) {
-      auto data = Pattern(4096, q * 1000 + i);
+      auto data = RandomBytes(4096, q * 1000 + i);
       REQUIRE(rig.front->Submit(q, SimIo{BLKIF_OP_WRITE, (q * slots + i) * 8ull, 8, false}, data).ok());
     }
-    CHECK(rig.front->Submit(q, SimIo{BLKIF_OP_WRITE, 0, 8, false}, Pattern(4096, 0)).status().code() ==
+    CHECK(rig.front->Submit(q, SimIo{BLKIF_OP_WRITE, 0, 8, false}, RandomBytes(4096, 0)).status().code() ==
           StatusCode::kBusy);
     REQUIRE(rig.front->Kick(q).ok());
   }
@@ -114,7 +114,7 @@ TEST_CASE("blkif ring: a full ring of pipelined requests on several queues") {
   std::vector<uint8_t> disk = device->Snapshot();
   for (uint32_t q = 0; q < 3; ++q) {
     for (uint32_t i = 0; i < slots; i += 7) {
-      auto data = Pattern(4096, q * 1000 + i);
+      auto data = RandomBytes(4096, q * 1000 + i);
       CHECK(std::memcmp(disk.data() + (q * slots + i) * 4096ull, data.data(), 4096) == 0);
     }
   }
@@ -124,7 +124,7 @@ TEST_CASE("blkif ring: a full ring of pipelined requests on several queues") {
 TEST_CASE("blkif ring: device errors become BLKIF_RSP_ERROR") {
   boost::asio::io_context io;
   auto device = std::make_shared<MemoryBlockDevice>(io, "vol", kDiskBytes);
-  IoThreads threads(io, 1);
+  IoRunner threads(io, 1);
   RingRig rig;
   REQUIRE(RingRig::Make(&rig, io, device, 3, SimBlkfrontOptions{}).ok());
   device->FailWith(Status::IoError("pool read failed"));
@@ -139,13 +139,13 @@ TEST_CASE("blkif ring: device errors become BLKIF_RSP_ERROR") {
 TEST_CASE("blkif ring: pause drains and stops consumption, resume continues") {
   boost::asio::io_context io;
   auto device = std::make_shared<MemoryBlockDevice>(io, "vol", kDiskBytes);
-  IoThreads threads(io, 1);
+  IoRunner threads(io, 1);
   RingRig rig;
   REQUIRE(RingRig::Make(&rig, io, device, 4, SimBlkfrontOptions{}).ok());
   std::promise<void> drained;
   rig.workers[0]->Pause([&] { drained.set_value(); });
   drained.get_future().wait();
-  auto id = rig.front->Submit(0, SimIo{BLKIF_OP_WRITE, 0, 8, false}, Pattern(4096, 9));
+  auto id = rig.front->Submit(0, SimIo{BLKIF_OP_WRITE, 0, 8, false}, RandomBytes(4096, 9));
   REQUIRE(id.ok());
   REQUIRE(rig.front->Kick(0).ok());
   auto none = rig.front->Poll(0, std::chrono::milliseconds(300));
