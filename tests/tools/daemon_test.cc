@@ -196,3 +196,93 @@ TEST_CASE("xl replay: a disk naming a missing volume fails with hotplug-error") 
 }
 
 }  // namespace tapmap::testing
+
+namespace tapmap::testing {
+namespace {
+
+// A stack with guest disk 1/xvda attached (xl replay + block-tapmap add) to volume
+// vm1, whose first MiB holds 0x11 written through NBD before the attach.
+struct AttachedDisk {
+  explicit AttachedDisk(TapmapStack& stack) : disk() {
+    REQUIRE(stack.Tapmap({"volume", "create", "vm1", "16M"}) == 0);
+    std::string out;
+    int rc = RunCommand({"qemu-io", "-f", "raw", "-c", "write -P 0x11 0 1M", stack.NbdUrl("vm1")}, &out);
+    INFO(out);
+    REQUIRE(rc == 0);
+    REQUIRE(ReplayDomainCreate(stack.xs(), 1).ok());
+    REQUIRE(ReplayDiskAdd(stack.xs(), disk).ok());
+    REQUIRE(WaitForValue(stack.xs(), disk.backend_path() + "/state", "2", 10000));
+    rc = RunHotplug(stack, disk, "add", &out);
+    INFO(out);
+    REQUIRE(rc == 0);
+  }
+  LibxlDisk disk;
+};
+
+bool DiskPaused(TapmapStack& stack) {
+  std::string out;
+  REQUIRE(stack.Tapmap({"vbd", "list", "--json"}, &out) == 0);
+  json vbds = ParseJson(out)["vbds"];
+  REQUIRE(vbds.size() == 1);
+  return vbds[0]["paused"].get<bool>();
+}
+
+}  // namespace
+
+TEST_CASE("snapshot-live snapshots the volume behind a guest disk and resumes it") {
+  TapmapStack stack({.xen = true});
+  AttachedDisk attached(stack);
+
+  std::string out, err;
+  int rc = stack.Tapmap({"snapshot-live", "1/xvda", "vm1-snap", "--json"}, &out, &err);
+  INFO(err << stack.Logs());
+  REQUIRE(rc == 0);
+  json doc = ParseJson(out);
+  CHECK(doc["source"] == "vm1");
+  CHECK(doc["domid"] == 1);
+  CHECK(doc["devid"] == 51712);
+  CHECK(doc["layout"] == "vbd");
+  CHECK(doc["paused_ms"].is_number_unsigned());
+  CHECK(doc["snapshot"]["name"] == "vm1-snap");
+  CHECK(doc["snapshot"]["kind"] == "snapshot");
+  CHECK(doc["snapshot"]["parent"] == "vm1");
+  CHECK(doc.size() == 6);
+  CHECK_FALSE(DiskPaused(stack));
+
+  // The snapshot holds what the volume held at the pause: 1 MiB of 0x11, then zeros.
+  rc = RunCommand({"qemu-io", "-r", "-f", "raw", "-c", "read -P 0x11 0 1M", "-c", "read -P 0 1M 15M",
+                   stack.NbdUrl("vm1-snap")},
+                  &out);
+  INFO(out);
+  CHECK(rc == 0);
+  CHECK(out.find("Pattern verification failed") == std::string::npos);
+
+  REQUIRE(stack.Tapmap({"snapshot-live", "1/xvda", "vm1-snap2"}, &out) == 0);
+  CHECK(out.find("created snapshot vm1-snap2 of vm1") != std::string::npos);
+}
+
+TEST_CASE("snapshot-live always resumes the disk, and never pauses it when it cannot snapshot") {
+  TapmapStack stack({.xen = true});
+  AttachedDisk attached(stack);
+  std::string out, err;
+
+  SECTION("the snapshot fails after the pause: the disk is resumed, exit 1") {
+    REQUIRE(stack.Tapmap({"volume", "create", "taken", "1M"}) == 0);
+    CHECK(stack.Tapmap({"snapshot-live", "1/xvda", "taken", "--json"}, &out, &err) == 1);
+    CHECK(ParseJson(out)["error"]["code"] == "already-exists");
+    CHECK_FALSE(DiskPaused(stack));
+  }
+  SECTION("a disk tapdisk-map does not serve: not-found, nothing paused") {
+    CHECK(stack.Tapmap({"snapshot-live", "1/xvdb", "s", "--json"}, &out, &err) == 1);
+    CHECK(ParseJson(out)["error"]["code"] == "not-found");
+    CHECK_FALSE(DiskPaused(stack));
+  }
+  SECTION("a disk paused by the operator is resumed too (the command owns the pause)") {
+    REQUIRE(stack.Tapmap({"vbd", "pause", "1/xvda"}) == 0);
+    CHECK(DiskPaused(stack));
+    REQUIRE(stack.Tapmap({"snapshot-live", "1/xvda", "s"}) == 0);
+    CHECK_FALSE(DiskPaused(stack));
+  }
+}
+
+}  // namespace tapmap::testing
