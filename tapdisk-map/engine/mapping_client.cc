@@ -116,6 +116,7 @@ struct VolumeState {
   kj::Maybe<proto::Volume::Client> cap;  // live capability on the current connection
   bool needs_reopen = false;             // connection was lost since the last open
   bool reopening = false;
+  bool reopen_warned = false;
   bool closed = false;
   Status failed;                         // reopening failed for good
 };
@@ -489,6 +490,7 @@ void MappingClient::Impl::Reopen(std::shared_ptr<VolumeState> v) {
         if (v->closed) return;  // closed meanwhile: the new capability is dropped here
         v->cap = reply.getVolume();
         v->needs_reopen = false;
+        v->reopen_warned = false;
         uint64_t size = reply.getInfo().getSizeBytes();
         log_.Infof("volume %s re-opened on the new connection", v->name.c_str());
         if (auto events = v->events.lock()) PostToIo([events, size]() { events->OnReopened(size); });
@@ -501,7 +503,10 @@ void MappingClient::Impl::Reopen(std::shared_ptr<VolumeState> v) {
             s.code() == StatusCode::kUnavailable) {
           // Lost again, or the server has not yet noticed our old connection's end:
           // the tick loop tries again.
-          log_.Warnf("re-opening volume %s: %s (will retry)", v->name.c_str(), s.ToString().c_str());
+          if (!v->reopen_warned) {  // once per outage: the tick loop retries every 250 ms
+            log_.Warnf("re-opening volume %s: %s (retrying)", v->name.c_str(), s.ToString().c_str());
+            v->reopen_warned = true;
+          }
           return;
         }
         log_.Errorf("re-opening volume %s failed: %s", v->name.c_str(), s.ToString().c_str());
