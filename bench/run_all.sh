@@ -16,3 +16,7 @@ echo "== NBD (c): sequential 1 MiB writes into a fresh clone vs raw pool-fs writ
 echo
 echo "== mapserver: map/commit rates over RPC, O(1) snapshot/clone, 1000 clones"
 "$here/mapserver/run.sh" "$build"
+# blkif: the ring front end with simulated grants and a RAM device.
+echo
+echo "== blkif: 4 KiB read IOPS per backend core, 1 MiB sequential (copy vs persistent grants, 1 vs 4 queues)"
+"$build/bin/blkif_bench" --seconds 3
