@@ -31,8 +31,9 @@ class XenstoredInstance {
   // Starts the daemon and waits (up to 20 s) until it accepts connections. The
   // daemon binary is /usr/lib/xen-4.17/bin/xenstored unless $TAPMAP_XENSTORED names
   // another. Fails with the daemon's log in the message.
-  // `guest_domids` are domains the daemon believes exist besides dom0 (so node
-  // permissions naming them are accepted, as on a host running those guests).
+  // `guest_domids` are domains the daemon believes exist besides dom0: only those
+  // can be made owners of nodes (libxl makes the guest own its device/ directory);
+  // merely granting read/write to any domid works without this.
   static Result<std::unique_ptr<XenstoredInstance>> Start(const std::vector<uint32_t>& guest_domids = {});
   ~XenstoredInstance();  // SIGKILL, reap, remove the directory
   XenstoredInstance(const XenstoredInstance&) = delete;

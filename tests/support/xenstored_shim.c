@@ -6,8 +6,9 @@
  * ports) and two /proc/xen files describing dom0's own ring. This library answers
  * those calls as a Xen host with only dom0 would, minus any guest ring:
  *   - xc_interface_open: a dummy handle; xc_domain_getinfo: dom0 only, running (plus
- *     the guests listed in $XENSTORED_SHIM_DOMIDS, e.g. "1,5", for tests that set node
- *     permissions naming them, as libxl does).
+ *     the guests listed in $XENSTORED_SHIM_DOMIDS, e.g. "1,5": xenstored refuses to
+ *     make a domain it does not know the OWNER of a node, which libxl does for the
+ *     guest's device/ directories).
  *   - xengnttab_*: succeed, except mapping, which fails with ENOSYS.
  *   - xenevtchn_open: a handle whose fd is an eventfd that never fires; binds hand
  *     out increasing port numbers; pending reports none (EAGAIN).
