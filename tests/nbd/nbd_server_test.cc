@@ -1,0 +1,118 @@
+// NbdServer: listening on unix and TCP addresses, describing its exports, and stopping
+// gracefully with clients connected (in-flight requests answered, then closed).
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <atomic>
+#include <fstream>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <catch2/catch.hpp>
+#include <thread>
+
+#include "tapdisk-map/nbd/server.h"
+#include "tests/nbd/memory_catalog.h"
+#include "tests/nbd/nbd_test_client.h"
+#include "tests/support/child_process.h"
+
+namespace tapmap::nbd {
+namespace {
+
+namespace asio = boost::asio;
+using testing::MemoryCatalog;
+using testing::NbdTestClient;
+
+UniqueFd ConnectUnix(const std::string& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+  REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  return fd;
+}
+
+TEST_CASE("server: unix listener, Describe, graceful Stop with a client connected") {
+  tapmap::testing::TempDir dir("nbd-server");
+  asio::io_context io;
+  auto work = asio::make_work_guard(io);
+  std::thread thread([&io] { io.run(); });
+  MemoryCatalog catalog;
+  auto disk = catalog.Add(io, "disk", 1 << 20);
+  {
+    NbdServer server(io, catalog, NbdServerOptions{}, Logger("nbd-server-test", LogLevel::kError));
+    std::string path = dir / "nbd.sock";
+    REQUIRE(server.Listen(*ParseListenAddress("unix:" + path)).ok());
+    // A second server cannot take over a path that is not a socket.
+    std::string plain = dir / "plain";
+    std::ofstream(plain) << "x";
+    CHECK(server.Listen(*ParseListenAddress("unix:" + plain)).code() == StatusCode::kAlreadyExists);
+
+    NbdTestClient client(ConnectUnix(path));
+    uint64_t size = 0;
+    uint16_t flags = 0;
+    REQUIRE(client.Handshake("disk", false, &size, &flags));
+    client.SendRequest(static_cast<uint16_t>(Command::kWrite), 0, 1, 0, 512, std::vector<uint8_t>(512, 7));
+    REQUIRE(client.ReadSimpleReply(0)->error == 0);
+
+    auto described = server.Describe();
+    REQUIRE(described.size() == 1);
+    CHECK(described[0].address == "unix:" + path);
+    CHECK(described[0].connections == 1);
+    CHECK(described[0].volumes_open == std::vector<std::string>{"disk"});
+
+    std::atomic<bool> stopped{false};
+    server.Stop([&] { stopped = true; });
+    CHECK(client.PeerClosed());
+    for (int i = 0; i < 2000 && !stopped; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    CHECK(stopped);
+    CHECK(disk->counters().flushes == 1);  // the connection's unflushed write, at close
+    CHECK(::access(path.c_str(), F_OK) != 0);  // socket file removed
+  }
+  work.reset();
+  thread.join();
+}
+
+TEST_CASE("server: TCP listener on loopback") {
+  asio::io_context io;
+  auto work = asio::make_work_guard(io);
+  std::thread thread([&io] { io.run(); });
+  MemoryCatalog catalog;
+  catalog.Add(io, "disk", 1 << 20);
+  {
+    NbdServer server(io, catalog, NbdServerOptions{}, Logger("nbd-server-test", LogLevel::kError));
+    // Find a free loopback port, then listen on it.
+    UniqueFd probe(::socket(AF_INET, SOCK_STREAM, 0));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    socklen_t len = sizeof(addr);
+    ::getsockname(probe.get(), reinterpret_cast<sockaddr*>(&addr), &len);
+    uint16_t port = ntohs(addr.sin_port);
+    probe.Reset();
+    REQUIRE(server.Listen(*ParseListenAddress("tcp:127.0.0.1:" + std::to_string(port))).ok());
+
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    NbdTestClient client(std::move(fd));
+    uint64_t size = 0;
+    uint16_t flags = 0;
+    REQUIRE(client.Handshake("disk", true, &size, &flags));
+    CHECK(size == (1u << 20));
+    client.SendRequest(static_cast<uint16_t>(Command::kRead), 0, 9, 4096, 4096);
+    auto reply = client.ReadStructuredReply();
+    REQUIRE(reply);
+    CHECK(reply->handle == 9);
+    CHECK(reply->data.size() == 4096);
+    std::atomic<bool> stopped{false};
+    server.Stop([&] { stopped = true; });
+    for (int i = 0; i < 2000 && !stopped; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    CHECK(stopped);
+  }
+  work.reset();
+  thread.join();
+}
+
+}  // namespace
+}  // namespace tapmap::nbd
