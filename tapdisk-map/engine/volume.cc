@@ -556,7 +556,9 @@ void Volume::WriteOneBlock(std::shared_ptr<WriteOp> op, size_t index) {
         }
         // The cache holds the new content under the block's key (an owned block of
         // this rw opener, or the fresh reservation).
-        self->ctx_.cache->Put(self->KeyOf(w.target), content);
+        if (uint32_t evicted = self->ctx_.cache->Put(self->KeyOf(w.target), content)) {
+          self->Count(&IoCounters::cache_evictions, evicted);
+        }
       }
       self->BlockWritten(op, s);
     });
@@ -749,7 +751,9 @@ void Volume::Reprepare(std::vector<uint64_t> blocks, std::function<void(Status)>
               p->second.needs_prepare = false;
             }
           }
-          self->ctx_.cache->Put(self->KeyOf(target), data);
+          if (uint32_t evicted = self->ctx_.cache->Put(self->KeyOf(target), data)) {
+            self->Count(&IoCounters::cache_evictions, evicted);
+          }
         }
         next(s);
       });
