@@ -126,12 +126,13 @@ class HandshakeRig {
   }
 
   Result<blkif::VbdInfo> Attach(uint32_t domid, uint32_t devid, const std::string& volume, bool ro = false,
-                                blkif::Layout layout = blkif::Layout::kVbd) {
+                                blkif::Layout layout = blkif::Layout::kVbd, uint32_t sector_size = 512) {
     std::promise<Result<blkif::VbdInfo>> p;
     blkif::AttachSpec spec;
     spec.key = blkif::VbdKey{domid, devid, layout};
     spec.volume = volume;
     spec.read_only = ro;
+    spec.sector_size = sector_size;
     manager->Attach(spec, [&p](Result<blkif::VbdInfo> r) { p.set_value(std::move(r)); });
     return p.get_future().get();
   }

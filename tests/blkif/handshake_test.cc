@@ -302,5 +302,29 @@ TEST_CASE("blkif handshake: transport parameters beyond what was advertised are 
   CHECK(rig.toolstack->Read(0, Be("error"))->find("multi-queue-num-queues") != std::string::npos);
 }
 
+TEST_CASE("blkif handshake: 4096-byte sectors are announced, ring sectors stay 512-based") {
+  HandshakeRig rig;
+  auto vol = rig.opener.Add("vm1", 16 * kMiB);
+  REQUIRE(rig.StartBackend().ok());
+  REQUIRE(rig.XlAddDisk(kDom, kDev, "vm1").ok());
+  REQUIRE(rig.WaitNode(Be("state"), "2") == "2");
+  REQUIRE(rig.Attach(kDom, kDev, "vm1", false, blkif::Layout::kVbd, 4096).ok());
+  auto front = rig.Guest(kDom);
+  REQUIRE(front->Publish(*rig.toolstack, HandshakeRig::FrontendPath(kDom, kDev)).ok());
+  REQUIRE(rig.WaitNode(Be("state"), "4") == "4");
+  CHECK(*rig.toolstack->Read(0, Be("sector-size")) == "4096");
+  CHECK(*rig.toolstack->Read(0, Be("physical-sector-size")) == "4096");
+  CHECK(*rig.toolstack->Read(0, Be("sectors")) == std::to_string(16 * kMiB / 512));
+  auto data = RandomBytes(8192, 5);
+  REQUIRE(*front->Write(0, 80, data) == BLKIF_RSP_OKAY);  // sector 80 = byte 40960
+  CHECK(std::memcmp(vol->Snapshot().data() + 80 * 512, data.data(), data.size()) == 0);
+  // A later attach remembers the size across a restart (tapmap-sector-size).
+  CHECK(*rig.toolstack->Read(0, Be("tapmap-sector-size")) == "4096");
+  // Other sizes are refused.
+  REQUIRE(rig.XlAddDisk(kDom, 51728, "vm1").ok());
+  CHECK(rig.Attach(kDom, 51728, "vm1", false, blkif::Layout::kVbd, 1024).status().code() ==
+        StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace tapmap::testing

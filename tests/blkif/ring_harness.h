@@ -44,6 +44,7 @@ struct RingRig {
   std::vector<std::shared_ptr<blkif::RingWorker>> workers;
   std::vector<Status> broken;
   std::mutex mu;
+  std::FILE* log_sink = stderr;  // where the workers log (set before Make)
 
   static Status Make(RingRig* rig, boost::asio::io_context& io, std::shared_ptr<engine::BlockDevice> device,
                      xen::DomainId guest, SimBlkfrontOptions options, blkif::RequestLimits limits = {},
@@ -67,7 +68,7 @@ struct RingRig {
       c.persistent_grants = options.persistent_grants;
       c.persistent_capacity = 256;
       c.limits = limits;
-      auto w = blkif::RingWorker::Connect(io, rig->platform, device, c, Logger("blkif-test", LogLevel::kWarning),
+      auto w = blkif::RingWorker::Connect(io, rig->platform, device, c, Logger("blkif-test", LogLevel::kWarning, rig->log_sink),
                                           limiter, [rig](Status s) {
                                             std::lock_guard lock(rig->mu);
                                             rig->broken.push_back(s);
