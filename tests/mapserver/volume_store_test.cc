@@ -153,6 +153,48 @@ TEST_CASE("Snapshot shares everything in O(1) and copy-on-write keeps it intact"
   f.RequireClean();
 }
 
+TEST_CASE("Lazy refcounts: a snapshot bumps only the root and a write copies only its path") {
+  StoreFixture f(100000);
+  auto& s = f.store();
+  REQUIRE(s.Create("v", 70000 * kBs).ok());  // depth 3
+  Write(s, 1, "v", 0, 600 * kBs);             // three leaves under one level-1 node
+  VolumeRecord before = s.Describe("v")->record;
+  REQUIRE(before.depth == 3);
+  REQUIRE(s.Snapshot("v", "s").ok());
+  {
+    auto txn = s.metadata().BeginRead();
+    MapTree tree(txn.get(), nullptr);
+    CHECK(tree.NodeRefs(before.root) == 2);
+    CHECK(txn->EntryCount(Table::kNodeRefs) == 1);   // only the root was touched
+    CHECK(txn->EntryCount(Table::kBlockRefs) == 0);
+    CHECK(s.Describe("s")->record.root == before.root);
+  }
+  Write(s, 1, "v", 300 * kBs, kBs);  // in the second leaf
+  {
+    auto txn = s.metadata().BeginRead();
+    MapTree tree(txn.get(), nullptr);
+    VolumeRecord after = s.Describe("v")->record;
+    CHECK(after.root != before.root);                 // root copied
+    CHECK(tree.NodeRefs(before.root) == 1);           // now the snapshot's alone
+    const MapNode& new_root = tree.Node(after.root);
+    const MapNode& old_root = tree.Node(before.root);
+    uint64_t new_l1 = new_root.child[0], old_l1 = old_root.child[0];
+    CHECK(new_l1 != old_l1);                          // level-1 node copied
+    CHECK(tree.NodeRefs(old_l1) == 1);
+    const MapNode& l1 = tree.Node(new_l1);
+    const MapNode& ol1 = tree.Node(old_l1);
+    CHECK(l1.child[0] == ol1.child[0]);               // untouched leaves are shared
+    CHECK(l1.child[2] == ol1.child[2]);
+    CHECK(tree.NodeRefs(l1.child[0]) == 2);
+    CHECK(l1.child[1] != ol1.child[1]);               // the written leaf was copied
+    // Blocks of the copied leaf are referenced from both leaves, except the new one.
+    CHECK(txn->EntryCount(Table::kBlockRefs) == 255);
+    CHECK(tree.BlockRefs(tree.Node(l1.child[1]).child[44]) == 1);
+    CHECK(tree.BlockRefs(tree.Node(l1.child[1]).child[45]) == 2);
+  }
+  f.RequireClean();
+}
+
 TEST_CASE("Clone of a clone of a snapshot then deletes in every order return all space") {
   std::vector<std::string> names = {"gold", "snap", "clone1", "clone2"};
   std::vector<int> order = {0, 1, 2, 3};
