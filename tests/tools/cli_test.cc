@@ -93,7 +93,8 @@ TEST_CASE("disk addresses accept device numbers and Xen vdev names") {
   CHECK(ParseVbdAddress("7/hda")->devid == 768);
   CHECK(ParseVbdAddress("7/hdc")->devid == 5632);
   CHECK(ParseVbdAddress("7/sdb")->devid == 2064);
-  for (const char* bad : {"3", "x/1", "3/", "/1", "3/foo", "3/xvd", "3/hde", "3/1x", "99999/1", "3/xvda-1"}) {
+  for (const char* bad :
+       {"3", "x/1", "3/", "/1", "3/foo", "3/xvd", "3/hde", "3/1x", "99999/1", "3/xvda-1"}) {
     INFO(bad);
     CHECK(ParseVbdAddress(bad).status().code() == StatusCode::kInvalidArgument);
   }
@@ -117,7 +118,7 @@ TEST_CASE("usage errors exit 2 and say what is wrong") {
   CHECK(unknown.err.find("unknown command 'frobnicate'") != std::string::npos);
   CHECK(Run({"volume"}).exit_code == kExitUsage);
   CHECK(Run({"volume", "explode"}).exit_code == kExitUsage);
-  CHECK(Run({"volume", "create", "vm1"}).exit_code == kExitUsage);                // SIZE missing
+  CHECK(Run({"volume", "create", "vm1"}).exit_code == kExitUsage);                 // SIZE missing
   CHECK(Run({"volume", "create", "vm1", "1G", "extra"}).exit_code == kExitUsage);  // one too many
   auto size = Run({"volume", "create", "vm1", "12X"});
   CHECK(size.exit_code == kExitUsage);
@@ -169,15 +170,17 @@ TEST_CASE("an unreachable daemon exits 3 and --json prints the error document") 
   CHECK(doc["error"]["code"] == "unavailable");
   CHECK(doc["error"]["message"].get<std::string>().find(sock) != std::string::npos);
   CHECK(Run({"stats", "--control", sock}).exit_code == kExitUnreachable);
-  CHECK(Run({"volume", "list", "--server", "unix:" + sock, "--secret-file", "/dev/null"}).exit_code ==
-        kExitFailed);  // the empty secret is refused before connecting
+  CHECK(
+      Run({"volume", "list", "--server", "unix:" + sock, "--secret-file", "/dev/null"}).exit_code ==
+      kExitFailed);  // the empty secret is refused before connecting
 }
 
 TEST_CASE("the config file's [tapmap] section supplies defaults that flags override") {
   TempDir dir;
   std::string conf = dir.path() + "/tapmap.conf";
   std::string from_file = dir.path() + "/from-file.sock";
-  std::ofstream(conf) << "[mapserver]\nwhatever = 1\n[tapmap]\ncontrol = " << from_file << "\ntimeout = 5\n";
+  std::ofstream(conf) << "[mapserver]\nwhatever = 1\n[tapmap]\ncontrol = " << from_file
+                      << "\ntimeout = 5\n";
   auto r = Run({"vbd", "list", "--config", conf});
   CHECK(r.exit_code == kExitUnreachable);
   CHECK(r.err.find(from_file) != std::string::npos);
@@ -201,7 +204,8 @@ TEST_CASE("control answers: results, daemon errors, garbage and silence") {
       return R"({"ok": true, "vbds": [{"domid": 3, "devid": 51712, "layout": "vbd", "volume": "vm1",)"
              R"( "mode": "w", "state": "connected", "paused": false, "rings": 1, "protocol": "x86_64-abi"}]})";
     }
-    if (op == "vbd-detach") return R"({"ok": false, "error": {"code": "not-found", "message": "no disk 3/5"}})";
+    if (op == "vbd-detach")
+      return R"({"ok": false, "error": {"code": "not-found", "message": "no disk 3/5"}})";
     if (op == "vbd-pause") return "this is not json";
     if (op == "vbd-resume") return "";  // never answers
     return R"({"ok": false, "error": {"code": "not-supported", "message": "?"}})";

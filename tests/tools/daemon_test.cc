@@ -32,21 +32,25 @@ json ParseJson(const std::string& text) {
 // The Stats object of tapdisk-map/control/PROTOCOL.md.
 void CheckStatsSchema(const json& s) {
   INFO(s.dump());
-  for (const char* k : {"logical_bytes_read", "logical_bytes_written", "logical_read_ops", "logical_write_ops",
-                        "pool_bytes_read", "pool_bytes_written", "pool_read_ops", "pool_write_ops", "cache_hits",
-                        "cache_misses", "cache_evictions", "cache_bytes", "cache_capacity_bytes",
-                        "io_eliminated_bytes", "map_fetches", "map_recalls", "commits"}) {
+  for (const char* k :
+       {"logical_bytes_read", "logical_bytes_written", "logical_read_ops", "logical_write_ops",
+        "pool_bytes_read", "pool_bytes_written", "pool_read_ops", "pool_write_ops", "cache_hits",
+        "cache_misses", "cache_evictions", "cache_bytes", "cache_capacity_bytes",
+        "io_eliminated_bytes", "map_fetches", "map_recalls", "commits"}) {
     INFO(k);
     CHECK(s[k].is_number_unsigned());
   }
   CHECK(s["volumes"].is_object());
 }
 
-int RunHotplug(TapmapStack& stack, const LibxlDisk& disk, const std::string& command, std::string* out) {
-  return RunCommand({"env", "XENBUS_PATH=" + disk.xenbus_path(), "XENBUS_TYPE=vbd", "XENBUS_BASE_PATH=backend",
-                     "TAPMAP_CLI=" TAPMAP_BIN_DIR "/tapmap", "TAPMAP_CONTROL=" + stack.control(),
-                     "TAPMAP_HOTPLUG_LOG=" + stack.path("xen-hotplug.log"), TAPMAP_BIN_DIR "/block-tapmap", command},
-                    out);
+int RunHotplug(TapmapStack& stack, const LibxlDisk& disk, const std::string& command,
+               std::string* out) {
+  return RunCommand(
+      {"env", "XENBUS_PATH=" + disk.xenbus_path(), "XENBUS_TYPE=vbd", "XENBUS_BASE_PATH=backend",
+       "TAPMAP_CLI=" TAPMAP_BIN_DIR "/tapmap", "TAPMAP_CONTROL=" + stack.control(),
+       "TAPMAP_HOTPLUG_LOG=" + stack.path("xen-hotplug.log"), TAPMAP_BIN_DIR "/block-tapmap",
+       command},
+      out);
 }
 
 }  // namespace
@@ -55,8 +59,8 @@ TEST_CASE("tapmap stats reports tapdisk-map's counters after NBD I/O") {
   TapmapStack stack({});
   REQUIRE(stack.Tapmap({"volume", "create", "vm1", "16M"}) == 0);
   std::string io_out;
-  int rc = RunCommand({"qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 1M", "-c", "read -P 0x5a 0 1M",
-                       stack.NbdUrl("vm1")},
+  int rc = RunCommand({"qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 1M", "-c",
+                       "read -P 0x5a 0 1M", stack.NbdUrl("vm1")},
                       &io_out);
   INFO(io_out << stack.Logs());
   REQUIRE(rc == 0);
@@ -206,7 +210,8 @@ struct AttachedDisk {
   explicit AttachedDisk(TapmapStack& stack) : disk() {
     REQUIRE(stack.Tapmap({"volume", "create", "vm1", "16M"}) == 0);
     std::string out;
-    int rc = RunCommand({"qemu-io", "-f", "raw", "-c", "write -P 0x11 0 1M", stack.NbdUrl("vm1")}, &out);
+    int rc =
+        RunCommand({"qemu-io", "-f", "raw", "-c", "write -P 0x11 0 1M", stack.NbdUrl("vm1")}, &out);
     INFO(out);
     REQUIRE(rc == 0);
     REQUIRE(ReplayDomainCreate(stack.xs(), 1).ok());
@@ -250,8 +255,8 @@ TEST_CASE("snapshot-live snapshots the volume behind a guest disk and resumes it
   CHECK_FALSE(DiskPaused(stack));
 
   // The snapshot holds what the volume held at the pause: 1 MiB of 0x11, then zeros.
-  rc = RunCommand({"qemu-io", "-r", "-f", "raw", "-c", "read -P 0x11 0 1M", "-c", "read -P 0 1M 15M",
-                   stack.NbdUrl("vm1-snap")},
+  rc = RunCommand({"qemu-io", "-r", "-f", "raw", "-c", "read -P 0x11 0 1M", "-c",
+                   "read -P 0 1M 15M", stack.NbdUrl("vm1-snap")},
                   &out);
   INFO(out);
   CHECK(rc == 0);

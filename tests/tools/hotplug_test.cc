@@ -25,8 +25,9 @@ std::string Answer(const nlohmann::json& req) {
     if (volume == "missing") {
       return R"({"ok": false, "error": {"code": "not-found", "message": "no volume 'missing'"}})";
     }
-    nlohmann::json vbd = {{"domid", req["domid"]}, {"devid", req["devid"]}, {"layout", req["layout"]},
-                          {"volume", volume}, {"mode", req["mode"]}, {"state", "initwait"}};
+    nlohmann::json vbd = {{"domid", req["domid"]},   {"devid", req["devid"]},
+                          {"layout", req["layout"]}, {"volume", volume},
+                          {"mode", req["mode"]},     {"state", "initwait"}};
     return nlohmann::json({{"ok", true}, {"vbd", vbd}}).dump();
   }
   if (op == "vbd-detach") {
@@ -56,13 +57,15 @@ class HotplugFixture {
   std::string control() const { return dir_ / "control.sock"; }
 
   // Runs block-tapmap as libxl does, with the test's tapmap and control socket.
-  int Run(const std::string& xenbus_path, const std::string& command, std::string* output = nullptr) {
+  int Run(const std::string& xenbus_path, const std::string& command,
+          std::string* output = nullptr) {
     std::string out;
-    int rc = RunCommand({"env", "XENBUS_PATH=" + xenbus_path, "XENBUS_TYPE=vbd", "XENBUS_BASE_PATH=backend",
-                         "TAPMAP_CLI=" TAPMAP_BIN_DIR "/tapmap", "TAPMAP_CONTROL=" + control(),
-                         "TAPMAP_HOTPLUG_LOG=" + (dir_ / "xen-hotplug.log"), "TAPMAP_HOTPLUG_TIMEOUT=10",
-                         TAPMAP_BIN_DIR "/block-tapmap", command},
-                        &out);
+    int rc = RunCommand(
+        {"env", "XENBUS_PATH=" + xenbus_path, "XENBUS_TYPE=vbd", "XENBUS_BASE_PATH=backend",
+         "TAPMAP_CLI=" TAPMAP_BIN_DIR "/tapmap", "TAPMAP_CONTROL=" + control(),
+         "TAPMAP_HOTPLUG_LOG=" + (dir_ / "xen-hotplug.log"), "TAPMAP_HOTPLUG_TIMEOUT=10",
+         TAPMAP_BIN_DIR "/block-tapmap", command},
+        &out);
     if (output) *output = out;
     return rc;
   }
@@ -151,7 +154,8 @@ TEST_CASE("block-tapmap add failures are written to hotplug-status and hotplug-e
     ScriptedControlPeer peer(f.control(), Answer);
     CHECK(f.Run(disk.xenbus_path(), "add") == 1);
     CHECK(f.Read(disk.backend_path() + "/hotplug-status") == "error");
-    CHECK(f.Read(disk.backend_path() + "/hotplug-error").find("no volume 'missing'") != std::string::npos);
+    CHECK(f.Read(disk.backend_path() + "/hotplug-error").find("no volume 'missing'") !=
+          std::string::npos);
   }
   SECTION("params is empty") {
     ScriptedControlPeer peer(f.control(), Answer);

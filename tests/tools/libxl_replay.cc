@@ -40,7 +40,8 @@ Status WriteAll(XenStore& xs, TransactionId tx, const std::string& dir,
   return Status::Ok();
 }
 
-Status SetPerms(XenStore& xs, TransactionId tx, const std::string& path, std::vector<XenStorePermission> perms) {
+Status SetPerms(XenStore& xs, TransactionId tx, const std::string& path,
+                std::vector<XenStorePermission> perms) {
   return xs.SetPermissions(tx, path, perms);
 }
 
@@ -50,7 +51,8 @@ std::string LibxlDisk::frontend_path() const {
   return "/local/domain/" + std::to_string(domid) + "/device/vbd/" + std::to_string(devid);
 }
 std::string LibxlDisk::backend_path() const {
-  return "/local/domain/0/backend/" + layout + "/" + std::to_string(domid) + "/" + std::to_string(devid);
+  return "/local/domain/0/backend/" + layout + "/" + std::to_string(domid) + "/" +
+         std::to_string(devid);
 }
 std::string LibxlDisk::xenbus_path() const {
   return "backend/" + layout + "/" + std::to_string(domid) + "/" + std::to_string(devid);
@@ -60,35 +62,43 @@ Status ReplayDomainCreate(XenStore& xs, uint32_t domid) {
   std::string dom = "/local/domain/" + std::to_string(domid);
   return InTransaction(xs, [&](TransactionId tx) -> Status {
     TAPMAP_RETURN_IF_ERROR(xs.Mkdir(tx, dom));
-    TAPMAP_RETURN_IF_ERROR(SetPerms(xs, tx, dom, {{0, XenStorePermission::kNone},
-                                                       {domid, XenStorePermission::kRead}}));
+    TAPMAP_RETURN_IF_ERROR(SetPerms(
+        xs, tx, dom, {{0, XenStorePermission::kNone}, {domid, XenStorePermission::kRead}}));
     TAPMAP_RETURN_IF_ERROR(xs.Write(tx, dom + "/name", "guest" + std::to_string(domid)));
     TAPMAP_RETURN_IF_ERROR(xs.Write(tx, dom + "/domid", std::to_string(domid)));
     TAPMAP_RETURN_IF_ERROR(xs.Mkdir(tx, dom + "/device"));
-    return SetPerms(xs, tx, dom + "/device", {{domid, XenStorePermission::kNone},
-                                                   {0, XenStorePermission::kRead}});
+    return SetPerms(xs, tx, dom + "/device",
+                    {{domid, XenStorePermission::kNone}, {0, XenStorePermission::kRead}});
   });
 }
 
 Status ReplayDiskAdd(XenStore& xs, const LibxlDisk& disk) {
   const std::string fe = disk.frontend_path();
   const std::string be = disk.backend_path();
-  const std::string lx = "/libxl/" + std::to_string(disk.domid) + "/device/vbd/" + std::to_string(disk.devid);
+  const std::string lx =
+      "/libxl/" + std::to_string(disk.domid) + "/device/vbd/" + std::to_string(disk.devid);
   const std::string d = std::to_string(disk.domid);
   std::string params = disk.layout == "vbd3" ? "aio:" + disk.target : disk.target;
   std::vector<std::pair<std::string, std::string>> back = {
-      {"params", params},       {"script", disk.script},
-      {"frontend-id", d},       {"online", "1"},
-      {"removable", "0"},       {"bootable", "1"},
-      {"state", "1"},           {"dev", disk.vdev},
+      {"params", params},
+      {"script", disk.script},
+      {"frontend-id", d},
+      {"online", "1"},
+      {"removable", "0"},
+      {"bootable", "1"},
+      {"state", "1"},
+      {"dev", disk.vdev},
       {"type", disk.layout == "vbd3" ? "tap" : "phy"},
       {"mode", disk.writable ? "w" : "r"},
-      {"device-type", "disk"},  {"discard-enable", disk.writable ? "1" : "0"},
+      {"device-type", "disk"},
+      {"discard-enable", disk.writable ? "1" : "0"},
   };
   std::vector<std::pair<std::string, std::string>> front = {
-      {"backend-id", "0"},      {"state", "1"},
+      {"backend-id", "0"},
+      {"state", "1"},
       {"virtual-device", std::to_string(disk.devid)},
-      {"device-type", "disk"},  {"protocol", "x86_64-abi"},
+      {"device-type", "disk"},
+      {"protocol", "x86_64-abi"},
   };
   const std::vector<XenStorePermission> fe_perms = {{disk.domid, XenStorePermission::kNone},
                                                     {0, XenStorePermission::kRead}};
@@ -124,7 +134,8 @@ Status ReplayDiskCloseRequest(XenStore& xs, const LibxlDisk& disk) {
 }
 
 Status ReplayDiskDestroy(XenStore& xs, const LibxlDisk& disk) {
-  const std::string lx = "/libxl/" + std::to_string(disk.domid) + "/device/vbd/" + std::to_string(disk.devid);
+  const std::string lx =
+      "/libxl/" + std::to_string(disk.domid) + "/device/vbd/" + std::to_string(disk.devid);
   return InTransaction(xs, [&](TransactionId tx) -> Status {
     (void)xs.Remove(tx, disk.frontend_path());
     (void)xs.Remove(tx, disk.backend_path());

@@ -64,6 +64,7 @@ Status ReplayDiskCloseRequest(xen::XenStore& xs, const LibxlDisk& disk);
 Status ReplayDiskDestroy(xen::XenStore& xs, const LibxlDisk& disk);
 
 // Polls `path` until it reads `value` or `timeout_ms` passes; true if it did.
-bool WaitForValue(xen::XenStore& xs, const std::string& path, const std::string& value, int timeout_ms);
+bool WaitForValue(xen::XenStore& xs, const std::string& path, const std::string& value,
+                  int timeout_ms);
 
 }  // namespace tapmap::testing

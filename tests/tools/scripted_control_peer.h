@@ -79,7 +79,9 @@ class ScriptedControlPeer {
           }
           answer += "\n";
           // (No Catch2 assertions on this thread: a short write just ends the exchange.)
-          if (::write(conn.get(), answer.data(), answer.size()) != static_cast<ssize_t>(answer.size())) break;
+          if (::write(conn.get(), answer.data(), answer.size()) !=
+              static_cast<ssize_t>(answer.size()))
+            break;
         }
       }
     }

@@ -24,15 +24,15 @@ TapmapStack::TapmapStack(Config config) : dir_("tools-stack") {
   REQUIRE(::chmod((dir_ / "secret").c_str(), 0600) == 0);
 
   std::string out;
-  int rc = RunCommand({TAPMAP_BIN_DIR "/mapserver", "format", "--pool", dir_ / "pool", "--meta", dir_ / "meta",
-                       "--size", config.pool_size, "--config", dir_ / "empty.conf"},
+  int rc = RunCommand({TAPMAP_BIN_DIR "/mapserver", "format", "--pool", dir_ / "pool", "--meta",
+                       dir_ / "meta", "--size", config.pool_size, "--config", dir_ / "empty.conf"},
                       &out);
   INFO(out);
   REQUIRE(rc == 0);
   mapserver_ = std::make_unique<ChildProcess>(
-      std::vector<std::string>{TAPMAP_BIN_DIR "/mapserver", "serve", "--pool", dir_ / "pool", "--meta",
-                               dir_ / "meta", "--listen", server(), "--secret-file", dir_ / "secret", "--config",
-                               dir_ / "empty.conf"},
+      std::vector<std::string>{TAPMAP_BIN_DIR "/mapserver", "serve", "--pool", dir_ / "pool",
+                               "--meta", dir_ / "meta", "--listen", server(), "--secret-file",
+                               dir_ / "secret", "--config", dir_ / "empty.conf"},
       dir_ / "mapserver.log");
   INFO(Logs());
   REQUIRE(WaitForPath(dir_ / "mapserver.sock", std::chrono::seconds(20)));
@@ -46,16 +46,18 @@ TapmapStack::TapmapStack(Config config) : dir_("tools-stack") {
     REQUIRE(xs.ok());
     xs_ = std::move(*xs);
     std::string domids;
-    for (uint32_t d : config.guest_domids) domids += (domids.empty() ? "" : ",") + std::to_string(d);
+    for (uint32_t d : config.guest_domids)
+      domids += (domids.empty() ? "" : ",") + std::to_string(d);
     argv.push_back(std::string("LD_PRELOAD=") + TAPMAP_XENSTORED_SHIM);
     argv.push_back("XENSTORED_SHIM_DOMIDS=" + domids);
     argv.push_back(xenstored_->EnvironmentAssignment());
   }
   for (const std::string& a :
-       {std::string(TAPMAP_BIN_DIR "/tapdisk-map"), std::string("--pool"), dir_ / "pool", std::string("--server"),
-        server(), std::string("--secret-file"), dir_ / "secret", std::string("--control"), control(),
-        std::string("--nbd"), "unix:" + nbd_socket(), std::string("--cache-size"), std::string("64M"),
-        std::string("--host-name"), std::string("test-host"), std::string("--config"), dir_ / "empty.conf",
+       {std::string(TAPMAP_BIN_DIR "/tapdisk-map"), std::string("--pool"), dir_ / "pool",
+        std::string("--server"), server(), std::string("--secret-file"), dir_ / "secret",
+        std::string("--control"), control(), std::string("--nbd"), "unix:" + nbd_socket(),
+        std::string("--cache-size"), std::string("64M"), std::string("--host-name"),
+        std::string("test-host"), std::string("--config"), dir_ / "empty.conf",
         std::string("--xen"), std::string(config.xen ? "on" : "off")}) {
     argv.push_back(a);
   }
@@ -84,8 +86,9 @@ int TapmapStack::Tapmap(std::vector<std::string> args, std::string* out, std::st
   // Shared flags only where the command takes them (tapmap rejects foreign flags).
   const std::string& family = args.empty() ? std::string() : args[0];
   if (family == "volume" || family == "snapshot-live") {
-    for (const std::string& a : {std::string("--server"), server(), std::string("--secret-file"), dir_ / "secret",
-                                 std::string("--host-name"), std::string("cli-host")}) {
+    for (const std::string& a :
+         {std::string("--server"), server(), std::string("--secret-file"), dir_ / "secret",
+          std::string("--host-name"), std::string("cli-host")}) {
       argv.push_back(a);
     }
   }

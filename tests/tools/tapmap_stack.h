@@ -22,8 +22,8 @@ namespace tapmap::testing {
 class TapmapStack {
  public:
   struct Config {
-    bool xen = false;                            // serve blkif from a private xenstored
-    std::vector<uint32_t> guest_domids = {1};    // domains that "exist" (xen only)
+    bool xen = false;                          // serve blkif from a private xenstored
+    std::vector<uint32_t> guest_domids = {1};  // domains that "exist" (xen only)
     std::string pool_size = "128M";
   };
 

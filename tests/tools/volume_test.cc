@@ -31,15 +31,15 @@ class MapserverFixture {
     std::ofstream(dir_ / "wrong-secret") << "not the secret\n";
     REQUIRE(::chmod((dir_ / "wrong-secret").c_str(), 0600) == 0);
     std::string out;
-    int rc = RunCommand({TAPMAP_BIN_DIR "/mapserver", "format", "--pool", dir_ / "pool", "--meta", dir_ / "meta",
-                         "--size", "64M", "--config", dir_ / "empty.conf"},
+    int rc = RunCommand({TAPMAP_BIN_DIR "/mapserver", "format", "--pool", dir_ / "pool", "--meta",
+                         dir_ / "meta", "--size", "64M", "--config", dir_ / "empty.conf"},
                         &out);
     INFO(out);
     REQUIRE(rc == 0);
     server_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{TAPMAP_BIN_DIR "/mapserver", "serve", "--pool", dir_ / "pool", "--meta",
-                                 dir_ / "meta", "--listen", "unix:" + socket(), "--secret-file", dir_ / "secret",
-                                 "--config", dir_ / "empty.conf"},
+        std::vector<std::string>{TAPMAP_BIN_DIR "/mapserver", "serve", "--pool", dir_ / "pool",
+                                 "--meta", dir_ / "meta", "--listen", "unix:" + socket(),
+                                 "--secret-file", dir_ / "secret", "--config", dir_ / "empty.conf"},
         dir_ / "mapserver.log");
     REQUIRE(WaitForPath(socket(), std::chrono::seconds(20)));
   }
@@ -49,11 +49,13 @@ class MapserverFixture {
 
   // Runs tapmap with the fixture's server settings; stdout only (stderr dropped).
   CliResult Tapmap(std::vector<std::string> args, const std::string& secret = "secret") {
-    std::vector<std::string> argv = {"sh", "-c", "exec \"$@\" 2>/dev/null", "sh", TAPMAP_BIN_DIR "/tapmap"};
+    std::vector<std::string> argv = {"sh", "-c", "exec \"$@\" 2>/dev/null", "sh",
+                                     TAPMAP_BIN_DIR "/tapmap"};
     argv.insert(argv.end(), args.begin(), args.end());
-    for (const std::string& a : {std::string("--server"), "unix:" + socket(), std::string("--secret-file"),
-                                 dir_ / secret, std::string("--config"), dir_ / "empty.conf",
-                                 std::string("--host-name"), std::string("test-host")}) {
+    for (const std::string& a :
+         {std::string("--server"), "unix:" + socket(), std::string("--secret-file"), dir_ / secret,
+          std::string("--config"), dir_ / "empty.conf", std::string("--host-name"),
+          std::string("test-host")}) {
       argv.push_back(a);
     }
     CliResult r;
@@ -82,8 +84,8 @@ void CheckVolumeSchema(const json& v) {
   REQUIRE(v.is_object());
   for (const char* k : {"name", "kind", "parent", "writer"}) CHECK(v[k].is_string());
   CHECK(v["read_only"].is_boolean());
-  for (const char* k : {"size_bytes", "version_set", "mapped_bytes", "exclusive_bytes", "shared_bytes",
-                        "created_unix_seconds", "openers"}) {
+  for (const char* k : {"size_bytes", "version_set", "mapped_bytes", "exclusive_bytes",
+                        "shared_bytes", "created_unix_seconds", "openers"}) {
     CHECK(v[k].is_number_unsigned());
   }
   CHECK(v.size() == 12);
@@ -139,8 +141,8 @@ TEST_CASE("volume commands create, copy, resize, list and delete volumes on maps
   std::sort(names.begin(), names.end());
   CHECK(names == std::vector<std::string>{"golden", "golden-v1", "vm1"});
   const json& pool = list["pool"];
-  for (const char* k : {"pool_bytes", "block_size", "total_blocks", "free_blocks", "reserved_blocks", "volumes",
-                        "version_sets", "metadata_bytes"}) {
+  for (const char* k : {"pool_bytes", "block_size", "total_blocks", "free_blocks",
+                        "reserved_blocks", "volumes", "version_sets", "metadata_bytes"}) {
     INFO(k);
     CHECK(pool[k].is_number_unsigned());
   }
@@ -201,9 +203,10 @@ TEST_CASE("volume commands exit 3 when mapserver is not reachable") {
   std::ofstream(dir / "secret") << "s\n";
   REQUIRE(::chmod((dir / "secret").c_str(), 0600) == 0);
   std::string out;
-  int rc = RunCommand({"sh", "-c", "exec \"$@\" 2>/dev/null", "sh", TAPMAP_BIN_DIR "/tapmap", "volume", "list",
-                       "--server", "unix:" + (dir / "none.sock"), "--secret-file", dir / "secret", "--json"},
-                      &out);
+  int rc = RunCommand(
+      {"sh", "-c", "exec \"$@\" 2>/dev/null", "sh", TAPMAP_BIN_DIR "/tapmap", "volume", "list",
+       "--server", "unix:" + (dir / "none.sock"), "--secret-file", dir / "secret", "--json"},
+      &out);
   CHECK(rc == 3);
   CheckError(json::parse(out), "unavailable");
 }

@@ -115,7 +115,8 @@ bool WantsJson(int argc, char** argv) {
 // argv with the flags that precede the command words moved after them. A flag whose
 // spec (in any command) takes a value also moves the word after it, unless written
 // "--name=value". "--help"/"-h" stay in front (they ask for the overview).
-std::vector<char*> MoveLeadingFlags(const std::vector<CommandSpec>& commands, int argc, char** argv) {
+std::vector<char*> MoveLeadingFlags(const std::vector<CommandSpec>& commands, int argc,
+                                    char** argv) {
   auto takes_value = [&](std::string_view name) {
     for (const auto& spec : ConfigFileSpecs()) {
       if (spec.name == name) return !spec.is_bool;
@@ -218,7 +219,8 @@ int RunCli(const std::vector<CommandSpec>& commands, int argc, char** argv, std:
     if (c.family == family) in_family.push_back(&c);
   }
   if (in_family.empty()) {
-    return usage("unknown command '" + family + "'", "Run 'tapmap --help' for the list of commands.\n");
+    return usage("unknown command '" + family + "'",
+                 "Run 'tapmap --help' for the list of commands.\n");
   }
 
   const CommandSpec* cmd = nullptr;
@@ -227,9 +229,11 @@ int RunCli(const std::vector<CommandSpec>& commands, int argc, char** argv, std:
     cmd = in_family[0];
   } else {
     std::string family_help = "Commands of 'tapmap " + family + "':\n";
-    for (const auto* c : in_family) family_help += "  " + UsageLine(*c) + "\n      " + c->summary + "\n";
+    for (const auto* c : in_family)
+      family_help += "  " + UsageLine(*c) + "\n      " + c->summary + "\n";
     if (argc < 3 || argv[2][0] == '-') {
-      bool help = argc >= 3 && (std::strcmp(argv[2], "--help") == 0 || std::strcmp(argv[2], "-h") == 0);
+      bool help =
+          argc >= 3 && (std::strcmp(argv[2], "--help") == 0 || std::strcmp(argv[2], "-h") == 0);
       if (help) {
         std::fputs(family_help.c_str(), out);
         return kExitOk;
@@ -240,7 +244,8 @@ int RunCli(const std::vector<CommandSpec>& commands, int argc, char** argv, std:
     for (const auto* c : in_family) {
       if (c->verb == verb) cmd = c;
     }
-    if (cmd == nullptr) return usage("unknown command 'tapmap " + family + " " + verb + "'", family_help);
+    if (cmd == nullptr)
+      return usage("unknown command 'tapmap " + family + " " + verb + "'", family_help);
     first_arg = 3;
   }
 

@@ -92,7 +92,7 @@ class Invocation {
 
 // Parses argv, runs the matching command, prints errors, returns the exit code.
 // `commands` must contain each (family, verb) pair once.
-int RunCli(const std::vector<CommandSpec>& commands, int argc, char** argv,
-           std::FILE* out = stdout, std::FILE* err = stderr);
+int RunCli(const std::vector<CommandSpec>& commands, int argc, char** argv, std::FILE* out = stdout,
+           std::FILE* err = stderr);
 
 }  // namespace tapmap::cli

@@ -42,15 +42,17 @@ Result<nlohmann::json> ControlClient::Call(const nlohmann::json& request,
   while (sent < line.size()) {
     ssize_t n = ::send(fd_.get(), line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Status::Unavailable("sending to tapdisk-map: " + std::string(std::strerror(errno)));
+    if (n < 0)
+      return Status::Unavailable("sending to tapdisk-map: " + std::string(std::strerror(errno)));
     sent += static_cast<size_t>(n);
   }
 
   size_t newline;
   while ((newline = buffer_.find('\n')) == std::string::npos) {
-    if (buffer_.size() > kMaxLine) return Status::Corruption("tapdisk-map sent a line longer than 64 KiB");
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
-                                                                      std::chrono::steady_clock::now());
+    if (buffer_.size() > kMaxLine)
+      return Status::Corruption("tapdisk-map sent a line longer than 64 KiB");
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       return Status::Unavailable("no answer from tapdisk-map (" + path_ + ") within " +
                                  std::to_string(timeout.count() / 1000) + "s");
@@ -63,7 +65,8 @@ Result<nlohmann::json> ControlClient::Call(const nlohmann::json& request,
     char buf[4096];
     ssize_t n = ::recv(fd_.get(), buf, sizeof(buf), 0);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Status::Unavailable("reading from tapdisk-map: " + std::string(std::strerror(errno)));
+    if (n < 0)
+      return Status::Unavailable("reading from tapdisk-map: " + std::string(std::strerror(errno)));
     if (n == 0) return Status::Unavailable("tapdisk-map closed the control connection");
     buffer_.append(buf, static_cast<size_t>(n));
   }
@@ -82,7 +85,8 @@ Result<nlohmann::json> ControlClient::Call(const nlohmann::json& request,
   if (doc.contains("error") && doc["error"].is_object()) {
     const auto& e = doc["error"];
     if (e.contains("code") && e["code"].is_string()) code_name = e["code"].get<std::string>();
-    if (e.contains("message") && e["message"].is_string()) message = e["message"].get<std::string>();
+    if (e.contains("message") && e["message"].is_string())
+      message = e["message"].get<std::string>();
   }
   auto code = StatusCodeFromName(code_name);
   if (!code || *code == StatusCode::kOk) code = StatusCode::kInternal;

@@ -33,10 +33,12 @@ void Progress::Run() {
   std::unique_lock<std::mutex> lock(mu_);
   if (cv_.wait_for(lock, kGracePeriod, [this] { return stop_; })) return;
   while (!stop_) {
-    auto secs = std::chrono::duration_cast<std::chrono::seconds>(
-                    std::chrono::steady_clock::now() - start_).count();
+    auto secs =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - start_)
+            .count();
     // \r + "erase to end of line" keeps the line in place.
-    std::fprintf(sink_, "\rtapmap: %s ... %llds\033[K", what_.c_str(), static_cast<long long>(secs));
+    std::fprintf(sink_, "\rtapmap: %s ... %llds\033[K", what_.c_str(),
+                 static_cast<long long>(secs));
     std::fflush(sink_);
     drawn_ = true;
     cv_.wait_for(lock, kRedrawPeriod, [this] { return stop_; });

@@ -5,7 +5,8 @@
 
 namespace tapmap::cli {
 
-ServerSession::ServerSession(uint64_t timeout_ms) : timeout_ms_(timeout_ms), io_(kj::setupAsyncIo()) {}
+ServerSession::ServerSession(uint64_t timeout_ms)
+    : timeout_ms_(timeout_ms), io_(kj::setupAsyncIo()) {}
 
 ServerSession::~ServerSession() { conn_ = nullptr; }
 
@@ -13,7 +14,8 @@ Result<std::unique_ptr<ServerSession>> ServerSession::Open(Invocation& inv) {
   auto address = mapserver::ParseServerAddress(inv.options().Get("server"));
   if (!address.ok()) return inv.UsageError("--server: " + address.status().message());
   std::string host = inv.host_name();
-  if (!mapserver::IsValidHostName(host)) return inv.UsageError("--host-name: bad host name '" + host + "'");
+  if (!mapserver::IsValidHostName(host))
+    return inv.UsageError("--host-name: bad host name '" + host + "'");
   auto secret = mapserver::ReadSecretFile(inv.options().Get("secret-file"));
   if (!secret.ok()) return secret.status().WithContext("secret file");
 

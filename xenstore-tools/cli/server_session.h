@@ -31,11 +31,12 @@ class ServerSession {
   template <typename T>
   Result<T> Wait(kj::Promise<T> promise) {
     kj::Maybe<T> value;
-    Status status = mapserver::RunCatching([&] {
-      value = Bounded(kj::mv(promise)).wait(io_.waitScope);
-    });
+    Status status =
+        mapserver::RunCatching([&] { value = Bounded(kj::mv(promise)).wait(io_.waitScope); });
     if (!status.ok()) return status;
-    KJ_IF_MAYBE(v, value) { return kj::mv(*v); }
+    KJ_IF_MAYBE (v, value) {
+      return kj::mv(*v);
+    }
     return Status::Internal("promise resolved without a value");
   }
 
@@ -46,11 +47,13 @@ class ServerSession {
   template <typename T>
   kj::Promise<T> Bounded(kj::Promise<T> promise) {
     uint64_t seconds = timeout_ms_ / 1000;
-    return promise.exclusiveJoin(
-        io_.provider->getTimer().afterDelay(timeout_ms_ * kj::MILLISECONDS).then([seconds]() -> kj::Promise<T> {
-          return mapserver::ToException(
-              Status::Unavailable("no answer from mapserver within " + std::to_string(seconds) + "s"));
-        }));
+    return promise.exclusiveJoin(io_.provider->getTimer()
+                                     .afterDelay(timeout_ms_ * kj::MILLISECONDS)
+                                     .then([seconds]() -> kj::Promise<T> {
+                                       return mapserver::ToException(
+                                           Status::Unavailable("no answer from mapserver within " +
+                                                               std::to_string(seconds) + "s"));
+                                     }));
   }
 
   uint64_t timeout_ms_;

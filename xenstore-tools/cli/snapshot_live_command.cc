@@ -24,7 +24,8 @@ Result<std::string> VolumeOfDisk(Invocation& inv, const VbdAddress& disk) {
   if (!r.ok()) return r.status();
   if (r->contains("vbds") && (*r)["vbds"].is_array()) {
     for (const auto& v : (*r)["vbds"]) {
-      if (JsonUint(v, "domid", UINT64_MAX) == disk.domid && JsonUint(v, "devid", UINT64_MAX) == disk.devid &&
+      if (JsonUint(v, "domid", UINT64_MAX) == disk.domid &&
+          JsonUint(v, "devid", UINT64_MAX) == disk.devid &&
           JsonString(v, "layout", "vbd") == disk.layout) {
         std::string volume = JsonString(v, "volume");
         if (volume.empty()) break;
@@ -32,7 +33,8 @@ Result<std::string> VolumeOfDisk(Invocation& inv, const VbdAddress& disk) {
       }
     }
   }
-  return Status::NotFound("tapdisk-map serves no disk " + disk.ToString() + " (layout " + disk.layout + ")");
+  return Status::NotFound("tapdisk-map serves no disk " + disk.ToString() + " (layout " +
+                          disk.layout + ")");
 }
 
 Status RunSnapshotLive(Invocation& inv) {
@@ -60,20 +62,25 @@ Status RunSnapshotLive(Invocation& inv) {
     req.setSource(*volume);
     req.setName(name);
     auto r = (*session)->Wait(req.send());
-    if (r.ok()) snapshot = VolumeJson(r->getInfo());
-    else snap_status = r.status().WithContext("snapshot " + *volume);
+    if (r.ok())
+      snapshot = VolumeJson(r->getInfo());
+    else
+      snap_status = r.status().WithContext("snapshot " + *volume);
   }
 
   // Resume whatever happened: a pause that failed or timed out may still have taken
   // effect in the daemon, and a guest must never be left paused by this command.
   progress.Update("resuming " + disk->ToString());
   auto resumed = ControlCall(inv, DiskRequest("vbd-resume", *disk));
-  auto paused_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                                         paused_at).count();
+  auto paused_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now() - paused_at)
+                       .count();
   if (!resumed.ok()) {
-    Status resume_status = resumed.status().WithContext("RESUME " + disk->ToString() +
-                                                        " FAILED; the guest's disk may still be paused, run "
-                                                        "'tapmap vbd resume " + disk->ToString() + "'");
+    Status resume_status =
+        resumed.status().WithContext("RESUME " + disk->ToString() +
+                                     " FAILED; the guest's disk may still be paused, run "
+                                     "'tapmap vbd resume " +
+                                     disk->ToString() + "'");
     if (!snap_status.ok()) {
       return Status(snap_status.code(), snap_status.message() + "; " + resume_status.message());
     }
@@ -89,17 +96,23 @@ Status RunSnapshotLive(Invocation& inv) {
   doc["layout"] = disk->layout;
   doc["paused_ms"] = static_cast<uint64_t>(paused_ms);
   inv.PrintJson(doc);
-  inv.Print("created snapshot " + name + " of " + *volume + " (disk " + disk->ToString() + " paused for " +
-            std::to_string(paused_ms) + " ms)\n");
+  inv.Print("created snapshot " + name + " of " + *volume + " (disk " + disk->ToString() +
+            " paused for " + std::to_string(paused_ms) + " ms)\n");
   return Status::Ok();
 }
 
 }  // namespace
 
 void AddSnapshotLiveCommands(std::vector<CommandSpec>* commands) {
-  commands->push_back({"snapshot-live", "", "DOMID/DEVID NAME",
-                       "snapshot a running guest's disk (pause, snapshot, always resume)", 2, 2, {LayoutFlag()},
-                       kUsesServer | kUsesControl, RunSnapshotLive});
+  commands->push_back({"snapshot-live",
+                       "",
+                       "DOMID/DEVID NAME",
+                       "snapshot a running guest's disk (pause, snapshot, always resume)",
+                       2,
+                       2,
+                       {LayoutFlag()},
+                       kUsesServer | kUsesControl,
+                       RunSnapshotLive});
 }
 
 }  // namespace tapmap::cli

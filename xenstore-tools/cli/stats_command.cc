@@ -26,7 +26,8 @@ Result<nlohmann::json> FetchStats(Invocation& inv) {
 std::string Percent(uint64_t part, uint64_t whole) {
   if (whole == 0) return "-";
   char buf[16];
-  std::snprintf(buf, sizeof(buf), "%.1f%%", 100.0 * static_cast<double>(part) / static_cast<double>(whole));
+  std::snprintf(buf, sizeof(buf), "%.1f%%",
+                100.0 * static_cast<double>(part) / static_cast<double>(whole));
   return buf;
 }
 
@@ -47,15 +48,24 @@ std::string PerSecond(uint64_t count, double seconds) {
 }
 
 void AddTotalsRow(Table* t, const std::string& name, const nlohmann::json& s) {
-  t->AddRow({name, FormatSize(JsonUint(s, "logical_bytes_read")), FormatSize(JsonUint(s, "logical_bytes_written")),
-             std::to_string(JsonUint(s, "logical_read_ops")), std::to_string(JsonUint(s, "logical_write_ops")),
-             FormatSize(JsonUint(s, "pool_bytes_read")), FormatSize(JsonUint(s, "pool_bytes_written")),
+  t->AddRow({name, FormatSize(JsonUint(s, "logical_bytes_read")),
+             FormatSize(JsonUint(s, "logical_bytes_written")),
+             std::to_string(JsonUint(s, "logical_read_ops")),
+             std::to_string(JsonUint(s, "logical_write_ops")),
+             FormatSize(JsonUint(s, "pool_bytes_read")),
+             FormatSize(JsonUint(s, "pool_bytes_written")),
              FormatSize(JsonUint(s, "io_eliminated_bytes"))});
 }
 
 std::string RenderTotals(const nlohmann::json& stats) {
-  Table t({{"VOLUME"}, {"READ", true}, {"WRITTEN", true}, {"READ OPS", true}, {"WRITE OPS", true},
-           {"POOL READ", true}, {"POOL WRITTEN", true}, {"SAVED", true}});
+  Table t({{"VOLUME"},
+           {"READ", true},
+           {"WRITTEN", true},
+           {"READ OPS", true},
+           {"WRITE OPS", true},
+           {"POOL READ", true},
+           {"POOL WRITTEN", true},
+           {"SAVED", true}});
   if (stats.contains("volumes") && stats["volumes"].is_object()) {
     for (const auto& [name, v] : stats["volumes"].items()) AddTotalsRow(&t, name, v);
   }
@@ -63,8 +73,9 @@ std::string RenderTotals(const nlohmann::json& stats) {
   uint64_t hits = JsonUint(stats, "cache_hits"), misses = JsonUint(stats, "cache_misses");
   std::string text = t.Render();
   text += "cache: " + FormatSize(JsonUint(stats, "cache_bytes")) + " of " +
-          FormatSize(JsonUint(stats, "cache_capacity_bytes")) + " used, " + Percent(hits, hits + misses) +
-          " hits (" + std::to_string(hits) + " hits, " + std::to_string(misses) + " misses, " +
+          FormatSize(JsonUint(stats, "cache_capacity_bytes")) + " used, " +
+          Percent(hits, hits + misses) + " hits (" + std::to_string(hits) + " hits, " +
+          std::to_string(misses) + " misses, " +
           std::to_string(JsonUint(stats, "cache_evictions")) + " evictions)\n";
   text += "maps: " + std::to_string(JsonUint(stats, "map_fetches")) + " fetched, " +
           std::to_string(JsonUint(stats, "map_recalls")) + " recalled, " +
@@ -72,19 +83,26 @@ std::string RenderTotals(const nlohmann::json& stats) {
   return text;
 }
 
-void AddRateRow(Table* t, const std::string& name, const nlohmann::json& now, const nlohmann::json& before,
-                double secs) {
+void AddRateRow(Table* t, const std::string& name, const nlohmann::json& now,
+                const nlohmann::json& before, double secs) {
   t->AddRow({name, Rate(Delta(now, before, "logical_bytes_read"), secs),
              Rate(Delta(now, before, "logical_bytes_written"), secs),
              PerSecond(Delta(now, before, "logical_read_ops"), secs),
              PerSecond(Delta(now, before, "logical_write_ops"), secs),
-             Rate(Delta(now, before, "pool_bytes_read"), secs), Rate(Delta(now, before, "pool_bytes_written"), secs),
+             Rate(Delta(now, before, "pool_bytes_read"), secs),
+             Rate(Delta(now, before, "pool_bytes_written"), secs),
              Rate(Delta(now, before, "io_eliminated_bytes"), secs)});
 }
 
 std::string RenderRates(const nlohmann::json& now, const nlohmann::json& before, double secs) {
-  Table t({{"VOLUME"}, {"READ/s", true}, {"WRITE/s", true}, {"READ IOPS", true}, {"WRITE IOPS", true},
-           {"POOL READ/s", true}, {"POOL WRITE/s", true}, {"SAVED/s", true}});
+  Table t({{"VOLUME"},
+           {"READ/s", true},
+           {"WRITE/s", true},
+           {"READ IOPS", true},
+           {"WRITE IOPS", true},
+           {"POOL READ/s", true},
+           {"POOL WRITE/s", true},
+           {"SAVED/s", true}});
   if (now.contains("volumes") && now["volumes"].is_object()) {
     for (const auto& [name, v] : now["volumes"].items()) {
       nlohmann::json prev = before.contains("volumes") && before["volumes"].contains(name)
@@ -98,8 +116,9 @@ std::string RenderRates(const nlohmann::json& now, const nlohmann::json& before,
   char stamp[32];
   std::time_t tt = std::time(nullptr);
   std::strftime(stamp, sizeof(stamp), "%H:%M:%S", std::localtime(&tt));
-  return std::string("--- ") + stamp + " ---\n" + t.Render() + "cache hits: " + Percent(hits, hits + misses) +
-         ", cache " + FormatSize(JsonUint(now, "cache_bytes")) + " of " +
+  return std::string("--- ") + stamp + " ---\n" + t.Render() +
+         "cache hits: " + Percent(hits, hits + misses) + ", cache " +
+         FormatSize(JsonUint(now, "cache_bytes")) + " of " +
          FormatSize(JsonUint(now, "cache_capacity_bytes")) + "\n";
 }
 
@@ -107,7 +126,8 @@ Status RunStats(Invocation& inv) {
   uint64_t watch = 0, count = 0;
   if (inv.options().Has("watch")) {
     auto w = inv.options().GetUint("watch");
-    if (!w.ok() || *w == 0 || *w > 3600) return inv.UsageError("--watch needs a whole number of seconds in 1..3600");
+    if (!w.ok() || *w == 0 || *w > 3600)
+      return inv.UsageError("--watch needs a whole number of seconds in 1..3600");
     watch = *w;
   }
   if (inv.options().Has("count")) {
@@ -154,10 +174,16 @@ Status RunStats(Invocation& inv) {
 }  // namespace
 
 void AddStatsCommands(std::vector<CommandSpec>* commands) {
-  commands->push_back({"stats", "", "", "I/O, cache and map counters of tapdisk-map", 0, 0,
+  commands->push_back({"stats",
+                       "",
+                       "",
+                       "I/O, cache and map counters of tapdisk-map",
+                       0,
+                       0,
                        {{"watch", "", "show rates every SECONDS until interrupted"},
                         {"count", "", "with --watch: stop after N intervals"}},
-                       kUsesControl, RunStats});
+                       kUsesControl,
+                       RunStats});
 }
 
 }  // namespace tapmap::cli

@@ -70,7 +70,8 @@ Result<uint32_t> DeviceNumberOfVdev(std::string_view vdev) {
 Result<VbdAddress> ParseVbdAddress(std::string_view text) {
   size_t slash = text.find('/');
   if (slash == std::string_view::npos) {
-    return Status::InvalidArgument("bad disk '" + std::string(text) + "': expected DOMID/DEVID, e.g. 3/51712 or 3/xvda");
+    return Status::InvalidArgument("bad disk '" + std::string(text) +
+                                   "': expected DOMID/DEVID, e.g. 3/51712 or 3/xvda");
   }
   VbdAddress addr;
   uint64_t domid = 0;

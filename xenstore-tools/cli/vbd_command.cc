@@ -26,15 +26,23 @@ std::string DiskName(const nlohmann::json& vbd) {
 Status RunList(Invocation& inv) {
   auto r = ControlCall(inv, {{"op", "vbd-list"}});
   if (!r.ok()) return r.status();
-  nlohmann::json vbds = r->contains("vbds") && (*r)["vbds"].is_array() ? (*r)["vbds"] : nlohmann::json::array();
+  nlohmann::json vbds =
+      r->contains("vbds") && (*r)["vbds"].is_array() ? (*r)["vbds"] : nlohmann::json::array();
   Json doc;
   doc["vbds"] = ToOrdered(vbds);
   inv.PrintJson(doc);
-  Table table({{"DISK"}, {"LAYOUT"}, {"VOLUME"}, {"MODE"}, {"STATE"}, {"PAUSED"}, {"RINGS", true}, {"PROTOCOL"}});
+  Table table({{"DISK"},
+               {"LAYOUT"},
+               {"VOLUME"},
+               {"MODE"},
+               {"STATE"},
+               {"PAUSED"},
+               {"RINGS", true},
+               {"PROTOCOL"}});
   for (const auto& v : vbds) {
-    table.AddRow({DiskName(v), JsonString(v, "layout", "vbd"), JsonString(v, "volume"), JsonString(v, "mode"),
-                  JsonString(v, "state"), YesNo(JsonBool(v, "paused")), std::to_string(JsonUint(v, "rings")),
-                  JsonString(v, "protocol")});
+    table.AddRow({DiskName(v), JsonString(v, "layout", "vbd"), JsonString(v, "volume"),
+                  JsonString(v, "mode"), JsonString(v, "state"), YesNo(JsonBool(v, "paused")),
+                  std::to_string(JsonUint(v, "rings")), JsonString(v, "protocol")});
   }
   inv.Print(table.rows() == 0 ? "no disks attached\n" : table.Render());
   return Status::Ok();
@@ -59,7 +67,8 @@ Status RunAttach(Invocation& inv) {
   request["mode"] = mode;
   Result<nlohmann::json> r = Status::Internal("unset");
   {
-    Progress progress("attaching " + disk->ToString() + " (volume " + volume + ")", !inv.json(), inv.err());
+    Progress progress("attaching " + disk->ToString() + " (volume " + volume + ")", !inv.json(),
+                      inv.err());
     r = ControlCall(inv, request);
   }
   if (!r.ok()) return r.status().WithContext("attach " + disk->ToString());
@@ -67,13 +76,15 @@ Status RunAttach(Invocation& inv) {
   Json doc;
   doc["vbd"] = ToOrdered(vbd);
   inv.PrintJson(doc);
-  inv.Print("attached " + disk->ToString() + ": volume " + JsonString(vbd, "volume", volume) + " (" +
-            (mode == "w" ? "read-write" : "read-only") + "), backend " + JsonString(vbd, "state", "?") + "\n");
+  inv.Print("attached " + disk->ToString() + ": volume " + JsonString(vbd, "volume", volume) +
+            " (" + (mode == "w" ? "read-write" : "read-only") + "), backend " +
+            JsonString(vbd, "state", "?") + "\n");
   return Status::Ok();
 }
 
 // detach, pause and resume: same shape, different op.
-Status RunSimple(Invocation& inv, const char* op, const char* action, const char* doing, const char* done) {
+Status RunSimple(Invocation& inv, const char* op, const char* action, const char* doing,
+                 const char* done) {
   auto disk = DiskArgument(inv, 0);
   if (!disk.ok()) return disk.status();
   Result<nlohmann::json> r = Status::Internal("unset");
@@ -95,14 +106,17 @@ Status RunSimple(Invocation& inv, const char* op, const char* action, const char
 }  // namespace
 
 OptionSpec LayoutFlag() {
-  return {"layout", "vbd", "xenstore backend layout: vbd (Xen 4.17, backendtype=phy) or vbd3 (Xen 4.19+, backendtype=tap)"};
+  return {"layout", "vbd",
+          "xenstore backend layout: vbd (Xen 4.17, backendtype=phy) or vbd3 (Xen 4.19+, "
+          "backendtype=tap)"};
 }
 
 Result<VbdAddress> DiskArgument(Invocation& inv, size_t index) {
   auto disk = ParseVbdAddress(inv.args().at(index));
   if (!disk.ok()) return inv.UsageError(disk.status().message());
   const std::string& layout = inv.options().Get("layout");
-  if (layout != "vbd" && layout != "vbd3") return inv.UsageError("--layout must be vbd or vbd3, not '" + layout + "'");
+  if (layout != "vbd" && layout != "vbd3")
+    return inv.UsageError("--layout must be vbd or vbd3, not '" + layout + "'");
   disk->layout = layout;
   return disk;
 }
@@ -112,24 +126,58 @@ nlohmann::json DiskRequest(const char* op, const VbdAddress& disk) {
 }
 
 void AddVbdCommands(std::vector<CommandSpec>* commands) {
-  commands->push_back({"vbd", "list", "", "list the guest disks tapdisk-map serves", 0, 0, {}, kUsesControl, RunList});
-  commands->push_back({"vbd", "attach", "DOMID/DEVID",
-                       "serve a volume as a guest disk; waits until the volume is open", 1, 1,
+  commands->push_back({"vbd",
+                       "list",
+                       "",
+                       "list the guest disks tapdisk-map serves",
+                       0,
+                       0,
+                       {},
+                       kUsesControl,
+                       RunList});
+  commands->push_back({"vbd",
+                       "attach",
+                       "DOMID/DEVID",
+                       "serve a volume as a guest disk; waits until the volume is open",
+                       1,
+                       1,
                        {{"volume", "", "volume to serve (required)"},
                         {"mode", "w", "r (read-only) or w (read-write)"},
                         LayoutFlag()},
-                       kUsesControl, RunAttach});
-  commands->push_back({"vbd", "detach", "DOMID/DEVID",
-                       "stop serving a guest disk; waits until the volume is closed", 1, 1, {LayoutFlag()},
                        kUsesControl,
-                       [](Invocation& inv) { return RunSimple(inv, "vbd-detach", "detach", "detaching", "detached"); }});
-  commands->push_back({"vbd", "pause", "DOMID/DEVID",
-                       "quiesce a guest disk (no request in flight, data flushed)", 1, 1, {LayoutFlag()},
+                       RunAttach});
+  commands->push_back({"vbd",
+                       "detach",
+                       "DOMID/DEVID",
+                       "stop serving a guest disk; waits until the volume is closed",
+                       1,
+                       1,
+                       {LayoutFlag()},
                        kUsesControl,
-                       [](Invocation& inv) { return RunSimple(inv, "vbd-pause", "pause", "pausing", "paused"); }});
-  commands->push_back({"vbd", "resume", "DOMID/DEVID", "resume a paused guest disk", 1, 1, {LayoutFlag()},
+                       [](Invocation& inv) {
+                         return RunSimple(inv, "vbd-detach", "detach", "detaching", "detached");
+                       }});
+  commands->push_back(
+      {"vbd",
+       "pause",
+       "DOMID/DEVID",
+       "quiesce a guest disk (no request in flight, data flushed)",
+       1,
+       1,
+       {LayoutFlag()},
+       kUsesControl,
+       [](Invocation& inv) { return RunSimple(inv, "vbd-pause", "pause", "pausing", "paused"); }});
+  commands->push_back({"vbd",
+                       "resume",
+                       "DOMID/DEVID",
+                       "resume a paused guest disk",
+                       1,
+                       1,
+                       {LayoutFlag()},
                        kUsesControl,
-                       [](Invocation& inv) { return RunSimple(inv, "vbd-resume", "resume", "resuming", "resumed"); }});
+                       [](Invocation& inv) {
+                         return RunSimple(inv, "vbd-resume", "resume", "resuming", "resumed");
+                       }});
 }
 
 }  // namespace tapmap::cli

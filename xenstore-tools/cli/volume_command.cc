@@ -11,9 +11,12 @@ namespace {
 
 const char* KindName(proto::VolumeInfo::Kind kind) {
   switch (kind) {
-    case proto::VolumeInfo::Kind::BASE: return "base";
-    case proto::VolumeInfo::Kind::SNAPSHOT: return "snapshot";
-    case proto::VolumeInfo::Kind::CLONE: return "clone";
+    case proto::VolumeInfo::Kind::BASE:
+      return "base";
+    case proto::VolumeInfo::Kind::SNAPSHOT:
+      return "snapshot";
+    case proto::VolumeInfo::Kind::CLONE:
+      return "clone";
   }
   return "unknown";
 }
@@ -49,7 +52,8 @@ Result<uint64_t> SizeArgument(Invocation& inv, size_t index) {
   auto size = ParseSize(inv.args().at(index));
   if (!size.ok()) return inv.UsageError(size.status().message());
   if (*size == 0 || *size % kSectorSize != 0) {
-    return inv.UsageError("size " + inv.args().at(index) + " must be a positive multiple of 512 bytes");
+    return inv.UsageError("size " + inv.args().at(index) +
+                          " must be a positive multiple of 512 bytes");
   }
   return size;
 }
@@ -67,8 +71,10 @@ Status PrintVolume(Invocation& inv, proto::VolumeInfo::Reader info, const std::s
   Json doc;
   doc["volume"] = VolumeJson(info);
   inv.PrintJson(doc);
-  if (!verb.empty()) inv.Print(verb + " " + Text(info.getName()) + " (" + FormatSize(info.getSizeBytes()) + ")\n");
-  else inv.Print(VolumeText(info));
+  if (!verb.empty())
+    inv.Print(verb + " " + Text(info.getName()) + " (" + FormatSize(info.getSizeBytes()) + ")\n");
+  else
+    inv.Print(VolumeText(info));
   return Status::Ok();
 }
 
@@ -91,22 +97,24 @@ Status RunCopy(Invocation& inv, bool snapshot) {
   const std::string& source = inv.args()[0];
   const std::string& name = inv.args()[1];
   const char* verb = snapshot ? "snapshot" : "clone";
-  return WithSession(inv, std::string(snapshot ? "snapshotting " : "cloning ") + source, [&](ServerSession& s) {
-    if (snapshot) {
-      auto req = s.session().snapshotRequest();
-      req.setSource(source);
-      req.setName(name);
-      auto r = s.Wait(req.send());
-      if (!r.ok()) return r.status().WithContext(std::string(verb) + " " + source);
-      return PrintVolume(inv, r->getInfo(), "created snapshot");
-    }
-    auto req = s.session().cloneRequest();
-    req.setSource(source);
-    req.setName(name);
-    auto r = s.Wait(req.send());
-    if (!r.ok()) return r.status().WithContext(std::string(verb) + " " + source);
-    return PrintVolume(inv, r->getInfo(), "created clone");
-  });
+  return WithSession(inv, std::string(snapshot ? "snapshotting " : "cloning ") + source,
+                     [&](ServerSession& s) {
+                       if (snapshot) {
+                         auto req = s.session().snapshotRequest();
+                         req.setSource(source);
+                         req.setName(name);
+                         auto r = s.Wait(req.send());
+                         if (!r.ok())
+                           return r.status().WithContext(std::string(verb) + " " + source);
+                         return PrintVolume(inv, r->getInfo(), "created snapshot");
+                       }
+                       auto req = s.session().cloneRequest();
+                       req.setSource(source);
+                       req.setName(name);
+                       auto r = s.Wait(req.send());
+                       if (!r.ok()) return r.status().WithContext(std::string(verb) + " " + source);
+                       return PrintVolume(inv, r->getInfo(), "created clone");
+                     });
 }
 
 Status RunDelete(Invocation& inv) {
@@ -147,24 +155,36 @@ Status RunList(Invocation& inv) {
     if (!pool.ok()) return pool.status().WithContext("pool stats");
     Json doc;
     doc["volumes"] = Json::array();
-    Table t({{"NAME"}, {"SIZE", true}, {"KIND"}, {"RO"}, {"PARENT"}, {"MAPPED", true}, {"EXCLUSIVE", true},
-             {"SHARED", true}, {"OPENERS", true}, {"WRITER"}});
+    Table t({{"NAME"},
+             {"SIZE", true},
+             {"KIND"},
+             {"RO"},
+             {"PARENT"},
+             {"MAPPED", true},
+             {"EXCLUSIVE", true},
+             {"SHARED", true},
+             {"OPENERS", true},
+             {"WRITER"}});
     for (auto v : list->getVolumes()) {
       doc["volumes"].push_back(VolumeJson(v));
       std::string parent = Text(v.getParent());
       std::string writer = Text(v.getWriter());
-      t.AddRow({Text(v.getName()), FormatSize(v.getSizeBytes()), KindName(v.getKind()), YesNo(v.getReadOnly()),
-                parent.empty() ? "-" : parent, FormatSize(v.getMappedBytes()), FormatSize(v.getExclusiveBytes()),
-                FormatSize(v.getSharedBytes()), std::to_string(v.getOpeners()), writer.empty() ? "-" : writer});
+      t.AddRow({Text(v.getName()), FormatSize(v.getSizeBytes()), KindName(v.getKind()),
+                YesNo(v.getReadOnly()), parent.empty() ? "-" : parent,
+                FormatSize(v.getMappedBytes()), FormatSize(v.getExclusiveBytes()),
+                FormatSize(v.getSharedBytes()), std::to_string(v.getOpeners()),
+                writer.empty() ? "-" : writer});
     }
     auto p = pool->getStats();
     doc["pool"] = PoolJson(p);
     inv.PrintJson(doc);
     std::string text = t.rows() == 0 ? "no volumes\n" : t.Render();
     uint64_t bs = p.getBlockSize();
-    text += "pool: " + FormatSize(p.getFreeBlocks() * bs) + " free of " + FormatSize(p.getTotalBlocks() * bs) +
-            " (block size " + FormatSize(bs) + ", " + std::to_string(p.getReservedBlocks()) + " blocks reserved), " +
-            std::to_string(p.getVolumes()) + " volumes in " + std::to_string(p.getVersionSets()) + " version sets\n";
+    text += "pool: " + FormatSize(p.getFreeBlocks() * bs) + " free of " +
+            FormatSize(p.getTotalBlocks() * bs) + " (block size " + FormatSize(bs) + ", " +
+            std::to_string(p.getReservedBlocks()) + " blocks reserved), " +
+            std::to_string(p.getVolumes()) + " volumes in " + std::to_string(p.getVersionSets()) +
+            " version sets\n";
     inv.Print(text);
     return Status::Ok();
   });
@@ -204,7 +224,8 @@ std::string VolumeText(proto::VolumeInfo::Reader info) {
   Table t({{"FIELD"}, {"VALUE"}});
   auto or_dash = [](std::string s) { return s.empty() ? std::string("-") : s; };
   t.AddRow({"name", Text(info.getName())});
-  t.AddRow({"size", FormatSize(info.getSizeBytes()) + " (" + std::to_string(info.getSizeBytes()) + " bytes)"});
+  t.AddRow({"size", FormatSize(info.getSizeBytes()) + " (" + std::to_string(info.getSizeBytes()) +
+                        " bytes)"});
   t.AddRow({"kind", KindName(info.getKind())});
   t.AddRow({"read-only", YesNo(info.getReadOnly())});
   t.AddRow({"parent", or_dash(Text(info.getParent()))});
@@ -221,19 +242,56 @@ std::string VolumeText(proto::VolumeInfo::Reader info) {
 }
 
 void AddVolumeCommands(std::vector<CommandSpec>* commands) {
-  commands->push_back({"volume", "create", "NAME SIZE", "create an empty volume (SIZE like 10G)", 2, 2, {},
-                       kUsesServer, RunCreate});
-  commands->push_back({"volume", "snapshot", "SOURCE NAME", "read-only point-in-time copy of a volume", 2, 2, {},
-                       kUsesServer, [](Invocation& inv) { return RunCopy(inv, true); }});
-  commands->push_back({"volume", "clone", "SOURCE NAME", "writable copy of a volume or snapshot", 2, 2, {},
-                       kUsesServer, [](Invocation& inv) { return RunCopy(inv, false); }});
-  commands->push_back({"volume", "delete", "NAME", "delete a volume (fails while it is open)", 1, 1, {},
-                       kUsesServer, RunDelete});
-  commands->push_back({"volume", "resize", "NAME SIZE", "grow (or with --allow-shrink shrink) a volume", 2, 2,
-                       {{"allow-shrink", "", "allow making the volume smaller (data beyond the end is lost)", true}},
-                       kUsesServer, RunResize});
-  commands->push_back({"volume", "list", "", "list volumes and pool usage", 0, 0, {}, kUsesServer, RunList});
-  commands->push_back({"volume", "info", "NAME", "show one volume", 1, 1, {}, kUsesServer, RunInfo});
+  commands->push_back({"volume",
+                       "create",
+                       "NAME SIZE",
+                       "create an empty volume (SIZE like 10G)",
+                       2,
+                       2,
+                       {},
+                       kUsesServer,
+                       RunCreate});
+  commands->push_back({"volume",
+                       "snapshot",
+                       "SOURCE NAME",
+                       "read-only point-in-time copy of a volume",
+                       2,
+                       2,
+                       {},
+                       kUsesServer,
+                       [](Invocation& inv) { return RunCopy(inv, true); }});
+  commands->push_back({"volume",
+                       "clone",
+                       "SOURCE NAME",
+                       "writable copy of a volume or snapshot",
+                       2,
+                       2,
+                       {},
+                       kUsesServer,
+                       [](Invocation& inv) { return RunCopy(inv, false); }});
+  commands->push_back({"volume",
+                       "delete",
+                       "NAME",
+                       "delete a volume (fails while it is open)",
+                       1,
+                       1,
+                       {},
+                       kUsesServer,
+                       RunDelete});
+  commands->push_back({"volume",
+                       "resize",
+                       "NAME SIZE",
+                       "grow (or with --allow-shrink shrink) a volume",
+                       2,
+                       2,
+                       {{"allow-shrink", "",
+                         "allow making the volume smaller (data beyond the end is lost)", true}},
+                       kUsesServer,
+                       RunResize});
+  commands->push_back(
+      {"volume", "list", "", "list volumes and pool usage", 0, 0, {}, kUsesServer, RunList});
+  commands->push_back(
+      {"volume", "info", "NAME", "show one volume", 1, 1, {}, kUsesServer, RunInfo});
 }
 
 }  // namespace tapmap::cli
