@@ -6,10 +6,15 @@
 //   engine_bench cache [--seconds N] [--threads N]
 //       read throughput of data-cache hits (lookup + copy of 4 KiB out of a 64 KiB
 //       block), as the read path does for a block the host already holds.
-//   engine_bench all   both.
+//   engine_bench volume [--seconds N] [--depth N]
+//       the whole engine read path against a real mapserver (started here, in a temp
+//       dir): a 64 MiB volume is written and read once, then 4 KiB random reads at
+//       queue depth N (all cache hits) and 1 MiB sequential reads are timed.
+//   engine_bench all   all three.
 //
 // Output: one "name value unit" line per figure, then a summary.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -19,6 +24,8 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <optional>
 #include <mutex>
 #include <random>
 #include <string>
@@ -26,7 +33,11 @@
 #include <vector>
 
 #include "common/logging.h"
+#include "mapserver/client/connection.h"
+#include "mapserver/client/remote_status.h"
 #include "tapdisk-map/engine/data_cache.h"
+#include "tapdisk-map/engine/engine.h"
+#include "tests/support/child_process.h"
 #include "tapdisk-map/pool/pool_io.h"
 
 namespace tapmap::bench {
@@ -191,9 +202,153 @@ int BenchCache(const Settings& s) {
   return c.misses == 0 ? 0 : 1;
 }
 
+// Waits for a callback's value (up to 60 s).
+template <typename T>
+class Sync {
+ public:
+  void Set(T v) {
+    std::lock_guard<std::mutex> lock(mu_);
+    value_ = std::move(v);
+    cv_.notify_all();
+  }
+  T Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::seconds(60), [this] { return value_.has_value(); });
+    if (!value_) throw std::runtime_error("timed out");
+    return std::move(*value_);
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<T> value_;
+};
+
+// Keeps `depth` reads of `size` bytes in flight for `seconds`; returns ops/s.
+double DeviceReads(engine::BlockDevice& dev, uint64_t span, uint64_t size, unsigned depth, double seconds,
+                   bool sequential) {
+  std::vector<std::vector<uint8_t>> bufs(depth, std::vector<uint8_t>(size));
+  std::mutex mu;
+  std::condition_variable cv;
+  std::atomic<uint64_t> ops{0}, errors{0}, next_seq{0};
+  std::atomic<bool> stop{false};
+  unsigned running = depth;
+  std::function<void(unsigned)> issue = [&](unsigned slot) {
+    if (stop.load()) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (--running == 0) cv.notify_all();
+      return;
+    }
+    thread_local std::mt19937_64 rng(std::random_device{}());
+    uint64_t off = sequential ? (next_seq++ * size) % span : (rng() % (span / size)) * size;
+    dev.Read(off, bufs[slot], [&, slot](Status st) {
+      if (!st.ok()) errors++;
+      ops++;
+      issue(slot);
+    });
+  };
+  auto start = Clock::now();
+  for (unsigned i = 0; i < depth; i++) issue(i);
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return running == 0; });
+  if (errors) std::fprintf(stderr, "warning: %llu read errors\n", static_cast<unsigned long long>(errors.load()));
+  return ops.load() / std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+int BenchVolume(const Settings& s, const std::string& bin_dir) {
+  testing::TempDir dir("engine-bench");
+  std::string secret = dir / "secret", sock = dir / "ms.sock";
+  {
+    FILE* f = std::fopen(secret.c_str(), "w");
+    std::fputs("bench secret\n", f);
+    std::fclose(f);
+    ::chmod(secret.c_str(), 0600);
+    FILE* c = std::fopen((dir / "tapmap.conf").c_str(), "w");
+    std::fclose(c);
+  }
+  std::string out;
+  if (testing::RunCommand({bin_dir + "/mapserver", "format", "--pool", dir / "pool", "--meta", dir / "meta",
+                           "--size", "256M", "--config", dir / "tapmap.conf"}, &out) != 0) {
+    std::fprintf(stderr, "mapserver format failed: %s\n", out.c_str());
+    return 1;
+  }
+  testing::ChildProcess server({bin_dir + "/mapserver", "serve", "--pool", dir / "pool", "--meta", dir / "meta",
+                                "--listen", "unix:" + sock, "--secret-file", secret, "--config", dir / "tapmap.conf"},
+                               dir / "mapserver.log");
+  testing::WaitForPath(sock, std::chrono::seconds(30));
+  constexpr uint64_t kSpan = 64ull << 20;
+  {
+    auto kio = kj::setupAsyncIo();
+    auto addr = mapserver::ParseServerAddress("unix:" + sock);
+    Result<kj::Own<mapserver::Connection>> conn = Status::Unavailable("not yet");
+    for (int i = 0; i < 300 && !conn.ok(); i++) {
+      conn = mapserver::Connection::ConnectBlocking(kio, *addr, "bench", "bench secret");
+      if (!conn.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (!conn.ok()) {
+      std::fprintf(stderr, "%s\n", conn.status().ToString().c_str());
+      return 1;
+    }
+    auto req = (*conn)->session().createRequest();
+    req.setName("bench");
+    req.setSizeBytes(kSpan);
+    Status st = mapserver::RunCatching([&] { req.send().wait(kio.waitScope); });
+    if (!st.ok()) {
+      std::fprintf(stderr, "create: %s\n", st.ToString().c_str());
+      return 1;
+    }
+  }
+  IoRunner runner;
+  engine::EngineOptions eo;
+  eo.server = "unix:" + sock;
+  eo.host = "bench";
+  eo.secret_file = secret;
+  eo.pool_path = dir / "pool";
+  eo.cache_size_bytes = 256ull << 20;
+  auto made = engine::Engine::Create(runner.io(), eo, Logger("engine", LogLevel::kWarning));
+  if (!made.ok()) {
+    std::fprintf(stderr, "%s\n", made.status().ToString().c_str());
+    return 1;
+  }
+  std::unique_ptr<engine::Engine> eng = std::move(*made);
+  Sync<Result<std::shared_ptr<engine::BlockDevice>>> opened;
+  eng->Open("bench", false, [&](Result<std::shared_ptr<engine::BlockDevice>> r) { opened.Set(std::move(r)); });
+  auto dev = opened.Wait();
+  if (!dev.ok()) {
+    std::fprintf(stderr, "%s\n", dev.status().ToString().c_str());
+    return 1;
+  }
+  std::vector<uint8_t> chunk(1 << 20, 0x5a);
+  for (uint64_t off = 0; off < kSpan; off += chunk.size()) {
+    Sync<Status> w;
+    (*dev)->Write(off, chunk, false, [&](Status st) { w.Set(st); });
+    if (!w.Wait().ok()) return 1;
+  }
+  Sync<Status> f;
+  (*dev)->Flush([&](Status st) { f.Set(st); });
+  if (!f.Wait().ok()) return 1;
+  DeviceReads(**dev, kSpan, 1 << 20, 4, 0.5, true);  // warm: every block cached
+  uint64_t pool_reads_before = eng->Stats().host.pool_read_ops;
+  double iops = DeviceReads(**dev, kSpan, 4096, s.depth, s.seconds, false);
+  double seq = DeviceReads(**dev, kSpan, 1 << 20, 4, s.seconds, true);
+  uint64_t pool_reads = eng->Stats().host.pool_read_ops - pool_reads_before;
+  std::printf("engine_cached_randread_4k_qd%u %.0f IOPS\n", s.depth, iops);
+  std::printf("engine_cached_seqread_1m_qd4 %.0f MiB/s\n", seq);
+  std::printf("engine_cached_pool_reads_during_timed_runs %llu (expect 0)\n",
+              static_cast<unsigned long long>(pool_reads));
+  dev->reset();
+  Sync<bool> down;
+  eng->Shutdown([&]() { down.Set(true); });
+  down.Wait();
+  eng.reset();
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: engine_bench pool|cache|all [--dir DIR] [--seconds N] [--depth N] [--threads N]\n");
+    std::fprintf(stderr, "usage: engine_bench pool|cache|volume|all [--dir DIR] [--seconds N] [--depth N] [--threads N]\n");
     return 2;
   }
   std::string mode = argv[1];
@@ -212,7 +367,12 @@ int Main(int argc, char** argv) {
   int rc = 0;
   if (mode == "pool" || mode == "all") rc |= BenchPool(s);
   if (mode == "cache" || mode == "all") rc |= BenchCache(s);
-  if (mode != "pool" && mode != "cache" && mode != "all") {
+  if (mode == "volume" || mode == "all") {
+    // mapserver is built next to this program.
+    std::string self = std::filesystem::read_symlink("/proc/self/exe").parent_path().string();
+    rc |= BenchVolume(s, self);
+  }
+  if (mode != "pool" && mode != "cache" && mode != "volume" && mode != "all") {
     std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
     return 2;
   }
