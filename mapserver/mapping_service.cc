@@ -325,8 +325,12 @@ class SessionImpl final : public proto::Session::Server {
 
 class GateImpl final : public proto::Gate::Server {
  public:
-  GateImpl(MappingService& service, std::string peer, kj::Own<kj::PromiseFulfiller<void>> close)
-      : service_(service), peer_(std::move(peer)), close_(kj::mv(close)) {}
+  GateImpl(MappingService& service, std::string peer, kj::Own<kj::PromiseFulfiller<void>> close,
+           std::shared_ptr<bool> authenticated)
+      : service_(service),
+        peer_(std::move(peer)),
+        close_(kj::mv(close)),
+        authenticated_(std::move(authenticated)) {}
 
   kj::Promise<void> challenge(ChallengeContext context) override {
     nonce_ = GenerateNonce();
@@ -373,6 +377,7 @@ class GateImpl final : public proto::Gate::Server {
       Fail(denied);
     }
     service_.logger_.Infof("host %s logged in from %s", host.c_str(), peer_.c_str());
+    *authenticated_ = true;
     context.getResults().setSession(kj::heap<SessionImpl>(service_, host));
     return kj::READY_NOW;
   }
@@ -381,6 +386,7 @@ class GateImpl final : public proto::Gate::Server {
   MappingService& service_;
   std::string peer_;
   kj::Own<kj::PromiseFulfiller<void>> close_;  // null once used
+  std::shared_ptr<bool> authenticated_;
   std::vector<uint8_t> nonce_;
   uint32_t failures_ = 0;
 };
@@ -400,8 +406,10 @@ MappingService::MappingService(VolumeStore& store, std::string secret, kj::Timer
 MappingService::~MappingService() = default;
 
 proto::Gate::Client MappingService::NewGate(std::string peer,
-                                            kj::Own<kj::PromiseFulfiller<void>> close_connection) {
-  return kj::heap<GateImpl>(*this, std::move(peer), kj::mv(close_connection));
+                                            kj::Own<kj::PromiseFulfiller<void>> close_connection,
+                                            std::shared_ptr<bool> authenticated) {
+  return kj::heap<GateImpl>(*this, std::move(peer), kj::mv(close_connection),
+                            std::move(authenticated));
 }
 
 void MappingService::Register(Opener* opener) { openers_[opener->id] = opener; }

@@ -26,6 +26,7 @@
 #include <kj/timer.h>
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <unordered_map>
 
@@ -53,9 +54,11 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
 
   // The bootstrap capability for a new connection from `peer` (for logs).
   // `close_connection` is fulfilled when the connection must be closed (too many
-  // failed logins); the caller then drops the connection.
+  // failed logins); the caller then drops the connection. `*authenticated` becomes
+  // true once a login succeeds (the caller closes connections that stay anonymous).
   proto::Gate::Client NewGate(std::string peer,
-                              kj::Own<kj::PromiseFulfiller<void>> close_connection);
+                              kj::Own<kj::PromiseFulfiller<void>> close_connection,
+                              std::shared_ptr<bool> authenticated);
 
   VolumeStore& store() { return store_; }
   size_t opener_count() const { return openers_.size(); }

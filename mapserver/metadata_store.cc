@@ -43,6 +43,9 @@ Result<std::unique_ptr<MetadataStore>> MetadataStore::Open(const std::string& di
   }
   rc = mdb_env_open(env, dir.c_str(), MDB_NOTLS, 0600);
   if (rc != MDB_SUCCESS) return LmdbStatus("open " + dir, rc);
+  // Reader slots left by a killed process would pin old pages forever: clear them.
+  int dead = 0;
+  mdb_reader_check(env, &dead);
   MDB_txn* txn = nullptr;
   if ((rc = mdb_txn_begin(env, nullptr, 0, &txn)) != MDB_SUCCESS) {
     return LmdbStatus("begin", rc);

@@ -54,8 +54,13 @@ struct Server::Connection {
   size_t* counter;
 };
 
-Server::Server(kj::AsyncIoContext& io, MappingService& service, Logger logger)
-    : io_(io), service_(service), logger_(std::move(logger)), tasks_(*this) {}
+Server::Server(kj::AsyncIoContext& io, MappingService& service, Logger logger,
+               kj::Duration login_timeout)
+    : io_(io),
+      service_(service),
+      logger_(std::move(logger)),
+      login_timeout_(login_timeout),
+      tasks_(*this) {}
 
 Server::~Server() {
   if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
@@ -95,9 +100,19 @@ kj::Promise<void> Server::AcceptLoop() {
   return listener_->accept().then([this](kj::Own<kj::AsyncIoStream> stream) {
     std::string peer = PeerName(*stream);
     auto close = kj::newPromiseAndFulfiller<void>();
-    auto gate = service_.NewGate(peer, kj::mv(close.fulfiller));
+    auto authenticated = std::make_shared<bool>(false);
+    auto gate = service_.NewGate(peer, kj::mv(close.fulfiller), authenticated);
     auto connection = kj::heap<Connection>(kj::mv(stream), kj::mv(gate), &connections_);
-    auto ended = connection->network.onDisconnect().exclusiveJoin(kj::mv(close.promise));
+    // An anonymous connection may not linger: close it if no login succeeded in time.
+    auto login_deadline = io_.provider->getTimer().afterDelay(login_timeout_).then(
+        [this, authenticated, peer]() -> kj::Promise<void> {
+          if (*authenticated) return kj::NEVER_DONE;
+          logger_.Warnf("closing connection from %s: no login within the timeout", peer.c_str());
+          return kj::READY_NOW;
+        });
+    auto ended = connection->network.onDisconnect()
+                     .exclusiveJoin(kj::mv(close.promise))
+                     .exclusiveJoin(kj::mv(login_deadline));
     tasks_.add(ended.attach(kj::mv(connection)));
     return AcceptLoop();
   });

@@ -20,7 +20,10 @@ namespace tapmap::mapserver {
 
 class Server final : private kj::TaskSet::ErrorHandler {
  public:
-  Server(kj::AsyncIoContext& io, MappingService& service, Logger logger);
+  inline static constexpr kj::Duration kDefaultLoginTimeout = 30 * kj::SECONDS;
+
+  Server(kj::AsyncIoContext& io, MappingService& service, Logger logger,
+         kj::Duration login_timeout = kDefaultLoginTimeout);
   ~Server();
 
   // Binds `address` and starts accepting. A stale unix socket file at the path is
@@ -40,6 +43,7 @@ class Server final : private kj::TaskSet::ErrorHandler {
   kj::AsyncIoContext& io_;
   MappingService& service_;
   Logger logger_;
+  kj::Duration login_timeout_;
   kj::Own<kj::ConnectionReceiver> listener_;
   std::string bound_address_;
   std::string unix_path_;  // unlinked at destruction

@@ -68,7 +68,8 @@ class RpcFixture {
     options.callback_timeout = 300 * kj::MILLISECONDS;
     service_ = std::make_unique<MappingService>(store_.store(), kSecret, io_.provider->getTimer(),
                                                 Logger("mapserver", LogLevel::kError), options);
-    server_ = std::make_unique<Server>(io_, *service_, Logger("mapserver", LogLevel::kError));
+    server_ = std::make_unique<Server>(io_, *service_, Logger("mapserver", LogLevel::kError),
+                                       500 * kj::MILLISECONDS);
     auto address = ParseServerAddress(listen.empty() ? "unix:" + meta_parent() + "/sock" : listen);
     REQUIRE(address.ok());
     REQUIRE(server_->Listen(*address, io_.waitScope).ok());

@@ -151,6 +151,20 @@ TEST_CASE("The Gate refuses logins without a challenge and closes after three fa
   CHECK(StatusOf(gate.challengeRequest().send(), f.ws()).code() == StatusCode::kUnavailable);
 }
 
+TEST_CASE("Connections that do not log in in time are closed; logged-in ones stay", "[rpc]") {
+  RpcFixture f;  // login timeout 500 ms
+  auto good = f.Connect("hostA");
+  auto addr = f.io().provider->getNetwork().parseAddress(f.address().ToKjAddress()).wait(f.ws());
+  auto stream = addr->connect().wait(f.ws());
+  capnp::TwoPartyClient anonymous(*stream);
+  bool closed = false;
+  auto watch = anonymous.onDisconnect().then([&] { closed = true; }).eagerlyEvaluate(nullptr);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!closed && std::chrono::steady_clock::now() < deadline) f.Spin();
+  CHECK(closed);
+  CHECK(StatusOf(good->session().listRequest().send(), f.ws()).ok());
+}
+
 TEST_CASE("Admin calls: create info list poolStats and their errors", "[rpc]") {
   RpcFixture f;
   auto conn = f.Connect();
