@@ -388,7 +388,29 @@ void Volume::Write(uint64_t offset, std::span<const uint8_t> data, bool fua, IoD
   op->done = std::move(done);
   op->lock_start = AlignDown(offset, ctx_.block_size);
   op->lock_end = AlignUp(offset + data.size(), ctx_.block_size);
+  AdmitWrite(op);
+}
+
+void Volume::AdmitWrite(std::shared_ptr<WriteOp> op) {
+  // Backpressure: pinned copies are released by commits; while too many wait for one
+  // (the server is slow or away), new writes wait too — before taking any range lock,
+  // so that a recall is never held up behind a throttled write.
+  const uint64_t span = op->lock_end - op->lock_start;
+  const uint64_t pinned = ctx_.pinned_bytes->load();
   auto self = shared_from_this();
+  if (ctx_.max_pinned_bytes != 0 && pinned != 0 && pinned + span > ctx_.max_pinned_bytes) {
+    auto now = std::chrono::steady_clock::now();
+    if (!op->throttled_until) op->throttled_until = now + ctx_.unavailable_timeout;
+    if (now >= *op->throttled_until) {
+      return Complete(std::move(op->done),
+                      Status::Unavailable(std::to_string(pinned) + " written bytes await commit on this host; "
+                                          "the mapserver is not keeping up"));
+    }
+    KickCommit();
+    auto timer = std::make_shared<boost::asio::steady_timer>(*ctx_.io, std::chrono::milliseconds(5));
+    timer->async_wait([self, op, timer](const boost::system::error_code&) { self->AdmitWrite(op); });
+    return;
+  }
   locks_.Acquire(op->lock_start, op->lock_end, [self, op]() { self->WriteLocked(op); });
 }
 
@@ -457,28 +479,6 @@ void Volume::PlanWrite(std::shared_ptr<WriteOp> op) {
   }
   if (cow_blocks.empty()) return ExecuteWrite(op);
 
-  // Backpressure: pinned copies are released by commits; while too many wait for one
-  // (the server is slow or away), new copy-on-write writes wait too.
-  uint64_t new_pins = 0;
-  for (const BlockWrite& w : op->blocks) {
-    if (w.kind == WriteKind::kCopyOnWrite && !w.from_pinned) new_pins += bs;
-  }
-  uint64_t pinned = ctx_.pinned_bytes->load();
-  if (ctx_.max_pinned_bytes != 0 && new_pins != 0 && pinned != 0 && pinned + new_pins > ctx_.max_pinned_bytes) {
-    auto now = std::chrono::steady_clock::now();
-    if (!op->throttled_until) op->throttled_until = now + ctx_.unavailable_timeout;
-    if (now >= *op->throttled_until) {
-      op->join.Add(1);
-      op->join.Done(Status::Unavailable(std::to_string(pinned) + " bytes written to " + name_ +
-                                        "'s host await commit; the mapserver is not keeping up"));
-      return FinishWrite(op);
-    }
-    KickCommit();
-    auto self = shared_from_this();
-    auto timer = std::make_shared<boost::asio::steady_timer>(*ctx_.io, std::chrono::milliseconds(5));
-    timer->async_wait([self, op, timer](const boost::system::error_code&) { self->PlanWrite(op); });
-    return;
-  }
 
   std::vector<ByteRange> ranges = ClipToSize(Coalesce(cow_blocks, bs), size_bytes_.load());
   if (ranges.size() > kMaxRangesPerCall) {

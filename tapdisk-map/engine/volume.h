@@ -141,6 +141,7 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   void LoadBlock(uint64_t physical, DataCache::LoadDone loaded);
   void GetBlock(const Extent& block_extent, std::function<void(Result<BlockData>)> done);
 
+  void AdmitWrite(std::shared_ptr<WriteOp> op);
   void WriteLocked(std::shared_ptr<WriteOp> op);
   void PlanWrite(std::shared_ptr<WriteOp> op);
   void ExecuteWrite(std::shared_ptr<WriteOp> op);
