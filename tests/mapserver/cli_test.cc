@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "mapserver/client/connection.h"
+#include "mapserver/client/remote_status.h"
 #include "mapserver/metadata_format.h"
 #include "mapserver/metadata_store.h"
 #include "tests/support/child_process.h"
@@ -79,12 +80,22 @@ TEST_CASE("mapserver format, serve, fsck end to end") {
     // fsck refuses while the server holds the metadata.
     CHECK(RunCommand(Cmd({"fsck", "--pool", pool, "--meta", meta}), &out) == 1);
     CHECK(out.find("busy") != std::string::npos);
-    conn = nullptr;
+    bool disconnected = false;
+    auto watch = conn->onDisconnect().then([&] { disconnected = true; }).eagerlyEvaluate(nullptr);
     server.Signal(SIGTERM);
     auto status = server.Wait(std::chrono::milliseconds(20000));
     REQUIRE(status.has_value());
     CHECK(WIFEXITED(*status));
     CHECK(WEXITSTATUS(*status) == 0);
+    // The client library reports the lost connection, and calls fail as unavailable.
+    for (int i = 0; i < 1000 && !disconnected; ++i) {
+      io.provider->getTimer().afterDelay(10 * kj::MILLISECONDS).wait(io.waitScope);
+    }
+    CHECK(disconnected);
+    auto after = RunCatching([&] { conn->session().listRequest().send().wait(io.waitScope); });
+    CHECK(after.code() == StatusCode::kUnavailable);
+    watch = kj::Promise<void>(kj::READY_NOW);
+    conn = nullptr;
   }
   std::ifstream log(dir / "serve.log");
   std::string log_text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
