@@ -21,6 +21,7 @@
 #include "xenstore-tools/cli/command.h"
 #include "xenstore-tools/cli/control_client.h"
 #include "xenstore-tools/cli/exit_code.h"
+#include "xenstore-tools/cli/nbd_command.h"
 #include "xenstore-tools/cli/output.h"
 #include "xenstore-tools/cli/snapshot_live_command.h"
 #include "xenstore-tools/cli/stats_command.h"
@@ -66,6 +67,7 @@ CliRun Run(std::vector<std::string> args) {
   std::vector<CommandSpec> commands;
   AddVolumeCommands(&commands);
   AddVbdCommands(&commands);
+  AddNbdCommands(&commands);
   AddStatsCommands(&commands);
   AddSnapshotLiveCommands(&commands);
   args.insert(args.begin(), "tapmap");

@@ -96,6 +96,17 @@ TEST_CASE("tapmap stats reports tapdisk-map's counters after NBD I/O") {
   CHECK(out.find("READ/s") != std::string::npos);
 }
 
+TEST_CASE("tapmap nbd list shows the export and how to reach a volume") {
+  TapmapStack stack({});
+  std::string out;
+  REQUIRE(stack.Tapmap({"nbd", "list", "--json"}, &out) == 0);
+  json exports = ParseJson(out)["exports"];
+  REQUIRE(exports.size() == 1);
+  CHECK(exports[0]["address"] == "unix:" + stack.nbd_socket());
+  REQUIRE(stack.Tapmap({"nbd", "list"}, &out) == 0);
+  CHECK(out.find("nbd+unix:///VOLUME?socket=" + stack.nbd_socket()) != std::string::npos);
+}
+
 TEST_CASE("tapmap vbd commands report the daemon's refusal when it serves no Xen rings") {
   TapmapStack stack({});  // tapdisk-map --xen off
   std::string out, err;

@@ -92,7 +92,7 @@ int TapmapStack::Tapmap(std::vector<std::string> args, std::string* out, std::st
       argv.push_back(a);
     }
   }
-  if (family == "vbd" || family == "stats" || family == "snapshot-live") {
+  if (family == "vbd" || family == "nbd" || family == "stats" || family == "snapshot-live") {
     argv.push_back("--control");
     argv.push_back(control());
   }
