@@ -96,6 +96,37 @@ TEST_CASE("tapmap stats reports tapdisk-map's counters after NBD I/O") {
   CHECK(out.find("READ/s") != std::string::npos);
 }
 
+TEST_CASE("walkthrough: import a qcow2 image into a volume through NBD, snapshot and clone it") {
+  TapmapStack stack({});
+  std::string out;
+  // A 16 MiB qcow2 "golden image" with data at two places.
+  std::string image = stack.path("golden.qcow2");
+  REQUIRE(RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", image, "16M"}, &out) == 0);
+  REQUIRE(RunCommand({"qemu-io", "-f", "qcow2", "-c", "write -P 0x42 0 2M", "-c",
+                      "write -P 0x24 10M 64k", image},
+                     &out) == 0);
+
+  REQUIRE(stack.Tapmap({"volume", "create", "debian12-golden", "16M"}) == 0);
+  int rc = RunCommand(
+      {"qemu-img", "convert", "-n", "-O", "raw", image, stack.NbdUrl("debian12-golden")}, &out);
+  INFO(out << stack.Logs());
+  REQUIRE(rc == 0);
+  REQUIRE(stack.Tapmap({"volume", "snapshot", "debian12-golden", "debian12-v1"}) == 0);
+  REQUIRE(stack.Tapmap({"volume", "clone", "debian12-v1", "vm1"}) == 0);
+
+  // The clone reads back exactly the image (qemu-img compare exits 0 when identical).
+  rc = RunCommand({"qemu-img", "compare", "-f", "qcow2", "-F", "raw", image, stack.NbdUrl("vm1")},
+                  &out);
+  INFO(out);
+  CHECK(rc == 0);
+  // Only written blocks take space, and the clone shares them with the snapshot.
+  REQUIRE(stack.Tapmap({"volume", "info", "vm1", "--json"}, &out) == 0);
+  json vm1 = ParseJson(out)["volume"];
+  CHECK(vm1["mapped_bytes"].get<uint64_t>() >= 2 * 1024 * 1024);
+  CHECK(vm1["mapped_bytes"].get<uint64_t>() < 16 * 1024 * 1024);
+  CHECK(vm1["exclusive_bytes"] == 0);
+}
+
 TEST_CASE("tapmap nbd list shows the export and how to reach a volume") {
   TapmapStack stack({});
   std::string out;
