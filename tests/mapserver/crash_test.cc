@@ -154,25 +154,47 @@ class Round {
             for (uint64_t i = 0; i < count; ++i) model->volumes[v].erase(first + i);
             return;
           }
-          auto prep = volume.prepareWriteRequest();
-          auto r = prep.initRanges(1)[0];
-          r.setOffset(first * kBs);
-          r.setLength(count * kBs);
-          auto prepared = prep.send().wait(ws);
-          auto extents = prepared.getExtents();
-          BlockMap fresh;
-          auto commit = volume.commitRequest();
-          commit.setExtents(extents);
-          for (auto e : extents) {
-            for (uint64_t i = 0; i < e.getLength() / kBs; ++i) {
-              fresh[e.getLogical() / kBs + i] = Entry{e.getPhysical() + i * kBs, e.getGeneration()};
-            }
+          // One prepare+commit, or (every third time) four in flight at once so
+          // that the kill can land inside a group commit.
+          int chains = rng_() % 3 == 0 ? 4 : 1;
+          struct Chain {
+            BlockMap fresh;
+            bool acked = false;
+          };
+          auto state = std::make_shared<std::vector<Chain>>(chains);
+          kj::Vector<kj::Promise<void>> inflight;
+          uint64_t base = chains == 1 ? first : rng_() % (kVolumeBlocks - 4 * 40);
+          for (int k = 0; k < chains; ++k) {
+            uint64_t start = chains == 1 ? first : base + 40 * k;
+            uint64_t n = chains == 1 ? count : 1 + rng_() % 32;
+            auto prep = volume.prepareWriteRequest();
+            auto r = prep.initRanges(1)[0];
+            r.setOffset(start * kBs);
+            r.setLength(n * kBs);
+            inflight.add(prep.send().then([volume, state, k](auto prepared) mutable {
+              auto extents = prepared.getExtents();
+              for (auto e : extents) {
+                for (uint64_t i = 0; i < e.getLength() / kBs; ++i) {
+                  (*state)[k].fresh[e.getLogical() / kBs + i] =
+                      Entry{e.getPhysical() + i * kBs, e.getGeneration()};
+                }
+              }
+              auto commit = volume.commitRequest();
+              commit.setExtents(extents);
+              return commit.send().then([state, k](auto) { (*state)[k].acked = true; });
+            }));
           }
           uncertain->kind = Uncertain::Kind::kCommit;
           uncertain->volume = v;
-          uncertain->new_entries = fresh;
-          commit.send().wait(ws);
-          for (auto& [lb, e] : fresh) model->volumes[v][lb] = e;
+          Status done = RunCatching([&] { kj::joinPromises(inflight.releaseAsArray()).wait(ws); });
+          for (auto& chain : *state) {
+            if (chain.acked) {
+              for (auto& [lb, e] : chain.fresh) model->volumes[v][lb] = e;
+            } else {
+              uncertain->new_entries.insert(chain.fresh.begin(), chain.fresh.end());
+            }
+          }
+          if (!done.ok()) kj::throwFatalException(ToException(done));
           return;
         }
         if (choice <= 8) {
