@@ -25,7 +25,8 @@ class Checker {
   };
 
   void Problem(std::string text) {
-    if (report_->problems.size() < FsckReport::kMaxProblems) report_->problems.push_back(std::move(text));
+    if (report_->problems.size() < FsckReport::kMaxProblems)
+      report_->problems.push_back(std::move(text));
   }
   // Visits node `id` (expected at `level`) on its first reference; counts references.
   const NodeFacts* Visit(uint64_t id, uint8_t level);
@@ -118,7 +119,8 @@ void Checker::Run() {
     }
     ++report_->volumes;
     version_sets.insert(record->version_set);
-    if (!volume_ids.insert(record->id).second) Problem("volume id " + std::to_string(record->id) + " used twice");
+    if (!volume_ids.insert(record->id).second)
+      Problem("volume id " + std::to_string(record->id) + " used twice");
     if (record->id >= next_volume_id) Problem("volume '" + name + "' id beyond next-volume-id");
     uint64_t nblocks = (record->size_bytes + sb_.block_size - 1) / sb_.block_size;
     if (BlocksCoveredByDepth(record->depth) < nblocks) {
@@ -154,7 +156,8 @@ void Checker::Run() {
       continue;
     }
     ++report_->nodes;
-    if (node_refs_.find(*id) == node_refs_.end()) Problem("node " + std::to_string(*id) + " is unreachable (leaked)");
+    if (node_refs_.find(*id) == node_refs_.end())
+      Problem("node " + std::to_string(*id) + " is unreachable (leaked)");
   }
   nodes.reset();
   for (auto& [id, counted] : node_refs_) {
@@ -216,8 +219,10 @@ void Checker::Run() {
       Problem("free extent " + std::to_string(run.start) + "+" + std::to_string(run.length) +
               " lies beyond the pool");
     }
-    if (!first && run.start < prev_end) Problem("free extents overlap at " + std::to_string(run.start));
-    if (!first && run.start == prev_end) Problem("free extents not coalesced at " + std::to_string(run.start));
+    if (!first && run.start < prev_end)
+      Problem("free extents overlap at " + std::to_string(run.start));
+    if (!first && run.start == prev_end)
+      Problem("free extents not coalesced at " + std::to_string(run.start));
     auto in_use = std::lower_bound(used.begin(), used.end(), run.start);
     if (in_use != used.end() && *in_use < run.end()) {
       Problem("block " + std::to_string(*in_use) + " is both free and in use");
@@ -242,7 +247,8 @@ void Checker::Run() {
 }  // namespace
 
 std::string FsckReport::Summary() const {
-  std::string s = clean() ? "clean" : "NOT CLEAN (" + std::to_string(problems.size()) + " problems)";
+  std::string s =
+      clean() ? "clean" : "NOT CLEAN (" + std::to_string(problems.size()) + " problems)";
   s += ": " + std::to_string(volumes) + " volumes in " + std::to_string(version_sets) +
        " version sets, " + std::to_string(nodes) + " map nodes, " + std::to_string(used_blocks) +
        " used blocks (" + std::to_string(shared_blocks) + " in several leaves), " +

@@ -94,8 +94,9 @@ int Format(const Options& options) {
   std::string data_file = options.Get("meta") + "/data.mdb";
   struct stat st;
   if (!fo.force && ::stat(data_file.c_str(), &st) == 0 && st.st_size > 0) {
-    return Fail(Status::AlreadyExists("metadata directory " + options.Get("meta") +
-                                      " already holds tapmap metadata (use --force to replace it)"));
+    return Fail(
+        Status::AlreadyExists("metadata directory " + options.Get("meta") +
+                              " already holds tapmap metadata (use --force to replace it)"));
   }
   auto sb = FormatPool(fo);
   if (!sb.ok()) return Fail(sb.status());
@@ -137,7 +138,8 @@ int Serve(const Options& options, const Logger& logger) {
   if (!secret.ok()) return Fail(secret.status());
   auto sb = ReadPoolSuperblock(options.Get("pool"));
   if (!sb.ok()) return Fail(sb.status());
-  auto store = VolumeStore::Open(*sb, options.Get("meta"), logger.WithContext("pool", FormatUuid(sb->uuid)));
+  auto store =
+      VolumeStore::Open(*sb, options.Get("meta"), logger.WithContext("pool", FormatUuid(sb->uuid)));
   if (!store.ok()) return Fail(store.status());
 
   ::signal(SIGPIPE, SIG_IGN);
@@ -146,8 +148,8 @@ int Serve(const Options& options, const Logger& logger) {
   auto io = kj::setupAsyncIo();
   ServiceOptions service_options;
   service_options.callback_timeout = *timeout * kj::SECONDS;
-  auto service = std::make_unique<MappingService>(**store, *secret, io.provider->getTimer(),
-                                                  logger, service_options);
+  auto service = std::make_unique<MappingService>(**store, *secret, io.provider->getTimer(), logger,
+                                                  service_options);
   auto server = std::make_unique<Server>(io, *service, logger);
   Status listening = server->Listen(*address, io.waitScope);
   if (!listening.ok()) return Fail(listening);
@@ -160,9 +162,9 @@ int Serve(const Options& options, const Logger& logger) {
   auto stop = io.unixEventPort.onSignal(SIGTERM).exclusiveJoin(io.unixEventPort.onSignal(SIGINT));
   siginfo_t info = stop.wait(io.waitScope);
   logger.Infof("signal %d: closing connections and exiting", info.si_signo);
-  server.reset();   // drops connections: leases end, reservations are reclaimed
+  server.reset();  // drops connections: leases end, reservations are reclaimed
   service.reset();
-  store->reset();   // every acknowledged change is already durable
+  store->reset();  // every acknowledged change is already durable
   return 0;
 }
 

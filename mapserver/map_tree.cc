@@ -169,8 +169,8 @@ void MapTree::Set(VolumeRecord* volume, uint64_t lblock, const LeafEntry& entry)
   }
 }
 
-void MapTree::ClearIn(uint64_t* slot, uint8_t level, uint64_t base, uint64_t first,
-                      uint64_t last, uint64_t* cleared) {
+void MapTree::ClearIn(uint64_t* slot, uint8_t level, uint64_t base, uint64_t first, uint64_t last,
+                      uint64_t* cleared) {
   if (*slot == 0) return;
   uint64_t span = SlotSpan(level);
   uint64_t covered_end = span > (std::numeric_limits<uint64_t>::max() - base) / kFanout
@@ -208,7 +208,8 @@ void MapTree::Clear(VolumeRecord* volume, uint64_t first, uint64_t last) {
   if (first >= last) return;
   uint64_t cleared = 0;
   ClearIn(&volume->root, static_cast<uint8_t>(volume->depth - 1), 0, first, last, &cleared);
-  if (cleared > volume->mapped_blocks) throw StatusError(Status::Corruption("mapped count underflow"));
+  if (cleared > volume->mapped_blocks)
+    throw StatusError(Status::Corruption("mapped count underflow"));
   volume->mapped_blocks -= cleared;
 }
 
@@ -251,8 +252,8 @@ bool MapTree::Walk(uint64_t id, uint8_t level, uint64_t base, uint64_t first, ui
     if (node.IsLeaf()) {
       LeafEntry e{node.child[i], node.generation[i]};
       if (!fn(slot_base, e, shared || BlockRefs(e.block) > 1)) return false;
-    } else if (!Walk(node.child[i], static_cast<uint8_t>(level - 1), slot_base, first, last,
-                     shared, fn)) {
+    } else if (!Walk(node.child[i], static_cast<uint8_t>(level - 1), slot_base, first, last, shared,
+                     fn)) {
       return false;
     }
   }

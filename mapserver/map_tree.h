@@ -51,8 +51,7 @@ class MapTree {
   using MappedFn = std::function<bool(uint64_t lblock, const LeafEntry& entry, bool shared)>;
   // Calls fn for every mapped logical block in [first, last), in increasing order,
   // until fn returns false.
-  void ForEachMapped(const VolumeRecord& volume, uint64_t first, uint64_t last,
-                     const MappedFn& fn);
+  void ForEachMapped(const VolumeRecord& volume, uint64_t first, uint64_t last, const MappedFn& fn);
   // Number of mapped blocks exclusive to `volume` (visits only exclusive nodes).
   uint64_t CountExclusive(const VolumeRecord& volume);
   // Number of mapped blocks in the subtree of node `id`.
@@ -74,7 +73,9 @@ class MapTree {
   // Adds levels on top until the tree has `depth` levels (O(added levels)).
   void Grow(VolumeRecord* volume, uint8_t depth);
   // A new volume record now points at `id`'s tree too.
-  void AddRootRef(uint64_t id) { if (id != 0) IncNodeRef(id); }
+  void AddRootRef(uint64_t id) {
+    if (id != 0) IncNodeRef(id);
+  }
   // The volume is going away: drop its root reference (recursively freeing).
   void DropRoot(VolumeRecord* volume);
 
@@ -99,8 +100,8 @@ class MapTree {
   MapNode& MakeExclusive(uint64_t* slot);
   void ClearIn(uint64_t* slot, uint8_t level, uint64_t base, uint64_t first, uint64_t last,
                uint64_t* cleared);
-  bool Walk(uint64_t id, uint8_t level, uint64_t base, uint64_t first, uint64_t last,
-            bool shared, const MappedFn& fn);
+  bool Walk(uint64_t id, uint8_t level, uint64_t base, uint64_t first, uint64_t last, bool shared,
+            const MappedFn& fn);
   uint64_t CountExclusiveIn(uint64_t id);
 
   Txn* txn_;

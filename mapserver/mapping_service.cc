@@ -24,9 +24,12 @@ std::string ToStd(capnp::Text::Reader text) { return std::string(text.cStr(), te
 
 proto::ExtentState ToProto(ExtentState state) {
   switch (state) {
-    case ExtentState::kHole: return proto::ExtentState::HOLE;
-    case ExtentState::kOwned: return proto::ExtentState::OWNED;
-    case ExtentState::kShared: return proto::ExtentState::SHARED;
+    case ExtentState::kHole:
+      return proto::ExtentState::HOLE;
+    case ExtentState::kOwned:
+      return proto::ExtentState::OWNED;
+    case ExtentState::kShared:
+      return proto::ExtentState::SHARED;
   }
   return proto::ExtentState::HOLE;
 }
@@ -70,8 +73,8 @@ class VolumeImpl final : public proto::Volume::Server {
     CheckUsable(false);
     auto params = context.getParams();
     uint64_t size = 0;
-    auto extents = OrFail(service_.store_.Map(opener_.volume, params.getOffset(),
-                                              params.getLength(), &size));
+    auto extents =
+        OrFail(service_.store_.Map(opener_.volume, params.getOffset(), params.getLength(), &size));
     auto results = context.getResults();
     FillExtents(results.initExtents(static_cast<unsigned>(extents.size())), extents);
     results.setSizeBytes(size);
@@ -96,8 +99,8 @@ class VolumeImpl final : public proto::Volume::Server {
     std::vector<MapExtent> extents;
     extents.reserve(list.size());
     for (auto e : list) {
-      extents.push_back(MapExtent{e.getLogical(), e.getLength(), e.getPhysical(),
-                                  e.getGeneration(), ExtentState::kOwned});
+      extents.push_back(MapExtent{e.getLogical(), e.getLength(), e.getPhysical(), e.getGeneration(),
+                                  ExtentState::kOwned});
     }
     return service_.QueueCommit(
         VolumeStore::CommitRequest{opener_.id, opener_.volume, std::move(extents)});
@@ -113,18 +116,17 @@ class VolumeImpl final : public proto::Volume::Server {
       if (o->id != opener_.id) others.push_back(o->id);
     }
     if (others.empty()) return kj::READY_NOW;
-    return service_.CallOpeners(
-        kj::mv(others), "recall(discard)",
-        [ranges](proto::MapCallback::Client& cb) -> kj::Promise<void> {
-          auto req = cb.recallRequest();
-          auto list = req.initRanges(static_cast<unsigned>(ranges.size()));
-          for (size_t i = 0; i < ranges.size(); ++i) {
-            list[static_cast<unsigned>(i)].setOffset(ranges[i].offset);
-            list[static_cast<unsigned>(i)].setLength(ranges[i].length);
-          }
-          req.setReason(proto::RecallReason::DISCARD);
-          return req.send().ignoreResult();
-        });
+    return service_.CallOpeners(kj::mv(others), "recall(discard)",
+                                [ranges](proto::MapCallback::Client& cb) -> kj::Promise<void> {
+                                  auto req = cb.recallRequest();
+                                  auto list = req.initRanges(static_cast<unsigned>(ranges.size()));
+                                  for (size_t i = 0; i < ranges.size(); ++i) {
+                                    list[static_cast<unsigned>(i)].setOffset(ranges[i].offset);
+                                    list[static_cast<unsigned>(i)].setLength(ranges[i].length);
+                                  }
+                                  req.setReason(proto::RecallReason::DISCARD);
+                                  return req.send().ignoreResult();
+                                });
   }
 
   kj::Promise<void> close(CloseContext) override {
@@ -158,7 +160,9 @@ class VolumeImpl final : public proto::Volume::Server {
 class SessionImpl final : public proto::Session::Server {
  public:
   SessionImpl(MappingService& service, std::string host)
-      : service_(service), host_(std::move(host)), logger_(service.logger_.WithContext("host", host_)) {}
+      : service_(service),
+        host_(std::move(host)),
+        logger_(service.logger_.WithContext("host", host_)) {}
 
   kj::Promise<void> open(OpenContext context) override {
     auto params = context.getParams();
@@ -193,9 +197,7 @@ class SessionImpl final : public proto::Session::Server {
     return kj::READY_NOW;
   }
 
-  kj::Promise<void> snapshot(SnapshotContext context) override {
-    return Copy(context, true);
-  }
+  kj::Promise<void> snapshot(SnapshotContext context) override { return Copy(context, true); }
 
   kj::Promise<void> clone(CloneContext context) override { return Copy(context, false); }
 
@@ -257,7 +259,8 @@ class SessionImpl final : public proto::Session::Server {
   kj::Promise<void> list(ListContext context) override {
     auto all = OrFail(service_.store_.List());
     auto list = context.getResults().initVolumes(static_cast<unsigned>(all.size()));
-    for (size_t i = 0; i < all.size(); ++i) service_.FillInfo(list[static_cast<unsigned>(i)], all[i]);
+    for (size_t i = 0; i < all.size(); ++i)
+      service_.FillInfo(list[static_cast<unsigned>(i)], all[i]);
     return kj::READY_NOW;
   }
 
@@ -424,8 +427,8 @@ void MappingService::Revoke(OpenerId id, const std::string& why) {
   auto it = openers_.find(id);
   if (it == openers_.end()) return;
   Opener* opener = it->second;
-  logger_.Warnf("revoking host %s's lease on %s: %s", opener->host.c_str(),
-                opener->volume.c_str(), why.c_str());
+  logger_.Warnf("revoking host %s's lease on %s: %s", opener->host.c_str(), opener->volume.c_str(),
+                why.c_str());
   openers_.erase(it);
   store_.DropReservations(id);
   opener->state = Opener::State::kRevoked;
@@ -455,9 +458,15 @@ void MappingService::FillInfo(proto::VolumeInfo::Builder b, const VolumeDescript
   b.setSizeBytes(d.record.size_bytes);
   b.setReadOnly(d.record.read_only);
   switch (d.record.kind) {
-    case VolumeRecord::Kind::kBase: b.setKind(proto::VolumeInfo::Kind::BASE); break;
-    case VolumeRecord::Kind::kSnapshot: b.setKind(proto::VolumeInfo::Kind::SNAPSHOT); break;
-    case VolumeRecord::Kind::kClone: b.setKind(proto::VolumeInfo::Kind::CLONE); break;
+    case VolumeRecord::Kind::kBase:
+      b.setKind(proto::VolumeInfo::Kind::BASE);
+      break;
+    case VolumeRecord::Kind::kSnapshot:
+      b.setKind(proto::VolumeInfo::Kind::SNAPSHOT);
+      break;
+    case VolumeRecord::Kind::kClone:
+      b.setKind(proto::VolumeInfo::Kind::CLONE);
+      break;
   }
   b.setParent(d.parent);
   b.setVersionSet(d.record.version_set);
@@ -480,9 +489,8 @@ kj::Promise<void> MappingService::CallOpeners(
     auto it = openers_.find(id);
     if (it == openers_.end()) continue;
     kj::Promise<bool> answered =
-        make_call(it->second->callback).then([]() { return true; }, [](kj::Exception&&) {
-          return false;
-        });
+        make_call(it->second->callback)
+            .then([]() { return true; }, [](kj::Exception&&) { return false; });
     auto timed = answered.exclusiveJoin(
         timer_.afterDelay(options_.callback_timeout).then([]() { return false; }));
     calls.add(timed.then([this, id, what](bool ok) {

@@ -88,8 +88,9 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
   void FillInfo(proto::VolumeInfo::Builder builder, const VolumeDescription& d);
   // Calls `make_call(callback)` on each listed opener (by id) and waits for all;
   // an opener that fails or times out is revoked.
-  kj::Promise<void> CallOpeners(std::vector<OpenerId> ids, std::string what,
-                                kj::Function<kj::Promise<void>(proto::MapCallback::Client&)> make_call);
+  kj::Promise<void> CallOpeners(
+      std::vector<OpenerId> ids, std::string what,
+      kj::Function<kj::Promise<void>(proto::MapCallback::Client&)> make_call);
   void taskFailed(kj::Exception&& exception) override;
   // Group commit: commits arriving while the event queue is busy are applied together
   // in one durable transaction when it drains (kj::evalLast), so concurrent writers

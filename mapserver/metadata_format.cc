@@ -21,12 +21,18 @@ constexpr size_t kInteriorEntrySize = 9;
 
 std::string_view TableName(Table table) {
   switch (table) {
-    case Table::kMeta: return "meta";
-    case Table::kVolumes: return "volumes";
-    case Table::kNodes: return "nodes";
-    case Table::kNodeRefs: return "node-refs";
-    case Table::kBlockRefs: return "block-refs";
-    case Table::kFree: return "free";
+    case Table::kMeta:
+      return "meta";
+    case Table::kVolumes:
+      return "volumes";
+    case Table::kNodes:
+      return "nodes";
+    case Table::kNodeRefs:
+      return "node-refs";
+    case Table::kBlockRefs:
+      return "block-refs";
+    case Table::kFree:
+      return "free";
   }
   return "?";
 }

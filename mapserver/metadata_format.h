@@ -38,17 +38,17 @@ std::string_view TableName(Table table);
 // ---------------------------------------------------------------------------------------
 // meta table keys. Values: u32/u64 little-endian unless said otherwise.
 
-inline constexpr std::string_view kMetaFormatVersion = "format-version";   // u32
-inline constexpr std::string_view kMetaPoolUuid = "pool-uuid";             // 16 bytes
-inline constexpr std::string_view kMetaBlockSize = "block-size";           // u32
-inline constexpr std::string_view kMetaTotalBlocks = "total-blocks";       // u64
-inline constexpr std::string_view kMetaFreeBlocks = "free-blocks";         // u64, sum of free lengths
+inline constexpr std::string_view kMetaFormatVersion = "format-version";  // u32
+inline constexpr std::string_view kMetaPoolUuid = "pool-uuid";            // 16 bytes
+inline constexpr std::string_view kMetaBlockSize = "block-size";          // u32
+inline constexpr std::string_view kMetaTotalBlocks = "total-blocks";      // u64
+inline constexpr std::string_view kMetaFreeBlocks = "free-blocks";  // u64, sum of free lengths
 // Generation high-water mark: every generation ever handed out is < this. The server
 // persists a new mark (+kGenerationBatch) before handing out the last one below it.
-inline constexpr std::string_view kMetaNextGeneration = "next-generation"; // u64, starts at 1
-inline constexpr std::string_view kMetaNextNodeId = "next-node-id";        // u64, starts at 1
-inline constexpr std::string_view kMetaNextVolumeId = "next-volume-id";    // u64, starts at 1
-inline constexpr std::string_view kMetaNextVersionSet = "next-version-set";// u64, starts at 1
+inline constexpr std::string_view kMetaNextGeneration = "next-generation";   // u64, starts at 1
+inline constexpr std::string_view kMetaNextNodeId = "next-node-id";          // u64, starts at 1
+inline constexpr std::string_view kMetaNextVolumeId = "next-volume-id";      // u64, starts at 1
+inline constexpr std::string_view kMetaNextVersionSet = "next-version-set";  // u64, starts at 1
 
 inline constexpr uint64_t kGenerationBatch = 4096;
 
@@ -129,11 +129,11 @@ Result<MapNode> DecodeMapNode(std::string_view bytes);
 // ---------------------------------------------------------------------------------------
 // Integer encodings.
 
-std::string EncodeKey64(uint64_t v);                   // 8 bytes big-endian
+std::string EncodeKey64(uint64_t v);  // 8 bytes big-endian
 std::optional<uint64_t> DecodeKey64(std::string_view key);
-std::string EncodeU64(uint64_t v);                     // 8 bytes little-endian
+std::string EncodeU64(uint64_t v);  // 8 bytes little-endian
 std::optional<uint64_t> DecodeU64(std::string_view bytes);
-std::string EncodeU32(uint32_t v);                     // 4 bytes little-endian
+std::string EncodeU32(uint32_t v);  // 4 bytes little-endian
 std::optional<uint32_t> DecodeU32(std::string_view bytes);
 
 }  // namespace tapmap::mapserver

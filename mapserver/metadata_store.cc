@@ -3,9 +3,7 @@
 namespace tapmap::mapserver {
 namespace {
 
-MDB_val Val(std::string_view s) {
-  return MDB_val{s.size(), const_cast<char*>(s.data())};
-}
+MDB_val Val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
 std::string_view View(const MDB_val& v) {
   return std::string_view(static_cast<const char*>(v.mv_data), v.mv_size);
 }
@@ -32,7 +30,7 @@ Status LmdbStatus(std::string_view what, int rc) {
 }
 
 Result<std::unique_ptr<MetadataStore>> MetadataStore::Open(const std::string& dir,
-                                                          uint64_t map_size) {
+                                                           uint64_t map_size) {
   MDB_env* env = nullptr;
   int rc = mdb_env_create(&env);
   if (rc != MDB_SUCCESS) return LmdbStatus("create environment", rc);

@@ -23,10 +23,12 @@ Result<uint64_t> DeviceOrFileSize(int fd, const std::string& path, bool* is_bloc
   *is_block = S_ISBLK(st.st_mode);
   if (*is_block) {
     uint64_t size = 0;
-    if (::ioctl(fd, BLKGETSIZE64, &size) != 0) return Status::FromErrno("BLKGETSIZE64 " + path, errno);
+    if (::ioctl(fd, BLKGETSIZE64, &size) != 0)
+      return Status::FromErrno("BLKGETSIZE64 " + path, errno);
     return size;
   }
-  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + " is neither a file nor a block device");
+  if (!S_ISREG(st.st_mode))
+    return Status::InvalidArgument(path + " is neither a file nor a block device");
   return static_cast<uint64_t>(st.st_size);
 }
 
@@ -79,8 +81,8 @@ Result<Superblock> FormatPool(const FormatOptions& options) {
   if (is_block) {
     if (size == 0) size = *current;
     if (size > *current) {
-      return Status::InvalidArgument("size " + FormatSize(size) + " exceeds device " + path +
-                                     " (" + FormatSize(*current) + ")");
+      return Status::InvalidArgument("size " + FormatSize(size) + " exceeds device " + path + " (" +
+                                     FormatSize(*current) + ")");
     }
   } else if (size == 0) {
     return Status::InvalidArgument("--size is required for a pool file");
@@ -111,7 +113,8 @@ Result<Superblock> FormatPool(const FormatOptions& options) {
   std::copy(encoded.begin(), encoded.end(), head.begin());
   size_t done = 0;
   while (done < head.size()) {
-    ssize_t n = ::pwrite(fd.get(), head.data() + done, head.size() - done, static_cast<off_t>(done));
+    ssize_t n =
+        ::pwrite(fd.get(), head.data() + done, head.size() - done, static_cast<off_t>(done));
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status::FromErrno("write superblock to " + path, errno);
@@ -135,7 +138,8 @@ Result<Superblock> ReadPoolSuperblock(const std::string& path) {
   if (!sb.ok()) return sb.status().WithContext("pool " + path);
   if (*size < sb->pool_bytes) {
     return Status::Corruption("pool " + path + " is " + FormatSize(*size) +
-                              ", smaller than its superblock says (" + FormatSize(sb->pool_bytes) + ")");
+                              ", smaller than its superblock says (" + FormatSize(sb->pool_bytes) +
+                              ")");
   }
   return sb;
 }

@@ -11,10 +11,10 @@
 namespace tapmap::mapserver {
 
 struct FormatOptions {
-  std::string path;          // regular file (created if missing) or block device
-  uint64_t size_bytes = 0;   // pool size; 0 = the block device's size (required for files)
+  std::string path;         // regular file (created if missing) or block device
+  uint64_t size_bytes = 0;  // pool size; 0 = the block device's size (required for files)
   uint32_t block_size = 64 * 1024;
-  bool force = false;        // overwrite an existing tapmap superblock
+  bool force = false;  // overwrite an existing tapmap superblock
 };
 
 // Writes a fresh superblock (new uuid) and fsyncs it. A regular file is created or

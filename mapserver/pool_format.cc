@@ -37,9 +37,9 @@ uint64_t Checksum(const uint8_t* data) {
 std::string FormatUuid(const PoolUuid& uuid) {
   char buf[37];
   std::snprintf(buf, sizeof(buf),
-                "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-                uuid[0], uuid[1], uuid[2], uuid[3], uuid[4], uuid[5], uuid[6], uuid[7],
-                uuid[8], uuid[9], uuid[10], uuid[11], uuid[12], uuid[13], uuid[14], uuid[15]);
+                "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", uuid[0],
+                uuid[1], uuid[2], uuid[3], uuid[4], uuid[5], uuid[6], uuid[7], uuid[8], uuid[9],
+                uuid[10], uuid[11], uuid[12], uuid[13], uuid[14], uuid[15]);
   return buf;
 }
 
@@ -69,8 +69,7 @@ Result<Superblock> DecodeSuperblock(const uint8_t* p, size_t size) {
   sb.format_version = Get32(p + 8);
   if (sb.format_version != kPoolFormatVersion) {
     return Status::NotSupported("pool format version " + std::to_string(sb.format_version) +
-                                " (this program knows " + std::to_string(kPoolFormatVersion) +
-                                ")");
+                                " (this program knows " + std::to_string(kPoolFormatVersion) + ")");
   }
   sb.block_size = Get32(p + 12);
   std::memcpy(sb.uuid.data(), p + 16, sb.uuid.size());

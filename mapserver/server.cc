@@ -104,12 +104,15 @@ kj::Promise<void> Server::AcceptLoop() {
     auto gate = service_.NewGate(peer, kj::mv(close.fulfiller), authenticated);
     auto connection = kj::heap<Connection>(kj::mv(stream), kj::mv(gate), &connections_);
     // An anonymous connection may not linger: close it if no login succeeded in time.
-    auto login_deadline = io_.provider->getTimer().afterDelay(login_timeout_).then(
-        [this, authenticated, peer]() -> kj::Promise<void> {
-          if (*authenticated) return kj::NEVER_DONE;
-          logger_.Warnf("closing connection from %s: no login within the timeout", peer.c_str());
-          return kj::READY_NOW;
-        });
+    auto login_deadline =
+        io_.provider->getTimer()
+            .afterDelay(login_timeout_)
+            .then([this, authenticated, peer]() -> kj::Promise<void> {
+              if (*authenticated) return kj::NEVER_DONE;
+              logger_.Warnf("closing connection from %s: no login within the timeout",
+                            peer.c_str());
+              return kj::READY_NOW;
+            });
     auto ended = connection->network.onDisconnect()
                      .exclusiveJoin(kj::mv(close.promise))
                      .exclusiveJoin(kj::mv(login_deadline));

@@ -80,7 +80,8 @@ Status VolumeStore::InWriteTxn(Fn&& fn) {
     txn->Commit();
     return Status::Ok();
   } catch (const StatusError& e) {
-    if (e.status().code() == StatusCode::kCorruption || e.status().code() == StatusCode::kInternal) {
+    if (e.status().code() == StatusCode::kCorruption ||
+        e.status().code() == StatusCode::kInternal) {
       logger_.Errorf("metadata transaction failed: %s", e.status().ToString().c_str());
     }
     return e.status();
@@ -126,15 +127,14 @@ Status VolumeStore::InitMetadata(const Superblock& sb, const std::string& meta_d
   return Status::Ok();
 }
 
-VolumeStore::VolumeStore(const Superblock& sb, std::unique_ptr<MetadataStore> meta,
-                         UniqueFd lock, Logger logger)
+VolumeStore::VolumeStore(const Superblock& sb, std::unique_ptr<MetadataStore> meta, UniqueFd lock,
+                         Logger logger)
     : sb_(sb), meta_(std::move(meta)), lock_(std::move(lock)), logger_(std::move(logger)) {}
 
 VolumeStore::~VolumeStore() = default;
 
 Result<std::unique_ptr<VolumeStore>> VolumeStore::Open(const Superblock& sb,
-                                                       const std::string& meta_dir,
-                                                       Logger logger) {
+                                                       const std::string& meta_dir, Logger logger) {
   auto lock = LockMetaDir(meta_dir);
   if (!lock.ok()) return lock.status();
   if (::access((meta_dir + "/data.mdb").c_str(), F_OK) != 0) {
@@ -251,8 +251,9 @@ Result<PoolFigures> VolumeStore::Stats() {
 Result<VolumeDescription> VolumeStore::Create(std::string_view name, uint64_t size_bytes) {
   TAPMAP_RETURN_IF_ERROR(ValidateVolumeName(name));
   if (size_bytes == 0 || !IsAligned(size_bytes, kSectorSize) || size_bytes > kMaxVolumeBytes) {
-    return Status::InvalidArgument("volume size must be a positive multiple of 512 up to 1 PiB, got " +
-                                   std::to_string(size_bytes));
+    return Status::InvalidArgument(
+        "volume size must be a positive multiple of 512 up to 1 PiB, got " +
+        std::to_string(size_bytes));
   }
   Status s = InWriteTxn([&](Txn* txn) -> Status {
     if (txn->Get(Table::kVolumes, name)) {
@@ -300,9 +301,8 @@ Result<VolumeDescription> VolumeStore::Copy(std::string_view source, std::string
     return Status::Ok();
   });
   if (!s.ok()) return s;
-  logger_.Infof("%s %.*s -> %.*s", snapshot ? "snapshot" : "clone",
-                static_cast<int>(source.size()), source.data(), static_cast<int>(name.size()),
-                name.data());
+  logger_.Infof("%s %.*s -> %.*s", snapshot ? "snapshot" : "clone", static_cast<int>(source.size()),
+                source.data(), static_cast<int>(name.size()), name.data());
   return Describe(name);
 }
 
@@ -339,8 +339,9 @@ Result<VolumeDescription> VolumeStore::Resize(std::string_view name, uint64_t si
                                               bool allow_shrink) {
   TAPMAP_RETURN_IF_ERROR(ValidateVolumeName(name));
   if (size_bytes == 0 || !IsAligned(size_bytes, kSectorSize) || size_bytes > kMaxVolumeBytes) {
-    return Status::InvalidArgument("volume size must be a positive multiple of 512 up to 1 PiB, got " +
-                                   std::to_string(size_bytes));
+    return Status::InvalidArgument(
+        "volume size must be a positive multiple of 512 up to 1 PiB, got " +
+        std::to_string(size_bytes));
   }
   uint64_t volume_id = 0;
   uint64_t new_blocks = (size_bytes + sb_.block_size - 1) / sb_.block_size;
@@ -491,7 +492,8 @@ Result<std::vector<MapExtent>> VolumeStore::PrepareWrite(OpenerId opener, std::s
         if (m < mapped.size() && mapped[m].first < lb) ++m;
         bool is_mapped = m < mapped.size() && mapped[m].first == lb;
         if (reserved != mine.by_lblock.end()) {
-          plans.push_back({lb, {reserved->second.block, reserved->second.generation}, ExtentState::kOwned});
+          plans.push_back(
+              {lb, {reserved->second.block, reserved->second.generation}, ExtentState::kOwned});
         } else if (is_mapped && !mapped[m].second.second) {
           plans.push_back({lb, mapped[m].second.first, ExtentState::kOwned});
         } else {
@@ -556,8 +558,7 @@ Status VolumeStore::Commit(OpenerId opener, std::string_view name,
   return CommitBatch({CommitRequest{opener, std::string(name), extents}})[0];
 }
 
-Status VolumeStore::PlanCommit(const CommitRequest& request,
-                               std::vector<CommitInstall>* installs) {
+Status VolumeStore::PlanCommit(const CommitRequest& request, std::vector<CommitInstall>* installs) {
   const std::vector<MapExtent>& extents = request.extents;
   if (extents.size() > kMaxExtentsPerCommit) {
     return Status::InvalidArgument("commit takes at most " + std::to_string(kMaxExtentsPerCommit) +
@@ -606,7 +607,8 @@ Status VolumeStore::PlanCommit(const CommitRequest& request,
 }
 
 Status VolumeStore::ApplyCommit(Txn* txn, const CommitRequest& request,
-                                std::vector<CommitInstall>* installs, std::set<uint64_t>* consumed) {
+                                std::vector<CommitInstall>* installs,
+                                std::set<uint64_t>* consumed) {
   const uint64_t bs = sb_.block_size;
   const std::string& name = request.volume;
   auto v = LoadVolume(txn, name);
@@ -628,12 +630,11 @@ Status VolumeStore::ApplyCommit(Txn* txn, const CommitRequest& request,
     // Not a reservation: acceptable only if it is already the current owned mapping.
     bool current = false;
     if (in.lblock < nblocks) {
-      tree.ForEachMapped(*v, in.lblock, in.lblock + 1,
-                         [&](uint64_t, const LeafEntry& e, bool shared) {
-                           current = !shared && e.block == in.block &&
-                                     e.generation == in.generation;
-                           return false;
-                         });
+      tree.ForEachMapped(
+          *v, in.lblock, in.lblock + 1, [&](uint64_t, const LeafEntry& e, bool shared) {
+            current = !shared && e.block == in.block && e.generation == in.generation;
+            return false;
+          });
     }
     if (!current) {
       for (CommitInstall& undo : *installs) undo.taken = false;

@@ -36,8 +36,8 @@ namespace tapmap::mapserver {
 
 // Limits on requests (each violation is kInvalidArgument).
 inline constexpr size_t kMaxVolumeNameLength = 128;
-inline constexpr uint64_t kMaxVolumeBytes = uint64_t{1} << 50;     // 1 PiB
-inline constexpr size_t kMaxRangesPerCall = 4096;                  // prepareWrite/discard
+inline constexpr uint64_t kMaxVolumeBytes = uint64_t{1} << 50;  // 1 PiB
+inline constexpr size_t kMaxRangesPerCall = 4096;               // prepareWrite/discard
 inline constexpr size_t kMaxExtentsPerCommit = 65536;
 inline constexpr uint64_t kMaxBlocksPerPrepare = 1u << 18;
 // A map answer holds at most this many extents; it then covers only a prefix of the
@@ -67,14 +67,14 @@ struct ByteRange {
 struct VolumeDescription {
   std::string name;
   VolumeRecord record;
-  std::string parent;          // "" if none or since deleted
+  std::string parent;  // "" if none or since deleted
   uint64_t exclusive_blocks = 0;
   uint64_t shared_blocks = 0;
 };
 
 struct PoolFigures {
   uint64_t total_blocks = 0;
-  uint64_t free_blocks = 0;       // free in the metadata and not reserved
+  uint64_t free_blocks = 0;  // free in the metadata and not reserved
   uint64_t reserved_blocks = 0;
   uint32_t volumes = 0;
   uint32_t version_sets = 0;
@@ -94,8 +94,7 @@ class VolumeStore {
   // meta_dir/mapserver.lock (kBusy if another process holds it). Fails if the
   // metadata belongs to a different pool.
   static Result<std::unique_ptr<VolumeStore>> Open(const Superblock& sb,
-                                                   const std::string& meta_dir,
-                                                   Logger logger);
+                                                   const std::string& meta_dir, Logger logger);
   ~VolumeStore();
 
   const Superblock& superblock() const { return sb_; }

@@ -105,11 +105,10 @@ std::string Fmt(const char* fmt, double v) {
 }
 
 int Run(int argc, char** argv) {
-  Options options("mapserver_bench",
-                  {{"mapserver", "", "path of the mapserver binary"},
-                   {"extents", "1000000", "mapped extents of the big volume"},
-                   {"clones", "1000", "clones to create"},
-                   {"seconds", "2", "seconds per throughput measurement"}});
+  Options options("mapserver_bench", {{"mapserver", "", "path of the mapserver binary"},
+                                      {"extents", "1000000", "mapped extents of the big volume"},
+                                      {"clones", "1000", "clones to create"},
+                                      {"seconds", "2", "seconds per throughput measurement"}});
   if (Status s = options.ParseArgs(argc, argv); !s.ok() || !options.Has("mapserver")) {
     std::fprintf(stderr, "usage: mapserver_bench --mapserver PATH [flags]\n%s",
                  options.FlagHelp().c_str());
@@ -127,25 +126,27 @@ int Run(int argc, char** argv) {
   }
   const uint64_t pool_blocks = extents + 200000;
   std::string out;
-  if (tapmap::testing::RunCommand({mapserver, "format", "--config", "/dev/null", "--pool",
-                                   dir / "pool", "--meta", dir / "meta", "--size",
-                                   std::to_string((pool_blocks + 256) * kBs), "--block-size", "4K"},
-                                  &out) != 0) {
+  if (tapmap::testing::RunCommand(
+          {mapserver, "format", "--config", "/dev/null", "--pool", dir / "pool", "--meta",
+           dir / "meta", "--size", std::to_string((pool_blocks + 256) * kBs), "--block-size", "4K"},
+          &out) != 0) {
     std::fprintf(stderr, "format failed: %s\n", out.c_str());
     return 1;
   }
   tapmap::testing::ChildProcess server(
-      {mapserver, "serve", "--config", "/dev/null", "--pool", dir / "pool", "--meta",
-       dir / "meta", "--listen", "unix:" + (dir / "sock"), "--secret-file", dir / "secret",
-       "--log-level", "warning"},
+      {mapserver, "serve", "--config", "/dev/null", "--pool", dir / "pool", "--meta", dir / "meta",
+       "--listen", "unix:" + (dir / "sock"), "--secret-file", dir / "secret", "--log-level",
+       "warning"},
       dir / "serve.log");
   auto io = kj::setupAsyncIo();
   auto address = *ParseServerAddress("unix:" + (dir / "sock"));
   kj::Own<Connection> conn;
   for (int i = 0; i < 500 && !conn; ++i) {
     auto c = Connection::ConnectBlocking(io, address, "bench", "bench-secret");
-    if (c.ok()) conn = kj::mv(*c);
-    else std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (c.ok())
+      conn = kj::mv(*c);
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (!conn) {
     std::fprintf(stderr, "cannot connect to the mapserver\n");
@@ -154,7 +155,8 @@ int Run(int argc, char** argv) {
   Bench b{io, conn->session()};
   auto& ws = io.waitScope;
 
-  std::printf("| %-52s | %16s | %-28s |\n", "measurement (mapserver over a unix socket)", "result", "note");
+  std::printf("| %-52s | %16s | %-28s |\n", "measurement (mapserver over a unix socket)", "result",
+              "note");
   std::printf("|%s|%s|%s|\n", std::string(54, '-').c_str(), std::string(18, '-').c_str(),
               std::string(30, '-').c_str());
 
@@ -171,22 +173,26 @@ int Run(int argc, char** argv) {
     }
     return static_cast<double>(done) / Seconds(Clock::now() - start);
   };
-  double map_seq = measure([&] {
-    auto req = small.mapRequest();
-    req.setOffset(0);
-    req.setLength(kBs);
-    req.send().wait(ws);
-  }, 1);
-  double map_pipe = measure([&] {
-    kj::Vector<kj::Promise<void>> inflight;
-    for (int i = 0; i < 64; ++i) {
-      auto req = small.mapRequest();
-      req.setOffset(static_cast<uint64_t>(i % 1024) * kBs);
-      req.setLength(kBs);
-      inflight.add(req.send().ignoreResult());
-    }
-    kj::joinPromises(inflight.releaseAsArray()).wait(ws);
-  }, 64);
+  double map_seq = measure(
+      [&] {
+        auto req = small.mapRequest();
+        req.setOffset(0);
+        req.setLength(kBs);
+        req.send().wait(ws);
+      },
+      1);
+  double map_pipe = measure(
+      [&] {
+        kj::Vector<kj::Promise<void>> inflight;
+        for (int i = 0; i < 64; ++i) {
+          auto req = small.mapRequest();
+          req.setOffset(static_cast<uint64_t>(i % 1024) * kBs);
+          req.setLength(kBs);
+          inflight.add(req.send().ignoreResult());
+        }
+        kj::joinPromises(inflight.releaseAsArray()).wait(ws);
+      },
+      64);
   Row("map lookups/s, one at a time", Fmt("%.0f", map_seq));
   Row("map lookups/s, 64 in flight", Fmt("%.0f", map_pipe),
       Fmt("%.1fx the sequential rate", map_pipe / map_seq));
@@ -196,11 +202,13 @@ int Run(int argc, char** argv) {
   auto cvol = b.Open("commits", true);
   uint64_t next_block = 0;
   double commit_seq = measure([&] { b.PrepareCommit(cvol, {next_block++ % 65536}).wait(ws); }, 1);
-  double commit_pipe = measure([&] {
-    kj::Vector<kj::Promise<void>> inflight;
-    for (int i = 0; i < 16; ++i) inflight.add(b.PrepareCommit(cvol, {next_block++ % 65536}));
-    kj::joinPromises(inflight.releaseAsArray()).wait(ws);
-  }, 16);
+  double commit_pipe = measure(
+      [&] {
+        kj::Vector<kj::Promise<void>> inflight;
+        for (int i = 0; i < 16; ++i) inflight.add(b.PrepareCommit(cvol, {next_block++ % 65536}));
+        kj::joinPromises(inflight.releaseAsArray()).wait(ws);
+      },
+      16);
   Row("prepareWrite+commit pairs/s, one at a time", Fmt("%.0f", commit_seq), "each commit fsynced");
   Row("prepareWrite+commit pairs/s, 16 in flight", Fmt("%.0f", commit_pipe),
       Fmt("%.1fx the sequential rate", commit_pipe / commit_seq));
@@ -216,8 +224,8 @@ int Run(int argc, char** argv) {
     }
     Row("blocks committed/s, 4096 blocks per commit",
         Fmt("%.0f", static_cast<double>(blocks) / Seconds(Clock::now() - start)),
-        Fmt("%.0fx one block per commit", static_cast<double>(blocks) /
-                                              Seconds(Clock::now() - start) / commit_seq));
+        Fmt("%.0fx one block per commit",
+            static_cast<double>(blocks) / Seconds(Clock::now() - start) / commit_seq));
   }
   cvol.closeRequest().send().wait(ws);
 
@@ -232,8 +240,8 @@ int Run(int argc, char** argv) {
       b.PrepareCommit(big, lbs).wait(ws);
     }
     double t = Seconds(Clock::now() - start);
-    Row(("populate: " + std::to_string(extents) + " one-block extents").c_str(),
-        Fmt("%.1f s", t), Fmt("%.0f blocks/s", static_cast<double>(extents) / t));
+    Row(("populate: " + std::to_string(extents) + " one-block extents").c_str(), Fmt("%.1f s", t),
+        Fmt("%.0f blocks/s", static_cast<double>(extents) / t));
   }
   {
     auto req = big.mapRequest();
@@ -270,12 +278,13 @@ int Run(int argc, char** argv) {
     auto start = Clock::now();
     for (uint64_t i = 0; i < clones; ++i) b.TimeCopy(false, "big-s0", "vm" + std::to_string(i));
     double t = Seconds(Clock::now() - start);
-    Row(("create " + std::to_string(clones) + " clones of one snapshot").c_str(),
-        Fmt("%.2f s", t), Fmt("%.2f ms per clone", t * 1e3 / static_cast<double>(clones)));
+    Row(("create " + std::to_string(clones) + " clones of one snapshot").c_str(), Fmt("%.2f s", t),
+        Fmt("%.2f ms per clone", t * 1e3 / static_cast<double>(clones)));
   }
   auto stats_response = b.session.poolStatsRequest().send().wait(ws);
   auto stats = stats_response.getStats();
-  Row("metadata size at the end", Fmt("%.1f MiB", static_cast<double>(stats.getMetadataBytes()) / (1 << 20)),
+  Row("metadata size at the end",
+      Fmt("%.1f MiB", static_cast<double>(stats.getMetadataBytes()) / (1 << 20)),
       std::to_string(stats.getVolumes()) + " volumes");
   conn = nullptr;
   server.Stop();

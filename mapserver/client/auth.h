@@ -19,8 +19,8 @@
 namespace tapmap::mapserver {
 
 inline constexpr std::string_view kDefaultSecretFile = "/etc/tapmap/secret";
-inline constexpr size_t kNonceSize = 32;   // bytes, as promised by Gate.challenge
-inline constexpr size_t kProofSize = 32;   // bytes of an HMAC-SHA256
+inline constexpr size_t kNonceSize = 32;  // bytes, as promised by Gate.challenge
+inline constexpr size_t kProofSize = 32;  // bytes of an HMAC-SHA256
 inline constexpr size_t kMaxSecretSize = 4096;
 inline constexpr size_t kMaxHostNameSize = 255;
 
@@ -32,9 +32,8 @@ inline constexpr size_t kMaxHostNameSize = 255;
 Result<std::string> ReadSecretFile(const std::string& path);
 
 // HMAC-SHA256(secret, nonce || host). Returns kProofSize bytes.
-std::vector<uint8_t> ComputeLoginProof(std::string_view secret,
-                                       const uint8_t* nonce, size_t nonce_size,
-                                       std::string_view host);
+std::vector<uint8_t> ComputeLoginProof(std::string_view secret, const uint8_t* nonce,
+                                       size_t nonce_size, std::string_view host);
 
 // Constant-time equality of two byte strings (false if sizes differ).
 bool ProofsEqual(const uint8_t* a, size_t a_size, const uint8_t* b, size_t b_size);

@@ -7,8 +7,7 @@
 
 namespace tapmap::mapserver {
 
-Connection::Connection(ServerAddress address, std::string host,
-                       kj::Own<kj::AsyncIoStream> stream)
+Connection::Connection(ServerAddress address, std::string host, kj::Own<kj::AsyncIoStream> stream)
     : address_(std::move(address)),
       host_(std::move(host)),
       stream_(kj::mv(stream)),
@@ -42,8 +41,8 @@ kj::Promise<void> Connection::Login(std::string secret) {
 }
 
 kj::Promise<kj::Own<Connection>> Connection::Connect(kj::AsyncIoContext& io,
-                                                     const ServerAddress& address,
-                                                     std::string host, std::string secret) {
+                                                     const ServerAddress& address, std::string host,
+                                                     std::string secret) {
   if (!IsValidHostName(host)) {
     return ToException(Status::InvalidArgument("bad host name '" + host + "'"));
   }
@@ -55,11 +54,11 @@ kj::Promise<kj::Own<Connection>> Connection::Connect(kj::AsyncIoContext& io,
         return connecting.attach(kj::mv(addr));
       })
       .catch_([where](kj::Exception&& e) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
-        return ToException(Status::Unavailable("cannot connect to mapserver at " + where +
-                                                ": " + e.getDescription().cStr()));
+        return ToException(Status::Unavailable("cannot connect to mapserver at " + where + ": " +
+                                               e.getDescription().cStr()));
       })
-      .then([address, host = kj::mv(host), secret = kj::mv(secret)](
-                kj::Own<kj::AsyncIoStream> stream) mutable {
+      .then([address, host = kj::mv(host),
+             secret = kj::mv(secret)](kj::Own<kj::AsyncIoStream> stream) mutable {
         auto conn = kj::heap<Connection>(address, kj::mv(host), kj::mv(stream));
         auto login = conn->Login(kj::mv(secret));
         return login.then([conn = kj::mv(conn)]() mutable { return kj::mv(conn); });
@@ -70,9 +69,8 @@ Result<kj::Own<Connection>> Connection::ConnectBlocking(kj::AsyncIoContext& io,
                                                         const ServerAddress& address,
                                                         std::string host, std::string secret) {
   kj::Own<Connection> conn;
-  Status status = RunCatching([&] {
-    conn = Connect(io, address, kj::mv(host), kj::mv(secret)).wait(io.waitScope);
-  });
+  Status status = RunCatching(
+      [&] { conn = Connect(io, address, kj::mv(host), kj::mv(secret)).wait(io.waitScope); });
   if (!status.ok()) return status;
   return kj::mv(conn);
 }

@@ -37,14 +37,14 @@ class Connection {
   // the proof HMAC-SHA256(secret, nonce || host). The promise resolves once the
   // Session capability is held. `io` must outlive the returned Connection.
   static kj::Promise<kj::Own<Connection>> Connect(kj::AsyncIoContext& io,
-                                                  const ServerAddress& address,
-                                                  std::string host, std::string secret);
+                                                  const ServerAddress& address, std::string host,
+                                                  std::string secret);
 
   // Blocking convenience for command-line tools: Connect(...).wait(io.waitScope),
   // with any failure returned as a Status.
   static Result<kj::Own<Connection>> ConnectBlocking(kj::AsyncIoContext& io,
-                                                     const ServerAddress& address,
-                                                     std::string host, std::string secret);
+                                                     const ServerAddress& address, std::string host,
+                                                     std::string secret);
 
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;

@@ -25,13 +25,13 @@ kj::Exception ToException(const Status& status);
 template <typename Fn>
 Status RunCatching(Fn&& fn) {
   Status result;
-  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
-    try {
-      fn();
-    } catch (const StatusError& se) {
-      result = se.status();
-    }
-  })) {
+  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
+                 try {
+                   fn();
+                 } catch (const StatusError& se) {
+                   result = se.status();
+                 }
+               })) {
     return StatusFromException(*e);
   }
   return result;

@@ -69,8 +69,10 @@ TEST_CASE("mapserver format, serve, fsck end to end") {
     kj::Own<Connection> conn;
     for (int i = 0; i < 500 && !conn; ++i) {
       auto c = Connection::ConnectBlocking(io, address, "cli-test", "topsecret");
-      if (c.ok()) conn = kj::mv(*c);
-      else std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (c.ok())
+        conn = kj::mv(*c);
+      else
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     REQUIRE(conn);
     auto req = conn->session().createRequest();

@@ -36,8 +36,8 @@ TEST_CASE("ParseServerAddress accepts unix and tcp forms") {
 }
 
 TEST_CASE("ParseServerAddress rejects bad text with invalid-argument") {
-  for (const char* bad : {"", "unix:", "udp:x:1", "tcp:host", "tcp::80", "tcp:h:65536", "tcp:h:12x", "tcp:::1:80", "tcp:[::1]80",
-                          "tcp:[::1:80"}) {
+  for (const char* bad : {"", "unix:", "udp:x:1", "tcp:host", "tcp::80", "tcp:h:65536", "tcp:h:12x",
+                          "tcp:::1:80", "tcp:[::1]80", "tcp:[::1:80"}) {
     INFO(bad);
     auto r = ParseServerAddress(bad);
     REQUIRE_FALSE(r.ok());
@@ -81,13 +81,13 @@ TEST_CASE("ReadSecretFile strips the newline and checks permissions") {
 TEST_CASE("Login proof is HMAC-SHA256 over nonce and host") {
   // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
   std::string data = "what do ya want ";
-  auto proof = ComputeLoginProof("Jefe", reinterpret_cast<const uint8_t*>(data.data()),
-                                 data.size(), "for nothing?");
+  auto proof = ComputeLoginProof("Jefe", reinterpret_cast<const uint8_t*>(data.data()), data.size(),
+                                 "for nothing?");
   REQUIRE(proof.size() == kProofSize);
-  static const uint8_t kExpected[32] = {
-      0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e, 0x6a, 0x04, 0x24,
-      0x26, 0x08, 0x95, 0x75, 0xc7, 0x5a, 0x00, 0x3f, 0x08, 0x9d, 0x27,
-      0x39, 0x83, 0x9d, 0xec, 0x58, 0xb9, 0x64, 0xec, 0x38, 0x43};
+  static const uint8_t kExpected[32] = {0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e,
+                                        0x6a, 0x04, 0x24, 0x26, 0x08, 0x95, 0x75, 0xc7,
+                                        0x5a, 0x00, 0x3f, 0x08, 0x9d, 0x27, 0x39, 0x83,
+                                        0x9d, 0xec, 0x58, 0xb9, 0x64, 0xec, 0x38, 0x43};
   CHECK(ProofsEqual(proof.data(), proof.size(), kExpected, sizeof(kExpected)));
   auto other_host = ComputeLoginProof("Jefe", reinterpret_cast<const uint8_t*>(data.data()),
                                       data.size(), "for nothing!");

@@ -49,8 +49,8 @@ struct Model {
 struct Uncertain {
   enum class Kind { kNone, kCommit, kDiscard, kCreateLike, kDelete } kind = Kind::kNone;
   std::string volume;
-  BlockMap new_entries;              // kCommit
-  uint64_t first = 0, count = 0;     // kDiscard blocks
+  BlockMap new_entries;           // kCommit
+  uint64_t first = 0, count = 0;  // kDiscard blocks
 };
 
 class Callback final : public proto::MapCallback::Server {
@@ -251,7 +251,8 @@ class Round {
     }
     for (auto& [name, blocks] : model->volumes) {
       INFO("volume " << name);
-      bool maybe_absent = uncertain.kind == Uncertain::Kind::kCreateLike && uncertain.volume == name;
+      bool maybe_absent =
+          uncertain.kind == Uncertain::Kind::kCreateLike && uncertain.volume == name;
       bool maybe_deleted = uncertain.kind == Uncertain::Kind::kDelete && uncertain.volume == name;
       if (present.find(name) == present.end()) {
         REQUIRE((maybe_absent || maybe_deleted));
@@ -270,7 +271,10 @@ class Round {
           bool is_old = (got == actual.end() && old == blocks.end()) ||
                         (got != actual.end() && old != blocks.end() && got->second == old->second);
           REQUIRE((is_new || is_old));
-          if (got == actual.end()) blocks.erase(lb); else blocks[lb] = got->second;
+          if (got == actual.end())
+            blocks.erase(lb);
+          else
+            blocks[lb] = got->second;
         }
       }
       if (uncertain.volume == name && uncertain.kind == Uncertain::Kind::kDiscard) {
@@ -360,7 +364,8 @@ TEST_CASE("kill -9 at random moments loses no acknowledged change and leaves fsc
     server.reset();
     std::string fsck;
     int rc = RunCommand({kMapserver, "fsck", "--config", "/dev/null", "--pool", dir / "pool",
-                         "--meta", dir / "meta"}, &fsck);
+                         "--meta", dir / "meta"},
+                        &fsck);
     INFO(fsck);
     REQUIRE(rc == 0);
   }

@@ -61,8 +61,7 @@ class RecordingCallback final : public proto::MapCallback::Server {
 
 class RpcFixture {
  public:
-  explicit RpcFixture(uint64_t blocks = 4096, uint32_t block_size = 4096,
-                      std::string listen = "")
+  explicit RpcFixture(uint64_t blocks = 4096, uint32_t block_size = 4096, std::string listen = "")
       : store_(blocks, block_size), io_(kj::setupAsyncIo()) {
     ServiceOptions options;
     options.callback_timeout = 300 * kj::MILLISECONDS;
@@ -87,7 +86,8 @@ class RpcFixture {
   Server& server() { return *server_; }
   const ServerAddress& address() const { return address_; }
 
-  kj::Own<Connection> Connect(const std::string& host = "host1", const std::string& secret = kSecret) {
+  kj::Own<Connection> Connect(const std::string& host = "host1",
+                              const std::string& secret = kSecret) {
     auto conn = Connection::ConnectBlocking(io_, address_, host, secret);
     INFO(conn.status().ToString());
     REQUIRE(conn.ok());

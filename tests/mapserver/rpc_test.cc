@@ -100,7 +100,8 @@ Status CommitStatus(RpcFixture& f, proto::Volume::Client v, const std::vector<Ma
   return StatusOf(req.send(), f.ws());
 }
 
-std::vector<MapExtent> Map(RpcFixture& f, proto::Volume::Client v, uint64_t offset, uint64_t length) {
+std::vector<MapExtent> Map(RpcFixture& f, proto::Volume::Client v, uint64_t offset,
+                           uint64_t length) {
   auto req = v.mapRequest();
   req.setOffset(offset);
   req.setLength(length);
@@ -422,7 +423,8 @@ TEST_CASE("Discard recalls the other openers of the volume", "[rpc]") {
   CHECK(r.log->recalls[0].ranges[0].length == 4 * kBs);
 }
 
-TEST_CASE("Version sets over RPC: clone of a clone of a snapshot and deletes return all space", "[rpc]") {
+TEST_CASE("Version sets over RPC: clone of a clone of a snapshot and deletes return all space",
+          "[rpc]") {
   RpcFixture f;
   auto c = f.Connect();
   auto s = c->session();
@@ -466,7 +468,8 @@ TEST_CASE("Concurrent commits are group-committed and fail independently", "[rpc
   auto va = Open(f, c1->session(), "a", proto::OpenMode::READ_WRITE);
   auto vb = Open(f, c2->session(), "b", proto::OpenMode::READ_WRITE);
   std::vector<std::vector<MapExtent>> prepared;
-  for (int i = 0; i < 8; ++i) prepared.push_back(Prepare(f, i % 2 ? vb.volume : va.volume, i * kBs, kBs));
+  for (int i = 0; i < 8; ++i)
+    prepared.push_back(Prepare(f, i % 2 ? vb.volume : va.volume, i * kBs, kBs));
   kj::Vector<kj::Promise<Status>> inflight;
   auto send = [&](proto::Volume::Client v, const std::vector<MapExtent>& extents) {
     auto req = v.commitRequest();

@@ -1,7 +1,7 @@
 // The version-set store: copy-on-write map trees, lazy refcounts, reservations,
 // free-space accounting. fsck must be clean after every scenario.
-#include <catch2/catch.hpp>
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <numeric>
 #include <random>
 
@@ -157,7 +157,7 @@ TEST_CASE("Lazy refcounts: a snapshot bumps only the root and a write copies onl
   StoreFixture f(100000);
   auto& s = f.store();
   REQUIRE(s.Create("v", 70000 * kBs).ok());  // depth 3
-  Write(s, 1, "v", 0, 600 * kBs);             // three leaves under one level-1 node
+  Write(s, 1, "v", 0, 600 * kBs);            // three leaves under one level-1 node
   VolumeRecord before = s.Describe("v")->record;
   REQUIRE(before.depth == 3);
   REQUIRE(s.Snapshot("v", "s").ok());
@@ -165,7 +165,7 @@ TEST_CASE("Lazy refcounts: a snapshot bumps only the root and a write copies onl
     auto txn = s.metadata().BeginRead();
     MapTree tree(txn.get(), nullptr);
     CHECK(tree.NodeRefs(before.root) == 2);
-    CHECK(txn->EntryCount(Table::kNodeRefs) == 1);   // only the root was touched
+    CHECK(txn->EntryCount(Table::kNodeRefs) == 1);  // only the root was touched
     CHECK(txn->EntryCount(Table::kBlockRefs) == 0);
     CHECK(s.Describe("s")->record.root == before.root);
   }
@@ -174,19 +174,19 @@ TEST_CASE("Lazy refcounts: a snapshot bumps only the root and a write copies onl
     auto txn = s.metadata().BeginRead();
     MapTree tree(txn.get(), nullptr);
     VolumeRecord after = s.Describe("v")->record;
-    CHECK(after.root != before.root);                 // root copied
-    CHECK(tree.NodeRefs(before.root) == 1);           // now the snapshot's alone
+    CHECK(after.root != before.root);        // root copied
+    CHECK(tree.NodeRefs(before.root) == 1);  // now the snapshot's alone
     const MapNode& new_root = tree.Node(after.root);
     const MapNode& old_root = tree.Node(before.root);
     uint64_t new_l1 = new_root.child[0], old_l1 = old_root.child[0];
-    CHECK(new_l1 != old_l1);                          // level-1 node copied
+    CHECK(new_l1 != old_l1);  // level-1 node copied
     CHECK(tree.NodeRefs(old_l1) == 1);
     const MapNode& l1 = tree.Node(new_l1);
     const MapNode& ol1 = tree.Node(old_l1);
-    CHECK(l1.child[0] == ol1.child[0]);               // untouched leaves are shared
+    CHECK(l1.child[0] == ol1.child[0]);  // untouched leaves are shared
     CHECK(l1.child[2] == ol1.child[2]);
     CHECK(tree.NodeRefs(l1.child[0]) == 2);
-    CHECK(l1.child[1] != ol1.child[1]);               // the written leaf was copied
+    CHECK(l1.child[1] != ol1.child[1]);  // the written leaf was copied
     // Blocks of the copied leaf are referenced from both leaves, except the new one.
     CHECK(txn->EntryCount(Table::kBlockRefs) == 255);
     CHECK(tree.BlockRefs(tree.Node(l1.child[1]).child[44]) == 1);
@@ -325,11 +325,9 @@ TEST_CASE("A commit batch is one transaction whose members fail independently") 
   MapExtent stale = eb[0];
   stale.generation += 100;
   std::vector<VolumeStore::CommitRequest> batch = {
-      {1, "a", ea},
-      {2, "b", {stale}},   // refused alone
-      {2, "b", eb},
-      {2, "b", eb},        // the same reservation again: a no-op
-      {3, "a", ea},        // another opener naming a's blocks: they are installed now
+      {1, "a", ea},    {2, "b", {stale}},  // refused alone
+      {2, "b", eb},    {2, "b", eb},       // the same reservation again: a no-op
+      {3, "a", ea},  // another opener naming a's blocks: they are installed now
       {1, "nope", ea},
   };
   auto results = s.CommitBatch(batch);
@@ -457,7 +455,8 @@ TEST_CASE("Random workload keeps fsck clean and matches a model") {
       REQUIRE(s.Commit(7, v, *r).ok());
       s.DropReservations(7);  // opener 7 moves between volumes
       for (auto& e : *r) {
-        for (uint64_t i = 0; i < e.length / kBs; ++i) model[v][e.logical / kBs + i] = e.physical + i * kBs;
+        for (uint64_t i = 0; i < e.length / kBs; ++i)
+          model[v][e.logical / kBs + i] = e.physical + i * kBs;
       }
     } else if (op == 5 && !ro) {
       uint64_t first = rng() % nblocks;
@@ -477,7 +476,8 @@ TEST_CASE("Random workload keeps fsck clean and matches a model") {
       std::map<uint64_t, uint64_t> seen;
       for (auto& e : m) {
         if (e.state == ExtentState::kHole) continue;
-        for (uint64_t i = 0; i < e.length / kBs; ++i) seen[e.logical / kBs + i] = e.physical + i * kBs;
+        for (uint64_t i = 0; i < e.length / kBs; ++i)
+          seen[e.logical / kBs + i] = e.physical + i * kBs;
       }
       REQUIRE(seen == model[v]);
     }
