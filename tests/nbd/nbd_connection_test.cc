@@ -188,7 +188,7 @@ TEST_CASE("many requests in flight are all answered, matched by handle") {
   CHECK(h.disk->counters().flushes == 1);
 }
 
-TEST_CASE("trim and write-zeroes clear data; NO_HOLE writes real zeros") {
+TEST_CASE("trim and write-zeroes clear data, NO_HOLE writes real zeros") {
   Harness h;
   NbdTestClient c = h.Connect();
   uint64_t size = 0;
