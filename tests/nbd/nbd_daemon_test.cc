@@ -113,15 +113,15 @@ TEST_CASE("discard through NBD returns space to the pool") {
 
 TEST_CASE("mapserver killed mid-workload: I/O resumes, flushed writes survive a daemon restart") {
   DaemonFixture f;
-  f.Tapmap({"volume", "create", "g", "64M"});
+  f.Tapmap({"volume", "create", "g", "160M"});
   f.Tapmap({"volume", "snapshot", "g", "g-v1"});
   f.Tapmap({"volume", "clone", "g-v1", "vm"});
   std::vector<std::string> writes, reads;
-  for (int i = 0; i < 60; ++i) {
+  for (int i = 0; i < 150; ++i) {
     char w[64], r[64];
     uint64_t offset = uint64_t(i) * 1048576 + (i % 3) * 4096;  // some not block-aligned
-    std::snprintf(w, sizeof(w), "write -P 0x%02x %llu 1040384", 0x20 + i, static_cast<unsigned long long>(offset));
-    std::snprintf(r, sizeof(r), "read -P 0x%02x %llu 1040384", 0x20 + i, static_cast<unsigned long long>(offset));
+    std::snprintf(w, sizeof(w), "write -P 0x%02x %llu 1040384", (0x20 + i) & 0xff, static_cast<unsigned long long>(offset));
+    std::snprintf(r, sizeof(r), "read -P 0x%02x %llu 1040384", (0x20 + i) & 0xff, static_cast<unsigned long long>(offset));
     writes.push_back(w);
     reads.push_back(r);
     if (i % 4 == 3) writes.push_back("flush");
