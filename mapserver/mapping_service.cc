@@ -2,6 +2,8 @@
 
 #include <capnp/message.h>
 
+#include <algorithm>
+
 #include "mapserver/client/auth.h"
 #include "mapserver/client/remote_status.h"
 
@@ -517,13 +519,48 @@ void MappingService::FlushCommits() {
   std::vector<VolumeStore::CommitRequest> requests;
   requests.reserve(batch.size());
   for (auto& p : batch) requests.push_back(std::move(p.request));
-  std::vector<Status> results = store_.CommitBatch(requests);
+  std::vector<std::vector<uint64_t>> replaced;
+  std::vector<Status> results = store_.CommitBatch(requests, &replaced);
   for (size_t i = 0; i < batch.size(); ++i) {
     if (results[i].ok()) {
       batch[i].done->fulfill();
     } else {
       batch[i].done->reject(ToException(results[i]));
     }
+  }
+  // Other openers of a volume may hold maps of blocks a commit just replaced (read-only
+  // openers of a live volume after a snapshot made its blocks shared): recall those
+  // ranges from them. The committer is not held up by this.
+  const uint64_t bs = store_.superblock().block_size;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!results[i].ok() || replaced[i].empty()) continue;
+    std::vector<OpenerId> others;
+    for (auto* o : OpenersOf(requests[i].volume)) {
+      if (o->id != requests[i].opener) others.push_back(o->id);
+    }
+    if (others.empty()) continue;
+    std::vector<ByteRange> ranges;
+    std::sort(replaced[i].begin(), replaced[i].end());
+    for (uint64_t lb : replaced[i]) {
+      if (!ranges.empty() && ranges.back().offset + ranges.back().length == lb * bs) {
+        ranges.back().length += bs;
+      } else if (ranges.size() < kMaxRangesPerCall) {
+        ranges.push_back(ByteRange{lb * bs, bs});
+      } else {
+        ranges.back().length = lb * bs + bs - ranges.back().offset;  // cover the rest
+      }
+    }
+    tasks_.add(
+        CallOpeners(kj::mv(others), "recall(commit)", [ranges](proto::MapCallback::Client& cb) {
+          auto req = cb.recallRequest();
+          auto list = req.initRanges(static_cast<unsigned>(ranges.size()));
+          for (size_t k = 0; k < ranges.size(); ++k) {
+            list[static_cast<unsigned>(k)].setOffset(ranges[k].offset);
+            list[static_cast<unsigned>(k)].setLength(ranges[k].length);
+          }
+          req.setReason(proto::RecallReason::DISCARD);  // "drop your maps of these ranges"
+          return req.send().ignoreResult();
+        }));
   }
 }
 

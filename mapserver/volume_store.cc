@@ -607,8 +607,8 @@ Status VolumeStore::PlanCommit(const CommitRequest& request, std::vector<CommitI
 }
 
 Status VolumeStore::ApplyCommit(Txn* txn, const CommitRequest& request,
-                                std::vector<CommitInstall>* installs,
-                                std::set<uint64_t>* consumed) {
+                                std::vector<CommitInstall>* installs, std::set<uint64_t>* consumed,
+                                std::vector<uint64_t>* replaced) {
   const uint64_t bs = sb_.block_size;
   const std::string& name = request.volume;
   auto v = LoadVolume(txn, name);
@@ -653,7 +653,9 @@ Status VolumeStore::ApplyCommit(Txn* txn, const CommitRequest& request,
   }
   for (const CommitInstall& in : *installs) {
     if (!in.taken) continue;
+    uint64_t mapped_before = v->mapped_blocks;
     tree.Set(&*v, in.lblock, LeafEntry{in.block, in.generation});
+    if (v->mapped_blocks == mapped_before) replaced->push_back(in.lblock);
     consumed->insert(in.block);
   }
   tree.Flush();
@@ -662,8 +664,10 @@ Status VolumeStore::ApplyCommit(Txn* txn, const CommitRequest& request,
   return Status::Ok();
 }
 
-std::vector<Status> VolumeStore::CommitBatch(const std::vector<CommitRequest>& batch) {
+std::vector<Status> VolumeStore::CommitBatch(const std::vector<CommitRequest>& batch,
+                                             std::vector<std::vector<uint64_t>>* replaced) {
   std::vector<Status> results(batch.size());
+  std::vector<std::vector<uint64_t>> replaced_blocks(batch.size());
   std::vector<std::vector<CommitInstall>> installs(batch.size());
   bool any = false;
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -675,7 +679,8 @@ std::vector<Status> VolumeStore::CommitBatch(const std::vector<CommitRequest>& b
   Status s = InWriteTxn([&](Txn* txn) -> Status {
     for (size_t i = 0; i < batch.size(); ++i) {
       if (results[i].ok() && !installs[i].empty()) {
-        results[i] = ApplyCommit(txn, batch[i], &installs[i], &consumed);
+        results[i] = ApplyCommit(txn, batch[i], &installs[i], &consumed, &replaced_blocks[i]);
+        if (!results[i].ok()) replaced_blocks[i].clear();
       }
     }
     return Status::Ok();
@@ -696,6 +701,7 @@ std::vector<Status> VolumeStore::CommitBatch(const std::vector<CommitRequest>& b
       reserved_blocks_.erase(in.block);
     }
   }
+  if (replaced != nullptr) *replaced = std::move(replaced_blocks);
   return results;
 }
 

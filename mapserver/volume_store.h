@@ -140,7 +140,10 @@ class VolumeStore {
     std::string volume;
     std::vector<MapExtent> extents;
   };
-  std::vector<Status> CommitBatch(const std::vector<CommitRequest>& batch);
+  // If `replaced` is given, (*replaced)[i] receives the logical blocks whose previous
+  // (non-hole) mapping commit i replaced, for recalling other openers' maps.
+  std::vector<Status> CommitBatch(const std::vector<CommitRequest>& batch,
+                                  std::vector<std::vector<uint64_t>>* replaced = nullptr);
   // Unmaps whole blocks inside `ranges`.
   Status Discard(std::string_view name, const std::vector<ByteRange>& ranges);
   // Forgets every reservation of `opener` (close, disconnect, revoke).
@@ -162,7 +165,7 @@ class VolumeStore {
   // Applies a planned commit inside `txn`; fails without changing anything, or
   // installs everything. `consumed` holds blocks installed earlier in the same txn.
   Status ApplyCommit(Txn* txn, const CommitRequest& request, std::vector<CommitInstall>* installs,
-                     std::set<uint64_t>* consumed);
+                     std::set<uint64_t>* consumed, std::vector<uint64_t>* replaced);
   struct OpenerReservations {
     uint64_t volume_id = 0;
     std::map<uint64_t, Reservation> by_lblock;

@@ -423,6 +423,29 @@ TEST_CASE("Discard recalls the other openers of the volume", "[rpc]") {
   CHECK(r.log->recalls[0].ranges[0].length == 4 * kBs);
 }
 
+TEST_CASE("A commit replacing mapped blocks recalls the other openers' maps", "[rpc]") {
+  RpcFixture f;
+  auto c = f.Connect();
+  auto s = c->session();
+  Create(f, s, "v", 64 * kBs);
+  auto w = Open(f, s, "v", proto::OpenMode::READ_WRITE);
+  auto r = Open(f, s, "v", proto::OpenMode::READ_ONLY);
+  REQUIRE(CommitStatus(f, w.volume, Prepare(f, w.volume, 0, 8 * kBs)).ok());
+  f.Spin();
+  CHECK(r.log->recalls.empty());  // holes filled: nothing to recall
+  REQUIRE(CopyStatus(f, s, true, "v", "snap").ok());
+  auto cow = Prepare(f, w.volume, 2 * kBs, 2 * kBs);  // shared now: new blocks
+  REQUIRE(CommitStatus(f, w.volume, cow).ok());
+  for (int i = 0; i < 50 && r.log->recalls.empty(); ++i) f.Spin();
+  REQUIRE(r.log->recalls.size() == 1);
+  CHECK(r.log->recalls[0].reason == proto::RecallReason::DISCARD);
+  REQUIRE(r.log->recalls[0].ranges.size() == 1);
+  CHECK(r.log->recalls[0].ranges[0].offset == 2 * kBs);
+  CHECK(r.log->recalls[0].ranges[0].length == 2 * kBs);
+  CHECK(w.log->recalls.size() == 1);  // only the snapshot's recall
+  f.store().RequireClean();
+}
+
 TEST_CASE("Version sets over RPC: clone of a clone of a snapshot and deletes return all space",
           "[rpc]") {
   RpcFixture f;
