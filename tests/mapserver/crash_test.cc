@@ -341,7 +341,8 @@ TEST_CASE("kill -9 at random moments loses no acknowledged change and leaves fsc
       // Kill after a random delay while the workload runs.
       auto delay = std::chrono::milliseconds(30 + timing() % 400);
       pid_t pid = server->pid();
-      std::thread killer([pid, delay] {
+      // jthread: joined even if the workload's checks fail (no std::terminate).
+      std::jthread killer([pid, delay] {
         std::this_thread::sleep_for(delay);
         ::kill(pid, SIGKILL);
       });
