@@ -160,6 +160,7 @@ class Round {
           struct Chain {
             BlockMap fresh;
             bool acked = false;
+            Status status;
           };
           auto state = std::make_shared<std::vector<Chain>>(chains);
           kj::Vector<kj::Promise<void>> inflight;
@@ -171,22 +172,32 @@ class Round {
             auto r = prep.initRanges(1)[0];
             r.setOffset(start * kBs);
             r.setLength(n * kBs);
-            inflight.add(prep.send().then([volume, state, k](auto prepared) mutable {
-              auto extents = prepared.getExtents();
-              for (auto e : extents) {
-                for (uint64_t i = 0; i < e.getLength() / kBs; ++i) {
-                  (*state)[k].fresh[e.getLogical() / kBs + i] =
-                      Entry{e.getPhysical() + i * kBs, e.getGeneration()};
-                }
-              }
-              auto commit = volume.commitRequest();
-              commit.setExtents(extents);
-              return commit.send().then([state, k](auto) { (*state)[k].acked = true; });
-            }));
+            inflight.add(prep.send()
+                             .then([volume, state, k](auto prepared) mutable {
+                               auto extents = prepared.getExtents();
+                               for (auto e : extents) {
+                                 for (uint64_t i = 0; i < e.getLength() / kBs; ++i) {
+                                   (*state)[k].fresh[e.getLogical() / kBs + i] =
+                                       Entry{e.getPhysical() + i * kBs, e.getGeneration()};
+                                 }
+                               }
+                               auto commit = volume.commitRequest();
+                               commit.setExtents(extents);
+                               return commit.send().then(
+                                   [state, k](auto) { (*state)[k].acked = true; });
+                             })
+                             .catch_([state, k](kj::Exception&& e) {
+                               // Each chain settles on its own, so the join waits for all of them.
+                               (*state)[k].status = StatusFromException(e);
+                             }));
           }
           uncertain->kind = Uncertain::Kind::kCommit;
           uncertain->volume = v;
-          Status done = RunCatching([&] { kj::joinPromises(inflight.releaseAsArray()).wait(ws); });
+          kj::joinPromises(inflight.releaseAsArray()).wait(ws);
+          Status done;
+          for (auto& chain : *state) {
+            if (!chain.status.ok() && done.ok()) done = chain.status;
+          }
           for (auto& chain : *state) {
             if (chain.acked) {
               for (auto& [lb, e] : chain.fresh) model->volumes[v][lb] = e;
@@ -197,7 +208,7 @@ class Round {
           if (!done.ok()) kj::throwFatalException(ToException(done));
           return;
         }
-        if (choice <= 8) {
+        if (choice <= 8 && names.size() < 16) {
           bool snapshot = choice == 7;
           std::string name = (snapshot ? "s" : "c") + std::to_string(serial_++);
           uncertain->kind = Uncertain::Kind::kCreateLike;
@@ -230,6 +241,7 @@ class Round {
         model->volumes.erase(v);
         model->read_only.erase(v);
       });
+      if (status.code() == StatusCode::kNoSpace) continue;  // a full pool changes nothing
       if (!status.ok()) {
         INFO(status.ToString());
         REQUIRE(status.code() == StatusCode::kUnavailable);  // only the kill may fail us
