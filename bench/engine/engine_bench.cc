@@ -2,7 +2,8 @@
 //
 //   engine_bench pool  [--dir DIR] [--seconds N] [--depth N]
 //       4 KiB random reads and writes on an O_DIRECT pool file, io_uring vs a
-//       thread pool doing pread/pwrite (same queue depth), and their ratio.
+//       thread pool doing pread/pwrite (same queue depth), and their ratio; also
+//       the default (auto: io_uring reads, thread writes on a regular file).
 //   engine_bench cache [--seconds N] [--threads N]
 //       read throughput of data-cache hits (lookup + copy of 4 KiB out of a 64 KiB
 //       block), as the read path does for a block the host already holds.
@@ -130,10 +131,10 @@ int BenchPool(const Settings& s) {
   ::fdatasync(fd);
   ::close(fd);
   Logger log("engine_bench", LogLevel::kWarning);
-  double results[2][2] = {};
+  double results[3][2] = {};
   bool direct = false;
-  for (int k = 0; k < 2; k++) {
-    PoolIoKind kind = k == 0 ? PoolIoKind::kUring : PoolIoKind::kThreads;
+  for (int k = 0; k < 3; k++) {
+    PoolIoKind kind = k == 0 ? PoolIoKind::kUring : k == 1 ? PoolIoKind::kThreads : PoolIoKind::kAuto;
     IoRunner runner;
     auto file = pool::PoolFile::Open(path, false, log);
     if (!file.ok()) {
@@ -155,6 +156,8 @@ int BenchPool(const Settings& s) {
   ::unlink(path.c_str());
   std::printf("pool_uring_vs_threads_randread_ratio %.2f x\n", results[0][0] / results[1][0]);
   std::printf("pool_uring_vs_threads_randwrite_ratio %.2f x\n", results[0][1] / results[1][1]);
+  std::printf("pool_auto_vs_threads_randread_ratio %.2f x\n", results[2][0] / results[1][0]);
+  std::printf("pool_auto_vs_threads_randwrite_ratio %.2f x\n", results[2][1] / results[1][1]);
   std::printf("pool_o_direct %s\n", direct ? "yes" : "no");
   return 0;
 }

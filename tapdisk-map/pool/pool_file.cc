@@ -44,7 +44,13 @@ Result<PoolFile> PoolFile::Open(const std::string& path, bool read_only, const L
   if (!direct) {
     log.Warnf("pool %s: filesystem does not support O_DIRECT; using buffered I/O", path.c_str());
   }
-  return PoolFile(std::move(owned), path, direct, read_only, size);
+  return PoolFile(std::move(owned), path, direct, read_only, size, S_ISREG(st.st_mode));
+}
+
+Result<PoolFile> PoolFile::Dup() const {
+  int fd = ::fcntl(fd_.get(), F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return Status::FromErrno("dup pool descriptor", errno);
+  return PoolFile(UniqueFd(fd), path_, direct_, read_only_, size_bytes_, regular_file_);
 }
 
 }  // namespace tapmap::pool

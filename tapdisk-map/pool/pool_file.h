@@ -34,17 +34,22 @@ class PoolFile {
   bool read_only() const { return read_only_; }
   // Size of the file or device in bytes at open time.
   uint64_t size_bytes() const { return size_bytes_; }
+  // True for a regular file, false for a block device.
+  bool regular_file() const { return regular_file_; }
+  // A second PoolFile on the same open file (dup of the descriptor).
+  Result<PoolFile> Dup() const;
 
  private:
-  PoolFile(UniqueFd fd, std::string path, bool direct, bool read_only, uint64_t size)
+  PoolFile(UniqueFd fd, std::string path, bool direct, bool read_only, uint64_t size, bool regular)
       : fd_(std::move(fd)), path_(std::move(path)), direct_(direct), read_only_(read_only),
-        size_bytes_(size) {}
+        size_bytes_(size), regular_file_(regular) {}
 
   UniqueFd fd_;
   std::string path_;
   bool direct_;
   bool read_only_;
   uint64_t size_bytes_;
+  bool regular_file_;
 };
 
 }  // namespace tapmap::pool

@@ -1,5 +1,7 @@
 #include "tapdisk-map/pool/pool_io.h"
 
+#include <optional>
+
 #include "tapdisk-map/pool/pool_io_impl.h"
 
 namespace tapmap::pool {
@@ -24,12 +26,55 @@ Status PoolIo::CheckAligned(uint64_t offset, const void* data, size_t length) {
   return Status::Ok();
 }
 
+namespace {
+
+// Reads and syncs on io_uring, writes on threads (kAuto on a regular file).
+class HybridPoolIo final : public PoolIo {
+ public:
+  HybridPoolIo(std::unique_ptr<PoolIo> reads, std::unique_ptr<PoolIo> writes)
+      : reads_(std::move(reads)), writes_(std::move(writes)) {}
+  void Read(uint64_t offset, std::span<uint8_t> buffer, PoolDone done) override {
+    reads_->Read(offset, buffer, std::move(done));
+  }
+  void Write(uint64_t offset, std::span<const uint8_t> data, PoolDone done) override {
+    writes_->Write(offset, data, std::move(done));
+  }
+  // Writes complete only once pwrite returned, so a sync through the other
+  // descriptor of the same file covers them.
+  void Sync(PoolDone done) override { reads_->Sync(std::move(done)); }
+  std::string_view kind() const override { return "io_uring+threads"; }
+  bool direct() const override { return reads_->direct(); }
+  PoolIoCounters counters() const override {
+    PoolIoCounters r = reads_->counters(), w = writes_->counters();
+    r.write_ops += w.write_ops;
+    r.bytes_written += w.bytes_written;
+    r.sync_ops += w.sync_ops;
+    return r;
+  }
+
+ private:
+  std::unique_ptr<PoolIo> reads_;
+  std::unique_ptr<PoolIo> writes_;
+};
+
+}  // namespace
+
 Result<std::unique_ptr<PoolIo>> CreatePoolIo(boost::asio::io_context& io, PoolFile file,
                                             PoolIoKind kind, const Logger& log,
                                             unsigned queue_depth, unsigned threads) {
   if (kind == PoolIoKind::kThreads) return internal::CreateThreadPoolIo(io, std::move(file), threads);
   // io_uring setup failing leaves `file` untouched, so the fallback can still use it.
+  std::optional<PoolFile> write_file;
+  if (kind == PoolIoKind::kAuto && file.regular_file()) {
+    auto dup = file.Dup();
+    if (!dup.ok()) return dup.status();
+    write_file.emplace(std::move(*dup));
+  }
   auto uring = internal::CreateUringPoolIo(io, file, queue_depth);
+  if (uring.ok() && write_file) {
+    return std::unique_ptr<PoolIo>(new HybridPoolIo(
+        std::move(*uring), internal::CreateThreadPoolIo(io, std::move(*write_file), threads)));
+  }
   if (uring.ok() || kind == PoolIoKind::kUring) return uring;
   log.Warnf("io_uring unavailable (%s); pool I/O falls back to %u threads",
             uring.status().ToString().c_str(), threads);

@@ -52,11 +52,11 @@ class PoolIo {
   // Makes every write completed before the call stable (fdatasync).
   virtual void Sync(PoolDone done) = 0;
 
-  // "io_uring" or "threads".
+  // "io_uring", "threads" or "io_uring+threads".
   virtual std::string_view kind() const = 0;
   // True if the pool was opened with O_DIRECT.
   virtual bool direct() const = 0;
-  PoolIoCounters counters() const;
+  virtual PoolIoCounters counters() const;
 
  protected:
   // Validates alignment; returns invalid-argument naming the bad value.
@@ -69,14 +69,19 @@ class PoolIo {
   std::atomic<uint64_t> read_ops_{0}, write_ops_{0}, sync_ops_{0}, bytes_read_{0}, bytes_written_{0};
 };
 
+// kAuto: io_uring (reads and syncs; writes too on a block device, to threads on a
+// regular file); kUring / kThreads: that mechanism for everything.
 enum class PoolIoKind { kAuto, kUring, kThreads };
 
 // Creates a PoolIo on `file` (whose ownership it takes) completing on `io`, which must
-// outlive the returned object. kAuto tries io_uring and falls back to threads with a
-// warning. `queue_depth` bounds operations submitted to the kernel at once (more are
+// outlive the returned object. kAuto uses io_uring (falling back to threads with a
+// warning); on a regular file it sends writes to the thread pool instead, because
+// io_uring serialises O_DIRECT writes to one regular file that it must hand to its
+// workers (allocating writes on ext4/xfs), which makes them slower than threads
+// (see bench/engine). `queue_depth` bounds operations submitted to the kernel at once (more are
 // queued); `threads` is the worker count of the thread implementation.
 Result<std::unique_ptr<PoolIo>> CreatePoolIo(boost::asio::io_context& io, PoolFile file,
                                             PoolIoKind kind, const Logger& log,
-                                            unsigned queue_depth = 128, unsigned threads = 4);
+                                            unsigned queue_depth = 128, unsigned threads = 8);
 
 }  // namespace tapmap::pool

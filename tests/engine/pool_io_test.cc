@@ -46,7 +46,9 @@ void RoundTrip(PoolIoKind kind) {
   auto io = CreatePoolIo(threads.io(), std::move(*file), kind, log);
   REQUIRE(io.ok());
   PoolIo& pool = **io;
-  CHECK(pool.kind() == (kind == PoolIoKind::kUring ? "io_uring" : "threads"));
+  CHECK(pool.kind() == (kind == PoolIoKind::kUring     ? "io_uring"
+                        : kind == PoolIoKind::kThreads ? "threads"
+                                                       : "io_uring+threads"));
 
   // Many writes in flight at once (more than the queue depth of 128).
   constexpr int kBlocks = 300;
@@ -102,6 +104,8 @@ void RoundTrip(PoolIoKind kind) {
 
 TEST_CASE("io_uring pool I/O round trip", "[pool]") { RoundTrip(PoolIoKind::kUring); }
 TEST_CASE("thread pool I/O round trip", "[pool]") { RoundTrip(PoolIoKind::kThreads); }
+// On a regular file, auto reads via io_uring and writes via threads.
+TEST_CASE("auto (hybrid on a regular file) pool I/O round trip", "[pool]") { RoundTrip(PoolIoKind::kAuto); }
 
 bool KernelTakesODirect(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
