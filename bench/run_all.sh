@@ -20,3 +20,11 @@ echo "== mapserver: map/commit rates over RPC, O(1) snapshot/clone, 1000 clones"
 echo
 echo "== blkif: 4 KiB read IOPS per backend core, 1 MiB sequential (copy vs persistent grants, 1 vs 4 queues)"
 "$build/bin/blkif_bench" --seconds 3
+# engine: io_uring vs thread-pool pool I/O, data-cache hits, whole read path.
+echo
+echo "== engine: pool I/O (io_uring vs threads vs hybrid), cache hits, cached read path"
+"$build/bin/engine_bench" all
+# Soak runs (labelled slow, excluded from make test): e.g. the 60-round kill -9 crash soak.
+echo
+echo "== soak: tests labelled slow"
+ctest --test-dir "$build" -L slow --output-on-failure
