@@ -49,6 +49,13 @@ CFG
 }
 lab_guest_value() { sed -n "s/^LABGUEST $2 //p" "$LAB/$1.out" | tail -n 1; }
 
+lab_diagnose() {  # what the backend saw, for the serial log
+  [ -f "$LAB/tapdisk-map.log" ] && tail -n 40 "$LAB/tapdisk-map.log" | sed 's/^/LABLOG tapdisk-map: /'
+  command -v tapmap >/dev/null && tapmap vbd list --json 2>&1 | head -c 2000 | sed 's/^/LABLOG vbds: /'
+  command -v tapmap >/dev/null && tapmap stats --json 2>/dev/null | jq -c 'del(.volumes)' 2>/dev/null | sed 's/^/LABLOG stats: /'
+  xenstore-ls -f /local/domain/0/backend 2>/dev/null | grep -E 'state|hotplug|ring|event|feature-persistent' | head -40 | sed 's/^/LABLOG xs: /'
+}
+
 # lab_case NAME FUNCTION → runs FUNCTION (returns 0 on pass, sets LAB_DETAIL), retries once.
 lab_case() {
   local name=$1 fn=$2 t0 verdict
@@ -57,6 +64,7 @@ lab_case() {
   if "$fn"; then verdict=PASS
   else
     lab_mark "CASE $name failed ($LAB_DETAIL), retrying once"
+    lab_diagnose
     LAB_DETAIL=""
     if "$fn"; then verdict=RETRIED; else verdict=FAIL; fi
   fi
@@ -144,6 +152,7 @@ server = unix:/run/tapmap/mapserver.sock
 pool = /var/lib/tapmap/pool
 nbd = unix:$NBD_SOCK
 cache-size = 256M
+log-level = debug
 
 [tapmap]
 server = unix:/run/tapmap/mapserver.sock
