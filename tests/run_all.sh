@@ -23,6 +23,11 @@ echo "== unit tests on $asan (ASan+UBSan) =="
 ctest --test-dir "$asan" -L unit --output-on-failure -j"$jobs" --timeout 600 2>&1 | tee "$log2"
 rc2=${PIPESTATUS[0]}
 
+# The Xen lab (real Xen under QEMU) is not part of this run yet: its tapmap cases do not
+# pass on real Xen so far (the guest's first read stalls). Run it with `make lab`.
+echo "== Xen lab =="
+echo "SKIPPED: Xen lab: not in make test until its tapmap cases pass on real Xen; run 'make lab'"
+
 read -r f1 t1 <<<"$(summary "$log1")"
 read -r f2 t2 <<<"$(summary "$log2")"
 f1=${f1:-0} t1=${t1:-0} f2=${f2:-0} t2=${t2:-0}
