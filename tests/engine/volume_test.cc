@@ -301,12 +301,24 @@ TEST_CASE("a snapshot recall makes owned blocks copy-on-write again", "[volume]"
   int prepares = rig.remote->prepare_calls;
   REQUIRE(rig.Write(0, data).ok());  // owned: in place
   CHECK(rig.remote->prepare_calls == prepares);
+  // As the server does: the snapshot makes the block shared, then recalls the map.
+  // (Without this the stand-in would keep answering "owned" and refuse the commit,
+  // and the background re-prepare loop would make the prepare count timing-dependent.)
+  Extent before = rig.remote->BlockAt(0);
+  rig.remote->SetShared(0, before.physical, before.generation);
   Waiter<bool> recalled;
   rig.volume->OnRecall({ByteRange{0, 4 << 20}}, RecallReason::kSnapshot, [&]() { recalled.Set(true); });
   CHECK(recalled.Wait());
-  REQUIRE(rig.Write(0, data).ok());  // now shared: copy-on-write
+  std::vector<uint8_t> newer(kBlock, 2);
+  REQUIRE(rig.Write(0, newer).ok());  // now shared: copy-on-write
   CHECK(rig.remote->prepare_calls == prepares + 1);
   CHECK(rig.volume->stats().map_recalls == 1);
+  REQUIRE(rig.Flush().ok());
+  Extent after = rig.remote->BlockAt(0);
+  CHECK(after.state == ExtentState::kOwned);
+  CHECK(after.physical != before.physical);  // the snapshot's block was not written in place
+  CHECK(rig.PoolBytes(before.physical, kBlock) == data);
+  CHECK(rig.PoolBytes(after.physical, kBlock) == newer);
 }
 
 TEST_CASE("copy-on-write writes wait while too much awaits commit", "[volume]") {
