@@ -14,8 +14,15 @@ constexpr uint64_t kMaxSectors = UINT64_MAX >> kSectorShift;
 
 uint64_t DiskSectors(const RequestLimits& limits) { return std::min(limits.sectors, kMaxSectors); }
 
+// The operation a response must carry: the request's, except that an indirect
+// request is answered with its indirect_op (as xen-blkback does; Linux blkfront
+// disables the device on a response whose operation does not match).
+uint8_t ResponseOperation(const RingRequest& r) {
+  return r.operation == BLKIF_OP_INDIRECT ? r.indirect_op : r.operation;
+}
+
 Rejection Reject(const RingRequest& r, std::string reason, int16_t status = BLKIF_RSP_ERROR) {
-  return Rejection{r.id, r.operation, status, std::move(reason)};
+  return Rejection{r.id, ResponseOperation(r), status, std::move(reason)};
 }
 
 // Checks the data segments and the disk range they cover; fills io->segments,
@@ -47,7 +54,7 @@ std::variant<BlkifIo, Rejection> ValidateRequest(const RingRequest& r, const Req
                                                  const IndirectPageFetcher& fetch_indirect) {
   BlkifIo io;
   io.id = r.id;
-  io.operation = r.operation;
+  io.operation = ResponseOperation(r);
   std::span<const blkif_request_segment> direct(r.segments.data(), r.segments.size());
 
   switch (r.operation) {

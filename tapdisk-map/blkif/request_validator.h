@@ -47,7 +47,7 @@ struct BlkifIo {
   enum class Kind : uint8_t { kRead, kWrite, kFlush, kDiscard };
   Kind kind = Kind::kRead;
   uint64_t id = 0;
-  uint8_t operation = 0;  // echoed in the response
+  uint8_t operation = 0;  // for the response: the request's operation, its indirect_op if indirect
   bool preflush = false;  // flush/barrier carrying data: flush before writing ...
   bool fua = false;       // ... and make the write durable before answering
   uint64_t offset = 0;    // bytes
@@ -57,7 +57,7 @@ struct BlkifIo {
 
 struct Rejection {
   uint64_t id = 0;
-  uint8_t operation = 0;
+  uint8_t operation = 0;  // as BlkifIo::operation
   int16_t status = BLKIF_RSP_ERROR;
   std::string reason;
 };

@@ -215,7 +215,9 @@ TEST_CASE("malicious: indirect requests") {
   for (int i = 0; i < 16; ++i) segs[i] = a.Page();
 
   auto ok = indirect(1, BLKIF_OP_WRITE, 16, ipage->first);
-  CHECK(a.Send(&ok, sizeof ok, ok.id).status == BLKIF_RSP_OKAY);
+  auto ok_rsp = a.Send(&ok, sizeof ok, ok.id);
+  CHECK(ok_rsp.status == BLKIF_RSP_OKAY);
+  CHECK(ok_rsp.operation == BLKIF_OP_WRITE);  // answered with the indirect_op, as blkfront checks
   auto too_many = indirect(2, BLKIF_OP_WRITE, 257, ipage->first);
   CHECK(a.Send(&too_many, sizeof too_many, too_many.id).status == BLKIF_RSP_ERROR);
   auto zero = indirect(3, BLKIF_OP_READ, 0, ipage->first);
@@ -223,7 +225,9 @@ TEST_CASE("malicious: indirect requests") {
   auto bad_op = indirect(4, BLKIF_OP_FLUSH_DISKCACHE, 1, ipage->first);
   CHECK(a.Send(&bad_op, sizeof bad_op, bad_op.id).status == BLKIF_RSP_ERROR);
   auto bad_page = indirect(5, BLKIF_OP_READ, 4, 9999);
-  CHECK(a.Send(&bad_page, sizeof bad_page, bad_page.id).status == BLKIF_RSP_ERROR);
+  auto bad_page_rsp = a.Send(&bad_page, sizeof bad_page, bad_page.id);
+  CHECK(bad_page_rsp.status == BLKIF_RSP_ERROR);
+  CHECK(bad_page_rsp.operation == BLKIF_OP_READ);
   auto foreign = a.evil.front->GrantScratchPage(true, kBystander);
   auto foreign_page = indirect(6, BLKIF_OP_READ, 4, foreign->first);
   CHECK(a.Send(&foreign_page, sizeof foreign_page, foreign_page.id).status == BLKIF_RSP_ERROR);

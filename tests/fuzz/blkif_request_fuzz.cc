@@ -25,13 +25,15 @@ void Require(bool ok) {
 }
 
 void CheckVerdict(const RingRequest& req, const RequestLimits& limits, const std::variant<BlkifIo, Rejection>& v) {
+  // Responses echo the operation, an indirect request's indirect_op (blkfront checks).
+  const uint8_t response_op = req.operation == BLKIF_OP_INDIRECT ? req.indirect_op : req.operation;
   if (const Rejection* r = std::get_if<Rejection>(&v)) {
-    Require(r->id == req.id && r->operation == req.operation);
+    Require(r->id == req.id && r->operation == response_op);
     Require(r->status == BLKIF_RSP_ERROR || r->status == BLKIF_RSP_EOPNOTSUPP);
     return;
   }
   const BlkifIo& io = std::get<BlkifIo>(v);
-  Require(io.id == req.id && io.operation == req.operation);
+  Require(io.id == req.id && io.operation == response_op);
   Require(io.offset % kSectorSize == 0 && io.length % kSectorSize == 0);
   Require(RangeWithin(io.offset >> kSectorShift, io.length >> kSectorShift, limits.sectors));
   Require(io.offset <= UINT64_MAX - io.length);  // the byte range itself does not wrap

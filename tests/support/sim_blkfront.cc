@@ -37,6 +37,7 @@ class FrontRingOps {
   virtual void ForceProducer(uint32_t delta) = 0;
   virtual bool NextResponse(SimCompletion* out) = 0;
   virtual bool FinalCheck() = 0;
+  virtual bool HasUnconsumedResponses() = 0;
 };
 
 struct NativeTypes {
@@ -145,6 +146,11 @@ class FrontRing : public FrontRingOps {
     int more = 0;
     RING_FINAL_CHECK_FOR_RESPONSES(&ring_, more);
     return more != 0;
+  }
+
+  bool HasUnconsumedResponses() override {
+    xen_mb();
+    return RING_HAS_UNCONSUMED_RESPONSES(&ring_) != 0;
   }
 
  private:
@@ -350,17 +356,40 @@ Result<std::vector<SimCompletion>> SimBlkfront::Poll(uint32_t q, std::chrono::mi
     SimCompletion c;
     while (queue.ring->NextResponse(&c)) done.push_back(c);
     if (!done.empty()) break;
+    // FinalCheck armed rsp_event: from here on the backend must notify us of the
+    // next response (RING_PUSH_RESPONSES_AND_CHECK_NOTIFY), as a real guest relies on.
     if (queue.ring->FinalCheck()) continue;
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) break;
     pollfd pfd{queue.channel->fd(), POLLIN, 0};
-    poll(&pfd, 1, static_cast<int>(std::min<int64_t>(left.count(), 100)));
-    (void)queue.channel->ConsumePending();
+    bool notified = poll(&pfd, 1, static_cast<int>(std::min<int64_t>(left.count(), 100))) > 0;
+    auto pending = queue.channel->ConsumePending();
+    notified = notified || (pending.ok() && *pending);
+    if (!notified && queue.ring->HasUnconsumedResponses()) {
+      // Published without an event so far; the backend notifies right after
+      // publishing, so give the event ample time before calling it lost.
+      pfd.revents = 0;
+      notified = poll(&pfd, 1, 5000) > 0;
+      pending = queue.channel->ConsumePending();
+      notified = notified || (pending.ok() && *pending);
+      if (!notified) {
+        return Status::Corruption("backend published responses without notifying the frontend "
+                                  "(a real guest would wait forever)");
+      }
+    }
   }
   for (const SimCompletion& c : done) {
     auto it = queue.pending.find(c.id);
     if (it == queue.pending.end()) continue;  // unknown id (raw request): nothing to free
     Pending& p = it->second;
+    // As Linux blkfront checks since XSA-376 (it disables the device otherwise): the
+    // response carries the request's operation — for an indirect request, its
+    // indirect_op.
+    if (c.operation != p.io.operation) {
+      return Status::Corruption("response to request " + std::to_string(c.id) + " has operation " +
+                                std::to_string(c.operation) + " instead of " + std::to_string(p.io.operation) +
+                                " (Linux blkfront would disable the device)");
+    }
     if (p.io.operation == BLKIF_OP_READ) {
       std::vector<uint8_t> data(p.bytes);
       for (size_t i = 0; i < p.pfns.size(); ++i) {
