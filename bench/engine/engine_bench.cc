@@ -11,7 +11,12 @@
 //       the whole engine read path against a real mapserver (started here, in a temp
 //       dir): a 64 MiB volume is written and read once, then 4 KiB random reads at
 //       queue depth N (all cache hits) and 1 MiB sequential reads are timed.
-//   engine_bench all   all three.
+//   engine_bench write [--depth N] [--mib N]
+//       sequential 1 MiB writes (default 256 MiB, depth 8, ending with a flush) into
+//       a fresh clone through the engine, against a real mapserver, vs the same
+//       writes with O_DIRECT to a file in the same directory: the engine's share of
+//       bench/nbd/seq_write.sh, without the NBD transport.
+//   engine_bench all   all four.
 //
 // Output: one "name value unit" line per figure, then a summary.
 #include <fcntl.h>
@@ -21,6 +26,8 @@
 #include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -260,65 +267,103 @@ double DeviceReads(engine::BlockDevice& dev, uint64_t span, uint64_t size, unsig
   return ops.load() / std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-int BenchVolume(const Settings& s, const std::string& bin_dir) {
-  testing::TempDir dir("engine-bench");
-  std::string secret = dir / "secret", sock = dir / "ms.sock";
-  {
-    FILE* f = std::fopen(secret.c_str(), "w");
+// A real mapserver (in a temp dir) and an Engine connected to it, for the volume
+// and write benches.
+class EngineStack {
+ public:
+  // Formats a pool of `pool_size` ("1G") and starts mapserver; Ok() tells if it worked.
+  EngineStack(const std::string& bin_dir, const std::string& pool_size) : dir_("engine-bench") {
+    secret_ = dir_ / "secret";
+    sock_ = dir_ / "ms.sock";
+    FILE* f = std::fopen(secret_.c_str(), "w");
     std::fputs("bench secret\n", f);
     std::fclose(f);
-    ::chmod(secret.c_str(), 0600);
-    FILE* c = std::fopen((dir / "tapmap.conf").c_str(), "w");
+    ::chmod(secret_.c_str(), 0600);
+    FILE* c = std::fopen((dir_ / "tapmap.conf").c_str(), "w");
     std::fclose(c);
+    std::string out;
+    if (testing::RunCommand({bin_dir + "/mapserver", "format", "--pool", dir_ / "pool", "--meta", dir_ / "meta",
+                             "--size", pool_size, "--config", dir_ / "tapmap.conf"}, &out) != 0) {
+      status_ = Status::Internal("mapserver format failed: " + out);
+      return;
+    }
+    server_ = std::make_unique<testing::ChildProcess>(
+        std::vector<std::string>{bin_dir + "/mapserver", "serve", "--pool", dir_ / "pool", "--meta", dir_ / "meta",
+                                 "--listen", "unix:" + sock_, "--secret-file", secret_, "--config",
+                                 dir_ / "tapmap.conf"},
+        dir_ / "mapserver.log");
+    testing::WaitForPath(sock_, std::chrono::seconds(30));
+    engine::EngineOptions eo;
+    eo.server = "unix:" + sock_;
+    eo.host = "bench";
+    eo.secret_file = secret_;
+    eo.pool_path = dir_ / "pool";
+    eo.cache_size_bytes = 256ull << 20;
+    auto made = engine::Engine::Create(runner_.io(), eo, Logger("engine", LogLevel::kWarning));
+    if (!made.ok()) {
+      status_ = made.status();
+      return;
+    }
+    engine_ = std::move(*made);
   }
-  std::string out;
-  if (testing::RunCommand({bin_dir + "/mapserver", "format", "--pool", dir / "pool", "--meta", dir / "meta",
-                           "--size", "256M", "--config", dir / "tapmap.conf"}, &out) != 0) {
-    std::fprintf(stderr, "mapserver format failed: %s\n", out.c_str());
-    return 1;
+  ~EngineStack() {
+    if (engine_) {
+      Sync<bool> down;
+      engine_->Shutdown([&]() { down.Set(true); });
+      down.Wait();
+      engine_.reset();
+    }
   }
-  testing::ChildProcess server({bin_dir + "/mapserver", "serve", "--pool", dir / "pool", "--meta", dir / "meta",
-                                "--listen", "unix:" + sock, "--secret-file", secret, "--config", dir / "tapmap.conf"},
-                               dir / "mapserver.log");
-  testing::WaitForPath(sock, std::chrono::seconds(30));
-  constexpr uint64_t kSpan = 64ull << 20;
-  {
+  const Status& status() const { return status_; }
+  const std::string& dir() const { return dir_.path(); }
+  engine::Engine& engine() { return *engine_; }
+
+  // Runs `session` requests on a fresh connection (volume set-up).
+  Status Admin(const std::function<void(mapserver::Connection&, kj::WaitScope&)>& fn) {
     auto kio = kj::setupAsyncIo();
-    auto addr = mapserver::ParseServerAddress("unix:" + sock);
+    auto addr = mapserver::ParseServerAddress("unix:" + sock_);
     Result<kj::Own<mapserver::Connection>> conn = Status::Unavailable("not yet");
     for (int i = 0; i < 300 && !conn.ok(); i++) {
-      conn = mapserver::Connection::ConnectBlocking(kio, *addr, "bench", "bench secret");
+      conn = mapserver::Connection::ConnectBlocking(kio, *addr, "bench-admin", "bench secret");
       if (!conn.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    if (!conn.ok()) {
-      std::fprintf(stderr, "%s\n", conn.status().ToString().c_str());
-      return 1;
-    }
-    auto req = (*conn)->session().createRequest();
-    req.setName("bench");
-    req.setSizeBytes(kSpan);
-    Status st = mapserver::RunCatching([&] { req.send().wait(kio.waitScope); });
-    if (!st.ok()) {
-      std::fprintf(stderr, "create: %s\n", st.ToString().c_str());
-      return 1;
-    }
+    if (!conn.ok()) return conn.status();
+    return mapserver::RunCatching([&] { fn(**conn, kio.waitScope); });
   }
-  IoRunner runner;
-  engine::EngineOptions eo;
-  eo.server = "unix:" + sock;
-  eo.host = "bench";
-  eo.secret_file = secret;
-  eo.pool_path = dir / "pool";
-  eo.cache_size_bytes = 256ull << 20;
-  auto made = engine::Engine::Create(runner.io(), eo, Logger("engine", LogLevel::kWarning));
-  if (!made.ok()) {
-    std::fprintf(stderr, "%s\n", made.status().ToString().c_str());
+
+  Result<std::shared_ptr<engine::BlockDevice>> Open(const std::string& name) {
+    Sync<Result<std::shared_ptr<engine::BlockDevice>>> opened;
+    engine_->Open(name, false, [&](Result<std::shared_ptr<engine::BlockDevice>> r) { opened.Set(std::move(r)); });
+    return opened.Wait();
+  }
+
+ private:
+  testing::TempDir dir_;
+  std::string secret_, sock_;
+  Status status_;
+  std::unique_ptr<testing::ChildProcess> server_;
+  IoRunner runner_;
+  std::unique_ptr<engine::Engine> engine_;
+};
+
+int BenchVolume(const Settings& s, const std::string& bin_dir) {
+  EngineStack stack(bin_dir, "256M");
+  if (!stack.status().ok()) {
+    std::fprintf(stderr, "%s\n", stack.status().ToString().c_str());
     return 1;
   }
-  std::unique_ptr<engine::Engine> eng = std::move(*made);
-  Sync<Result<std::shared_ptr<engine::BlockDevice>>> opened;
-  eng->Open("bench", false, [&](Result<std::shared_ptr<engine::BlockDevice>> r) { opened.Set(std::move(r)); });
-  auto dev = opened.Wait();
+  constexpr uint64_t kSpan = 64ull << 20;
+  Status created = stack.Admin([&](mapserver::Connection& conn, kj::WaitScope& ws) {
+    auto req = conn.session().createRequest();
+    req.setName("bench");
+    req.setSizeBytes(kSpan);
+    req.send().wait(ws);
+  });
+  if (!created.ok()) {
+    std::fprintf(stderr, "create: %s\n", created.ToString().c_str());
+    return 1;
+  }
+  auto dev = stack.Open("bench");
   if (!dev.ok()) {
     std::fprintf(stderr, "%s\n", dev.status().ToString().c_str());
     return 1;
@@ -333,34 +378,156 @@ int BenchVolume(const Settings& s, const std::string& bin_dir) {
   (*dev)->Flush([&](Status st) { f.Set(st); });
   if (!f.Wait().ok()) return 1;
   DeviceReads(**dev, kSpan, 1 << 20, 4, 0.5, true);  // warm: every block cached
-  uint64_t pool_reads_before = eng->Stats().host.pool_read_ops;
+  uint64_t pool_reads_before = stack.engine().Stats().host.pool_read_ops;
   double iops = DeviceReads(**dev, kSpan, 4096, s.depth, s.seconds, false);
   double seq = DeviceReads(**dev, kSpan, 1 << 20, 4, s.seconds, true);
-  uint64_t pool_reads = eng->Stats().host.pool_read_ops - pool_reads_before;
+  uint64_t pool_reads = stack.engine().Stats().host.pool_read_ops - pool_reads_before;
   std::printf("engine_cached_randread_4k_qd%u %.0f IOPS\n", s.depth, iops);
   std::printf("engine_cached_seqread_1m_qd4 %.0f MiB/s\n", seq);
   std::printf("engine_cached_pool_reads_during_timed_runs %llu (expect 0)\n",
               static_cast<unsigned long long>(pool_reads));
-  dev->reset();
-  Sync<bool> down;
-  eng->Shutdown([&]() { down.Set(true); });
-  down.Wait();
-  eng.reset();
   return 0;
+}
+
+// Writes `total` bytes sequentially in 1 MiB pieces, `depth` in flight, through
+// `write_at`, then `sync_all`; returns MiB/s including the sync.
+double SequentialWrites(uint64_t total, unsigned depth,
+                        const std::function<void(uint64_t, std::span<const uint8_t>, std::function<void(Status)>)>& write_at,
+                        const std::function<Status()>& sync_all) {
+  constexpr size_t kPiece = 1 << 20;
+  AlignedBuffer data(kPiece);
+  std::memset(data.data(), 0xa5, kPiece);
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t next = 0;
+  unsigned running = depth;
+  std::atomic<uint64_t> errors{0};
+  std::function<void()> issue = [&] {
+    uint64_t off;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (next >= total) {
+        if (--running == 0) cv.notify_all();
+        return;
+      }
+      off = next;
+      next += kPiece;
+    }
+    write_at(off, data.span(), [&](Status st) {
+      if (!st.ok()) errors++;
+      issue();
+    });
+  };
+  auto start = Clock::now();
+  for (unsigned i = 0; i < depth; i++) issue();
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return running == 0; });
+  }
+  Status synced = sync_all();
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  if (errors || !synced.ok()) {
+    std::fprintf(stderr, "warning: %llu write errors, sync: %s\n", static_cast<unsigned long long>(errors.load()),
+                 synced.ToString().c_str());
+    return 0;
+  }
+  return total / elapsed / (1 << 20);
+}
+
+// Sequential 1 MiB writes into a fresh clone through the engine (no NBD) vs the same
+// writes with O_DIRECT to a file in the same directory, as bench/nbd/seq_write.sh does
+// through NBD: this separates the engine's cost from the NBD transport's.
+int BenchWrite(const Settings& s, const std::string& bin_dir) {
+  const uint64_t total = s.file_bytes;
+  EngineStack stack(bin_dir, std::to_string((total >> 20) * 2 + 256) + "M");
+  if (!stack.status().ok()) {
+    std::fprintf(stderr, "%s\n", stack.status().ToString().c_str());
+    return 1;
+  }
+  Status made = stack.Admin([&](mapserver::Connection& conn, kj::WaitScope& ws) {
+    auto create = conn.session().createRequest();
+    create.setName("base");
+    create.setSizeBytes(total);
+    create.send().wait(ws);
+    auto snap = conn.session().snapshotRequest();
+    snap.setSource("base");
+    snap.setName("base-v1");
+    snap.send().wait(ws);
+    auto clone = conn.session().cloneRequest();
+    clone.setSource("base-v1");
+    clone.setName("fresh");
+    clone.send().wait(ws);
+  });
+  if (!made.ok()) {
+    std::fprintf(stderr, "set-up: %s\n", made.ToString().c_str());
+    return 1;
+  }
+  auto dev = stack.Open("fresh");
+  if (!dev.ok()) {
+    std::fprintf(stderr, "%s\n", dev.status().ToString().c_str());
+    return 1;
+  }
+  double engine_mibs = SequentialWrites(
+      total, s.depth,
+      [&](uint64_t off, std::span<const uint8_t> d, std::function<void(Status)> done) {
+        (*dev)->Write(off, d, false, std::move(done));
+      },
+      [&] {
+        Sync<Status> f;
+        (*dev)->Flush([&](Status st) { f.Set(st); });
+        return f.Wait();
+      });
+  auto counters = stack.engine().Stats().host;
+
+  // Raw: the same writes, O_DIRECT, on as many threads as the depth.
+  std::string raw_path = stack.dir() + "/raw-target";
+  int fd = ::open(raw_path.c_str(), O_CREAT | O_RDWR | O_DIRECT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    std::perror(raw_path.c_str());
+    return 1;
+  }
+  double raw_mibs;
+  {
+    IoRunner runner;
+    boost::asio::thread_pool writers(s.depth);
+    raw_mibs = SequentialWrites(
+        total, s.depth,
+        [&](uint64_t off, std::span<const uint8_t> d, std::function<void(Status)> done) {
+          boost::asio::post(writers, [fd, off, d, done = std::move(done)] {
+            ssize_t n = ::pwrite(fd, d.data(), d.size(), static_cast<off_t>(off));
+            done(n == static_cast<ssize_t>(d.size()) ? Status::Ok() : Status::FromErrno("pwrite", errno));
+          });
+        },
+        [&] { return ::fdatasync(fd) == 0 ? Status::Ok() : Status::FromErrno("fdatasync", errno); });
+    writers.join();
+  }
+  ::close(fd);
+  std::printf("engine_seqwrite_fresh_clone_1m_qd%u %.0f MiB/s\n", s.depth, engine_mibs);
+  std::printf("raw_odirect_seqwrite_1m_qd%u %.0f MiB/s\n", s.depth, raw_mibs);
+  std::printf("engine_vs_raw_seqwrite_ratio %.2f x\n", raw_mibs > 0 ? engine_mibs / raw_mibs : 0.0);
+  std::printf("engine_seqwrite_pool_write_ops %llu (%.1f KiB each), commits %llu\n",
+              static_cast<unsigned long long>(counters.pool_write_ops),
+              counters.pool_write_ops ? counters.pool_bytes_written / 1024.0 / counters.pool_write_ops : 0.0,
+              static_cast<unsigned long long>(counters.commits));
+  return engine_mibs > 0 && raw_mibs > 0 ? 0 : 1;
 }
 
 int Main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: engine_bench pool|cache|volume|all [--dir DIR] [--seconds N] [--depth N] [--threads N]\n");
+    std::fprintf(stderr, "usage: engine_bench pool|cache|volume|write|all [--dir DIR] [--seconds N] [--depth N] [--threads N] [--mib N]\n");
     return 2;
   }
   std::string mode = argv[1];
   Settings s;
+  bool depth_given = false;
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--dir") s.dir = value;
     else if (flag == "--seconds") s.seconds = std::stod(value);
-    else if (flag == "--depth") s.depth = static_cast<unsigned>(std::stoul(value));
+    else if (flag == "--depth") {
+      s.depth = static_cast<unsigned>(std::stoul(value));
+      depth_given = true;
+    } else if (flag == "--mib") s.file_bytes = std::stoull(value) << 20;
     else if (flag == "--threads") s.threads = static_cast<unsigned>(std::stoul(value));
     else {
       std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
@@ -370,12 +537,14 @@ int Main(int argc, char** argv) {
   int rc = 0;
   if (mode == "pool" || mode == "all") rc |= BenchPool(s);
   if (mode == "cache" || mode == "all") rc |= BenchCache(s);
-  if (mode == "volume" || mode == "all") {
-    // mapserver is built next to this program.
-    std::string self = std::filesystem::read_symlink("/proc/self/exe").parent_path().string();
-    rc |= BenchVolume(s, self);
+  // mapserver is built next to this program.
+  const std::string bin_dir = std::filesystem::read_symlink("/proc/self/exe").parent_path().string();
+  if (mode == "volume" || mode == "all") rc |= BenchVolume(s, bin_dir);
+  if (mode == "write" || mode == "all") {
+    if (s.depth == 32 && !depth_given) s.depth = 8;
+    rc |= BenchWrite(s, bin_dir);
   }
-  if (mode != "pool" && mode != "cache" && mode != "volume" && mode != "all") {
+  if (mode != "pool" && mode != "cache" && mode != "volume" && mode != "write" && mode != "all") {
     std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
     return 2;
   }

@@ -92,6 +92,11 @@ class BackRingImpl : public BackRing {
     return notify != 0;
   }
 
+  Indices indices() const override {
+    const volatile auto* s = ring_.sring;
+    return Indices{s->req_prod, s->req_event, s->rsp_prod, s->rsp_event, ring_.req_cons, ring_.rsp_prod_pvt};
+  }
+
  private:
   static RingRequest Decode(const typename T::Request& raw) {
     RingRequest r;

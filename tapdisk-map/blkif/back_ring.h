@@ -62,6 +62,14 @@ class BackRing {
   virtual void PutResponse(uint64_t id, uint8_t operation, int16_t status) = 0;
   // Publishes the responses written so far; true if the guest must be notified.
   virtual bool PushResponses() = 0;
+
+  // The ring's indices now: the shared ones as the guest left them, and ours. For
+  // diagnostics of a stalled ring (tapmap vbd list); call on the ring's strand.
+  struct Indices {
+    uint32_t req_prod = 0, req_event = 0, rsp_prod = 0, rsp_event = 0;  // shared page
+    uint32_t req_cons = 0, rsp_prod_pvt = 0;                            // private
+  };
+  virtual Indices indices() const = 0;
 };
 
 }  // namespace tapmap::blkif

@@ -63,6 +63,15 @@ struct AttachSpec {
   uint32_t sector_size = 512;  // logical sector size announced to the guest: 512 or 4096
 };
 
+// One connected queue (ring) of a vbd: totals and the ring's indices, which tell
+// at a glance whether a stalled guest is waiting on us or we on it.
+struct QueueStatus {
+  uint64_t requests = 0, rejected = 0, notifications = 0, wakeups = 0;
+  uint32_t in_flight = 0;
+  uint32_t req_prod = 0, req_cons = 0, req_event = 0;      // requests: guest's, ours, guest's wake-up mark
+  uint32_t rsp_prod = 0, rsp_prod_pvt = 0, rsp_event = 0;  // responses: published, written, guest's mark
+};
+
 // What vbd-list / vbd-attach report (the `Vbd` object of control/PROTOCOL.md).
 struct VbdInfo {
   VbdKey key;
@@ -73,6 +82,7 @@ struct VbdInfo {
   bool paused = false;
   uint32_t rings = 0;        // queues connected
   std::string protocol;      // "native", "x86_32-abi", "x86_64-abi" once connected; else ""
+  std::vector<QueueStatus> queues;  // one per connected ring
 };
 
 // Tunables (defaults are what the daemon uses).

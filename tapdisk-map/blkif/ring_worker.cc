@@ -121,7 +121,7 @@ void RingWorker::ArmWait() {
 void RingWorker::OnEvent() {
   auto pending = channel_->ConsumePending();
   if (!pending.ok()) logger_.Warnf("event channel: %s", pending.status().ToString().c_str());
-  ++counters_.wakeups;
+  Bump(counters_.wakeups);
   ArmWait();
   Process();
 }
@@ -137,7 +137,7 @@ void RingWorker::Process() {
   }
   config_.limits.sectors = device_->size_bytes() >> kSectorShift;
   for (const RingRequest& r : batch_) {
-    ++counters_.requests;
+    Bump(counters_.requests);
     auto verdict = ValidateRequest(r, config_.limits, [this](std::span<const grant_ref_t> refs, std::span<uint8_t> dest) {
       return transfer_->FetchPages(refs, dest);
     });
@@ -159,6 +159,34 @@ void RingWorker::Process() {
     process_posted_ = true;
     asio::post(strand_, [self = shared_from_this()] { self->Process(); });
   }
+  NoteIndices();
+}
+
+RingWorker::Counters RingWorker::counters() const {
+  constexpr auto r = std::memory_order_relaxed;
+  Counters c;
+  c.requests = counters_.requests.load(r);
+  c.rejected = counters_.rejected.load(r);
+  c.notifications = counters_.notifications.load(r);
+  c.wakeups = counters_.wakeups.load(r);
+  c.in_flight = counters_.in_flight.load(r);
+  c.indices = BackRing::Indices{counters_.req_prod.load(r), counters_.req_event.load(r),
+                                counters_.rsp_prod.load(r), counters_.rsp_event.load(r),
+                                counters_.req_cons.load(r), counters_.rsp_prod_pvt.load(r)};
+  return c;
+}
+
+void RingWorker::NoteIndices() {
+  if (!ring_) return;
+  constexpr auto r = std::memory_order_relaxed;
+  BackRing::Indices i = ring_->indices();
+  counters_.req_prod.store(i.req_prod, r);
+  counters_.req_event.store(i.req_event, r);
+  counters_.rsp_prod.store(i.rsp_prod, r);
+  counters_.rsp_event.store(i.rsp_event, r);
+  counters_.req_cons.store(i.req_cons, r);
+  counters_.rsp_prod_pvt.store(i.rsp_prod_pvt, r);
+  counters_.in_flight.store(in_flight_, r);
 }
 
 void RingWorker::Execute(BlkifIo io) {
@@ -226,7 +254,7 @@ void RingWorker::Complete(const std::shared_ptr<InFlight>& req, Status status) {
 }
 
 void RingWorker::Reject(const Rejection& r) {
-  ++counters_.rejected;
+  Bump(counters_.rejected);
   uint64_t suppressed = 0;
   if (reject_limiter_->Allow(&suppressed)) {
     logger_.Warnf("rejected request id=%llu op=%u: %s (%llu similar messages suppressed)",
@@ -252,10 +280,11 @@ void RingWorker::Push() {
   push_posted_ = false;
   if (!ring_) return;
   if (ring_->PushResponses()) {
-    ++counters_.notifications;
+    Bump(counters_.notifications);
     Status s = channel_->Notify();
     if (!s.ok()) logger_.Warnf("notify: %s", s.ToString().c_str());
   }
+  NoteIndices();
   // Responses free slots: requests the guest queued meanwhile may now be taken.
   if (!process_posted_ && !paused_ && !stopping_ && !broken_) {
     process_posted_ = true;

@@ -12,6 +12,8 @@
 // be called from any thread and post to it. Callbacks are posted to `io`.
 #pragma once
 
+#include <atomic>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/strand.hpp>
@@ -66,9 +68,12 @@ class RingWorker : public std::enable_shared_from_this<RingWorker> {
 
   struct Counters {
     uint64_t requests = 0, rejected = 0, notifications = 0, wakeups = 0;
+    uint32_t in_flight = 0;
+    BackRing::Indices indices;  // as of the ring's last activity
   };
-  // Approximate (read without synchronisation with the strand); for stats only.
-  Counters counters() const { return counters_; }
+  // A snapshot, safe from any thread (each field is read atomically; together they
+  // may be a moment apart). For stats and diagnostics.
+  Counters counters() const;
 
  private:
   struct InFlight;
@@ -115,7 +120,16 @@ class RingWorker : public std::enable_shared_from_this<RingWorker> {
   bool push_posted_ = false;
   std::vector<std::function<void()>> drained_waiters_;
   std::function<void()> stop_done_;
-  Counters counters_;
+
+  // Written on the strand, read by counters() from anywhere.
+  struct AtomicCounters {
+    std::atomic<uint64_t> requests{0}, rejected{0}, notifications{0}, wakeups{0};
+    std::atomic<uint32_t> in_flight{0};
+    std::atomic<uint32_t> req_prod{0}, req_event{0}, rsp_prod{0}, rsp_event{0}, req_cons{0}, rsp_prod_pvt{0};
+  };
+  void Bump(std::atomic<uint64_t>& counter) { counter.fetch_add(1, std::memory_order_relaxed); }
+  void NoteIndices();  // strand
+  AtomicCounters counters_;
 };
 
 }  // namespace tapmap::blkif

@@ -435,6 +435,12 @@ VbdInfo Vbd::Info() const {
   info.paused = paused_;
   info.rings = static_cast<uint32_t>(rings_.size());
   info.protocol = protocol_;
+  for (const auto& ring : rings_) {
+    RingWorker::Counters c = ring->counters();
+    info.queues.push_back(QueueStatus{c.requests, c.rejected, c.notifications, c.wakeups, c.in_flight,
+                                      c.indices.req_prod, c.indices.req_cons, c.indices.req_event,
+                                      c.indices.rsp_prod, c.indices.rsp_prod_pvt, c.indices.rsp_event});
+  }
   return info;
 }
 

@@ -35,6 +35,20 @@ Result<blkif::VbdKey> ParseVbdKey(const json& request) {
 }
 
 json VbdToJson(const blkif::VbdInfo& info) {
+  json queues = json::array();
+  for (const blkif::QueueStatus& q : info.queues) {
+    queues.push_back(json{{"requests", q.requests},
+                          {"rejected", q.rejected},
+                          {"notifications", q.notifications},
+                          {"wakeups", q.wakeups},
+                          {"in_flight", q.in_flight},
+                          {"req_prod", q.req_prod},
+                          {"req_cons", q.req_cons},
+                          {"req_event", q.req_event},
+                          {"rsp_prod", q.rsp_prod},
+                          {"rsp_prod_pvt", q.rsp_prod_pvt},
+                          {"rsp_event", q.rsp_event}});
+  }
   return json{{"domid", info.key.domid},
               {"devid", info.key.devid},
               {"layout", blkif::LayoutName(info.key.layout)},
@@ -44,7 +58,8 @@ json VbdToJson(const blkif::VbdInfo& info) {
               {"state", info.state},
               {"paused", info.paused},
               {"rings", info.rings},
-              {"protocol", info.protocol}};
+              {"protocol", info.protocol},
+              {"queues", std::move(queues)}};
 }
 
 std::function<void(const std::string&, const json&, JsonReply)> MakeVbdHandler(blkif::BackendManager& manager) {

@@ -83,6 +83,12 @@ TEST_CASE("blkif handshake: xl 4.17 disk creation, I/O, removal") {
   CHECK(list[0].state == "connected");
   CHECK(list[0].rings == 2);
   CHECK(list[0].protocol == "x86_64-abi");
+  // Per-queue diagnostics: each request was taken on its own queue (counted before
+  // it is answered, so this does not depend on timing).
+  REQUIRE(list[0].queues.size() == 2);
+  CHECK(list[0].queues[0].requests == 1);
+  CHECK(list[0].queues[1].requests == 1);
+  CHECK(list[0].queues[0].rejected + list[0].queues[1].rejected == 0);
 
   // xl block-detach / domain shutdown: libxl writes online=0, state=Closing.
   REQUIRE(rig.XlRemoveDisk(kDom, kDev).ok());

@@ -41,6 +41,10 @@ CFG
   done
   if xl list "$name" >/dev/null 2>&1; then
     echo "lab: guest $name timed out after ${timeout}s -> xl destroy"
+    # While it still hangs: the rings as the backend sees them, and the guest's console.
+    command -v tapmap >/dev/null && tapmap vbd list --json 2>&1 | jq -c '.vbds[]' 2>/dev/null \
+      | head -c 3000 | sed 's/^/LABLOG vbd: /'
+    tail -c +"$off" "$log" 2>/dev/null | tr -d '\r' | grep -av '^LABGUEST' | tail -n 25 | sed "s/^/LABLOG [$name console] /"
     xl destroy "$name" 2>/dev/null
   fi
   tail -c +"$off" "$log" 2>/dev/null | tr -d '\r' | grep -a '^LABGUEST' > "$LAB/$name.out"
