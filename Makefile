@@ -8,13 +8,16 @@ ASAN_BUILD ?= build-asan
 JOBS     ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-# Exactly what build, tests, demo and benchmarks need (Debian 12 package names).
+# Exactly what build, tests, demo, benchmarks and the Xen lab need (Debian 12 package
+# names; the last line is the lab's: real Xen 4.17 and a Debian kernel under QEMU).
 DEPS := build-essential cmake pkg-config clang clang-format libclang-rt-14-dev \
         libxen-dev xen-utils-4.17 xenstore-utils \
         capnproto libcapnp-dev catch2 libboost-dev libboost-system-dev \
         liblmdb-dev lmdb-utils liburing-dev libssl-dev nlohmann-json3-dev \
         qemu-utils qemu-block-extra libnbd-bin nbdkit fio \
-        python3 systemd util-linux procps
+        python3 systemd util-linux procps \
+        qemu-system-x86 xen-hypervisor-4.17-amd64 linux-image-amd64 busybox-static \
+        debootstrap cpio e2fsprogs
 
 .PHONY: all deps configure test unit-test asan demo bench install clean format fuzz lab
 

@@ -1,6 +1,6 @@
 // mapserver: the tapmap file server.
 //
-//   mapserver format --pool PATH --meta DIR --size SIZE [--block-size 64K] [--force]
+//   mapserver format --pool PATH --meta DIR --size SIZE [--block-size 64K] [--force] [--preallocate]
 //   mapserver serve  --pool PATH --meta DIR [--listen ADDR] [--secret-file F]
 //   mapserver fsck   --pool PATH --meta DIR
 //
@@ -37,7 +37,7 @@ const char* kUsage =
     "\n"
     "commands:\n"
     "  format   create a pool: write its superblock and empty metadata\n"
-    "           (--pool, --meta, --size; --block-size, --force)\n"
+    "           (--pool, --meta, --size; --block-size, --force, --preallocate)\n"
     "  serve    serve the mapping protocol (--pool, --meta; --listen, --secret-file)\n"
     "  fsck     check the metadata's consistency (--pool, --meta); exit 0 if clean\n"
     "\n"
@@ -51,6 +51,7 @@ std::vector<OptionSpec> Specs() {
       {"size", "", "format: pool size, e.g. 100G (default for a device: its size)"},
       {"block-size", "64K", "format: pool block size, 4K..1M, power of two"},
       {"force", "", "format: overwrite an existing pool superblock and metadata", true},
+      {"preallocate", "", "format: reserve a pool file's space in the host filesystem (not sparse)", true},
       {"listen", std::string(kDefaultServerAddress), "serve: unix:PATH or tcp:HOST:PORT"},
       {"secret-file", std::string(kDefaultSecretFile), "serve: shared secret of the hosts"},
       {"recall-timeout", "10", "serve: seconds an opener has to answer a recall"},
@@ -81,6 +82,7 @@ int Format(const Options& options) {
   FormatOptions fo;
   fo.path = options.Get("pool");
   fo.force = options.GetBool("force");
+  fo.preallocate = options.GetBool("preallocate");
   if (options.Has("size")) {
     auto size = options.GetSize("size");
     if (!size.ok()) return Fail(size.status());

@@ -94,6 +94,14 @@ Result<Superblock> FormatPool(const FormatOptions& options) {
   if (!is_block && ::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
     return Status::FromErrno("resize pool file " + path, errno);
   }
+  if (!is_block && options.preallocate) {
+    int err = ::posix_fallocate(fd.get(), 0, static_cast<off_t>(size));  // returns the error
+    if (err == ENOSPC) return Status::NoSpace("no room to preallocate " + FormatSize(size) + " for " + path);
+    if (err == EOPNOTSUPP || err == EINVAL) {
+      return Status::NotSupported("the filesystem of " + path + " cannot preallocate; format without --preallocate");
+    }
+    if (err != 0) return Status::FromErrno("preallocate pool file " + path, err);
+  }
 
   Superblock sb;
   sb.block_size = options.block_size;

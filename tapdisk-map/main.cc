@@ -51,6 +51,7 @@ std::vector<OptionSpec> Specs() {
       {"xen", "auto", "serve Xen blkif rings: on, off, or auto (on when running in a Xen dom0)"},
       {"pool-io", "auto", "pool I/O back end: auto, io_uring or threads"},
       {"threads", "2", "I/O threads running the event loop"},
+      {"commit-interval-ms", "200", "longest a write waits before its map commit starts (0 = at once)"},
       {"log-level", "info", "debug, info, warning or error"},
   };
 }
@@ -141,6 +142,9 @@ int Run(int argc, char** argv) {
   if (pool_io == "io_uring") engine_options.pool_io = pool::PoolIoKind::kUring;
   else if (pool_io == "threads") engine_options.pool_io = pool::PoolIoKind::kThreads;
   else if (pool_io != "auto") return Fail(log, "--pool-io must be auto, io_uring or threads");
+  auto commit_interval = options.GetUint("commit-interval-ms");
+  if (!commit_interval.ok() || *commit_interval > 60000) return Fail(log, "--commit-interval-ms must be 0..60000");
+  engine_options.commit_interval = std::chrono::milliseconds(*commit_interval);
   auto threads = options.GetUint("threads");
   if (!threads.ok() || *threads == 0 || *threads > 64) return Fail(log, "--threads must be 1..64");
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test and ends with one summary line a person can read at a glance:
 #   1) all tests except those labelled "slow" on the optimised build,
-#   2) the "unit" tests again on the ASan+UBSan build.
+#   2) the "unit" tests again on the ASan+UBSan build,
+#   3) the Xen lab's short suite (or a SKIPPED line saying why it cannot run here).
 # Usage: tests/run_all.sh BUILD_DIR ASAN_BUILD_DIR
 set -u
 build=${1:-build}
@@ -23,17 +24,36 @@ echo "== unit tests on $asan (ASan+UBSan) =="
 ctest --test-dir "$asan" -L unit --output-on-failure -j"$jobs" --timeout 600 2>&1 | tee "$log2"
 rc2=${PIPESTATUS[0]}
 
-# The Xen lab (real Xen under QEMU) is not part of this run yet: its tapmap cases do not
-# pass on real Xen so far (the guest's first read stalls). Run it with `make lab`.
-echo "== Xen lab =="
-echo "SKIPPED: Xen lab: not in make test until its tapmap cases pass on real Xen; run 'make lab'"
+# 3) The Xen lab's short suite: real Xen 4.17 under QEMU, real blkfront guests served
+# by tapdisk-map (tests/lab). Each case counts as one test. A lab that did not get to
+# its end at all (a hung emulator or dom0: the lab is known to glitch) is run once more
+# and says so; a case that fails twice is a failure.
+echo "== Xen lab (short suite) =="
+lab_passed=0 lab_failed=0 rc3=0
+lab_results="$build/lab-results"
+run_lab() { rm -rf "$lab_results"; tests/lab/run_lab.sh "$build" --short --results "$lab_results"; }
+run_lab; rc3=$?
+if [ "$rc3" -eq 1 ] && { [ ! -s "$lab_results/cases.txt" ] ||
+                         ! tr -d '\r' < "$lab_results/serial.log" | grep -aq '=== LAB LAB DONE'; }; then
+  echo "lab: the lab did not finish; running it once more (reported as a retry)"
+  run_lab; rc3=$?
+fi
+if [ "$rc3" -ne 77 ]; then
+  lab_passed=$(awk '$2=="PASS"||$2=="RETRIED"' "$lab_results/cases.txt" 2>/dev/null | wc -l)
+  lab_failed=$(awk '$2=="FAIL"' "$lab_results/cases.txt" 2>/dev/null | wc -l)
+  if [ "$rc3" -ne 0 ] && [ "$lab_failed" -eq 0 ]; then lab_failed=1; fi  # did not finish
+else
+  rc3=0  # SKIPPED (the line above says why)
+fi
 
 read -r f1 t1 <<<"$(summary "$log1")"
 read -r f2 t2 <<<"$(summary "$log2")"
 f1=${f1:-0} t1=${t1:-0} f2=${f2:-0} t2=${t2:-0}
-failed=$((f1 + f2))
-passed=$((t1 - f1 + t2 - f2))
+failed=$((f1 + f2 + lab_failed))
+passed=$((t1 - f1 + t2 - f2 + lab_passed))
 echo
-echo "optimised build: $((t1 - f1))/$t1 passed; ASan+UBSan build: $((t2 - f2))/$t2 passed"
+echo "optimised build: $((t1 - f1))/$t1 passed; ASan+UBSan build: $((t2 - f2))/$t2 passed;" \
+     "Xen lab: $lab_passed/$((lab_passed + lab_failed)) cases passed"
+[ -f "$lab_results/summary.txt" ] && cat "$lab_results/summary.txt"
 echo "tests: $passed passed, $failed failed"
-if [ "$rc1" -ne 0 ] || [ "$rc2" -ne 0 ] || [ "$t1" -eq 0 ]; then exit 1; fi
+if [ "$rc1" -ne 0 ] || [ "$rc2" -ne 0 ] || [ "$rc3" -ne 0 ] || [ "$t1" -eq 0 ]; then exit 1; fi

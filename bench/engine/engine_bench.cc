@@ -272,7 +272,8 @@ double DeviceReads(engine::BlockDevice& dev, uint64_t span, uint64_t size, unsig
 class EngineStack {
  public:
   // Formats a pool of `pool_size` ("1G") and starts mapserver; Ok() tells if it worked.
-  EngineStack(const std::string& bin_dir, const std::string& pool_size) : dir_("engine-bench") {
+  EngineStack(const std::string& bin_dir, const std::string& pool_size, bool preallocate = false)
+      : dir_("engine-bench") {
     secret_ = dir_ / "secret";
     sock_ = dir_ / "ms.sock";
     FILE* f = std::fopen(secret_.c_str(), "w");
@@ -282,8 +283,10 @@ class EngineStack {
     FILE* c = std::fopen((dir_ / "tapmap.conf").c_str(), "w");
     std::fclose(c);
     std::string out;
-    if (testing::RunCommand({bin_dir + "/mapserver", "format", "--pool", dir_ / "pool", "--meta", dir_ / "meta",
-                             "--size", pool_size, "--config", dir_ / "tapmap.conf"}, &out) != 0) {
+    std::vector<std::string> format = {bin_dir + "/mapserver", "format", "--pool", dir_ / "pool", "--meta",
+                                       dir_ / "meta", "--size", pool_size, "--config", dir_ / "tapmap.conf"};
+    if (preallocate) format.push_back("--preallocate");
+    if (testing::RunCommand(format, &out) != 0) {
       status_ = Status::Internal("mapserver format failed: " + out);
       return;
     }
@@ -439,7 +442,7 @@ double SequentialWrites(uint64_t total, unsigned depth,
 // through NBD: this separates the engine's cost from the NBD transport's.
 int BenchWrite(const Settings& s, const std::string& bin_dir) {
   const uint64_t total = s.file_bytes;
-  EngineStack stack(bin_dir, std::to_string((total >> 20) * 2 + 256) + "M");
+  EngineStack stack(bin_dir, std::to_string((total >> 20) * 2 + 256) + "M", /*preallocate=*/true);
   if (!stack.status().ok()) {
     std::fprintf(stderr, "%s\n", stack.status().ToString().c_str());
     return 1;
@@ -482,7 +485,7 @@ int BenchWrite(const Settings& s, const std::string& bin_dir) {
   // Raw: the same writes, O_DIRECT, on as many threads as the depth.
   std::string raw_path = stack.dir() + "/raw-target";
   int fd = ::open(raw_path.c_str(), O_CREAT | O_RDWR | O_DIRECT | O_CLOEXEC, 0600);
-  if (fd < 0) {
+  if (fd < 0 || ::posix_fallocate(fd, 0, static_cast<off_t>(total)) != 0) {  // preallocated, as the pool
     std::perror(raw_path.c_str());
     return 1;
   }

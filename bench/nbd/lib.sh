@@ -22,10 +22,10 @@ wait_for() { for _ in $(seq 1 600); do [ -S "$1" ] && return 0; sleep 0.1; done;
 url() { echo "nbd+unix:///$1?socket=$bench_work/nbd.sock"; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
-# start_stack POOL_SIZE CACHE_SIZE
+# start_stack POOL_SIZE CACHE_SIZE [FORMAT_FLAGS...]
 start_stack() {
   "$bin/mapserver" format --config "$bench_work/tapmap.conf" --pool "$bench_work/pool" --meta "$bench_work/meta" \
-    --size "$1" --block-size 64K >/dev/null
+    --size "$1" --block-size 64K "${@:3}" >/dev/null
   "$bin/mapserver" serve --config "$bench_work/tapmap.conf" --pool "$bench_work/pool" --meta "$bench_work/meta" \
     --listen "unix:$bench_work/ms.sock" --secret-file "$bench_work/secret" >>"$bench_work/mapserver.log" 2>&1 &
   bench_pids+=("$!")

@@ -102,6 +102,7 @@ void Engine::Open(const std::string& name, bool read_only, OpenDone done) {
     ctx.map_readahead_bytes = options_.map_readahead_bytes;
     ctx.max_pinned_bytes = options_.max_pinned_bytes;
     ctx.unavailable_timeout = options_.unavailable_timeout;
+    ctx.commit_interval = options_.commit_interval;
     ctx.log = log_;
     auto volume = std::make_shared<Volume>(ctx, name, read_only);
     client_->Open(name, read_only, volume, [this, volume, done](Result<MappingClient::OpenResult> r) {

@@ -44,6 +44,9 @@ struct EngineOptions {
   uint64_t cache_size_bytes = 0;               // data cache; 0 = DefaultCacheSize()
   pool::PoolIoKind pool_io = pool::PoolIoKind::kAuto;
   std::chrono::milliseconds unavailable_timeout{60000};  // I/O waits this long for the server
+  // Lazy group commit: a written block's map commit starts at the latest this much
+  // later (sooner on a flush or memory pressure); see VolumeContext.
+  std::chrono::milliseconds commit_interval{200};
   uint64_t map_readahead_bytes = 64ull << 20;  // map fetched around a miss
   // Bound on written-but-uncommitted data kept in memory; copy-on-write writes wait
   // beyond it. 0 = max(256 MiB, cache_size_bytes / 4).

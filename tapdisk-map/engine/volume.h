@@ -60,6 +60,9 @@ struct VolumeContext {
   // Copy-on-write writes wait while the host's pinned copies would exceed this
   // (0 = no bound); they fail with unavailable after unavailable_timeout.
   uint64_t max_pinned_bytes = 0;
+  // Longest a written block waits before its commit starts when nothing asks for one
+  // sooner (a flush, or pinned data past half of max_pinned_bytes). 0 = at once.
+  std::chrono::milliseconds commit_interval{200};
   std::chrono::milliseconds unavailable_timeout{60000};
   Logger log{"engine"};
 };
@@ -113,6 +116,13 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
     BlockData pinned;     // kPendingInPlace / re-prepare: the current content
     bool from_pinned = false;  // copy-on-write whose base is the pinned copy
     Extent target;        // where the data goes
+    BlockData content;    // what is written to target, once built
+  };
+  // Where a block's new bytes go inside it and which part of the write they are.
+  struct Segment {
+    size_t in_block;
+    size_t length;
+    std::span<const uint8_t> src;
   };
   struct WriteOp;
   struct ReadOp;
@@ -145,10 +155,21 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   void WriteLocked(std::shared_ptr<WriteOp> op);
   void PlanWrite(std::shared_ptr<WriteOp> op);
   void ExecuteWrite(std::shared_ptr<WriteOp> op);
+  Segment SegmentOf(const WriteOp& op, const BlockWrite& w) const;
+  // A whole new block: `base` (the old content, or null for zeros) with the segment
+  // written over it.
+  BlockData BuildBlock(const Segment& seg, const uint8_t* base) const;
+  // Writes the built blocks `run` (consecutive, contiguous in the pool) as one I/O.
+  void WriteRun(std::shared_ptr<WriteOp> op, std::vector<size_t> run);
   void WriteOneBlock(std::shared_ptr<WriteOp> op, size_t index);
+  // Records a block write's outcome: pending map, cache, the op's join.
+  void BlockStored(std::shared_ptr<WriteOp> op, size_t index, Status status);
   void BlockWritten(std::shared_ptr<WriteOp> op, Status status);
   void FinishWrite(std::shared_ptr<WriteOp> op);
 
+  // After a write: starts a commit cycle now if pinned data is past half its bound,
+  // else makes sure one starts within commit_interval.
+  void ScheduleCommit();
   void KickCommit();
   void RunCycle(uint64_t cycle, int attempt);
   void Reprepare(std::vector<uint64_t> blocks, std::function<void(Status)> done);
@@ -165,6 +186,8 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   RangeLock locks_;
   IoCounters counters_;
   boost::asio::steady_timer retry_timer_;
+  boost::asio::steady_timer commit_timer_;  // guarded by mu_
+  bool commit_timer_armed_ = false;         // guarded by mu_
 
   mutable std::mutex mu_;
   std::vector<std::shared_ptr<MapFetch>> fetches_;

@@ -20,13 +20,19 @@ inline constexpr size_t kDirectIoAlignment = 4096;
 
 class AlignedBuffer {
  public:
+  // Tag: the caller overwrites every byte at once, so skip the zero fill.
+  struct Uninitialized {};
+
   AlignedBuffer() = default;
   // `size` bytes rounded up to kDirectIoAlignment, zero-filled. Throws std::bad_alloc.
-  explicit AlignedBuffer(size_t size) : size_(RoundUp(size)) {
+  explicit AlignedBuffer(size_t size) : AlignedBuffer(size, Uninitialized{}) {
+    if (data_ != nullptr) std::memset(data_, 0, size_);
+  }
+  // The same without the zero fill: the content is indeterminate until written.
+  AlignedBuffer(size_t size, Uninitialized) : size_(RoundUp(size)) {
     if (size_ == 0) return;
     void* p = std::aligned_alloc(kDirectIoAlignment, size_);
     if (p == nullptr) throw std::bad_alloc();
-    std::memset(p, 0, size_);
     data_ = static_cast<uint8_t*>(p);
   }
   ~AlignedBuffer() { std::free(data_); }

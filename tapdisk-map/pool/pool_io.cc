@@ -1,5 +1,6 @@
 #include "tapdisk-map/pool/pool_io.h"
 
+#include <mutex>
 #include <optional>
 
 #include "tapdisk-map/pool/pool_io_impl.h"
@@ -26,6 +27,35 @@ Status PoolIo::CheckAligned(uint64_t offset, const void* data, size_t length) {
   return Status::Ok();
 }
 
+void PoolIo::WriteV(uint64_t offset, std::vector<std::span<const uint8_t>> pieces, PoolDone done) {
+  if (pieces.empty()) return Write(offset, {}, std::move(done));  // fails: zero length
+  struct Join {
+    size_t left;
+    Status status;
+    PoolDone done;
+    std::mutex mu;
+  };
+  auto join = std::make_shared<Join>();
+  join->left = pieces.size();
+  join->done = std::move(done);
+  uint64_t at = offset;
+  for (std::span<const uint8_t> piece : pieces) {
+    Write(at, piece, [join](Status s) {
+      PoolDone finished;
+      Status result;
+      {
+        std::lock_guard<std::mutex> lock(join->mu);
+        if (!s.ok() && join->status.ok()) join->status = std::move(s);
+        if (--join->left != 0) return;
+        finished = std::move(join->done);
+        result = join->status;
+      }
+      finished(std::move(result));
+    });
+    at += piece.size();
+  }
+}
+
 namespace {
 
 // Reads and syncs on io_uring, writes on threads (kAuto on a regular file).
@@ -38,6 +68,9 @@ class HybridPoolIo final : public PoolIo {
   }
   void Write(uint64_t offset, std::span<const uint8_t> data, PoolDone done) override {
     writes_->Write(offset, data, std::move(done));
+  }
+  void WriteV(uint64_t offset, std::vector<std::span<const uint8_t>> pieces, PoolDone done) override {
+    writes_->WriteV(offset, std::move(pieces), std::move(done));
   }
   // Writes complete only once pwrite returned, so a sync through the other
   // descriptor of the same file covers them.

@@ -22,6 +22,7 @@
 #include <memory>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 
@@ -49,6 +50,11 @@ class PoolIo {
 
   virtual void Read(uint64_t offset, std::span<uint8_t> buffer, PoolDone done) = 0;
   virtual void Write(uint64_t offset, std::span<const uint8_t> data, PoolDone done) = 0;
+  // Writes `pieces` back to back starting at `offset` (each piece aligned), as one
+  // operation where the implementation can (pwritev): a run of blocks that are
+  // contiguous in the pool but not in memory costs one I/O, not one per block.
+  // Counts as one write. The default issues one Write per piece and joins them.
+  virtual void WriteV(uint64_t offset, std::vector<std::span<const uint8_t>> pieces, PoolDone done);
   // Makes every write completed before the call stable (fdatasync).
   virtual void Sync(PoolDone done) = 0;
 

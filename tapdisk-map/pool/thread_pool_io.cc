@@ -1,8 +1,11 @@
 // ThreadPoolIo: PoolIo over blocking pread/pwrite/fdatasync on a few worker threads.
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <cerrno>
+#include <climits>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -62,6 +65,42 @@ class ThreadPoolIo final : public PoolIo {
         put += static_cast<size_t>(n);
       }
       if (st.ok()) CountWrite(data.size());
+      Post(std::move(done), std::move(st));
+    });
+  }
+
+  void WriteV(uint64_t offset, std::vector<std::span<const uint8_t>> pieces, PoolDone done) override {
+    uint64_t total = 0;
+    for (std::span<const uint8_t> p : pieces) {
+      Status s = CheckAligned(offset + total, p.data(), p.size());
+      if (!s.ok()) return Post(std::move(done), std::move(s));
+      total += p.size();
+    }
+    if (pieces.empty()) return Post(std::move(done), Status::InvalidArgument("pool write of no pieces"));
+    Enqueue([this, offset, total, pieces = std::move(pieces), done = std::move(done)]() mutable {
+      std::vector<iovec> iov(pieces.size());
+      for (size_t i = 0; i < pieces.size(); i++) {
+        iov[i] = iovec{const_cast<uint8_t*>(pieces[i].data()), pieces[i].size()};
+      }
+      size_t first = 0;  // first iovec not yet fully written
+      uint64_t put = 0;
+      Status st;
+      while (put < total) {
+        int count = static_cast<int>(std::min<size_t>(iov.size() - first, IOV_MAX));
+        ssize_t n = ::pwritev(file_.fd(), iov.data() + first, count, static_cast<off_t>(offset + put));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) { st = Status::FromErrno("pwritev pool at " + std::to_string(offset + put), errno); break; }
+        if (n == 0) { st = Status::IoError("pwritev pool made no progress"); break; }
+        put += static_cast<size_t>(n);
+        // Skip what was written: whole iovecs, then part of one.
+        size_t left = static_cast<size_t>(n);
+        while (left > 0 && left >= iov[first].iov_len) left -= iov[first++].iov_len;
+        if (left > 0) {
+          iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + left;
+          iov[first].iov_len -= left;
+        }
+      }
+      if (st.ok()) CountWrite(total);
       Post(std::move(done), std::move(st));
     });
   }

@@ -155,7 +155,10 @@ struct Rig {
   std::shared_ptr<Volume> volume;
   int pool_fd = -1;
 
-  explicit Rig(uint64_t size = 4 << 20, bool read_only = false, uint64_t max_pinned = 0) {
+  // commit_interval 0: commits start right after each write (the tests below that
+  // count cycles rely on it, except the lazy-commit ones).
+  explicit Rig(uint64_t size = 4 << 20, bool read_only = false, uint64_t max_pinned = 0,
+               std::chrono::milliseconds commit_interval = std::chrono::milliseconds(0)) {
     std::string path = dir.path() + "/pool";
     pool_fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
     REQUIRE(pool_fd >= 0);
@@ -177,6 +180,7 @@ struct Rig {
     ctx.pool_data_end = kDataStart + 256 * kBlock;
     ctx.log = log;
     ctx.max_pinned_bytes = max_pinned;
+    ctx.commit_interval = commit_interval;
     remote = std::make_shared<FakeRemoteVolume>(threads.io(), size);
     volume = std::make_shared<Volume>(ctx, "v", read_only);
     volume->Attach(remote, size);
@@ -319,6 +323,44 @@ TEST_CASE("a snapshot recall makes owned blocks copy-on-write again", "[volume]"
   CHECK(after.physical != before.physical);  // the snapshot's block was not written in place
   CHECK(rig.PoolBytes(before.physical, kBlock) == data);
   CHECK(rig.PoolBytes(after.physical, kBlock) == newer);
+}
+
+TEST_CASE("group commit is lazy: one batch on flush, not one cycle per write", "[volume]") {
+  Rig rig(4 << 20, false, /*max_pinned=*/0, /*commit_interval=*/std::chrono::hours(1));
+  std::vector<uint8_t> data(kBlock, 9);
+  for (uint64_t b = 0; b < 8; b++) REQUIRE(rig.Write(b * kBlock, data).ok());
+  // Nothing asked for durability and the interval is far away: no cycle yet.
+  CHECK(rig.remote->commit_calls == 0);
+  CHECK(rig.volume->pending_blocks() == 8);
+  REQUIRE(rig.Flush().ok());
+  CHECK(rig.remote->commit_calls == 1);  // all eight blocks in one commit
+  CHECK(rig.remote->committed_blocks == 8);
+  CHECK(rig.volume->pending_blocks() == 0);
+}
+
+TEST_CASE("lazy commit still commits unflushed writes within the interval", "[volume]") {
+  Rig rig(4 << 20, false, /*max_pinned=*/0, /*commit_interval=*/std::chrono::milliseconds(20));
+  std::vector<uint8_t> data(kBlock, 4);
+  REQUIRE(rig.Write(3 * kBlock, data).ok());
+  // No flush: the timer starts the cycle (waited for, with a generous bound).
+  for (int i = 0; i < 1000 && rig.volume->pending_blocks() != 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(rig.volume->pending_blocks() == 0);
+  CHECK(rig.remote->BlockAt(3).state == ExtentState::kOwned);
+}
+
+TEST_CASE("pinned data past half its bound starts a commit without waiting", "[volume]") {
+  Rig rig(4 << 20, false, /*max_pinned=*/4 * kBlock, /*commit_interval=*/std::chrono::hours(1));
+  std::vector<uint8_t> data(kBlock, 5);
+  REQUIRE(rig.Write(0, data).ok());
+  CHECK(rig.remote->commit_calls == 0);  // 1 of 4 blocks: below half
+  REQUIRE(rig.Write(kBlock, data).ok());  // 2 of 4: a cycle starts now
+  for (int i = 0; i < 1000 && rig.volume->pending_blocks() != 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(rig.volume->pending_blocks() == 0);
+  CHECK(rig.remote->commit_calls >= 1);
 }
 
 TEST_CASE("copy-on-write writes wait while too much awaits commit", "[volume]") {

@@ -11,7 +11,11 @@ set -euo pipefail
 cache=${1:?cache dir}
 here=$(cd "$(dirname "$0")" && pwd)
 
-kver=$(ls /lib/modules | sort -V | tail -n 1)
+# The newest Debian kernel installed with both its image and its modules (the lab
+# boots it as dom0 and guest kernel; the machine's own running kernel is irrelevant).
+kver=$(for d in /lib/modules/*; do v=${d##*/}; [ -f "/boot/vmlinuz-$v" ] && [ -d "$d/kernel" ] && echo "$v"; done \
+       | sort -V | tail -n 1)
+[ -n "$kver" ] || { echo "lab: no kernel with /boot/vmlinuz-* and /lib/modules/* (make deps installs linux-image-amd64)" >&2; exit 1; }
 ver() { dpkg-query -W -f='${Version}' "$1"; }
 key_text="kernel=$kver:$(ver linux-image-$kver 2>/dev/null || echo ?)
 xen=$(ver xen-hypervisor-4.17-amd64) utils=$(ver xen-utils-4.17)

@@ -1,5 +1,6 @@
 // The pool superblock: encoding, validation and `format` safety.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -76,6 +77,30 @@ TEST_CASE("FormatPool writes a readable superblock and refuses to overwrite it")
   auto forced = FormatPool(options);
   REQUIRE(forced.ok());
   CHECK(forced->uuid != sb->uuid);
+}
+
+TEST_CASE("FormatPool leaves a pool file sparse unless asked to preallocate it") {
+  testing::TempDir dir;
+  FormatOptions options;
+  options.path = dir.path() + "/sparse";
+  options.size_bytes = 32 << 20;
+  REQUIRE(FormatPool(options).ok());
+  struct stat sparse;
+  REQUIRE(::stat(options.path.c_str(), &sparse) == 0);
+  CHECK(static_cast<uint64_t>(sparse.st_size) == options.size_bytes);
+  CHECK(static_cast<uint64_t>(sparse.st_blocks) * 512 < options.size_bytes / 2);
+
+  options.path = dir.path() + "/preallocated";
+  options.preallocate = true;
+  auto sb = FormatPool(options);
+  REQUIRE(sb.ok());
+  struct stat full;
+  REQUIRE(::stat(options.path.c_str(), &full) == 0);
+  CHECK(static_cast<uint64_t>(full.st_size) == options.size_bytes);
+  CHECK(static_cast<uint64_t>(full.st_blocks) * 512 >= options.size_bytes);
+  auto read = ReadPoolSuperblock(options.path);  // preallocation keeps the superblock
+  REQUIRE(read.ok());
+  CHECK(read->uuid == sb->uuid);
 }
 
 TEST_CASE("FormatPool validates its arguments") {

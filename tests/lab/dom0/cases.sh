@@ -60,18 +60,35 @@ lab_diagnose() {  # what the backend saw, for the serial log
   xenstore-ls -f /local/domain/0/backend 2>/dev/null | grep -E 'state|hotplug|ring|event|feature-persistent' | head -40 | sed 's/^/LABLOG xs: /'
 }
 
+# lab_revive → restarts a tapmap daemon that died, as the unit's Restart=on-failure
+# would, and says so loudly (a crash is a finding even when the retry passes).
+lab_revive() {
+  local unit pid revived=""
+  for unit in mapserver tapdisk-map; do
+    pid=$(cat "$LAB/$unit.pid" 2>/dev/null) || continue
+    kill -0 "$pid" 2>/dev/null && continue
+    echo "LABLOG CRASH: $unit (pid $pid) is gone; restarting it as systemd would"
+    tail -n 15 "$LAB/$unit.log" | sed "s/^/LABLOG $unit: /"
+    lab_start_unit "$unit"; revived="$revived $unit"
+  done
+  [ -n "$revived" ] && { lab_wait_ready; LAB_CRASHED="$LAB_CRASHED$revived"; }
+  return 0
+}
+
 # lab_case NAME FUNCTION → runs FUNCTION (returns 0 on pass, sets LAB_DETAIL), retries once.
 lab_case() {
   local name=$1 fn=$2 t0 verdict
-  t0=$(lab_now); LAB_DETAIL=""
+  t0=$(lab_now); LAB_DETAIL=""; LAB_CRASHED=""
   lab_mark "CASE $name"
   if "$fn"; then verdict=PASS
   else
     lab_mark "CASE $name failed ($LAB_DETAIL), retrying once"
     lab_diagnose
+    lab_revive
     LAB_DETAIL=""
     if "$fn"; then verdict=RETRIED; else verdict=FAIL; fi
   fi
+  [ -n "$LAB_CRASHED" ] && LAB_DETAIL="${LAB_DETAIL:+$LAB_DETAIL; }daemon crash, restarted:$LAB_CRASHED"
   echo "LABRESULT $name $verdict $(lab_elapsed "$t0") ${LAB_DETAIL:--}"
 }
 
@@ -193,7 +210,7 @@ case_tapmap_pvh_reboot() {
 }
 case_tapmap_big_io() {   # multi-page ring + indirect descriptors: 1 MiB requests
   local ok=1
-  lab_guest tm-big pv 150 "$(TAPMAP_DISK vm-big rw)" "lab_step=big-io lab_ring_order=2" || ok=0
+  lab_guest tm-big pv 150 "$(TAPMAP_DISK vm-big rw)" "lab_step=big-io lab_ring_order=2 lab_indirect=256" || ok=0
   local kb; kb=$(lab_guest_value tm-big max_sectors_kb)
   [ "${kb:-0}" -ge 512 ] || { ok=0; LAB_DETAIL="max_sectors_kb=$kb: no indirect descriptors"; }
   LAB_DETAIL="${LAB_DETAIL:-$(lab_guest_value tm-big read_mib_per_s) MiB/s; $(lab_guest_value tm-big blkfront | tr ' ' '_')}"
