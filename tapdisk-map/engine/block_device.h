@@ -67,8 +67,10 @@ class BlockDeviceOpener {
  public:
   virtual ~BlockDeviceOpener() = default;
   using OpenDone = std::function<void(Result<std::shared_ptr<BlockDevice>>)>;
-  // Opens volume `name`, read-only or read-write (one rw opener per volume
-  // cluster-wide: a second fails with busy). `done` is posted like an IoDone.
+  // Opens volume `name`, read-only or read-write. One host holds a volume's
+  // read-write lease at a time cluster-wide (another host's rw open fails with busy);
+  // front ends of the same host share the host's open volume. `done` is posted like
+  // an IoDone.
   virtual void Open(const std::string& name, bool read_only, OpenDone done) = 0;
 };
 

@@ -79,12 +79,57 @@ Status Engine::SetUpPool(const PoolInfo& info) {
 }
 
 void Engine::Open(const std::string& name, bool read_only, OpenDone done) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto in_flight = opening_.find(name);
+    if (in_flight != opening_.end()) {
+      in_flight->second.emplace_back(read_only, std::move(done));
+      return;
+    }
+    if (OpenShared(name, read_only, done)) return;
+    opening_[name];  // later Opens of `name` queue behind this one
+  }
+  OpenAtServer(name, read_only, std::move(done));
+}
+
+bool Engine::OpenShared(const std::string& name, bool read_only, const OpenDone& done) {
+  auto it = open_.find(name);
+  if (it == open_.end()) return false;
+  std::shared_ptr<OpenVolume> open = it->second.lock();
+  if (!open) {
+    open_.erase(it);
+    return false;
+  }
+  if (!read_only && open->volume()->read_only()) return false;  // needs its own rw open
+  auto handle = std::make_shared<FrontHandle>(std::move(open), read_only);
+  boost::asio::post(io_, [done, handle]() { done(std::shared_ptr<BlockDevice>(handle)); });
+  return true;
+}
+
+void Engine::FinishOpening(const std::string& name) {
+  std::vector<std::pair<bool, OpenDone>> waiters;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = opening_.find(name);
+    if (it == opening_.end()) return;
+    waiters = std::move(it->second);
+    opening_.erase(it);
+  }
+  // Each waiter now finds the volume open (or opens it itself, e.g. after a failure).
+  for (auto& [read_only, done] : waiters) Open(name, read_only, std::move(done));
+}
+
+void Engine::OpenAtServer(const std::string& name, bool read_only, OpenDone done) {
   client_->GetPoolInfo([this, name, read_only, done](Result<PoolInfo> info) {
-    if (!info.ok()) return done(info.status().WithContext("open " + name));
+    if (!info.ok()) {
+      done(info.status().WithContext("open " + name));
+      return FinishOpening(name);
+    }
     Status s = SetUpPool(*info);
     if (!s.ok()) {
       log_.Errorf("%s", s.ToString().c_str());
-      return done(s);
+      done(s);
+      return FinishOpening(name);
     }
     VolumeContext ctx;
     ctx.io = &io_;
@@ -105,18 +150,27 @@ void Engine::Open(const std::string& name, bool read_only, OpenDone done) {
     ctx.commit_interval = options_.commit_interval;
     ctx.log = log_;
     auto volume = std::make_shared<Volume>(ctx, name, read_only);
-    client_->Open(name, read_only, volume, [this, volume, done](Result<MappingClient::OpenResult> r) {
-      if (!r.ok()) return done(r.status().WithContext("open " + volume->name()));
+    client_->Open(name, read_only, volume, [this, name, volume, done](Result<MappingClient::OpenResult> r) {
+      if (!r.ok()) {
+        done(r.status().WithContext("open " + volume->name()));
+        return FinishOpening(name);
+      }
       volume->Attach(r->first, r->second.size_bytes);
+      auto open = std::make_shared<OpenVolume>(volume);
       {
         std::lock_guard<std::mutex> lock(mu_);
         volumes_.erase(std::remove_if(volumes_.begin(), volumes_.end(), [](auto& w) { return w.expired(); }),
                        volumes_.end());
         volumes_.push_back(volume);
+        // A read-write open supersedes a read-only one for later sharers.
+        auto current = open_.find(name);
+        std::shared_ptr<OpenVolume> existing = current == open_.end() ? nullptr : current->second.lock();
+        if (!existing || existing->volume()->read_only()) open_[name] = open;
       }
       log_.Infof("opened volume %s (%s, %llu bytes)", volume->name().c_str(), volume->read_only() ? "ro" : "rw",
                  static_cast<unsigned long long>(volume->size_bytes()));
-      done(std::shared_ptr<BlockDevice>(std::make_shared<VolumeHandle>(volume)));
+      done(std::shared_ptr<BlockDevice>(std::make_shared<FrontHandle>(std::move(open), volume->read_only())));
+      FinishOpening(name);
     });
   });
 }

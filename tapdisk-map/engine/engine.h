@@ -19,6 +19,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -35,6 +36,7 @@
 namespace tapmap::engine {
 
 class Volume;
+class OpenVolume;
 
 struct EngineOptions {
   std::string server = "unix:/run/tapmap/mapserver.sock";  // mapserver address
@@ -65,8 +67,14 @@ class Engine final : public BlockDeviceOpener {
   ~Engine() override;
 
   // Opens a volume (waits up to unavailable_timeout for the mapserver). The device
-  // stays open while the front end holds it; dropping it commits what is pending and
-  // closes the volume at the server.
+  // stays open while the front end holds it; dropping the last device of a volume
+  // commits what is pending and closes the volume at the server.
+  //
+  // Front ends of this host share one open volume: a second Open of a volume that is
+  // already open here (or being opened) gets a handle on the same Volume — so the
+  // vbd of a PV disk and the NBD export of the same volume (an HVM guest's emulated
+  // disk) coexist on the one read-write lease — read-only if asked so. Only a
+  // read-write Open of a volume open read-only here opens it again, read-write.
   void Open(const std::string& name, bool read_only, OpenDone done) override;
 
   // Calls `done` (on an io_context thread) once every volume whose BlockDevice was
@@ -96,6 +104,15 @@ class Engine final : public BlockDeviceOpener {
   mutable std::mutex mu_;
   std::unique_ptr<DataCache> cache_;
   std::vector<std::weak_ptr<Volume>> volumes_;
+  // The open volume of each name, shared by front ends (see Open).
+  std::map<std::string, std::weak_ptr<OpenVolume>> open_;
+  // Opens in flight per name; later Opens of the name wait for the first.
+  std::map<std::string, std::vector<std::pair<bool, OpenDone>>> opening_;
+
+  // Serves `done` from open_ if it can; false if the caller must open the volume.
+  bool OpenShared(const std::string& name, bool read_only, const OpenDone& done);
+  void OpenAtServer(const std::string& name, bool read_only, OpenDone done);
+  void FinishOpening(const std::string& name);
 };
 
 }  // namespace tapmap::engine

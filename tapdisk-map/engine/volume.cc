@@ -1003,10 +1003,10 @@ void Volume::OnRevoke(std::string reason) {
 
 void Volume::OnSizeChanged(uint64_t size_bytes) {
   size_bytes_ = size_bytes;
-  std::function<void(uint64_t)> listener;
+  std::vector<std::function<void(uint64_t)>> listeners;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    listener = resize_listener_;
+    for (const auto& [owner, l] : resize_listeners_) listeners.push_back(l);
     // Uncommitted blocks cut off by a shrink are gone with the range (the server
     // un-reserved them).
     size_t dropped = 0;
@@ -1017,7 +1017,9 @@ void Volume::OnSizeChanged(uint64_t size_bytes) {
     ctx_.pinned_bytes->fetch_sub(dropped * ctx_.block_size);
   }
   log_.Infof("resized to %llu bytes", static_cast<unsigned long long>(size_bytes));
-  if (listener) boost::asio::post(*ctx_.io, [listener, size_bytes]() { listener(size_bytes); });
+  for (auto& listener : listeners) {
+    boost::asio::post(*ctx_.io, [listener = std::move(listener), size_bytes]() { listener(size_bytes); });
+  }
 }
 
 void Volume::OnReopened(uint64_t size_bytes) {
@@ -1036,9 +1038,10 @@ void Volume::OnReopened(uint64_t size_bytes) {
   KickCommit();
 }
 
-void Volume::SetResizeListener(std::function<void(uint64_t)> listener) {
+void Volume::SetResizeListener(const void* owner, std::function<void(uint64_t)> listener) {
   std::lock_guard<std::mutex> lock(mu_);
-  resize_listener_ = std::move(listener);
+  if (listener) resize_listeners_[owner] = std::move(listener);
+  else resize_listeners_.erase(owner);
 }
 
 void Volume::Close(IoDone done) {
@@ -1063,9 +1066,32 @@ void Volume::Close(IoDone done) {
   Flush(close_remote);
 }
 
-VolumeHandle::~VolumeHandle() {
+OpenVolume::~OpenVolume() {
   // The volume keeps itself alive until its final commit and close are done.
   volume_->Close([](Status) {});
+}
+
+bool FrontHandle::RefuseWrite(IoDone& done) {
+  if (!read_only_ || volume_->read_only()) return false;  // the Volume refuses its own
+  boost::asio::post(volume_->io(), [done = std::move(done)]() {
+    done(Status::PermissionDenied("this handle of the volume is read-only"));
+  });
+  return true;
+}
+
+void FrontHandle::Write(uint64_t offset, std::span<const uint8_t> data, bool fua, IoDone done) {
+  if (RefuseWrite(done)) return;
+  volume_->Write(offset, data, fua, std::move(done));
+}
+
+void FrontHandle::Discard(uint64_t offset, uint64_t length, IoDone done) {
+  if (RefuseWrite(done)) return;
+  volume_->Discard(offset, length, std::move(done));
+}
+
+void FrontHandle::WriteZeroes(uint64_t offset, uint64_t length, IoDone done) {
+  if (RefuseWrite(done)) return;
+  volume_->WriteZeroes(offset, length, std::move(done));
 }
 
 }  // namespace tapmap::engine

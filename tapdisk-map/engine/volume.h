@@ -1,5 +1,5 @@
 // Volume: one open volume of the engine — the BlockDevice the front ends use (through
-// VolumeHandle), and the VolumeEvents sink of the mapping client.
+// OpenVolume, FrontHandle), and the VolumeEvents sink of the mapping client.
 //
 // Read path: map (cached per volume, fetched on demand with read-ahead) -> for each
 // pool block: this host's uncommitted copy (pinned), a hole (zeros), the data cache
@@ -76,6 +76,8 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   void Attach(std::shared_ptr<RemoteVolume> remote, uint64_t size_bytes);
 
   // BlockDevice operations (same contracts as block_device.h).
+  // The io_context completions are posted to.
+  boost::asio::io_context& io() const { return *ctx_.io; }
   const std::string& name() const { return name_; }
   uint64_t size_bytes() const { return size_bytes_.load(); }
   uint32_t block_size() const { return ctx_.block_size; }
@@ -85,7 +87,9 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   void Flush(IoDone done);
   void Discard(uint64_t offset, uint64_t length, IoDone done);
   void WriteZeroes(uint64_t offset, uint64_t length, IoDone done);
-  void SetResizeListener(std::function<void(uint64_t)> listener);
+  // Resize listeners, one per front-end handle (`owner` identifies it); nullptr
+  // removes that handle's listener.
+  void SetResizeListener(const void* owner, std::function<void(uint64_t)> listener);
 
   // Commits what is pending, then closes the opener at the server. The volume stays
   // alive until done.
@@ -197,41 +201,59 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   bool commit_running_ = false;
   bool closing_ = false;
   Status revoked_;
-  std::function<void(uint64_t)> resize_listener_;
+  std::map<const void*, std::function<void(uint64_t)>> resize_listeners_;  // guarded by mu_
 };
 
-// The BlockDevice handed to a front end: forwards to its Volume, and closes the volume
-// (committing what is pending) when the front end drops its last reference.
-class VolumeHandle final : public BlockDevice {
+// The open volume behind front-end handles: closes the Volume (committing what is
+// pending) when the last FrontHandle using it is dropped.
+class OpenVolume {
  public:
-  explicit VolumeHandle(std::shared_ptr<Volume> volume) : volume_(std::move(volume)) {}
-  ~VolumeHandle() override;
-
-  const std::string& name() const override { return volume_->name(); }
-  uint64_t size_bytes() const override { return volume_->size_bytes(); }
-  uint32_t block_size() const override { return volume_->block_size(); }
-  bool read_only() const override { return volume_->read_only(); }
-  void Read(uint64_t offset, std::span<uint8_t> buffer, IoDone done) override {
-    volume_->Read(offset, buffer, std::move(done));
-  }
-  void Write(uint64_t offset, std::span<const uint8_t> data, bool fua, IoDone done) override {
-    volume_->Write(offset, data, fua, std::move(done));
-  }
-  void Flush(IoDone done) override { volume_->Flush(std::move(done)); }
-  void Discard(uint64_t offset, uint64_t length, IoDone done) override {
-    volume_->Discard(offset, length, std::move(done));
-  }
-  void WriteZeroes(uint64_t offset, uint64_t length, IoDone done) override {
-    volume_->WriteZeroes(offset, length, std::move(done));
-  }
-  void SetResizeListener(std::function<void(uint64_t)> listener) override {
-    volume_->SetResizeListener(std::move(listener));
-  }
-
+  explicit OpenVolume(std::shared_ptr<Volume> volume) : volume_(std::move(volume)) {}
+  ~OpenVolume();
+  OpenVolume(const OpenVolume&) = delete;
+  OpenVolume& operator=(const OpenVolume&) = delete;
   const std::shared_ptr<Volume>& volume() const { return volume_; }
 
  private:
   std::shared_ptr<Volume> volume_;
+};
+
+// The BlockDevice handed to one front end. Several front ends of this host (the vbd
+// of a PV disk and the NBD export an HVM guest's emulated disk boots from) share one
+// OpenVolume, and so one mapping, one lease and one write path; each handle has its
+// own mode (a read-only handle of a read-write volume refuses writes) and its own
+// resize listener.
+class FrontHandle final : public BlockDevice {
+ public:
+  FrontHandle(std::shared_ptr<OpenVolume> open, bool read_only)
+      : open_(std::move(open)), volume_(open_->volume().get()), read_only_(read_only || volume_->read_only()) {}
+  ~FrontHandle() override { volume_->SetResizeListener(this, nullptr); }
+
+  const std::string& name() const override { return volume_->name(); }
+  uint64_t size_bytes() const override { return volume_->size_bytes(); }
+  uint32_t block_size() const override { return volume_->block_size(); }
+  bool read_only() const override { return read_only_; }
+  void Read(uint64_t offset, std::span<uint8_t> buffer, IoDone done) override {
+    volume_->Read(offset, buffer, std::move(done));
+  }
+  void Write(uint64_t offset, std::span<const uint8_t> data, bool fua, IoDone done) override;
+  void Flush(IoDone done) override { volume_->Flush(std::move(done)); }
+  void Discard(uint64_t offset, uint64_t length, IoDone done) override;
+  void WriteZeroes(uint64_t offset, uint64_t length, IoDone done) override;
+  void SetResizeListener(std::function<void(uint64_t)> listener) override {
+    volume_->SetResizeListener(this, std::move(listener));
+  }
+
+  const std::shared_ptr<Volume>& volume() const { return open_->volume(); }
+  const std::shared_ptr<OpenVolume>& open_volume() const { return open_; }
+
+ private:
+  // Refuses a write through a read-only handle (as the Volume does for its own mode).
+  bool RefuseWrite(IoDone& done);
+
+  std::shared_ptr<OpenVolume> open_;
+  Volume* const volume_;  // owned through open_
+  const bool read_only_;
 };
 
 }  // namespace tapmap::engine

@@ -259,6 +259,63 @@ TEST_CASE("online resize reaches the resize listener", "[engine][integration]") 
   ShutdownSync(*engine);
 }
 
+TEST_CASE("front ends of one host share an open volume: one lease, each its own mode and listener",
+          "[engine][integration]") {
+  MapserverFixture ms;
+  ms.Create("vm", 4 * kMiB);
+  IoThreads io;
+  auto engine = MakeEngine(io, ms);
+  // Two Opens at once (the vbd and the NBD export of an HVM guest) both succeed: the
+  // second waits for the first and shares it instead of asking for a second lease.
+  Waiter<Result<std::shared_ptr<BlockDevice>>> first, second;
+  engine->Open("vm", false, [&](Result<std::shared_ptr<BlockDevice>> r) { first.Set(std::move(r)); });
+  engine->Open("vm", false, [&](Result<std::shared_ptr<BlockDevice>> r) { second.Set(std::move(r)); });
+  auto pv = first.Wait();
+  auto hvm = second.Wait();
+  INFO(pv.status().ToString() << " / " << hvm.status().ToString());
+  REQUIRE(pv.ok());
+  REQUIRE(hvm.ok());
+  auto ro = OpenDevice(*engine, "vm", true);
+  CHECK(ro->read_only());
+  CHECK_FALSE((*pv)->read_only());
+
+  auto data = PatternBuf(kMiB, kMiB, 7);
+  REQUIRE(WriteSync(**hvm, kMiB, data).ok());  // written through one front end ...
+  std::vector<uint8_t> back(kMiB);
+  REQUIRE(ReadSync(**pv, kMiB, back).ok());  // ... is what the other reads, at once
+  CHECK(back == data);
+  CHECK(WriteSync(*ro, 0, data).code() == StatusCode::kPermissionDenied);
+
+  // Each handle has its own resize listener.
+  Waiter<uint64_t> pv_resized, hvm_resized;
+  (*pv)->SetResizeListener([&](uint64_t size) { pv_resized.Set(size); });
+  (*hvm)->SetResizeListener([&](uint64_t size) { hvm_resized.Set(size); });
+  ms.Resize("vm", 8 * kMiB);
+  CHECK(pv_resized.Wait() == 8 * kMiB);
+  CHECK(hvm_resized.Wait() == 8 * kMiB);
+
+  // Dropping one front end leaves the volume open for the other; flush covers both.
+  (*hvm)->SetResizeListener(nullptr);
+  hvm->reset();
+  REQUIRE(ReadSync(**pv, kMiB, back).ok());
+  CHECK(back == data);
+  Waiter<Status> flushed;
+  (*pv)->Flush(flushed.Callback());
+  CHECK(flushed.Wait().ok());
+  (*pv)->SetResizeListener(nullptr);
+  pv->reset();
+  ro.reset();
+  ShutdownSync(*engine);
+  // All closed: another engine (host) can now take the read-write lease and sees the data.
+  IoThreads io2;
+  auto engine2 = MakeEngine(io2, ms);
+  auto again = OpenDevice(*engine2, "vm", false);
+  REQUIRE(ReadSync(*again, kMiB, back).ok());
+  CHECK(back == data);
+  again.reset();
+  ShutdownSync(*engine2);
+}
+
 TEST_CASE("with the mapserver gone, I/O needing it waits, then fails with unavailable", "[engine][integration]") {
   MapserverFixture ms;
   ms.Create("v", 8 * kMiB);
