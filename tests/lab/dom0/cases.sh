@@ -122,10 +122,14 @@ TAPMAP_DISK() {  # $1 volume, $2 access (rw|ro): the xl disk line the README doc
 }
 NBD_SOCK=/run/tapmap/nbd.sock
 
-lab_wait_console() {  # NAME PATTERN TIMEOUT: wait until the guest's console shows PATTERN
+lab_console_size() { stat -c %s "$CONSOLE_DIR/guest-$1.log" 2>/dev/null || echo 0; }
+# NAME PATTERN TIMEOUT OFFSET: wait until the guest's console shows PATTERN after byte
+# OFFSET (lab_console_size before the guest started: a retry appends to the same log,
+# and must not be fooled by the first attempt's lines).
+lab_wait_console() {
   local log=$CONSOLE_DIR/guest-$1.log i
   for i in $(seq 1 "$3"); do
-    tr -d '\r' < "$log" 2>/dev/null | grep -aq "$2" && return 0
+    [ -f "$log" ] && tail -c +"$(( ${4:-0} + 1 ))" "$log" | tr -d '\r' | grep -aq "$2" && return 0
     sleep 1
   done
   return 1
@@ -217,10 +221,10 @@ case_tapmap_big_io() {   # multi-page ring + indirect descriptors: 1 MiB request
   [ $ok = 1 ]
 }
 case_tapmap_detach_reattach() {
-  local ok=1
+  local ok=1 off; off=$(lab_console_size tm-att)
   lab_guest tm-att pv 180 "$(TAPMAP_DISK vm-attach rw)" "lab_step=reattach" &
   local gpid=$!
-  if lab_wait_console tm-att 'LABGUEST detach_wait' 120; then
+  if lab_wait_console tm-att 'LABGUEST detach_wait' 120 "$off"; then
     xl block-detach tm-att xvda || ok=0
     sleep 3
     xl block-attach tm-att "$(TAPMAP_DISK vm-attach rw | tr -d "'")" || ok=0
@@ -230,10 +234,10 @@ case_tapmap_detach_reattach() {
   [ $ok = 1 ]
 }
 case_tapmap_restart_idle() {   # tapdisk-map restarted while the guest is idle
-  local ok=1
+  local ok=1 off; off=$(lab_console_size tm-idle)
   lab_guest tm-idle pv 180 "$(TAPMAP_DISK vm-idle rw)" "lab_step=idle-io lab_idle_s=25" &
   local gpid=$!
-  if lab_wait_console tm-idle 'LABGUEST phase1_done' 120; then
+  if lab_wait_console tm-idle 'LABGUEST phase1_done' 120 "$off"; then
     lab_stop_unit tapdisk-map; lab_start_unit tapdisk-map
   else ok=0; LAB_DETAIL="guest never became idle"; fi
   wait "$gpid" || ok=0
