@@ -31,21 +31,22 @@ on_crash="destroy"
 on_reboot="destroy"
 CFG
   local off=$(( $(stat -c %s "$log" 2>/dev/null || echo 0) + 1 ))
-  xl create "$cfg" > "$LAB/$name.xl" 2>&1 || { cat "$LAB/$name.xl"; }
+  # Every xl call is bounded: a wedged toolstack must end in a timeout, not a hang.
+  timeout 120 xl create "$cfg" > "$LAB/$name.xl" 2>&1 || { echo "lab: xl create $name failed (rc $?)"; cat "$LAB/$name.xl"; }
   local i stuck=0 st
   for i in $(seq 1 "$timeout"); do
-    st=$(xl list "$name" 2>/dev/null | awk 'NR==2{print $5}')
+    st=$(timeout 20 xl list "$name" 2>/dev/null | awk 'NR==2{print $5}')
     [ -z "$st" ] && break
-    case "$st" in *s*|*c*) stuck=$((stuck+1)); [ $stuck -ge 8 ] && xl destroy "$name" ;; *) stuck=0 ;; esac
+    case "$st" in *s*|*c*) stuck=$((stuck+1)); [ $stuck -ge 8 ] && timeout 60 xl destroy "$name" ;; *) stuck=0 ;; esac
     sleep 1
   done
-  if xl list "$name" >/dev/null 2>&1; then
+  if timeout 20 xl list "$name" >/dev/null 2>&1; then
     echo "lab: guest $name timed out after ${timeout}s -> xl destroy"
     # While it still hangs: the rings as the backend sees them, and the guest's console.
     command -v tapmap >/dev/null && tapmap vbd list --json 2>&1 | jq -c '.vbds[]' 2>/dev/null \
       | head -c 3000 | sed 's/^/LABLOG vbd: /'
     tail -c +"$off" "$log" 2>/dev/null | tr -d '\r' | grep -av '^LABGUEST' | tail -n 25 | sed "s/^/LABLOG [$name console] /"
-    xl destroy "$name" 2>/dev/null
+    timeout 60 xl destroy "$name" 2>/dev/null
   fi
   tail -c +"$off" "$log" 2>/dev/null | tr -d '\r' | grep -a '^LABGUEST' > "$LAB/$name.out"
   sed "s/^/  [$name] /" "$LAB/$name.out"
@@ -225,9 +226,9 @@ case_tapmap_detach_reattach() {
   lab_guest tm-att pv 180 "$(TAPMAP_DISK vm-attach rw)" "lab_step=reattach" &
   local gpid=$!
   if lab_wait_console tm-att 'LABGUEST detach_wait' 120 "$off"; then
-    xl block-detach tm-att xvda || ok=0
+    timeout 60 xl block-detach tm-att xvda || ok=0
     sleep 3
-    xl block-attach tm-att "$(TAPMAP_DISK vm-attach rw | tr -d "'")" || ok=0
+    timeout 60 xl block-attach tm-att "$(TAPMAP_DISK vm-attach rw | tr -d "'")" || ok=0
   else ok=0; LAB_DETAIL="guest never reached the detach point"; fi
   wait "$gpid" || ok=0
   [ "$(lab_guest_value tm-att reattached)" = yes ] || ok=0
