@@ -35,7 +35,9 @@ run_lab() { rm -rf "$lab_results"; tests/lab/run_lab.sh "$build" --short --resul
 run_lab; rc3=$?
 if [ "$rc3" -eq 1 ] && { [ ! -s "$lab_results/cases.txt" ] ||
                          ! tr -d '\r' < "$lab_results/serial.log" | grep -aq '=== LAB LAB DONE'; }; then
-  echo "lab: the lab did not finish; running it once more (reported as a retry)"
+  echo "lab: the lab did not finish; running it once more (reported as a retry; the first" \
+       "attempt's logs are kept in $lab_results-attempt1)"
+  rm -rf "$lab_results-attempt1"; mv "$lab_results" "$lab_results-attempt1"
   run_lab; rc3=$?
 fi
 if [ "$rc3" -ne 77 ]; then
