@@ -10,8 +10,9 @@
 // block or a hole is copied on write: prepareWrite reserves a new block, the old
 // content (or zeros) merged with the new data is written there, and the write is
 // acknowledged with the new block PINNED in memory until a commit installs it. A
-// group commit runs in the background whenever blocks are pending: fdatasync the
-// pool, then one commit RPC for every pending block. If the server lost the
+// group commit runs in the background for pending blocks — on a flush, on memory
+// pressure, or at the latest commit_interval after a write — : fdatasync the pool,
+// then one commit RPC for every pending block. If the server lost the
 // reservations (restart, reconnection), the pinned copies are written to fresh
 // reservations and committed again. Flush waits for a commit cycle that started
 // after it (so covers every write acknowledged before it).
