@@ -7,19 +7,19 @@
 //
 // Threading: Listen/Stop from any thread; connections run on `io` (one strand each).
 // Handlers are called on a connection's strand and may complete on any thread.
+//
+// Lifetime: the accept loop and the connections share the server's state, never the
+// ControlServer object, so the object may be destroyed at any time, from any thread,
+// even while `io` runs (destruction implies Stop). A handler already running, or an
+// asynchronous vbd reply still pending, completes afterwards on `io`; what handlers
+// reference must therefore stay valid until `io`'s threads have stopped (or until the
+// daemon has waited for its own vbd work, as tapdisk-map's shutdown does).
 #pragma once
 
-#include <utility>  // before asio: boost 1.74's awaitable.hpp needs std::exchange
-
-#include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
-#include <boost/asio/strand.hpp>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
-#include <set>
 #include <string>
 
 #include "common/logging.h"
@@ -45,6 +45,10 @@ struct ControlHandlers {
 // Longest request line accepted (PROTOCOL.md: 64 KiB).
 inline constexpr size_t kMaxControlLineBytes = 64 * 1024;
 
+// The server's state, shared with its accept loop and every connection; defined in
+// control_server.cc.
+struct ControlServerState;
+
 class ControlServer {
  public:
   // `io` must outlive the server.
@@ -57,7 +61,9 @@ class ControlServer {
   // mode 0755 if missing; a stale socket file is replaced) and starts accepting.
   Status Listen(const std::string& path);
 
-  // Stops accepting, closes open connections and removes the socket file.
+  // Stops accepting, closes open connections and removes the socket file. Takes
+  // effect on `io` shortly after the call; from then on no handler is called for a new
+  // request. Idempotent.
   void Stop();
 
   // Handles one request object and produces the response object (no I/O); exposed
@@ -65,18 +71,7 @@ class ControlServer {
   void Handle(const nlohmann::json& request, std::function<void(nlohmann::json)> done);
 
  private:
-  boost::asio::awaitable<void> AcceptLoop();
-  boost::asio::awaitable<void> Serve(std::shared_ptr<boost::asio::local::stream_protocol::socket> socket);
-
-  boost::asio::io_context& io_;
-  boost::asio::strand<boost::asio::io_context::executor_type> strand_;
-  const ControlHandlers handlers_;
-  Logger log_;
-  boost::asio::local::stream_protocol::acceptor acceptor_;
-  std::string path_;
-  std::mutex mu_;
-  bool stopped_ = false;
-  std::set<std::shared_ptr<boost::asio::local::stream_protocol::socket>> sockets_;
+  std::shared_ptr<ControlServerState> state_;
 };
 
 // The error response for `status`:

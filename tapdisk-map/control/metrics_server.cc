@@ -3,31 +3,67 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <boost/asio/basic_socket_acceptor.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <atomic>
 
 namespace tapmap::control {
 
 namespace asio = boost::asio;
 using Socket = asio::generic::stream_protocol::socket;
 
-MetricsServer::MetricsServer(asio::io_context& io, std::function<std::string()> render, Logger log)
-    : io_(io), strand_(asio::make_strand(io)), render_(std::move(render)), log_(std::move(log)), acceptor_(strand_) {}
+using Acceptor = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
 
-MetricsServer::~MetricsServer() {
-  boost::system::error_code ec;
-  acceptor_.close(ec);
-  if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
+struct MetricsServerState {
+  MetricsServerState(asio::io_context& io_in, std::function<std::string()> render_in, Logger log_in)
+      : io(io_in), strand(asio::make_strand(io_in)), render(std::move(render_in)), log(std::move(log_in)), acceptor(strand) {}
+  ~MetricsServerState() {
+    if (!unix_path.empty() && !unlinked) ::unlink(unix_path.c_str());
+  }
+
+  asio::io_context& io;
+  asio::strand<asio::io_context::executor_type> strand;
+  const std::function<std::string()> render;
+  Logger log;
+  Acceptor acceptor;
+  std::string unix_path;  // set by Listen before the accept loop starts; then read-only
+  std::atomic<bool> stop_requested{false};
+  bool unlinked = false;  // on the strand only
+};
+
+namespace {
+
+asio::awaitable<void> Serve(std::shared_ptr<MetricsServerState> state, std::shared_ptr<Socket> socket);
+
+asio::awaitable<void> AcceptLoop(std::shared_ptr<MetricsServerState> state) {
+  for (;;) {
+    auto socket = std::make_shared<Socket>(state->strand);
+    boost::system::error_code ec;
+    co_await state->acceptor.async_accept(*socket, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == asio::error::operation_aborted || !state->acceptor.is_open()) co_return;
+    if (ec) continue;
+    asio::co_spawn(state->strand, Serve(state, socket), asio::detached);
+  }
 }
+
+}  // namespace
+
+MetricsServer::MetricsServer(asio::io_context& io, std::function<std::string()> render, Logger log)
+    : state_(std::make_shared<MetricsServerState>(io, std::move(render), std::move(log))) {}
+
+MetricsServer::~MetricsServer() { Stop(); }
 
 Status MetricsServer::Listen(const ListenAddress& address) {
   asio::generic::stream_protocol::endpoint endpoint;
@@ -39,45 +75,38 @@ Status MetricsServer::Listen(const ListenAddress& address) {
       ::unlink(address.path.c_str());
     }
     endpoint = asio::local::stream_protocol::endpoint(address.path);
-    unix_path_ = address.path;
   } else {
-    asio::ip::tcp::resolver resolver(io_);
+    asio::ip::tcp::resolver resolver(state_->io);
     auto results = resolver.resolve(address.host, std::to_string(address.port), asio::ip::tcp::resolver::passive, ec);
     if (ec || results.empty()) return Status::InvalidArgument("cannot resolve " + address.ToString());
     endpoint = results.begin()->endpoint();
   }
-  acceptor_.open(endpoint.protocol(), ec);
-  if (!ec && address.kind == ListenAddress::Kind::kTcp) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(endpoint, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  Acceptor& acceptor = state_->acceptor;
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec && address.kind == ListenAddress::Kind::kTcp) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return Status::IoError("metrics on " + address.ToString() + ": " + ec.message());
-  log_.Infof("metrics at %s/metrics", address.ToString().c_str());
-  asio::co_spawn(strand_, [this]() { return AcceptLoop(); }, asio::detached);
+  if (address.kind == ListenAddress::Kind::kUnix) state_->unix_path = address.path;
+  state_->log.Infof("metrics at %s/metrics", address.ToString().c_str());
+  asio::co_spawn(state_->strand, AcceptLoop(state_), asio::detached);
   return Status::Ok();
 }
 
 void MetricsServer::Stop() {
-  asio::post(strand_, [this]() {
+  if (state_->stop_requested.exchange(true)) return;
+  asio::post(state_->strand, [state = state_]() {
     boost::system::error_code ec;
-    acceptor_.close(ec);
-    if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
-    unix_path_.clear();
+    state->acceptor.close(ec);
+    if (!state->unix_path.empty()) ::unlink(state->unix_path.c_str());
+    state->unlinked = true;
   });
 }
 
-asio::awaitable<void> MetricsServer::AcceptLoop() {
-  for (;;) {
-    auto socket = std::make_shared<Socket>(strand_);
-    boost::system::error_code ec;
-    co_await acceptor_.async_accept(*socket, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
-    if (ec) continue;
-    asio::co_spawn(strand_, [this, socket]() { return Serve(socket); }, asio::detached);
-  }
-}
+namespace {
 
-asio::awaitable<void> MetricsServer::Serve(std::shared_ptr<Socket> socket) {
-  asio::steady_timer deadline(strand_, std::chrono::seconds(10));
+asio::awaitable<void> Serve(std::shared_ptr<MetricsServerState> state, std::shared_ptr<Socket> socket) {
+  asio::steady_timer deadline(state->strand, std::chrono::seconds(10));
   deadline.async_wait([socket](boost::system::error_code ec) {
     if (!ec) {
       boost::system::error_code ignored;
@@ -108,7 +137,7 @@ asio::awaitable<void> MetricsServer::Serve(std::shared_ptr<Socket> socket) {
     } else {
       status_line = "200 OK";
       content_type = "text/plain; version=0.0.4; charset=utf-8";
-      body = render_();
+      body = state->render();
       if (method == "HEAD") body.clear();
     }
   }
@@ -120,5 +149,7 @@ asio::awaitable<void> MetricsServer::Serve(std::shared_ptr<Socket> socket) {
   socket->shutdown(Socket::shutdown_both, ec);
   socket->close(ec);
 }
+
+}  // namespace
 
 }  // namespace tapmap::control

@@ -3,16 +3,11 @@
 // other path is 404, every other method 405. One request per connection; requests are
 // bounded (8 KiB of headers, 10 s) since the port may be reachable by others.
 //
-// Threading: as ControlServer.
+// Threading and lifetime: as ControlServer (the object may be destroyed while `io`
+// runs; `render` must stay valid until `io`'s threads have stopped).
 #pragma once
 
-#include <utility>  // before asio: boost 1.74's awaitable.hpp needs std::exchange
-
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/basic_socket_acceptor.hpp>
-#include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/strand.hpp>
 #include <functional>
 #include <memory>
 #include <string>
@@ -23,6 +18,9 @@
 
 namespace tapmap::control {
 
+// The server's state, shared with its accept loop and connections (metrics_server.cc).
+struct MetricsServerState;
+
 class MetricsServer {
  public:
   // `render` produces the exposition text; called on an io thread per request.
@@ -31,20 +29,14 @@ class MetricsServer {
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
 
+  // Binds `address` (a stale unix socket file is replaced) and starts serving.
   Status Listen(const ListenAddress& address);
+  // Stops accepting and removes a unix socket file; a response being written is
+  // finished. Takes effect on `io` shortly after the call. Idempotent.
   void Stop();
 
  private:
-  using Acceptor = boost::asio::basic_socket_acceptor<boost::asio::generic::stream_protocol>;
-  boost::asio::awaitable<void> AcceptLoop();
-  boost::asio::awaitable<void> Serve(std::shared_ptr<boost::asio::generic::stream_protocol::socket> socket);
-
-  boost::asio::io_context& io_;
-  boost::asio::strand<boost::asio::io_context::executor_type> strand_;
-  std::function<std::string()> render_;
-  Logger log_;
-  Acceptor acceptor_;
-  std::string unix_path_;
+  std::shared_ptr<MetricsServerState> state_;
 };
 
 }  // namespace tapmap::control
