@@ -71,6 +71,7 @@ Status NbdServer::Listen(const ListenAddress& address) {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return Status::Aborted("server is stopping");
     listeners_.push_back(std::move(listener));
+    accept_loops_running_++;
   }
   log_.Infof("listening on %s", raw->address.c_str());
   asio::co_spawn(accept_strand_, [this, raw]() { return AcceptLoop(raw); }, asio::detached);
@@ -78,6 +79,7 @@ Status NbdServer::Listen(const ListenAddress& address) {
 }
 
 asio::awaitable<void> NbdServer::AcceptLoop(Listener* listener) {
+  // Runs until the server stops; its end may complete the stop (see Stop's contract).
   const bool is_tcp = listener->unix_path.empty();
   for (;;) {
     Stream peer(asio::make_strand(io_));
@@ -85,9 +87,9 @@ asio::awaitable<void> NbdServer::AcceptLoop(Listener* listener) {
     co_await listener->acceptor->async_accept(peer, asio::redirect_error(asio::use_awaitable, ec));
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_) co_return;
+      if (stopping_) break;
     }
-    if (ec == asio::error::operation_aborted) co_return;
+    if (ec == asio::error::operation_aborted) break;
     if (ec) {
       // Out of fds or similar: back off instead of spinning.
       log_.Warnf("accept on %s failed: %s", listener->address.c_str(), ec.message().c_str());
@@ -118,6 +120,13 @@ asio::awaitable<void> NbdServer::AcceptLoop(Listener* listener) {
     }
     connection->Start();
   }
+  std::vector<std::function<void()>> waiters;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    accept_loops_running_--;
+    waiters = TakeStopWaitersLocked();
+  }
+  for (auto& waiter : waiters) asio::post(io_, std::move(waiter));
 }
 
 void NbdServer::ConnectionEnded(Connection* connection) {
@@ -129,41 +138,45 @@ void NbdServer::ConnectionEnded(Connection* connection) {
     if (it == connections_.end()) return;
     keep = std::move(it->second.connection);
     connections_.erase(it);
-    if (stopping_ && connections_.empty()) waiters.swap(stop_waiters_);
+    waiters = TakeStopWaitersLocked();
   }
   for (auto& waiter : waiters) asio::post(io_, std::move(waiter));
 }
 
+std::vector<std::function<void()>> NbdServer::TakeStopWaitersLocked() {
+  std::vector<std::function<void()>> waiters;
+  if (acceptors_closed_ && connections_.empty() && accept_loops_running_ == 0) waiters.swap(stop_waiters_);
+  return waiters;
+}
+
 void NbdServer::Stop(std::function<void()> done) {
   std::vector<std::shared_ptr<Connection>> to_stop;
-  bool finished = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
     if (done) stop_waiters_.push_back(std::move(done));
     for (auto& [ptr, live] : connections_) to_stop.push_back(live.connection);
-    finished = connections_.empty();
   }
+  // Closing an acceptor ends its accept loop (operation_aborted). The stop completes
+  // no earlier than this handler, the server's last use of `this` outside the loops.
   asio::post(accept_strand_, [this]() {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& listener : listeners_) {
-      boost::system::error_code ec;
-      listener->acceptor->close(ec);
-      if (!listener->unix_path.empty()) {
-        ::unlink(listener->unix_path.c_str());
-        listener->unix_path.clear();
-      }
-    }
-  });
-  for (auto& connection : to_stop) connection->Stop();
-  if (finished) {
     std::vector<std::function<void()>> waiters;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      waiters.swap(stop_waiters_);
+      for (auto& listener : listeners_) {
+        boost::system::error_code ec;
+        listener->acceptor->close(ec);
+        if (!listener->unix_path.empty()) {
+          ::unlink(listener->unix_path.c_str());
+          listener->unix_path.clear();
+        }
+      }
+      acceptors_closed_ = true;
+      waiters = TakeStopWaitersLocked();
     }
     for (auto& waiter : waiters) asio::post(io_, std::move(waiter));
-  }
+  });
+  for (auto& connection : to_stop) connection->Stop();
 }
 
 std::vector<NbdServer::ListenerInfo> NbdServer::Describe() const {

@@ -47,7 +47,8 @@ class NbdServer {
 
   // Stops accepting, asks every connection to end (in-flight requests are answered),
   // removes unix socket files, and calls `done` (on an io thread) once all connections
-  // have closed. Idempotent; `done` may be null.
+  // have closed and every accept loop has returned: after `done` no work of the server
+  // remains on `io`, so the server may be destroyed. Idempotent; `done` may be null.
   void Stop(std::function<void()> done);
 
   struct ListenerInfo {
@@ -67,6 +68,8 @@ class NbdServer {
   };
   boost::asio::awaitable<void> AcceptLoop(Listener* listener);
   void ConnectionEnded(Connection* connection);
+  // With mu_ held: the stop waiters to call if the stop is complete (none otherwise).
+  std::vector<std::function<void()>> TakeStopWaitersLocked();
 
   boost::asio::io_context& io_;
   boost::asio::strand<boost::asio::io_context::executor_type> accept_strand_;  // acceptors
@@ -83,6 +86,8 @@ class NbdServer {
   std::map<Connection*, Live> connections_;
   uint64_t next_connection_id_ = 1;
   bool stopping_ = false;
+  bool acceptors_closed_ = false;  // set on accept_strand_ by Stop
+  int accept_loops_running_ = 0;
   std::vector<std::function<void()>> stop_waiters_;
 };
 
