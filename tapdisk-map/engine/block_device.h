@@ -18,6 +18,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "tapdisk-map/pool/aligned_buffer.h"
 
 namespace tapmap::engine {
 
@@ -45,6 +46,18 @@ class BlockDevice {
   // host crash only after a later Flush completes. `fua` (force unit access) makes
   // this write itself durable before `done`.
   virtual void Write(uint64_t offset, std::span<const uint8_t> data, bool fua, IoDone done) = 0;
+
+  // Write of the first `length` bytes of `payload`, a buffer the caller hands over:
+  // the device may keep it (or slices of it) after `done` instead of copying — whole
+  // pool blocks of a 4 KiB-aligned write are then written to the pool, pinned until
+  // commit and cached straight from the caller's buffer. The caller must not modify
+  // `payload` after the call. The default copies nothing either: it calls Write and
+  // keeps `payload` alive until `done`.
+  virtual void WriteShared(uint64_t offset, std::shared_ptr<pool::AlignedBuffer> payload, size_t length, bool fua,
+                           IoDone done) {
+    std::span<const uint8_t> data(payload->data(), length);
+    Write(offset, data, fua, [payload = std::move(payload), done = std::move(done)](Status s) { done(std::move(s)); });
+  }
 
   // Completes when every write completed before the call is durable: data on stable
   // pool storage and its maps committed at the mapserver.

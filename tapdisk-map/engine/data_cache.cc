@@ -111,7 +111,7 @@ void DataCache::Patch(const BlockKey& key, size_t offset, std::span<const uint8_
     RemoveLocked(it->second);  // cannot patch what does not fit: forget the block
     return;
   }
-  auto patched = std::make_shared<pool::AlignedBuffer>(old->size());
+  auto patched = std::make_shared<pool::AlignedBuffer>(old->size(), pool::AlignedBuffer::Uninitialized{});
   std::memcpy(patched->data(), old->data(), old->size());
   std::memcpy(patched->data() + offset, data.data(), data.size());
   it->second->data = std::move(patched);

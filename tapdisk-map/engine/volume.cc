@@ -90,6 +90,7 @@ struct Volume::ReadOp {
 struct Volume::WriteOp {
   uint64_t offset;
   std::span<const uint8_t> data;
+  std::shared_ptr<AlignedBuffer> payload;  // WriteShared: owns `data`; blocks may be slices of it
   bool fua;
   IoDone done;
   uint64_t lock_start, lock_end;  // block-aligned range held in locks_
@@ -374,6 +375,20 @@ void Volume::GetBlock(const Extent& e, std::function<void(Result<BlockData>)> do
 // Write path
 
 void Volume::Write(uint64_t offset, std::span<const uint8_t> data, bool fua, IoDone done) {
+  StartWrite(offset, data, nullptr, fua, std::move(done));
+}
+
+void Volume::WriteShared(uint64_t offset, std::shared_ptr<AlignedBuffer> payload, size_t length, bool fua,
+                         IoDone done) {
+  if (payload == nullptr || length > payload->size()) {
+    return Complete(std::move(done), Status::InvalidArgument("write payload shorter than its length"));
+  }
+  std::span<const uint8_t> data(payload->data(), length);
+  StartWrite(offset, data, std::move(payload), fua, std::move(done));
+}
+
+void Volume::StartWrite(uint64_t offset, std::span<const uint8_t> data, std::shared_ptr<AlignedBuffer> payload,
+                        bool fua, IoDone done) {
   Status s = CheckIo(offset, data.size(), true);
   if (!s.ok()) return Complete(std::move(done), std::move(s));
   Count(&IoCounters::logical_write_ops, 1);
@@ -385,6 +400,7 @@ void Volume::Write(uint64_t offset, std::span<const uint8_t> data, bool fua, IoD
   auto op = std::make_shared<WriteOp>();
   op->offset = offset;
   op->data = data;
+  op->payload = std::move(payload);
   op->fua = fua;
   op->done = std::move(done);
   op->lock_start = AlignDown(offset, ctx_.block_size);
@@ -535,7 +551,8 @@ void Volume::ExecuteWrite(std::shared_ptr<WriteOp> op) {
       WriteOneBlock(op, i);
       continue;
     }
-    w.content = BuildBlock(seg, w.from_pinned ? w.pinned->data() : nullptr);
+    w.content = seg.length == bs ? SliceOfPayload(*op, seg) : nullptr;
+    if (w.content == nullptr) w.content = BuildBlock(seg, w.from_pinned ? w.pinned->data() : nullptr);
     if (!run.empty() && op->blocks[run.back()].target.physical + bs != w.target.physical) {
       WriteRun(op, std::move(run));
       run.clear();
@@ -552,6 +569,13 @@ Volume::Segment Volume::SegmentOf(const WriteOp& op, const BlockWrite& w) const 
   const uint64_t seg_end = std::min(op.offset + op.data.size(), w.block_start + bs);
   return Segment{static_cast<size_t>(seg_start - w.block_start), static_cast<size_t>(seg_end - seg_start),
                  op.data.subspan(seg_start - op.offset, seg_end - seg_start)};
+}
+
+BlockData Volume::SliceOfPayload(const WriteOp& op, const Segment& seg) const {
+  if (op.payload == nullptr) return nullptr;
+  const size_t at = static_cast<size_t>(seg.src.data() - op.payload->data());
+  if (!IsAligned(at, kDirectIoAlignment) || !IsAligned(seg.length, kDirectIoAlignment)) return nullptr;
+  return AlignedBuffer::Slice(op.payload, at, seg.length);
 }
 
 BlockData Volume::BuildBlock(const Segment& seg, const uint8_t* base) const {
@@ -620,8 +644,12 @@ void Volume::WriteOneBlock(std::shared_ptr<WriteOp> op, size_t index) {
     case WriteKind::kOwnedInPlace: {
       if (IsAligned(seg.in_block, kDirectIoAlignment) && IsAligned(seg.length, kDirectIoAlignment)) {
         // Aligned: write just the new data; patch a cached copy if there is one.
-        auto bounce = std::make_shared<AlignedBuffer>(seg.length, AlignedBuffer::Uninitialized{});
-        std::memcpy(bounce->data(), seg.src.data(), seg.length);
+        BlockData bounce = SliceOfPayload(*op, seg);
+        if (bounce == nullptr) {
+          auto copy = std::make_shared<AlignedBuffer>(seg.length, AlignedBuffer::Uninitialized{});
+          std::memcpy(copy->data(), seg.src.data(), seg.length);
+          bounce = std::move(copy);
+        }
         const size_t in_block = seg.in_block;
         ctx_.pool->Write(w.target.physical + in_block, bounce->span(), [self, op, index, bounce, in_block](Status s) {
           if (s.ok()) {
@@ -672,6 +700,9 @@ void Volume::BlockWritten(std::shared_ptr<WriteOp> op, Status status) {
 
 void Volume::FinishWrite(std::shared_ptr<WriteOp> op) {
   locks_.Release(op->lock_start, op->lock_end);
+  // The caller's data is not ours after this (slices kept in blocks stay valid).
+  op->data = {};
+  op->payload.reset();
   Status s = op->join.status();
   ScheduleCommit();
   if (s.ok() && op->fua) return Flush(std::move(op->done));
@@ -1082,6 +1113,12 @@ bool FrontHandle::RefuseWrite(IoDone& done) {
 void FrontHandle::Write(uint64_t offset, std::span<const uint8_t> data, bool fua, IoDone done) {
   if (RefuseWrite(done)) return;
   volume_->Write(offset, data, fua, std::move(done));
+}
+
+void FrontHandle::WriteShared(uint64_t offset, std::shared_ptr<pool::AlignedBuffer> payload, size_t length, bool fua,
+                              IoDone done) {
+  if (RefuseWrite(done)) return;
+  volume_->WriteShared(offset, std::move(payload), length, fua, std::move(done));
 }
 
 void FrontHandle::Discard(uint64_t offset, uint64_t length, IoDone done) {

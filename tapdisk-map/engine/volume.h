@@ -85,6 +85,10 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   bool read_only() const { return read_only_; }
   void Read(uint64_t offset, std::span<uint8_t> buffer, IoDone done);
   void Write(uint64_t offset, std::span<const uint8_t> data, bool fua, IoDone done);
+  // BlockDevice::WriteShared: whole blocks at 4 KiB-aligned places of `payload` are
+  // written, pinned and cached as slices of it, without a copy.
+  void WriteShared(uint64_t offset, std::shared_ptr<pool::AlignedBuffer> payload, size_t length, bool fua,
+                   IoDone done);
   void Flush(IoDone done);
   void Discard(uint64_t offset, uint64_t length, IoDone done);
   void WriteZeroes(uint64_t offset, uint64_t length, IoDone done);
@@ -156,6 +160,9 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   void LoadBlock(uint64_t physical, DataCache::LoadDone loaded);
   void GetBlock(const Extent& block_extent, std::function<void(Result<BlockData>)> done);
 
+  // Write and WriteShared (`payload` null for Write).
+  void StartWrite(uint64_t offset, std::span<const uint8_t> data, std::shared_ptr<pool::AlignedBuffer> payload,
+                  bool fua, IoDone done);
   void AdmitWrite(std::shared_ptr<WriteOp> op);
   void WriteLocked(std::shared_ptr<WriteOp> op);
   void PlanWrite(std::shared_ptr<WriteOp> op);
@@ -164,6 +171,9 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   // A whole new block: `base` (the old content, or null for zeros) with the segment
   // written over it.
   BlockData BuildBlock(const Segment& seg, const uint8_t* base) const;
+  // The segment as a slice of the op's shared payload when it lies 4 KiB-aligned in
+  // it (no copy); null otherwise.
+  BlockData SliceOfPayload(const WriteOp& op, const Segment& seg) const;
   // Writes the built blocks `run` (consecutive, contiguous in the pool) as one I/O.
   void WriteRun(std::shared_ptr<WriteOp> op, std::vector<size_t> run);
   void WriteOneBlock(std::shared_ptr<WriteOp> op, size_t index);
@@ -238,6 +248,8 @@ class FrontHandle final : public BlockDevice {
     volume_->Read(offset, buffer, std::move(done));
   }
   void Write(uint64_t offset, std::span<const uint8_t> data, bool fua, IoDone done) override;
+  void WriteShared(uint64_t offset, std::shared_ptr<pool::AlignedBuffer> payload, size_t length, bool fua,
+                   IoDone done) override;
   void Flush(IoDone done) override { volume_->Flush(std::move(done)); }
   void Discard(uint64_t offset, uint64_t length, IoDone done) override;
   void WriteZeroes(uint64_t offset, uint64_t length, IoDone done) override;

@@ -27,7 +27,10 @@ constexpr size_t kMaxRepliesPerWrite = 64;
 
 struct Transmission::Pending {
   Request request;
-  std::unique_ptr<uint8_t[]> data;  // WRITE payload or READ buffer
+  std::unique_ptr<uint8_t[]> data;  // READ buffer
+  // WRITE payload, handed to the device (BlockDevice::WriteShared): received straight
+  // into an O_DIRECT-aligned buffer, whole blocks of it go to the pool without a copy.
+  std::shared_ptr<pool::AlignedBuffer> payload;
   uint64_t budget = 0;              // in-flight bytes reserved for `data`
   uint32_t error = 0;               // nonzero: answer with this without executing
   const char* error_message = "";
@@ -166,12 +169,14 @@ asio::awaitable<Status> Transmission::ReadRequests() {
       }
       co_await ReserveBudget(request.length);
       pending->budget = request.length;
-      pending->data.reset(new uint8_t[std::max<uint32_t>(request.length, 1)]);
+      pending->payload = std::make_shared<pool::AlignedBuffer>(std::max<uint32_t>(request.length, 1),
+                                                               pool::AlignedBuffer::Uninitialized{});
+      uint8_t* payload = pending->payload->data();
       size_t buffered = std::min<size_t>(input_end_ - input_begin_, request.length);
-      std::memcpy(pending->data.get(), input_.get() + input_begin_, buffered);
+      std::memcpy(payload, input_.get() + input_begin_, buffered);
       input_begin_ += buffered;
       if (buffered < request.length) {
-        co_await asio::async_read(stream_, asio::buffer(pending->data.get() + buffered, request.length - buffered),
+        co_await asio::async_read(stream_, asio::buffer(payload + buffered, request.length - buffered),
                                   asio::redirect_error(asio::use_awaitable, ec));
         if (ec) {
           ReleaseBudget(pending->budget);
@@ -221,7 +226,7 @@ void Transmission::Start(std::shared_ptr<Pending> pending) {
       device_->Read(r.offset, std::span<uint8_t>(pending->data.get(), r.length), std::move(done));
       break;
     case Command::kWrite:
-      device_->Write(r.offset, std::span<const uint8_t>(pending->data.get(), r.length), fua, std::move(done));
+      device_->WriteShared(r.offset, pending->payload, r.length, fua, std::move(done));
       break;
     case Command::kTrim:
       device_->Discard(r.offset, r.length, std::move(done));

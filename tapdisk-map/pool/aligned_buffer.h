@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <span>
 #include <utility>
@@ -35,14 +36,29 @@ class AlignedBuffer {
     if (p == nullptr) throw std::bad_alloc();
     data_ = static_cast<uint8_t*>(p);
   }
-  ~AlignedBuffer() { std::free(data_); }
+  // A view of `size` bytes of `parent` starting at `offset` (both multiples of
+  // kDirectIoAlignment, inside parent), sharing its memory and keeping it alive: bytes
+  // written through either are seen by both. Lets a block of a larger received
+  // payload be written to the pool and kept (cached, pinned) without copying it.
+  static std::shared_ptr<AlignedBuffer> Slice(std::shared_ptr<AlignedBuffer> parent, size_t offset, size_t size) {
+    auto view = std::make_shared<AlignedBuffer>();
+    view->data_ = parent->data_ + offset;
+    view->size_ = size;
+    view->parent_ = std::move(parent);
+    return view;
+  }
+
+  ~AlignedBuffer() {
+    if (parent_ == nullptr) std::free(data_);
+  }
   AlignedBuffer(AlignedBuffer&& o) noexcept
-      : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+      : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)), parent_(std::move(o.parent_)) {}
   AlignedBuffer& operator=(AlignedBuffer&& o) noexcept {
     if (this != &o) {
-      std::free(data_);
+      if (parent_ == nullptr) std::free(data_);
       data_ = std::exchange(o.data_, nullptr);
       size_ = std::exchange(o.size_, 0);
+      parent_ = std::move(o.parent_);
     }
     return *this;
   }
@@ -62,6 +78,7 @@ class AlignedBuffer {
  private:
   uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  std::shared_ptr<AlignedBuffer> parent_;  // set for a Slice: the owner of data_
 };
 
 }  // namespace tapmap::pool

@@ -126,6 +126,25 @@ void RoundTrip(PoolIoKind kind) {
   io->reset();
 }
 
+TEST_CASE("an aligned buffer slice shares its parent's memory and keeps it alive", "[pool]") {
+  auto parent = std::make_shared<AlignedBuffer>(4 * 4096);
+  std::weak_ptr<AlignedBuffer> watch = parent;
+  auto slice = AlignedBuffer::Slice(parent, 2 * 4096, 4096);
+  CHECK(slice->data() == parent->data() + 2 * 4096);
+  CHECK(slice->size() == 4096);
+  slice->data()[0] = 0x5A;
+  CHECK(parent->data()[2 * 4096] == 0x5A);
+  parent.reset();
+  CHECK_FALSE(watch.expired());  // the slice owns it now
+  AlignedBuffer moved = std::move(*slice);
+  CHECK(slice->data() == nullptr);
+  slice.reset();
+  CHECK_FALSE(watch.expired());  // ownership moved with the view
+  CHECK(moved.data()[0] == 0x5A);
+  moved = AlignedBuffer(4096);
+  CHECK(watch.expired());
+}
+
 TEST_CASE("io_uring pool I/O round trip", "[pool]") { RoundTrip(PoolIoKind::kUring); }
 TEST_CASE("thread pool I/O round trip", "[pool]") { RoundTrip(PoolIoKind::kThreads); }
 // On a regular file, auto reads via io_uring and writes via threads.

@@ -265,6 +265,60 @@ TEST_CASE("a partial write to a shared block copies the rest from the old block"
   CHECK(rig.PoolBytes(e.physical, kBlock) == back);
 }
 
+TEST_CASE("WriteShared keeps whole blocks of the payload instead of copying them", "[volume]") {
+  Rig rig;
+  // Two whole blocks and a half block, 4 KiB-aligned in the payload.
+  auto payload = std::make_shared<pool::AlignedBuffer>(2 * kBlock + kBlock / 2);
+  for (size_t i = 0; i < payload->size(); i++) payload->data()[i] = static_cast<uint8_t>(i / 4096 + 1);
+  const std::vector<uint8_t> expected(payload->data(), payload->data() + payload->size());
+  std::weak_ptr<pool::AlignedBuffer> watch = payload;
+  Waiter<Status> w;
+  rig.volume->WriteShared(4 * kBlock, std::move(payload), expected.size(), false, w.Callback());
+  REQUIRE(w.Wait().ok());
+  // The caller's reference is gone; the volume still holds slices of the payload
+  // (pinned until commit, and cached).
+  CHECK_FALSE(watch.expired());
+  std::vector<uint8_t> back(expected.size());
+  REQUIRE(rig.Read(4 * kBlock, back).ok());
+  CHECK(back == expected);
+  REQUIRE(rig.Flush().ok());
+  for (uint64_t b = 4; b < 7; b++) {
+    Extent e = rig.remote->BlockAt(b);
+    REQUIRE(e.state == ExtentState::kOwned);
+    size_t n = b < 6 ? kBlock : kBlock / 2;
+    auto raw = rig.PoolBytes(e.physical, n);
+    CHECK(std::equal(raw.begin(), raw.end(), expected.begin() + (b - 4) * kBlock));
+  }
+  // An in-place rewrite of an owned block from a shared payload reaches the pool too.
+  auto again = std::make_shared<pool::AlignedBuffer>(kBlock);
+  std::memset(again->data(), 0x77, kBlock);
+  Waiter<Status> w2;
+  rig.volume->WriteShared(4 * kBlock, again, kBlock, false, w2.Callback());
+  REQUIRE(w2.Wait().ok());
+  CHECK(rig.PoolBytes(rig.remote->BlockAt(4).physical, kBlock) == std::vector<uint8_t>(kBlock, 0x77));
+  REQUIRE(rig.Read(4 * kBlock, back).ok());
+  CHECK(back[0] == 0x77);
+  CHECK(back[kBlock] == expected[kBlock]);
+}
+
+TEST_CASE("WriteShared copies what is not block-aligned in the payload", "[volume]") {
+  Rig rig;
+  // 512 bytes in: no block of the write starts 4 KiB-aligned in the payload.
+  auto payload = std::make_shared<pool::AlignedBuffer>(kBlock + 4096);
+  std::memset(payload->data(), 0x3C, payload->size());
+  std::weak_ptr<pool::AlignedBuffer> watch = payload;
+  Waiter<Status> w;
+  rig.volume->WriteShared(kBlock - 512, std::move(payload), kBlock + 512, false, w.Callback());
+  REQUIRE(w.Wait().ok());
+  CHECK(watch.expired());  // nothing of it was kept
+  std::vector<uint8_t> back(kBlock + 512);
+  REQUIRE(rig.Read(kBlock - 512, back).ok());
+  CHECK(back == std::vector<uint8_t>(kBlock + 512, 0x3C));
+  Waiter<Status> bad;
+  rig.volume->WriteShared(0, std::make_shared<pool::AlignedBuffer>(4096), 8192, false, bad.Callback());
+  CHECK(bad.Wait().code() == StatusCode::kInvalidArgument);
+}
+
 TEST_CASE("lost reservations are re-written from the pinned copy and committed", "[volume]") {
   Rig rig;
   std::vector<uint8_t> data(kBlock, 0x5A);
