@@ -685,13 +685,17 @@ void Volume::BlockStored(std::shared_ptr<WriteOp> op, size_t index, Status s) {
       auto p = pending_.find(w.block_start);
       if (p != pending_.end() && p->second.extent == w.target) p->second.data = w.content;
     }
-    // The cache holds the new content under the block's key (an owned block of this
-    // rw opener, or the fresh reservation).
-    if (uint32_t evicted = ctx_.cache->Put(KeyOf(w.target), w.content)) {
-      Count(&IoCounters::cache_evictions, evicted);
-    }
+    CacheWritten(w.target, w.content);
   }
   BlockWritten(op, s);
+}
+
+void Volume::CacheWritten(const Extent& target, const BlockData& content) {
+  // A slice of a front end's payload would keep the whole payload alive for as long
+  // as the cache holds any block of it, so zero-copy writes bypass the cache
+  // (write-around): the old content is dropped and the next read loads the block.
+  if (content->is_view()) return ctx_.cache->Invalidate(KeyOf(target));
+  if (uint32_t evicted = ctx_.cache->Put(KeyOf(target), content)) Count(&IoCounters::cache_evictions, evicted);
 }
 
 void Volume::BlockWritten(std::shared_ptr<WriteOp> op, Status status) {
@@ -700,9 +704,14 @@ void Volume::BlockWritten(std::shared_ptr<WriteOp> op, Status status) {
 
 void Volume::FinishWrite(std::shared_ptr<WriteOp> op) {
   locks_.Release(op->lock_start, op->lock_end);
-  // The caller's data is not ours after this (slices kept in blocks stay valid).
+  // The caller's data is not ours after this; what is kept of it (pinned slices) is
+  // held by pending_, not by the finished op.
   op->data = {};
   op->payload.reset();
+  for (BlockWrite& w : op->blocks) {
+    w.content.reset();
+    w.pinned.reset();
+  }
   Status s = op->join.status();
   ScheduleCommit();
   if (s.ok() && op->fua) return Flush(std::move(op->done));
@@ -854,9 +863,7 @@ void Volume::Reprepare(std::vector<uint64_t> blocks, std::function<void(Status)>
               p->second.needs_prepare = false;
             }
           }
-          if (uint32_t evicted = self->ctx_.cache->Put(self->KeyOf(target), data)) {
-            self->Count(&IoCounters::cache_evictions, evicted);
-          }
+          self->CacheWritten(target, data);
         }
         next(s);
       });

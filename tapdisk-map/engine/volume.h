@@ -180,6 +180,9 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   // Records a block write's outcome: pending map, cache, the op's join.
   void BlockStored(std::shared_ptr<WriteOp> op, size_t index, Status status);
   void BlockWritten(std::shared_ptr<WriteOp> op, Status status);
+  // Keeps the cache coherent with a block just written at `target`: caches `content`,
+  // or drops the key when content is a view of a larger buffer.
+  void CacheWritten(const Extent& target, const BlockData& content);
   void FinishWrite(std::shared_ptr<WriteOp> op);
 
   // After a write: starts a commit cycle now if pinned data is past half its bound,

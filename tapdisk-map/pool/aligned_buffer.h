@@ -68,6 +68,8 @@ class AlignedBuffer {
   uint8_t* data() { return data_; }
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
+  // True for a Slice (the memory belongs to a parent buffer).
+  bool is_view() const { return parent_ != nullptr; }
   std::span<uint8_t> span() { return {data_, size_}; }
   std::span<const uint8_t> span() const { return {data_, size_}; }
 

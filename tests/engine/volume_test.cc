@@ -272,16 +272,22 @@ TEST_CASE("WriteShared keeps whole blocks of the payload instead of copying them
   for (size_t i = 0; i < payload->size(); i++) payload->data()[i] = static_cast<uint8_t>(i / 4096 + 1);
   const std::vector<uint8_t> expected(payload->data(), payload->data() + payload->size());
   std::weak_ptr<pool::AlignedBuffer> watch = payload;
+  rig.remote->HoldCommits();
   Waiter<Status> w;
   rig.volume->WriteShared(4 * kBlock, std::move(payload), expected.size(), false, w.Callback());
   REQUIRE(w.Wait().ok());
-  // The caller's reference is gone; the volume still holds slices of the payload
-  // (pinned until commit, and cached).
+  // The caller's reference is gone; the volume still holds slices of the payload,
+  // pinned until commit.
   CHECK_FALSE(watch.expired());
   std::vector<uint8_t> back(expected.size());
   REQUIRE(rig.Read(4 * kBlock, back).ok());
   CHECK(back == expected);
+  rig.remote->ReleaseCommits();
   REQUIRE(rig.Flush().ok());
+  // Committed: released. The cache did not keep the slices (write-around).
+  CHECK(watch.expired());
+  REQUIRE(rig.Read(4 * kBlock, back).ok());
+  CHECK(back == expected);
   for (uint64_t b = 4; b < 7; b++) {
     Extent e = rig.remote->BlockAt(b);
     REQUIRE(e.state == ExtentState::kOwned);

@@ -3,8 +3,11 @@
 # tapmap installed as `make install` would, and Linux guests whose real xen-blkfront is
 # served by tapdisk-map (and, as a baseline in the same run, by kernel blkback).
 #
-# Usage: tests/lab/run_lab.sh BUILD_DIR [--short] [--results DIR]
+# Usage: tests/lab/run_lab.sh BUILD_DIR [--short | --storm] [--results DIR]
+#        --short: the PV cases and the blkback baseline (what `make test` runs);
+#        --storm: only the 4-guest boot storms (tapmap and blkback); default: all.
 # Env:   TAPMAP_LAB_CACHE (default /var/cache/tapmap-lab) caches the dom0 root.
+#        TAPMAP_LAB_TCG_THREADS=single|multi (default multi): QEMU's TCG threading.
 # Exit:  0 all cases PASS/RETRIED; 1 a case FAILed or the lab did not finish;
 #        77 skipped (the machine cannot run the lab; the reason is printed).
 set -uo pipefail
@@ -14,6 +17,7 @@ results=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --short) suite=short ;;
+    --storm) suite=storm ;;
     --results) results=$2; shift ;;
     *) echo "run_lab.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -64,7 +68,8 @@ echo "lab: booting Xen 4.17 under QEMU (suite $suite, limit ${timeout_s}s); seri
 # -smap / -rdtscp: without them dom0 faults at once / PVH guests spin (see the issue).
 # -avx/-avx2: glibc then keeps to its SSE paths; with TCG's young AVX emulation we saw
 # dom0 and guest processes crash inside malloc at random (an emulator-level glitch).
-qemu-system-x86_64 -accel tcg,thread=multi,tb-size=256 -cpu max,-smap,-rdtscp,-avx,-avx2 -smp 2 -m 2048 \
+tcg_threads=${TAPMAP_LAB_TCG_THREADS:-multi}
+qemu-system-x86_64 -accel "tcg,thread=$tcg_threads,tb-size=256" -cpu max,-smap,-rdtscp,-avx,-avx2 -smp 2 -m 2048 \
   -display none -serial "file:$results/serial.log" -monitor none -no-reboot \
   -drive "file=$work/root.img,if=virtio,format=raw,cache=unsafe" \
   -kernel "$entry/xen.elf" \
