@@ -8,7 +8,6 @@
 // Settings come from /etc/tapmap/tapmap.conf (section [tapdisk-map]) and the flags below.
 // SIGTERM/SIGINT: stop accepting, finish and answer in-flight requests, commit what is
 // pending on every volume (the engine's final flush), exit 0.
-#include <malloc.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -22,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/heap_tuning.h"
 #include "common/listen_address.h"
 #include "common/logging.h"
 #include "common/options.h"
@@ -260,12 +260,6 @@ int Run(int argc, char** argv) {
 }  // namespace tapmap
 
 int main(int argc, char** argv) {
-  // The data path allocates and frees many 64 KiB–32 MiB buffers (NBD payloads, cache
-  // blocks). With glibc's defaults each one is a fresh mmap, paid for in page faults,
-  // kernel zeroing and munmap; keeping them in the heap made sequential NBD writes
-  // 25-35% faster (bench/nbd/seq_write.sh). Freed heap memory above 256 MiB is still
-  // returned to the kernel. Set once here, before any thread starts.
-  ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  ::mallopt(M_TRIM_THRESHOLD, 256 << 20);
+  tapmap::KeepLargeBuffersInHeap();  // before any thread starts
   return tapmap::Run(argc, argv);
 }

@@ -40,6 +40,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/heap_tuning.h"
 #include "common/logging.h"
 #include "mapserver/client/connection.h"
 #include "mapserver/client/remote_status.h"
@@ -557,4 +558,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace tapmap::bench
 
-int main(int argc, char** argv) { return tapmap::bench::Main(argc, argv); }
+int main(int argc, char** argv) {
+  tapmap::KeepLargeBuffersInHeap();  // as tapdisk-map does
+  return tapmap::bench::Main(argc, argv);
+}
