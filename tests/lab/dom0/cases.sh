@@ -7,6 +7,9 @@ LAB=/var/lib/tapmap-lab
 CONSOLE_DIR=/var/log/xen/console
 TAPMAP_CONF=/etc/tapmap/tapmap.conf
 mkdir -p "$LAB"
+# run_lab.sh puts an uncompressed guest kernel here when it can (see there).
+LAB_GUEST_KERNEL=/boot/vmlinuz
+[ -f /boot/vmlinux-domU ] && LAB_GUEST_KERNEL=/boot/vmlinux-domU
 
 lab_mark() { echo "=== LAB $* (uptime $(cut -d' ' -f1 /proc/uptime))"; }
 lab_now() { cut -d' ' -f1 /proc/uptime; }
@@ -21,7 +24,7 @@ lab_guest() {
   cat > "$cfg" <<CFG
 name="$name"
 type="$type"
-kernel="/boot/vmlinuz"
+kernel="$LAB_GUEST_KERNEL"
 ramdisk="/boot/domU-initrd.gz"
 extra="console=hvc0 quiet $extra"
 memory=$mem
@@ -33,7 +36,17 @@ on_reboot="destroy"
 CFG
   local off=$(( $(stat -c %s "$log" 2>/dev/null || echo 0) + 1 ))
   # Every xl call is bounded: a wedged toolstack must end in a timeout, not a hang.
-  timeout 120 xl create "$cfg" > "$LAB/$name.xl" 2>&1 || { echo "lab: xl create $name failed (rc $?)"; cat "$LAB/$name.xl"; }
+  # A create that fails before the domain exists (xl's own kernel decompression has
+  # been seen to fail at random under TCG while another guest runs) is tried once more,
+  # and says so; the guest's disk was never connected, so nothing of tapmap's is retried.
+  if ! timeout 120 xl create "$cfg" > "$LAB/$name.xl" 2>&1; then
+    echo "lab: xl create $name failed; once more"; sed 's/^/  /' "$LAB/$name.xl"
+    free -m | sed 's/^/  dom0 memory: /'
+    ps -eo rss,comm --sort=-rss | head -n 4 | sed 's/^/  dom0 rss: /'
+    timeout 60 xl destroy "$name" >/dev/null 2>&1
+    sleep 2
+    timeout 120 xl create "$cfg" > "$LAB/$name.xl" 2>&1 || { echo "lab: xl create $name failed again"; cat "$LAB/$name.xl"; }
+  fi
   local i stuck=0 st
   for i in $(seq 1 $(( timeout / poll ))); do
     st=$(timeout 20 xl list "$name" 2>/dev/null | awk 'NR==2{print $5}')
@@ -265,10 +278,15 @@ lab_storm_image() {
 # crash at random) with kernel blkback just as with tapdisk-map. A guest reads for far
 # longer than the next one takes to boot, so the four read workloads still overlap.
 lab_storm_start() {
-  local name=$1 disk=$2 off; off=$(lab_console_size "$1")
+  local name=$1 disk=$2 off i pid; off=$(lab_console_size "$1")
   LAB_POLL_S=3 lab_guest "$name" pv 420 "$disk" "lab_step=boot-storm" 192 &
-  LAB_STORM_PIDS="$LAB_STORM_PIDS $!"
-  lab_wait_console "$name" 'LABGUEST boot_uptime' 150 "$off" || echo "lab: $name did not boot within 150 s"
+  pid=$!
+  LAB_STORM_PIDS="$LAB_STORM_PIDS $pid"
+  for i in $(seq 1 150); do   # until it booted, or its lab_guest ended (create failed)
+    lab_wait_console "$name" 'LABGUEST boot_uptime' 1 "$off" && return 0
+    kill -0 "$pid" 2>/dev/null || { echo "lab: $name ended before it booted"; return 1; }
+  done
+  echo "lab: $name did not boot within 150 s"
 }
 # lab_storm_overlap PREFIX → "first read start … last read end" span and how long all
 # four read at once, from the guests' wallclock stamps (Xen's clock, shared by guests).
