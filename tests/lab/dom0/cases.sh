@@ -37,15 +37,22 @@ CFG
   local off=$(( $(stat -c %s "$log" 2>/dev/null || echo 0) + 1 ))
   # Every xl call is bounded: a wedged toolstack must end in a timeout, not a hang.
   # A create that fails before the domain exists (xl's own kernel decompression has
-  # been seen to fail at random under TCG while another guest runs) is tried once more,
-  # and says so; the guest's disk was never connected, so nothing of tapmap's is retried.
-  if ! timeout 120 xl create "$cfg" > "$LAB/$name.xl" 2>&1; then
-    echo "lab: xl create $name failed; once more"; sed 's/^/  /' "$LAB/$name.xl"
+  # been seen to fail under TCG while another guest runs) is tried once more, and says
+  # so; the guest's disk was never connected, so nothing of tapmap's is retried. A
+  # create that timed out (xl wedged after starting the guest: seen here) or whose guest
+  # exists or already printed is not retried.
+  local rc=0
+  timeout 120 xl create "$cfg" > "$LAB/$name.xl" 2>&1 || rc=$?
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && ! timeout 20 xl list "$name" >/dev/null 2>&1 &&
+     ! tail -c +"$off" "$log" 2>/dev/null | grep -aq '^LABGUEST'; then
+    echo "lab: xl create $name failed (rc $rc); once more"; sed 's/^/  /' "$LAB/$name.xl"
     free -m | sed 's/^/  dom0 memory: /'
     ps -eo rss,comm --sort=-rss | head -n 4 | sed 's/^/  dom0 rss: /'
     timeout 60 xl destroy "$name" >/dev/null 2>&1
     sleep 2
     timeout 120 xl create "$cfg" > "$LAB/$name.xl" 2>&1 || { echo "lab: xl create $name failed again"; cat "$LAB/$name.xl"; }
+  elif [ "$rc" -ne 0 ]; then
+    echo "lab: xl create $name failed (rc $rc)"; cat "$LAB/$name.xl"
   fi
   local i stuck=0 st
   for i in $(seq 1 $(( timeout / poll ))); do
