@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <future>
 #include <thread>
 
 #include "common/units.h"
@@ -214,6 +215,57 @@ TEST_CASE("blkif handshake: frontend death disconnects and the backend keeps ser
   for (int i = 0; i < 1000 && !rig.List().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   CHECK(rig.List().empty());
   CHECK_FALSE(rig.opener.OpenForWrite("vm1"));
+}
+
+// What libxl does with the disks of a domain whose creation failed (seen in the Xen
+// lab: xl create failing after the disk was set up): online=0 and Closing on the
+// backend, then both directories removed, while the hotplug script's attach may still
+// be on its way. Whatever the interleaving, the device is released, the volume closed,
+// and the same disk is served normally afterwards.
+TEST_CASE("blkif handshake: a disk abandoned by a failed domain create is released, then served again") {
+  HandshakeRig rig;
+  auto vol = rig.opener.Add("vm1", 16 * kMiB);
+  REQUIRE(rig.StartBackend().ok());
+  for (int round = 0; round < 4; ++round) {
+    INFO("round " << round);
+    REQUIRE(rig.XlAddDisk(kDom, kDev, "vm1").ok());
+    REQUIRE(rig.WaitNode(Be("state"), "2") == "2");
+    std::promise<Result<blkif::VbdInfo>> attached;
+    if (round % 2 == 0) {
+      // The removal races the attach.
+      blkif::AttachSpec spec;
+      spec.key = blkif::VbdKey{kDom, kDev, blkif::Layout::kVbd};
+      spec.volume = "vm1";
+      rig.manager->Attach(spec, [&attached](Result<blkif::VbdInfo> r) { attached.set_value(std::move(r)); });
+    } else {
+      // The attach completed (InitWait, volume open) before the toolstack gave up.
+      auto r = rig.Attach(kDom, kDev, "vm1");
+      REQUIRE(r.ok());
+      CHECK(rig.opener.OpenForWrite("vm1"));
+      attached.set_value(std::move(r));
+    }
+    REQUIRE(rig.XlRemoveDisk(kDom, kDev).ok());
+    rig.WaitNode(Be("state"), "6", std::chrono::seconds(2));  // libxl waits, then goes on
+    REQUIRE(rig.toolstack->Remove(0, HandshakeRig::BackendPath(kDom, kDev)).ok());
+    REQUIRE(rig.toolstack->Remove(0, HandshakeRig::FrontendPath(kDom, kDev)).ok());
+    auto future = attached.get_future();
+    REQUIRE(future.wait_for(std::chrono::seconds(10)) == std::future_status::ready);  // answered, either way
+    for (int i = 0; i < 1000 && !rig.List().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    CHECK(rig.List().empty());
+    for (int i = 0; i < 1000 && rig.opener.OpenForWrite("vm1"); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    CHECK_FALSE(rig.opener.OpenForWrite("vm1"));
+    CHECK(rig.hv->ActiveMappings(kDom) == 0);
+  }
+  // The domain is created again and this time its disk connects and serves I/O.
+  auto front = ConnectDisk(rig, "vm1");
+  auto data = RandomBytes(8192, 7);
+  REQUIRE(*front->Write(0, 8, data) == BLKIF_RSP_OKAY);
+  std::vector<uint8_t> back(8192);
+  REQUIRE(*front->Read(0, 8, back) == BLKIF_RSP_OKAY);
+  CHECK(back == data);
+  CHECK(std::memcmp(vol->Snapshot().data() + 8 * 512, data.data(), data.size()) == 0);
 }
 
 TEST_CASE("blkif handshake: backend restart mid-connection re-reads everything") {
