@@ -6,7 +6,10 @@
 # Usage: tests/lab/run_lab.sh BUILD_DIR [--short | --storm] [--results DIR]
 #        --short: the PV cases and the blkback baseline (what `make test` runs);
 #        --storm: only the 4-guest boot storms (tapmap and blkback); default: all.
+#        --storm-blkback: only the kernel-blkback storm (tapmap not started): tells a
+#        lab fault from a tapmap one.
 # Env:   TAPMAP_LAB_CACHE (default /var/cache/tapmap-lab) caches the dom0 root.
+#        TAPMAP_LAB_CPU: QEMU's -cpu model (default below).
 #        TAPMAP_LAB_TCG_THREADS=single|multi (default multi): QEMU's TCG threading.
 # Exit:  0 all cases PASS/RETRIED; 1 a case FAILed or the lab did not finish;
 #        77 skipped (the machine cannot run the lab; the reason is printed).
@@ -18,6 +21,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --short) suite=short ;;
     --storm) suite=storm ;;
+    --storm-blkback) suite=storm-blkback ;;
     --results) results=$2; shift ;;
     *) echo "run_lab.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -81,8 +85,14 @@ echo "lab: booting Xen 4.17 under QEMU (suite $suite, limit ${timeout_s}s); seri
 # -smap / -rdtscp: without them dom0 faults at once / PVH guests spin (see the issue).
 # -avx/-avx2: glibc then keeps to its SSE paths; with TCG's young AVX emulation we saw
 # dom0 and guest processes crash inside malloc at random (an emulator-level glitch).
+# -xsave/-fsgsbase: with them, dom0 userland (xl, bash, tail, tapdisk-map, blkback's
+# own hotplug scripts) faulted at random as soon as two guests ran at once, the same
+# with kernel blkback as with tapdisk-map; without them Xen and Linux switch FPU and
+# segment-base state with FXSAVE and MSR writes, and four guests run side by side.
 tcg_threads=${TAPMAP_LAB_TCG_THREADS:-multi}
-qemu-system-x86_64 -accel "tcg,thread=$tcg_threads,tb-size=256" -cpu max,-smap,-rdtscp,-avx,-avx2 -smp 2 -m 2048 \
+cpu=${TAPMAP_LAB_CPU:-max,-smap,-rdtscp,-avx,-avx2,-xsave,-fsgsbase}
+echo "lab: QEMU -cpu $cpu"
+qemu-system-x86_64 -accel "tcg,thread=$tcg_threads,tb-size=256" -cpu "$cpu" -smp 2 -m 2048 \
   -display none -serial "file:$results/serial.log" -monitor none -no-reboot \
   -drive "file=$work/root.img,if=virtio,format=raw,cache=unsafe" \
   -kernel "$entry/xen.elf" \

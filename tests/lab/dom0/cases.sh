@@ -344,6 +344,13 @@ case_blkback_boot_storm() {
 }
 
 lab_run_suite() {
+  if [ "$1" = storm-blkback ]; then
+    modprobe xen-blkback
+    lab_storm_image
+    lab_case blkback-boot-storm-4 case_blkback_boot_storm
+    rmmod xen-blkback 2>/dev/null
+    return
+  fi
   lab_known_image "$LAB/known.img" 64
   if ! command -v tapmap >/dev/null || ! command -v tapdisk-map >/dev/null; then
     echo "LABRESULT tapmap-setup FAIL 0 tapmap-not-installed"
