@@ -204,11 +204,23 @@ int Run(int argc, char** argv) {
   handlers.nbd_exports = [&nbd_server]() {
     nlohmann::json list = nlohmann::json::array();
     for (const auto& listener : nbd_server.Describe()) {
-      list.push_back({{"address", listener.address},
-                      {"volumes_open", listener.volumes_open},
-                      {"connections", listener.connections}});
+      nlohmann::json entry = {{"address", listener.address},
+                              {"volumes_open", listener.volumes_open},
+                              {"connections", listener.connections}};
+      if (!listener.default_export.empty()) entry["export"] = listener.default_export;
+      list.push_back(std::move(entry));
     }
     return list;
+  };
+  handlers.nbd_listen = [&nbd_server](const std::string& address, const std::string& volume) -> Status {
+    auto parsed = ParseListenAddress(address);
+    if (!parsed.ok()) return parsed.status();
+    return nbd_server.Listen(*parsed, volume);
+  };
+  handlers.nbd_unlisten = [&nbd_server](const std::string& address) -> Status {
+    auto parsed = ParseListenAddress(address);
+    if (!parsed.ok()) return parsed.status();
+    return nbd_server.Unlisten(parsed->ToString());
   };
   if (vbds) handlers.vbd = control::MakeVbdHandler(*vbds);
   control::ControlServer control_server(io, std::move(handlers), log.WithContext("layer", "control"));

@@ -198,6 +198,29 @@ void HandleRequest(const ControlHandlers& handlers, const json& request, std::fu
     } else if (op == "nbd-list") {
       json exports = handlers.nbd_exports ? handlers.nbd_exports() : json::array();
       done(OkResponse({{"exports", exports}}));
+    } else if (op == "nbd-listen" || op == "nbd-unlisten") {
+      auto handler_missing = op == "nbd-listen" ? !handlers.nbd_listen : !handlers.nbd_unlisten;
+      if (handler_missing) {
+        done(ErrorResponse(Status::NotSupported(op + " is not available in this daemon")));
+        return;
+      }
+      auto address = request.find("address");
+      if (address == request.end() || !address->is_string() || address->get<std::string>().empty()) {
+        done(ErrorResponse(Status::InvalidArgument(op + ": \"address\" must be a non-empty string")));
+        return;
+      }
+      Status s;
+      if (op == "nbd-listen") {
+        auto volume = request.find("export");
+        if (volume == request.end() || !volume->is_string() || volume->get<std::string>().empty()) {
+          done(ErrorResponse(Status::InvalidArgument("nbd-listen: \"export\" must be a volume name")));
+          return;
+        }
+        s = handlers.nbd_listen(address->get<std::string>(), volume->get<std::string>());
+      } else {
+        s = handlers.nbd_unlisten(address->get<std::string>());
+      }
+      done(s.ok() ? OkResponse(json::object()) : ErrorResponse(s));
     } else if (op.starts_with("vbd-") &&
                (op == "vbd-list" || op == "vbd-attach" || op == "vbd-detach" || op == "vbd-pause" ||
                 op == "vbd-resume")) {

@@ -36,6 +36,10 @@ struct ControlHandlers {
   std::function<Result<nlohmann::json>()> stats;
   // `nbd-list`: the array of {"address", "volumes_open", ...}. Null: empty list.
   std::function<nlohmann::json()> nbd_exports;
+  // `nbd-listen` (address, export) / `nbd-unlisten` (address): add or remove an NBD
+  // listener serving one volume as its default export. Null: not-supported.
+  std::function<Status(const std::string& address, const std::string& volume)> nbd_listen;
+  std::function<Status(const std::string& address)> nbd_unlisten;
   // vbd-list / vbd-attach / vbd-detach / vbd-pause / vbd-resume: called with the op
   // name and the whole request; must call `reply` exactly once. Null: every vbd-* op
   // answers not-supported (Xen serving is not enabled in this daemon).

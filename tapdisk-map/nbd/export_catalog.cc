@@ -78,4 +78,16 @@ std::vector<std::shared_ptr<engine::BlockDevice>> VolumeExports::OpenDevices() c
   return devices;
 }
 
+SingleExport::SingleExport(ExportCatalog& inner, std::string name) : inner_(inner), name_(std::move(name)) {}
+
+void SingleExport::Open(const std::string& name, OpenDone done) {
+  if (!name.empty() && name != name_) {
+    done(Status::NotFound("this socket exports only '" + name_ + "' (or the default export), not '" + name + "'"));
+    return;
+  }
+  inner_.Open(name_, std::move(done));
+}
+
+void SingleExport::List(ListDone done) { done(std::vector<std::string>{name_}); }
+
 }  // namespace tapmap::nbd

@@ -66,4 +66,20 @@ class VolumeExports : public ExportCatalog {
   std::map<std::string, Entry> entries_;
 };
 
+// SingleExport: a view of another catalog that offers one export only, under its own
+// name and as NBD's default export (the empty name); any other name is not-found.
+// What a per-device NBD socket serves (NbdServer::Listen with a default export).
+class SingleExport : public ExportCatalog {
+ public:
+  // `inner` must outlive this object.
+  SingleExport(ExportCatalog& inner, std::string name);
+
+  void Open(const std::string& name, OpenDone done) override;
+  void List(ListDone done) override;
+
+ private:
+  ExportCatalog& inner_;
+  const std::string name_;
+};
+
 }  // namespace tapmap::nbd

@@ -33,10 +33,22 @@ NbdServer::~NbdServer() {
   }
 }
 
-Status NbdServer::Listen(const ListenAddress& address) {
+Status NbdServer::Listen(const ListenAddress& address, std::string default_export) {
   auto listener = std::make_unique<Listener>();
   listener->address = address.ToString();
+  listener->default_export = std::move(default_export);
+  if (!listener->default_export.empty()) {
+    listener->single = std::make_unique<SingleExport>(catalog_, listener->default_export);
+  }
   listener->acceptor = std::make_unique<Acceptor>(accept_strand_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& l : listeners_) {
+      if (!l->removed && l->address == listener->address) {
+        return Status::AlreadyExists("already listening on " + listener->address);
+      }
+    }
+  }
   boost::system::error_code ec;
   GenericEndpoint endpoint;
   if (address.kind == ListenAddress::Kind::kUnix) {
@@ -73,7 +85,12 @@ Status NbdServer::Listen(const ListenAddress& address) {
     listeners_.push_back(std::move(listener));
     accept_loops_running_++;
   }
-  log_.Infof("listening on %s", raw->address.c_str());
+  if (raw->default_export.empty()) {
+    log_.Infof("listening on %s", raw->address.c_str());
+  } else {
+    log_.Infof("listening on %s for volume %s only (also as the default export)", raw->address.c_str(),
+               raw->default_export.c_str());
+  }
   asio::co_spawn(accept_strand_, [this, raw]() { return AcceptLoop(raw); }, asio::detached);
   return Status::Ok();
 }
@@ -87,7 +104,7 @@ asio::awaitable<void> NbdServer::AcceptLoop(Listener* listener) {
     co_await listener->acceptor->async_accept(peer, asio::redirect_error(asio::use_awaitable, ec));
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_) break;
+      if (stopping_ || listener->removed) break;
     }
     if (ec == asio::error::operation_aborted) break;
     if (ec) {
@@ -113,7 +130,8 @@ asio::awaitable<void> NbdServer::AcceptLoop(Listener* listener) {
       uint64_t id = next_connection_id_++;
       Logger log = log_.WithContext("conn", id);
       auto holder = std::make_shared<Connection*>(nullptr);
-      connection = std::make_shared<Connection>(std::move(peer), catalog_, options_.connection, log,
+      ExportCatalog& catalog = listener->single ? *listener->single : catalog_;
+      connection = std::make_shared<Connection>(std::move(peer), catalog, options_.connection, log,
                                                 [this, holder]() { ConnectionEnded(*holder); });
       *holder = connection.get();
       connections_[connection.get()] = Live{connection, listener};
@@ -124,9 +142,53 @@ asio::awaitable<void> NbdServer::AcceptLoop(Listener* listener) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     accept_loops_running_--;
+    listener->loop_done = true;
+    ReapListenersLocked();  // (`listener` may be gone after this)
     waiters = TakeStopWaitersLocked();
   }
   for (auto& waiter : waiters) asio::post(io_, std::move(waiter));
+}
+
+Status NbdServer::Unlisten(const std::string& address) {
+  std::vector<std::shared_ptr<Connection>> to_stop;
+  Listener* target = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& l : listeners_) {
+      if (!l->removed && l->address == address) target = l.get();
+    }
+    if (target == nullptr) return Status::NotFound("not listening on " + address);
+    target->removed = true;
+    for (auto& [ptr, live] : connections_) {
+      if (live.listener == target) to_stop.push_back(live.connection);
+    }
+  }
+  log_.Infof("no longer listening on %s (%zu connections to end)", address.c_str(), to_stop.size());
+  // The acceptor belongs to the accept strand. The listener is looked up again there:
+  // it is freed only after its loop has returned, which closing the acceptor causes.
+  asio::post(accept_strand_, [this, target]() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& l : listeners_) {
+      if (l.get() != target) continue;
+      boost::system::error_code ec;
+      l->acceptor->close(ec);
+      if (!l->unix_path.empty()) {
+        ::unlink(l->unix_path.c_str());
+        l->unix_path.clear();
+      }
+    }
+  });
+  for (auto& connection : to_stop) connection->Stop();
+  return Status::Ok();
+}
+
+void NbdServer::ReapListenersLocked() {
+  for (auto it = listeners_.begin(); it != listeners_.end();) {
+    Listener* l = it->get();
+    bool in_use = !l->removed || !l->loop_done;
+    for (const auto& [ptr, live] : connections_) in_use = in_use || live.listener == l;
+    it = in_use ? it + 1 : listeners_.erase(it);
+  }
 }
 
 void NbdServer::ConnectionEnded(Connection* connection) {
@@ -138,6 +200,7 @@ void NbdServer::ConnectionEnded(Connection* connection) {
     if (it == connections_.end()) return;
     keep = std::move(it->second.connection);
     connections_.erase(it);
+    ReapListenersLocked();
     waiters = TakeStopWaitersLocked();
   }
   for (auto& waiter : waiters) asio::post(io_, std::move(waiter));
@@ -186,8 +249,9 @@ std::vector<NbdServer::ListenerInfo> NbdServer::Describe() const {
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& listener : listeners_) {
+      if (listener->removed) continue;
       order.push_back(listener.get());
-      out.push_back(ListenerInfo{listener->address, {}, 0});
+      out.push_back(ListenerInfo{listener->address, listener->default_export, {}, 0});
     }
     for (const auto& [ptr, entry] : connections_) live.emplace_back(entry.listener, entry.connection);
   }

@@ -42,8 +42,20 @@ class NbdServer {
   NbdServer& operator=(const NbdServer&) = delete;
 
   // Binds and listens on `address` and starts accepting. A unix socket path that
-  // exists as a stale socket is replaced; any other existing file is an error.
-  Status Listen(const ListenAddress& address);
+  // exists as a stale socket is replaced; any other existing file is an error, and so
+  // is an address this server already listens on (already-exists).
+  //
+  // With a non-empty `default_export` the listener offers that one export only: a
+  // client asking for the empty name (NBD's default export, which is what libxl >= 4.19
+  // hands QEMU for the emulated disk of a `backendtype=tap` HVM guest) or for that name
+  // gets it, any other name is not-found, and NBD_OPT_LIST lists just it. Such
+  // per-device listeners come and go with the device (Unlisten).
+  Status Listen(const ListenAddress& address, std::string default_export = {});
+
+  // Stops accepting on the listener of `address` (spelled as ListenerInfo::address),
+  // removes its unix socket file and asks its connections to end (in-flight requests
+  // are answered). not-found if this server has no such listener. Thread-safe.
+  Status Unlisten(const std::string& address);
 
   // Stops accepting, asks every connection to end (in-flight requests are answered),
   // removes unix socket files, and calls `done` (on an io thread) once all connections
@@ -53,6 +65,7 @@ class NbdServer {
 
   struct ListenerInfo {
     std::string address;
+    std::string default_export;  // "" for a listener that serves every volume
     std::vector<std::string> volumes_open;  // sorted, unique
     uint32_t connections = 0;
   };
@@ -63,11 +76,18 @@ class NbdServer {
   using Acceptor = boost::asio::basic_socket_acceptor<boost::asio::generic::stream_protocol>;
   struct Listener {
     std::string address;
-    std::string unix_path;  // removed at Stop
+    std::string unix_path;  // removed at Stop / Unlisten
+    std::string default_export;
+    std::unique_ptr<ExportCatalog> single;  // set iff default_export is: its one export
     std::unique_ptr<Acceptor> acceptor;
+    bool removed = false;    // Unlisten was called (mu_)
+    bool loop_done = false;  // its accept loop has returned (mu_)
   };
   boost::asio::awaitable<void> AcceptLoop(Listener* listener);
   void ConnectionEnded(Connection* connection);
+  // With mu_ held: frees the listeners that were removed and that neither an accept
+  // loop nor a connection uses any more.
+  void ReapListenersLocked();
   // With mu_ held: the stop waiters to call if the stop is complete (none otherwise).
   std::vector<std::function<void()>> TakeStopWaitersLocked();
 

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -293,6 +294,78 @@ TEST_CASE("xl replay: libxl 4.17 disk add and remove with block-tapmap and tapdi
   CHECK(ParseJson(out)["vbds"].empty());
   REQUIRE(stack.Tapmap({"volume", "info", "vm1", "--json"}, &out) == 0);
   CHECK(ParseJson(out)["volume"]["openers"] == 0);
+}
+
+TEST_CASE("xl replay: a PV guest's disk gets no physical-device-path") {
+  TapmapStack stack({.xen = true});
+  REQUIRE(stack.Tapmap({"volume", "create", "vm1", "16M"}) == 0);
+  xen::XenStore& xs = stack.xs();
+  REQUIRE(ReplayDomainCreate(xs, 1, "pv").ok());
+  LibxlDisk disk;
+  REQUIRE(ReplayDiskAdd(xs, disk).ok());
+  REQUIRE(WaitForValue(xs, disk.backend_path() + "/state", "2", 10000));
+  std::string out;
+  REQUIRE(RunHotplug(stack, disk, "add", &out) == 0);
+  auto status = xs.Read(kNoTransaction, disk.backend_path() + "/hotplug-status");
+  CHECK((status.ok() && *status == "connected"));
+  CHECK(xs.Read(kNoTransaction, disk.backend_path() + "/physical-device-path").status().code() ==
+        StatusCode::kNotFound);
+}
+
+// What QEMU is given for an HVM guest's emulated disk, read through the real NBD
+// client qemu-io exactly as QEMU would open it: the same bytes the PV disk serves.
+TEST_CASE("xl replay: an HVM guest's disk gets physical-device-path, the volume over NBD (4.17 and 4.19+)") {
+  TapmapStack stack({.xen = true});
+  REQUIRE(stack.Tapmap({"volume", "create", "vm1", "16M"}) == 0);
+  std::string out;
+  // A pattern in the volume, written through the shared export.
+  REQUIRE(RunCommand({"qemu-io", "-f", "raw", "-c", "write -P 0x5a 1M 64k",
+                      "nbd+unix:///vm1?socket=" + stack.nbd_socket()},
+                     &out) == 0);
+  xen::XenStore& xs = stack.xs();
+  const std::string layout = GENERATE(std::string("vbd"), std::string("vbd3"));
+  INFO(layout);
+  REQUIRE(ReplayDomainCreate(xs, 1, "hvm").ok());
+  LibxlDisk disk;
+  disk.layout = layout;
+  REQUIRE(ReplayDiskAdd(xs, disk).ok());
+  REQUIRE(WaitForValue(xs, disk.backend_path() + "/state", "2", 10000));
+  int rc = RunHotplug(stack, disk, "add", &out);
+  INFO(out);
+  REQUIRE(rc == 0);
+  auto path = xs.Read(kNoTransaction, disk.backend_path() + "/physical-device-path");
+  REQUIRE(path.ok());
+  // What libxl turns the path into for QEMU's -drive file=.
+  std::string url;
+  if (layout == "vbd") {
+    CHECK(*path == "nbd+unix:///vm1?socket=" + stack.nbd_socket());  // 4.17: used as it is
+    url = *path;
+  } else {
+    CHECK(*path == stack.path("nbd-1-51712.sock"));  // 4.19+: nbd+unix:///?socket=<path>
+    url = "nbd+unix:///?socket=" + *path;
+    REQUIRE(stack.Tapmap({"nbd", "list", "--json"}, &out) == 0);
+    CHECK(out.find("\"export\": \"vm1\"") != std::string::npos);
+  }
+  out.clear();
+  rc = RunCommand({"qemu-io", "-f", "raw", "-c", "read -P 0x5a 1M 64k", "-c", "read -P 0 0 64k", url}, &out);
+  INFO(out);
+  CHECK(rc == 0);
+  CHECK(out.find("Pattern verification failed") == std::string::npos);
+  if (layout == "vbd3") {
+    // Only vm1 is reachable on the device's socket.
+    CHECK(RunCommand({"qemu-io", "-f", "raw", "-c", "read 0 512", "nbd+unix:///other?socket=" + *path}, &out) != 0);
+  }
+
+  REQUIRE(ReplayDiskCloseRequest(xs, disk).ok());
+  CHECK(WaitForValue(xs, disk.backend_path() + "/state", "6", 10000));
+  rc = RunHotplug(stack, disk, "remove", &out);
+  INFO(out);
+  CHECK(rc == 0);
+  REQUIRE(ReplayDiskDestroy(xs, disk).ok());
+  // remove closed the device's own socket.
+  CHECK(!std::filesystem::exists(stack.path("nbd-1-51712.sock")));
+  REQUIRE(stack.Tapmap({"nbd", "list", "--json"}, &out) == 0);
+  CHECK(ParseJson(out)["exports"].size() == 1);
 }
 
 TEST_CASE("xl replay: a disk naming a missing volume fails with hotplug-error") {

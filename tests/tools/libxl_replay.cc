@@ -58,9 +58,10 @@ std::string LibxlDisk::xenbus_path() const {
   return "backend/" + layout + "/" + std::to_string(domid) + "/" + std::to_string(devid);
 }
 
-Status ReplayDomainCreate(XenStore& xs, uint32_t domid) {
+Status ReplayDomainCreate(XenStore& xs, uint32_t domid, const std::string& type) {
   std::string dom = "/local/domain/" + std::to_string(domid);
   return InTransaction(xs, [&](TransactionId tx) -> Status {
+    TAPMAP_RETURN_IF_ERROR(xs.Write(tx, "/libxl/" + std::to_string(domid) + "/type", type));
     TAPMAP_RETURN_IF_ERROR(xs.Mkdir(tx, dom));
     TAPMAP_RETURN_IF_ERROR(SetPerms(
         xs, tx, dom, {{0, XenStorePermission::kNone}, {domid, XenStorePermission::kRead}}));

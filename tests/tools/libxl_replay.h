@@ -51,8 +51,9 @@ struct LibxlDisk {
 };
 
 // Creates the guest's /local/domain/D directory as domain creation would (name,
-// domid, device/), owned by D.
-Status ReplayDomainCreate(xen::XenStore& xs, uint32_t domid);
+// domid, device/), owned by D, and libxl's own /libxl/D/type ("pv", "pvh" or "hvm",
+// what libxl__domain_make writes and block-tapmap reads).
+Status ReplayDomainCreate(xen::XenStore& xs, uint32_t domid, const std::string& type = "pv");
 
 // The device-add transaction above.
 Status ReplayDiskAdd(xen::XenStore& xs, const LibxlDisk& disk);

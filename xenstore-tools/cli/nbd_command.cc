@@ -43,6 +43,60 @@ Status RunList(Invocation& inv) {
   return Status::Ok();
 }
 
+// `tapmap nbd url VOLUME`: the URL of VOLUME on the daemon's first shared export
+// (per-device listeners are skipped: they serve one volume each).
+Status RunUrl(Invocation& inv) {
+  auto client = ControlClient::Connect(inv.options().Get("control"));
+  if (!client.ok()) return client.status();
+  auto r = client->Call({{"op", "nbd-list"}}, std::chrono::milliseconds(inv.timeout_ms()));
+  if (!r.ok()) return r.status();
+  const std::string& volume = inv.args()[0];
+  if (r->contains("exports") && (*r)["exports"].is_array()) {
+    for (const auto& e : (*r)["exports"]) {
+      if (e.contains("export")) continue;
+      std::string url = UrlFor(JsonString(e, "address"));
+      if (url.empty()) continue;
+      url.replace(url.find("VOLUME"), 6, volume);
+      Json doc;
+      doc["url"] = url;
+      doc["address"] = JsonString(e, "address");
+      inv.PrintJson(doc);
+      inv.Print(url + "\n");
+      return Status::Ok();
+    }
+  }
+  return Status::NotFound("tapdisk-map has no NBD export (start it with --nbd, or nbd = in tapmap.conf)");
+}
+
+Status RunListen(Invocation& inv) {
+  const std::string& volume = inv.options().Get("export");
+  if (volume.empty()) return inv.UsageError("--export VOLUME is required");
+  auto client = ControlClient::Connect(inv.options().Get("control"));
+  if (!client.ok()) return client.status();
+  auto r = client->Call({{"op", "nbd-listen"}, {"address", inv.args()[0]}, {"export", volume}},
+                        std::chrono::milliseconds(inv.timeout_ms()));
+  if (!r.ok()) return r.status();
+  Json doc;
+  doc["address"] = inv.args()[0];
+  doc["export"] = volume;
+  inv.PrintJson(doc);
+  inv.Print("listening on " + inv.args()[0] + " for volume " + volume + " (also the default export)\n");
+  return Status::Ok();
+}
+
+Status RunUnlisten(Invocation& inv) {
+  auto client = ControlClient::Connect(inv.options().Get("control"));
+  if (!client.ok()) return client.status();
+  auto r = client->Call({{"op", "nbd-unlisten"}, {"address", inv.args()[0]}},
+                        std::chrono::milliseconds(inv.timeout_ms()));
+  if (!r.ok()) return r.status();
+  Json doc;
+  doc["address"] = inv.args()[0];
+  inv.PrintJson(doc);
+  inv.Print("no longer listening on " + inv.args()[0] + "\n");
+  return Status::Ok();
+}
+
 }  // namespace
 
 void AddNbdCommands(std::vector<CommandSpec>* commands) {
@@ -55,6 +109,33 @@ void AddNbdCommands(std::vector<CommandSpec>* commands) {
                        {},
                        kUsesControl,
                        RunList});
+  commands->push_back({"nbd",
+                       "url",
+                       "VOLUME",
+                       "print the URL at which QEMU or qemu-img reach VOLUME (first shared NBD export)",
+                       1,
+                       1,
+                       {},
+                       kUsesControl,
+                       RunUrl});
+  commands->push_back({"nbd",
+                       "listen",
+                       "ADDRESS",
+                       "serve one volume on its own NBD socket, also as the default export (unix:PATH|tcp:HOST:PORT)",
+                       1,
+                       1,
+                       {{"export", "", "the volume this listener serves (required)"}},
+                       kUsesControl,
+                       RunListen});
+  commands->push_back({"nbd",
+                       "unlisten",
+                       "ADDRESS",
+                       "close a listener made by 'tapmap nbd listen' and remove its socket",
+                       1,
+                       1,
+                       {},
+                       kUsesControl,
+                       RunUnlisten});
 }
 
 }  // namespace tapmap::cli
