@@ -11,7 +11,7 @@
 //       the whole engine read path against a real mapserver (started here, in a temp
 //       dir): a 64 MiB volume is written and read once, then 4 KiB random reads at
 //       queue depth N (all cache hits) and 1 MiB sequential reads are timed.
-//   engine_bench write [--depth N] [--mib N]
+//   engine_bench write [--depth N] [--mib N] [--cache-mib N] [--max-pinned-mib N] [--commit-interval-ms N]
 //       sequential 1 MiB writes (default 256 MiB, depth 8, ending with a flush) into
 //       a fresh clone through the engine, against a real mapserver, vs the same
 //       writes with O_DIRECT to a file in the same directory: the engine's share of
@@ -63,6 +63,9 @@ struct Settings {
   unsigned depth = 32;
   unsigned threads = 2;
   uint64_t file_bytes = 256ull << 20;
+  uint64_t cache_bytes = 256ull << 20;  // the engine's --cache-size (write: bounds pinned data)
+  uint64_t max_pinned_bytes = 0;        // 0: the engine's default (max(256 MiB, cache / 4))
+  int64_t commit_interval_ms = -1;      // -1: the engine's default
 };
 
 class IoRunner {
@@ -273,7 +276,8 @@ double DeviceReads(engine::BlockDevice& dev, uint64_t span, uint64_t size, unsig
 class EngineStack {
  public:
   // Formats a pool of `pool_size` ("1G") and starts mapserver; Ok() tells if it worked.
-  EngineStack(const std::string& bin_dir, const std::string& pool_size, bool preallocate = false)
+  EngineStack(const std::string& bin_dir, const std::string& pool_size, bool preallocate = false,
+              uint64_t cache_bytes = 256ull << 20, uint64_t max_pinned_bytes = 0, int64_t commit_interval_ms = -1)
       : dir_("engine-bench") {
     secret_ = dir_ / "secret";
     sock_ = dir_ / "ms.sock";
@@ -302,7 +306,9 @@ class EngineStack {
     eo.host = "bench";
     eo.secret_file = secret_;
     eo.pool_path = dir_ / "pool";
-    eo.cache_size_bytes = 256ull << 20;
+    eo.cache_size_bytes = cache_bytes;
+    eo.max_pinned_bytes = max_pinned_bytes;
+    if (commit_interval_ms >= 0) eo.commit_interval = std::chrono::milliseconds(commit_interval_ms);
     auto made = engine::Engine::Create(runner_.io(), eo, Logger("engine", LogLevel::kWarning));
     if (!made.ok()) {
       status_ = made.status();
@@ -443,7 +449,8 @@ double SequentialWrites(uint64_t total, unsigned depth,
 // through NBD: this separates the engine's cost from the NBD transport's.
 int BenchWrite(const Settings& s, const std::string& bin_dir) {
   const uint64_t total = s.file_bytes;
-  EngineStack stack(bin_dir, std::to_string((total >> 20) * 2 + 256) + "M", /*preallocate=*/true);
+  EngineStack stack(bin_dir, std::to_string((total >> 20) * 2 + 256) + "M", /*preallocate=*/true, s.cache_bytes,
+                    s.max_pinned_bytes, s.commit_interval_ms);
   if (!stack.status().ok()) {
     std::fprintf(stderr, "%s\n", stack.status().ToString().c_str());
     return 1;
@@ -518,7 +525,7 @@ int BenchWrite(const Settings& s, const std::string& bin_dir) {
 
 int Main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: engine_bench pool|cache|volume|write|all [--dir DIR] [--seconds N] [--depth N] [--threads N] [--mib N]\n");
+    std::fprintf(stderr, "usage: engine_bench pool|cache|volume|write|all [--dir DIR] [--seconds N] [--depth N] [--threads N] [--mib N] [--cache-mib N] [--max-pinned-mib N] [--commit-interval-ms N]\n");
     return 2;
   }
   std::string mode = argv[1];
@@ -533,6 +540,9 @@ int Main(int argc, char** argv) {
       depth_given = true;
     } else if (flag == "--mib") s.file_bytes = std::stoull(value) << 20;
     else if (flag == "--threads") s.threads = static_cast<unsigned>(std::stoul(value));
+    else if (flag == "--cache-mib") s.cache_bytes = std::stoull(value) << 20;
+    else if (flag == "--max-pinned-mib") s.max_pinned_bytes = std::stoull(value) << 20;
+    else if (flag == "--commit-interval-ms") s.commit_interval_ms = std::stoll(value);
     else {
       std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
       return 2;

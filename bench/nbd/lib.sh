@@ -36,7 +36,7 @@ start_stack() {
 start_tapdisk() {
   "$bin/tapdisk-map" --config "$bench_work/tapmap.conf" --server "unix:$bench_work/ms.sock" \
     --pool "$bench_work/pool" --secret-file "$bench_work/secret" --host-name bench --control "$bench_work/ctl.sock" \
-    --nbd "unix:$bench_work/nbd.sock" --cache-size "$bench_cache" --xen off >>"$bench_work/tapdisk-map.log" 2>&1 &
+    --nbd "unix:$bench_work/nbd.sock" --cache-size "$bench_cache" --xen off ${TAPDISK_MAP_FLAGS:-} >>"$bench_work/tapdisk-map.log" 2>&1 &
   tapdisk_pid=$!
   bench_pids+=("$tapdisk_pid")
   wait_for "$bench_work/nbd.sock"

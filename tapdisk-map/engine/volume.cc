@@ -900,7 +900,19 @@ void Volume::CycleDone(uint64_t cycle, const std::vector<Extent>& batch) {
   }
   if (!batch.empty()) Count(&IoCounters::commits, 1);
   for (auto& d : ready) Complete(std::move(d), Status::Ok());
-  KickCommit();
+  // What was written meanwhile waits as any write does (ScheduleCommit: the lazy timer,
+  // or at once under memory pressure), unless a flush waits for it. Starting the next
+  // cycle at once would run commits back to back under a write stream: each costs a
+  // pool fdatasync and a durable metadata commit, and the server's answers to
+  // prepareWrite queue behind them (measured: 300 cycles for 2 GiB of 1 MiB writes,
+  // prepareWrite 3.5 ms on average).
+  bool flush_waiting;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    flush_waiting = !flush_waiters_.empty();
+  }
+  if (flush_waiting) return KickCommit();
+  ScheduleCommit();
 }
 
 void Volume::CycleFailed(uint64_t cycle, Status status) {

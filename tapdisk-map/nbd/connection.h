@@ -21,12 +21,16 @@
 #include "tapdisk-map/nbd/handshake.h"
 #include "tapdisk-map/nbd/stream.h"
 #include "tapdisk-map/nbd/transmission.h"
+#include "tapdisk-map/pool/buffer_recycler.h"
 
 namespace tapmap::nbd {
 
 struct ConnectionOptions {
   HandshakeOptions handshake;
   TransmissionLimits transmission;
+  // Where WRITE payload buffers come from and go back to (shared by the server's
+  // connections); null: a fresh allocation per request.
+  std::shared_ptr<pool::BufferRecycler> payload_buffers;
   std::chrono::milliseconds handshake_timeout{30000};
 };
 

@@ -21,8 +21,21 @@ namespace tapmap::nbd {
 namespace asio = boost::asio;
 using GenericEndpoint = asio::generic::stream_protocol::endpoint;
 
+namespace {
+NbdServerOptions WithPayloadBuffers(NbdServerOptions options) {
+  if (options.connection.payload_buffers == nullptr && options.payload_buffer_retain_bytes > 0) {
+    options.connection.payload_buffers = std::make_shared<pool::BufferRecycler>(options.payload_buffer_retain_bytes);
+  }
+  return options;
+}
+}  // namespace
+
 NbdServer::NbdServer(asio::io_context& io, ExportCatalog& catalog, NbdServerOptions options, Logger log)
-    : io_(io), accept_strand_(asio::make_strand(io)), catalog_(catalog), options_(options), log_(std::move(log)) {}
+    : io_(io),
+      accept_strand_(asio::make_strand(io)),
+      catalog_(catalog),
+      options_(WithPayloadBuffers(std::move(options))),
+      log_(std::move(log)) {}
 
 NbdServer::~NbdServer() {
   std::lock_guard<std::mutex> lock(mu_);

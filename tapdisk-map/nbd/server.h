@@ -30,6 +30,9 @@ namespace tapmap::nbd {
 struct NbdServerOptions {
   ConnectionOptions connection;
   uint32_t max_connections = 1024;  // further clients are closed at once
+  // WRITE payload buffers kept for reuse by all connections (pool/buffer_recycler.h),
+  // unless connection.payload_buffers is given; 0: no reuse.
+  size_t payload_buffer_retain_bytes = 128u << 20;
 };
 
 class NbdServer {
@@ -94,7 +97,7 @@ class NbdServer {
   boost::asio::io_context& io_;
   boost::asio::strand<boost::asio::io_context::executor_type> accept_strand_;  // acceptors
   ExportCatalog& catalog_;
-  const NbdServerOptions options_;
+  const NbdServerOptions options_;  // (connection.payload_buffers set by the constructor)
   Logger log_;
 
   mutable std::mutex mu_;

@@ -37,11 +37,13 @@ struct Transmission::Pending {
 };
 
 Transmission::Transmission(Stream stream, std::shared_ptr<engine::BlockDevice> device,
-                           bool structured, TransmissionLimits limits, Logger log)
+                           bool structured, TransmissionLimits limits, Logger log,
+                           std::shared_ptr<pool::BufferRecycler> payload_buffers)
     : stream_(std::move(stream)),
       device_(std::move(device)),
       structured_(structured),
       limits_(limits),
+      payload_buffers_(std::move(payload_buffers)),
       log_(std::move(log)),
       error_log_limiter_(10, std::chrono::seconds(10)),
       input_(new uint8_t[kInputBufferBytes]),
@@ -169,8 +171,10 @@ asio::awaitable<Status> Transmission::ReadRequests() {
       }
       co_await ReserveBudget(request.length);
       pending->budget = request.length;
-      pending->payload = std::make_shared<pool::AlignedBuffer>(std::max<uint32_t>(request.length, 1),
-                                                               pool::AlignedBuffer::Uninitialized{});
+      pending->payload = payload_buffers_ != nullptr
+                             ? payload_buffers_->Get(std::max<uint32_t>(request.length, 1))
+                             : std::make_shared<pool::AlignedBuffer>(std::max<uint32_t>(request.length, 1),
+                                                                     pool::AlignedBuffer::Uninitialized{});
       uint8_t* payload = pending->payload->data();
       size_t buffered = std::min<size_t>(input_end_ - input_begin_, request.length);
       std::memcpy(payload, input_.get() + input_begin_, buffered);

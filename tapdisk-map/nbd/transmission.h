@@ -27,6 +27,7 @@
 #include "tapdisk-map/engine/block_device.h"
 #include "tapdisk-map/nbd/nbd_protocol.h"
 #include "tapdisk-map/nbd/stream.h"
+#include "tapdisk-map/pool/buffer_recycler.h"
 #include "tapdisk-map/util/async_signal.h"
 
 namespace tapmap::nbd {
@@ -49,9 +50,11 @@ class Transmission : public std::enable_shared_from_this<Transmission> {
  public:
   // Takes the connected `stream`; `device` is the negotiated export. `structured`
   // says whether structured replies were negotiated. The stream's executor must be a
-  // strand (or otherwise serialised).
+  // strand (or otherwise serialised). WRITE payloads come from `payload_buffers` if
+  // set (see pool/buffer_recycler.h), else each is a fresh allocation.
   Transmission(Stream stream, std::shared_ptr<engine::BlockDevice> device, bool structured,
-               TransmissionLimits limits, Logger log);
+               TransmissionLimits limits, Logger log,
+               std::shared_ptr<pool::BufferRecycler> payload_buffers = nullptr);
   Transmission(const Transmission&) = delete;
   Transmission& operator=(const Transmission&) = delete;
 
@@ -103,6 +106,7 @@ class Transmission : public std::enable_shared_from_this<Transmission> {
   std::shared_ptr<engine::BlockDevice> device_;
   const bool structured_;
   const TransmissionLimits limits_;
+  const std::shared_ptr<pool::BufferRecycler> payload_buffers_;  // may be null
   Logger log_;
   RateLimiter error_log_limiter_;
 

@@ -114,5 +114,67 @@ TEST_CASE("server: TCP listener on loopback") {
   thread.join();
 }
 
+TEST_CASE("server: a per-device listener serves one export, also as the default, until Unlisten") {
+  tapmap::testing::TempDir dir("nbd-server");
+  asio::io_context io;
+  auto work = asio::make_work_guard(io);
+  std::thread thread([&io] { io.run(); });
+  MemoryCatalog catalog;
+  auto disk = catalog.Add(io, "disk", 1 << 20);
+  catalog.Add(io, "other", 1 << 20);
+  {
+    NbdServer server(io, catalog, NbdServerOptions{}, Logger("nbd-server-test", LogLevel::kError));
+    std::string shared = dir / "nbd.sock";
+    std::string own = dir / "disk.sock";
+    REQUIRE(server.Listen(*ParseListenAddress("unix:" + shared)).ok());
+    REQUIRE(server.Listen(*ParseListenAddress("unix:" + own), "disk").ok());
+    CHECK(server.Listen(*ParseListenAddress("unix:" + own), "disk").code() == StatusCode::kAlreadyExists);
+
+    uint64_t size = 0;
+    uint16_t flags = 0;
+    NbdTestClient by_default(ConnectUnix(own));
+    REQUIRE(by_default.Handshake("", false, &size, &flags));  // the default export
+    CHECK(size == (1u << 20));
+    by_default.SendRequest(static_cast<uint16_t>(Command::kWrite), 0, 1, 0, 512, std::vector<uint8_t>(512, 9));
+    REQUIRE(by_default.ReadSimpleReply(0)->error == 0);
+    NbdTestClient by_name(ConnectUnix(own));
+    CHECK(by_name.Handshake("disk", false, &size, &flags));
+    NbdTestClient wrong(ConnectUnix(own));
+    CHECK(!wrong.Handshake("other", false, &size, &flags));  // only "disk" is offered here
+    NbdTestClient other(ConnectUnix(shared));
+    CHECK(other.Handshake("other", false, &size, &flags));  // the shared listener is unchanged
+
+    auto described = server.Describe();
+    REQUIRE(described.size() == 2);
+    CHECK(described[1].address == "unix:" + own);
+    CHECK(described[1].default_export == "disk");
+    CHECK(described[0].default_export.empty());
+
+    REQUIRE(server.Unlisten("unix:" + own).ok());
+    CHECK(server.Unlisten("unix:" + own).code() == StatusCode::kNotFound);
+    CHECK(by_default.PeerClosed());  // its connections end (in-flight answered)
+    CHECK(by_name.PeerClosed());
+    for (int i = 0; i < 2000 && ::access(own.c_str(), F_OK) == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    CHECK(::access(own.c_str(), F_OK) != 0);
+    for (int i = 0; i < 2000 && server.Describe().size() != 1; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    CHECK(server.Describe().size() == 1);
+    // The shared listener's client still works, and the address can be taken again.
+    other.SendRequest(static_cast<uint16_t>(Command::kRead), 0, 2, 0, 512);
+    CHECK(other.ReadSimpleReply(512)->error == 0);
+    CHECK(server.Listen(*ParseListenAddress("unix:" + own), "disk").ok());
+
+    std::atomic<bool> stopped{false};
+    server.Stop([&] { stopped = true; });
+    for (int i = 0; i < 2000 && !stopped; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    CHECK(stopped);
+  }
+  work.reset();
+  thread.join();
+}
+
 }  // namespace
 }  // namespace tapmap::nbd

@@ -213,6 +213,51 @@ TEST_CASE("tapmap nbd list shows the export and how to reach a volume") {
   CHECK(out.find("nbd+unix:///VOLUME?socket=" + stack.nbd_socket()) != std::string::npos);
 }
 
+TEST_CASE("tapmap nbd url, listen and unlisten: success and error paths") {
+  TapmapStack stack({});
+  REQUIRE(stack.Tapmap({"volume", "create", "vm1", "8M"}) == 0);
+  std::string out, err;
+  REQUIRE(stack.Tapmap({"nbd", "url", "vm1"}, &out) == 0);
+  CHECK(out == "nbd+unix:///vm1?socket=" + stack.nbd_socket() + "\n");
+  REQUIRE(stack.Tapmap({"nbd", "url", "vm1", "--json"}, &out) == 0);
+  CHECK(ParseJson(out) == json({{"url", "nbd+unix:///vm1?socket=" + stack.nbd_socket()},
+                                {"address", "unix:" + stack.nbd_socket()}}));
+
+  const std::string sock = stack.path("vm1-own.sock");
+  REQUIRE(stack.Tapmap({"nbd", "listen", "unix:" + sock, "--export", "vm1", "--json"}, &out) == 0);
+  CHECK(ParseJson(out) == json({{"address", "unix:" + sock}, {"export", "vm1"}}));
+  // The default export of that socket is vm1: written there, read on the shared one.
+  REQUIRE(RunCommand({"qemu-io", "-f", "raw", "-c", "write -P 0x33 0 4k", "nbd+unix:///?socket=" + sock}, &out) == 0);
+  REQUIRE(RunCommand({"qemu-io", "-f", "raw", "-c", "read -P 0x33 0 4k", "nbd+unix:///vm1?socket=" + stack.nbd_socket()},
+                     &out) == 0);
+  CHECK(out.find("Pattern verification failed") == std::string::npos);
+  REQUIRE(stack.Tapmap({"nbd", "list", "--json"}, &out) == 0);
+  json exports = ParseJson(out)["exports"];
+  REQUIRE(exports.size() == 2);
+  CHECK(exports[1]["address"] == "unix:" + sock);
+  CHECK(exports[1]["export"] == "vm1");
+  // `nbd url` names the shared export, never a per-device one.
+  REQUIRE(stack.Tapmap({"nbd", "url", "vm1"}, &out) == 0);
+  CHECK(out.find(stack.nbd_socket()) != std::string::npos);
+
+  // Errors: listening twice, a missing --export (usage), a bad address, unknown unlisten.
+  CHECK(stack.Tapmap({"nbd", "listen", "unix:" + sock, "--export", "vm1", "--json"}, &out, &err) == 1);
+  CHECK(ParseJson(out)["error"]["code"] == "already-exists");
+  CHECK(stack.Tapmap({"nbd", "listen", "unix:" + sock}, &out, &err) == 2);
+  CHECK(err.find("--export") != std::string::npos);
+  CHECK(stack.Tapmap({"nbd", "listen", "bogus:x", "--export", "vm1"}, &out, &err) == 1);
+  CHECK(stack.Tapmap({"nbd", "unlisten", "unix:" + stack.path("nothing.sock"), "--json"}, &out, &err) == 1);
+  CHECK(ParseJson(out)["error"]["code"] == "not-found");
+
+  REQUIRE(stack.Tapmap({"nbd", "unlisten", "unix:" + sock, "--json"}, &out) == 0);
+  CHECK(ParseJson(out) == json({{"address", "unix:" + sock}}));
+  CHECK(!std::filesystem::exists(sock));
+  REQUIRE(stack.Tapmap({"nbd", "list", "--json"}, &out) == 0);
+  CHECK(ParseJson(out)["exports"].size() == 1);
+  // The address is free again.
+  CHECK(stack.Tapmap({"nbd", "listen", "unix:" + sock, "--export", "vm1"}, &out) == 0);
+}
+
 TEST_CASE("tapmap vbd commands report the daemon's refusal when it serves no Xen rings") {
   TapmapStack stack({});  // tapdisk-map --xen off
   std::string out, err;
