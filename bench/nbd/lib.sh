@@ -33,6 +33,7 @@ start_stack() {
   bench_cache=$2
   start_tapdisk
 }
+# TAPDISK_MAP_FLAGS: extra tapdisk-map flags for experiments (e.g. --commit-interval-ms N).
 start_tapdisk() {
   "$bin/tapdisk-map" --config "$bench_work/tapmap.conf" --server "unix:$bench_work/ms.sock" \
     --pool "$bench_work/pool" --secret-file "$bench_work/secret" --host-name bench --control "$bench_work/ctl.sock" \
