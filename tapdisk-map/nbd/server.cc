@@ -172,6 +172,12 @@ Status NbdServer::Unlisten(const std::string& address) {
     }
     if (target == nullptr) return Status::NotFound("not listening on " + address);
     target->removed = true;
+    // The socket file goes now, so that a Listen on the same path right after this
+    // returns (block-tapmap re-creating a device's socket) binds a file of its own.
+    if (!target->unix_path.empty()) {
+      ::unlink(target->unix_path.c_str());
+      target->unix_path.clear();
+    }
     for (auto& [ptr, live] : connections_) {
       if (live.listener == target) to_stop.push_back(live.connection);
     }
@@ -185,10 +191,6 @@ Status NbdServer::Unlisten(const std::string& address) {
       if (l.get() != target) continue;
       boost::system::error_code ec;
       l->acceptor->close(ec);
-      if (!l->unix_path.empty()) {
-        ::unlink(l->unix_path.c_str());
-        l->unix_path.clear();
-      }
     }
   });
   for (auto& connection : to_stop) connection->Stop();
