@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Makes the lab guests' initramfs (~2 MB): busybox-static, xen-blkfront and ext4
-# modules of the given kernel, and guest/init as /init.
+# Makes the lab guests' initramfs (~3 MB): busybox-static, xen-blkfront, ext4 and IDE
+# disk modules of the given kernel, and guest/init as /init.
 # Usage: tests/lab/make_guest_initrd.sh MODULES_DIR OUTPUT.gz
 set -euo pipefail
 mods=${1:?modules dir, e.g. rootfs/lib/modules/6.1.0-x-amd64}
@@ -10,7 +10,9 @@ g=$(mktemp -d)
 trap 'rm -rf "$g"' EXIT
 mkdir -p "$g/bin" "$g/lib" "$g/proc" "$g/sys" "$g/dev" "$g/mnt" "$g/tmp"
 cp /bin/busybox "$g/bin/busybox"
-for m in xen-blkfront ext4 jbd2 mbcache crc16 crc32c_generic libcrc32c; do
+# (The IDE chain, scsi_common … sd_mod, is for the HVM case's emulated disk.)
+for m in xen-blkfront ext4 jbd2 mbcache crc16 crc32c_generic libcrc32c \
+         scsi_common scsi_mod libata ata_piix crct10dif_common crc-t10dif crc64 crc64-rocksoft t10-pi sd_mod; do
   f=$(find "$mods" -name "$m.ko*" | head -n 1)
   [ -n "$f" ] || continue
   case "$f" in *.xz) xz -dc "$f" > "$g/lib/$m.ko" ;; *) cp "$f" "$g/lib/$m.ko" ;; esac

@@ -8,6 +8,7 @@
 #        --storm: only the 4-guest boot storms (tapmap and blkback); default: all.
 #        --storm-blkback: only the kernel-blkback storm (tapmap not started): tells a
 #        lab fault from a tapmap one.
+#        --hvm: only the HVM guest (emulated disk through the NBD export).
 # Env:   TAPMAP_LAB_CACHE (default /var/cache/tapmap-lab) caches the dom0 root.
 #        TAPMAP_LAB_CPU: QEMU's -cpu model (default below).
 #        TAPMAP_LAB_TCG_THREADS=single|multi (default multi): QEMU's TCG threading.
@@ -22,6 +23,7 @@ while [ $# -gt 0 ]; do
     --short) suite=short ;;
     --storm) suite=storm ;;
     --storm-blkback) suite=storm-blkback ;;
+    --hvm) suite=hvm ;;
     --results) results=$2; shift ;;
     *) echo "run_lab.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -80,7 +82,7 @@ install -m 0644 "$here/dom0/cases.sh" "$work/rootfs/usr/lib/tapmap-lab/cases.sh"
 mkfs.ext4 -q -F -L dom0root -d "$work/rootfs" "$work/root.img" 3G || { echo "FAIL: mkfs"; exit 1; }
 rm -rf "$work/rootfs"
 
-timeout_s=$([ "$suite" = short ] && echo 600 || echo 1800)
+timeout_s=$([ "$suite" = short ] && echo 600 || echo 2700)
 echo "lab: booting Xen 4.17 under QEMU (suite $suite, limit ${timeout_s}s); serial log: $results/serial.log"
 # -smap / -rdtscp: without them dom0 faults at once / PVH guests spin (see the issue).
 # -avx/-avx2: glibc then keeps to its SSE paths; with TCG's young AVX emulation we saw

@@ -21,18 +21,28 @@ lab_elapsed() { awk -v a="$1" -v b="$(lab_now)" 'BEGIN{printf "%.1f", b-a}'; }
 lab_guest() {
   local name=$1 type=$2 timeout=$3 disk=$4 extra=$5 mem=${6:-256} poll=${LAB_POLL_S:-1}
   local log=$CONSOLE_DIR/guest-$name.log cfg=$LAB/$name.cfg
+  local kernel=$LAB_GUEST_KERNEL console=hvc0 hvm_lines=""
+  if [ "$type" = hvm ]; then
+    # QEMU (the device model) boots the bzImage itself; the console is its emulated
+    # serial port, written to the same log file xenconsoled writes for PV guests.
+    kernel=/boot/vmlinuz console=ttyS0
+    hvm_lines="serial=\"file:$log\"
+vnc=0
+sdl=0"
+  fi
   cat > "$cfg" <<CFG
 name="$name"
 type="$type"
-kernel="$LAB_GUEST_KERNEL"
+kernel="$kernel"
 ramdisk="/boot/domU-initrd.gz"
-extra="console=hvc0 quiet $extra"
+extra="console=$console quiet $extra"
 memory=$mem
 vcpus=1
 disk=[$disk]
 on_poweroff="destroy"
 on_crash="destroy"
 on_reboot="destroy"
+$hvm_lines
 CFG
   local off=$(( $(stat -c %s "$log" 2>/dev/null || echo 0) + 1 ))
   # Every xl call is bounded: a wedged toolstack must end in a timeout, not a hang.
@@ -211,7 +221,7 @@ CONF
   tapmap volume create golden 256M || return 1
   qemu-img convert -n -O raw "$LAB/known.img" "nbd+unix:///golden?socket=$NBD_SOCK" || return 1
   tapmap volume snapshot golden golden-v1 || return 1
-  for v in vm-pv vm-pvh vm-big vm-attach vm-idle; do tapmap volume clone golden-v1 "$v" || return 1; done
+  for v in vm-pv vm-pvh vm-hvm vm-big vm-attach vm-idle; do tapmap volume clone golden-v1 "$v" || return 1; done
 }
 
 case_tapmap_pv_read_write() {
@@ -288,6 +298,20 @@ case_tapmap_dom0_local_attach() {
   timeout 60 xl block-detach 0 xvdz || { ok=0; LAB_DETAIL="$LAB_DETAIL; block-detach failed"; }
   for i in $(seq 1 20); do tapmap vbd list --json | grep -q '"domid": 0' || break; sleep 1; done
   tapmap vbd list --json | grep -q '"domid": 0' && { ok=0; LAB_DETAIL="$LAB_DETAIL; still attached after detach"; }
+  [ $ok = 1 ]
+}
+# An HVM guest with the plain disk line: block-tapmap writes physical-device-path (the
+# volume's NBD URL), libxl hands it to QEMU as the emulated IDE disk, and the guest
+# (emulated disks not unplugged) reads the same volume through both: the emulated disk
+# (QEMU -> NBD -> tapdisk-map) and the PV disk (blkfront -> tapdisk-map).
+case_tapmap_hvm_emulated_disk() {
+  local want ok=1; want=$(lab_md5_prefix "$LAB/known.img" 16)
+  rm -f "$CONSOLE_DIR/guest-tm-hvm.log"   # QEMU truncates its serial file
+  # (Under TCG, SeaBIOS and QEMU in dom0 make this boot take ~2.5 min.)
+  lab_guest tm-hvm hvm 900 "$(TAPMAP_DISK vm-hvm rw)" "xen_emul_unplug=unnecessary lab_step=hvm-emulated lab_md5_mib=16" || ok=0
+  [ "$(lab_guest_value tm-hvm md5_emulated)" = "$want" ] || { ok=0; LAB_DETAIL="emulated disk: md5 $(lab_guest_value tm-hvm md5_emulated) not $want"; }
+  [ "$(lab_guest_value tm-hvm md5)" = "$want" ] || { ok=0; LAB_DETAIL="${LAB_DETAIL:-PV disk: md5 mismatch}"; }
+  LAB_DETAIL="${LAB_DETAIL:-emulated_disk_md5_exact read_s=$(lab_guest_value tm-hvm emulated_read_seconds) boot_s=$(lab_guest_value tm-hvm boot_uptime) $(lab_guest_value tm-hvm emulated_disk | tr ' ' '_')}"
   [ $ok = 1 ]
 }
 case_tapmap_read_only() {
@@ -388,7 +412,8 @@ lab_run_suite() {
     echo "LABRESULT tapmap-setup FAIL 0 see-serial-log"
   else
     echo "LABRESULT tapmap-setup PASS 0 -"
-    if [ "$1" != storm ]; then
+    [ "$1" = hvm ] && lab_case tapmap-hvm-emulated-disk case_tapmap_hvm_emulated_disk
+    if [ "$1" != storm ] && [ "$1" != hvm ]; then
       lab_case tapmap-pv-read-write case_tapmap_pv_read_write
       lab_case tapmap-pv-reboot-persists case_tapmap_pv_reboot
       lab_case tapmap-read-only case_tapmap_read_only
@@ -396,6 +421,7 @@ lab_run_suite() {
     if [ "$1" = full ]; then
       lab_case tapmap-pvh-read-write case_tapmap_pvh_read_write
       lab_case tapmap-pvh-reboot-persists case_tapmap_pvh_reboot
+      lab_case tapmap-hvm-emulated-disk case_tapmap_hvm_emulated_disk
       lab_case tapmap-big-io-indirect case_tapmap_big_io
       lab_case tapmap-detach-reattach case_tapmap_detach_reattach
       lab_case tapmap-restart-while-idle case_tapmap_restart_idle
@@ -413,7 +439,7 @@ lab_run_suite() {
     tail -5 "$LAB/tapdisk-map.log" | sed 's/^/LABLOG tapdisk-map: /'
   fi
   modprobe xen-blkback
-  [ "$1" != storm ] && lab_case blkback-pv-read-write case_blkback_read_write
+  [ "$1" != storm ] && [ "$1" != hvm ] && lab_case blkback-pv-read-write case_blkback_read_write
   if [ "$1" = full ] || [ "$1" = storm ]; then
     lab_storm_image
     lab_case blkback-boot-storm-4 case_blkback_boot_storm
