@@ -63,9 +63,10 @@ DESTDIR="$work/rootfs" cmake --install "$build" --prefix /usr > "$results/instal
 kver=$(ls "$work/rootfs/lib/modules" | sort -V | tail -n 1)
 "$here/make_guest_initrd.sh" "$work/rootfs/lib/modules/$kver" "$work/rootfs/boot/domU-initrd.gz" \
   || { echo "FAIL: guest initramfs"; exit 1; }
-# Guests boot the kernel uncompressed (an ELF vmlinux, which xl loads as it is): xl's
-# own XZ decompression of the bzImage failed in dom0 ("unable to XZ decompress kernel:
-# Invalid kernel") for every other guest created while one was already running.
+# PV/PVH guests boot the kernel uncompressed (an ELF vmlinux, which xl loads as it is),
+# so xl does not XZ-decompress it in the emulated dom0 for every guest. (Its failures
+# to, "unable to XZ decompress kernel", were the emulated-CPU fault described at the
+# -cpu line below.)
 xz_at=$(LC_ALL=C grep -abo $'\xfd7zXZ' "$work/rootfs/boot/vmlinuz" | head -n 1 | cut -d: -f1)
 # (tail ends on SIGPIPE once xz has its one stream: the ELF header is what is checked.)
 [ -n "$xz_at" ] && tail -c +"$((xz_at + 1))" "$work/rootfs/boot/vmlinuz" \

@@ -32,11 +32,22 @@ UniqueFd ConnectUnix(const std::string& path) {
   return fd;
 }
 
+// An io_context run by one thread until the end of the scope, which lets the thread
+// finish what is queued (declare it first: it must outlive the server and catalog).
+struct IoThread {
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
+  std::thread thread{[this] { io.run(); }};
+  ~IoThread() {
+    work.reset();
+    thread.join();
+  }
+};
+
 TEST_CASE("server: unix listener, Describe, graceful Stop with a client connected") {
   tapmap::testing::TempDir dir("nbd-server");
-  asio::io_context io;
-  auto work = asio::make_work_guard(io);
-  std::thread thread([&io] { io.run(); });
+  IoThread runner;
+  asio::io_context& io = runner.io;
   MemoryCatalog catalog;
   auto disk = catalog.Add(io, "disk", 1 << 20);
   {
@@ -69,14 +80,11 @@ TEST_CASE("server: unix listener, Describe, graceful Stop with a client connecte
     CHECK(disk->counters().flushes == 1);  // the connection's unflushed write, at close
     CHECK(::access(path.c_str(), F_OK) != 0);  // socket file removed
   }
-  work.reset();
-  thread.join();
 }
 
 TEST_CASE("server: TCP listener on loopback") {
-  asio::io_context io;
-  auto work = asio::make_work_guard(io);
-  std::thread thread([&io] { io.run(); });
+  IoThread runner;
+  asio::io_context& io = runner.io;
   MemoryCatalog catalog;
   catalog.Add(io, "disk", 1 << 20);
   {
@@ -110,15 +118,12 @@ TEST_CASE("server: TCP listener on loopback") {
     for (int i = 0; i < 2000 && !stopped; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     CHECK(stopped);
   }
-  work.reset();
-  thread.join();
 }
 
 TEST_CASE("server: a per-device listener serves one export, also as the default, until Unlisten") {
   tapmap::testing::TempDir dir("nbd-server");
-  asio::io_context io;
-  auto work = asio::make_work_guard(io);
-  std::thread thread([&io] { io.run(); });
+  IoThread runner;
+  asio::io_context& io = runner.io;
   MemoryCatalog catalog;
   auto disk = catalog.Add(io, "disk", 1 << 20);
   catalog.Add(io, "other", 1 << 20);
@@ -180,8 +185,6 @@ TEST_CASE("server: a per-device listener serves one export, also as the default,
     for (int i = 0; i < 2000 && !stopped; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     CHECK(stopped);
   }
-  work.reset();
-  thread.join();
 }
 
 }  // namespace

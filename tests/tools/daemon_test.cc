@@ -59,6 +59,17 @@ int RunHotplug(TapmapStack& stack, const LibxlDisk& disk, const std::string& com
       out);
 }
 
+// libxl's removal of `disk`: online=0 and Closing, a wait for Closed, the hotplug
+// script's "remove" (its exit code is returned, its output in `out`), then the
+// frontend, backend and /libxl directories removed.
+int ReplayRemoval(TapmapStack& stack, xen::XenStore& xs, const LibxlDisk& disk, std::string* out) {
+  REQUIRE(ReplayDiskCloseRequest(xs, disk).ok());
+  CHECK(WaitForValue(xs, disk.backend_path() + "/state", "6", 10000));
+  int rc = RunHotplug(stack, disk, "remove", out);
+  REQUIRE(ReplayDiskDestroy(xs, disk).ok());
+  return rc;
+}
+
 }  // namespace
 
 TEST_CASE("tapmap stats reports tapdisk-map's counters after NBD I/O") {
@@ -329,12 +340,9 @@ TEST_CASE("xl replay: libxl 4.17 disk add and remove with block-tapmap and tapdi
   CHECK(out.find("\nvm1 ") != std::string::npos);
 
   // Removal as libxl does it: Closing, wait for Closed, script remove, rm the dirs.
-  REQUIRE(ReplayDiskCloseRequest(xs, disk).ok());
-  CHECK(WaitForValue(xs, disk.backend_path() + "/state", "6", 10000));
-  rc = RunHotplug(stack, disk, "remove", &out);
+  rc = ReplayRemoval(stack, xs, disk, &out);
   INFO(out);
   CHECK(rc == 0);
-  REQUIRE(ReplayDiskDestroy(xs, disk).ok());
   REQUIRE(stack.Tapmap({"vbd", "list", "--json"}, &out) == 0);
   CHECK(ParseJson(out)["vbds"].empty());
   REQUIRE(stack.Tapmap({"volume", "info", "vm1", "--json"}, &out) == 0);
@@ -401,12 +409,9 @@ TEST_CASE("xl replay: an HVM guest's disk gets physical-device-path, the volume 
     CHECK(RunCommand({"qemu-io", "-f", "raw", "-c", "read 0 512", "nbd+unix:///other?socket=" + *path}, &out) != 0);
   }
 
-  REQUIRE(ReplayDiskCloseRequest(xs, disk).ok());
-  CHECK(WaitForValue(xs, disk.backend_path() + "/state", "6", 10000));
-  rc = RunHotplug(stack, disk, "remove", &out);
+  rc = ReplayRemoval(stack, xs, disk, &out);
   INFO(out);
   CHECK(rc == 0);
-  REQUIRE(ReplayDiskDestroy(xs, disk).ok());
   // remove closed the device's own socket.
   CHECK(!std::filesystem::exists(stack.path("nbd-1-51712.sock")));
   REQUIRE(stack.Tapmap({"nbd", "list", "--json"}, &out) == 0);

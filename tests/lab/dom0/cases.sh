@@ -46,8 +46,8 @@ $hvm_lines
 CFG
   local off=$(( $(stat -c %s "$log" 2>/dev/null || echo 0) + 1 ))
   # Every xl call is bounded: a wedged toolstack must end in a timeout, not a hang.
-  # A create that fails before the domain exists (xl's own kernel decompression has
-  # been seen to fail under TCG while another guest runs) is tried once more, and says
+  # A create that fails before the domain exists (seen when the emulated CPU still
+  # exposed XSAVE, see run_lab.sh) is tried once more, and says
   # so; the guest's disk was never connected, so nothing of tapmap's is retried. A
   # create that timed out (xl wedged after starting the guest: seen here) or whose guest
   # exists or already printed is not retried.
@@ -330,9 +330,7 @@ lab_storm_image() {
 }
 # lab_storm_start NAME DISKSPEC → starts one storm guest in the background (its pid is
 # added to LAB_STORM_PIDS) and returns once it has booted. Guests are created one at a
-# time: four concurrent `xl create`s under TCG corrupt dom0 userland (xl, ld.so, grep
-# crash at random) with kernel blkback just as with tapdisk-map. A guest reads for far
-# longer than the next one takes to boot, so the four read workloads still overlap.
+# time (each create is heavy under TCG); they all start reading at LAB_STORM_AT.
 lab_storm_start() {
   local name=$1 disk=$2 off i pid; off=$(lab_console_size "$1")
   LAB_POLL_S=3 lab_guest "$name" pv 420 "$disk" "lab_step=boot-storm lab_storm_at=$LAB_STORM_AT" 192 &
