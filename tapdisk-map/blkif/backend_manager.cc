@@ -217,6 +217,7 @@ class BackendManager::Impl : public std::enable_shared_from_this<Impl> {
       logger_.Infof("%s: backend directory removed; releasing the device", Describe(key).c_str());
       vbds_.erase(it);
       vbd->Shutdown([vbd] {});
+      FlushAttachWaiters(key);  // an attach still waiting is answered: removed
       return;
     }
     vbd->Reconcile();

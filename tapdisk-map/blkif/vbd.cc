@@ -68,10 +68,22 @@ Status Vbd::EnsureFrontendWatch() {
   return Status::Ok();
 }
 
+Status Vbd::UpdateBackend(const std::function<Status(TransactionId tx)>& body) {
+  xen::XenStore& xs = *platform_.xenstore;
+  return xen::RunTransaction(xs, [&](TransactionId tx) -> Status {
+    auto dir = xs.Read(tx, be_);
+    if (!dir.ok()) {
+      if (dir.status().code() == StatusCode::kNotFound) return Status::NotFound(be_ + " was removed");
+      return dir.status();
+    }
+    return body(tx);
+  });
+}
+
 Status Vbd::PublishFeatures() {
   xen::XenStore& xs = *platform_.xenstore;
   int adopted = XenbusStateInitialising;
-  Status s = xen::RunTransaction(xs, [&](TransactionId tx) -> Status {
+  Status s = UpdateBackend([&](TransactionId tx) -> Status {
     auto current = xen::ReadUnsigned(xs, tx, Node("state"));
     adopted = current.ok() && *current <= XenbusStateReconfigured ? static_cast<int>(*current)
                                                                    : XenbusStateInitialising;
@@ -98,9 +110,15 @@ Status Vbd::PublishFeatures() {
 
 void Vbd::WriteState(int state) {
   if (gone_) return;
-  Status s = platform_.xenstore->Write(kNoTransaction, Node("state"), std::to_string(state));
+  Status s = UpdateBackend([&](TransactionId tx) {
+    return platform_.xenstore->Write(tx, Node("state"), std::to_string(state));
+  });
   if (!s.ok()) {
-    logger_.Warnf("write state %s: %s", StateName(state), s.ToString().c_str());
+    if (s.code() == StatusCode::kNotFound) {
+      logger_.Infof("not writing state %s: %s", StateName(state), s.ToString().c_str());
+    } else {
+      logger_.Warnf("write state %s: %s", StateName(state), s.ToString().c_str());
+    }
     return;
   }
   if (state != state_) logger_.Infof("state %s -> %s", StateName(state_), StateName(state));
@@ -255,7 +273,7 @@ void Vbd::Connect(const FrontendView&) {
   }
 
   uint64_t size = device_->size_bytes();
-  Status s = xen::RunTransaction(xs, [&](TransactionId tx) -> Status {
+  Status s = UpdateBackend([&](TransactionId tx) -> Status {
     auto put = [&](const char* name, uint64_t value) { return xs.Write(tx, Node(name), std::to_string(value)); };
     TAPMAP_RETURN_IF_ERROR(put("sectors", size >> kSectorShift));
     TAPMAP_RETURN_IF_ERROR(put("info", read_only_ ? VDISK_READONLY : 0));
@@ -315,7 +333,7 @@ void Vbd::Disconnect(std::function<void()> then) {
 
 void Vbd::Fatal(const Status& status) {
   logger_.Errorf("%s", status.ToString().c_str());
-  (void)platform_.xenstore->Write(kNoTransaction, Node("error"), status.ToString());
+  (void)UpdateBackend([&](TransactionId tx) { return platform_.xenstore->Write(tx, Node("error"), status.ToString()); });
   auto self = shared_from_this();
   Disconnect([self] { self->WriteState(XenbusStateClosing); });
 }
@@ -328,7 +346,7 @@ void Vbd::OnRingBroken(const Status& status) {
 void Vbd::OnResize(uint64_t new_size) {
   if (gone_ || !connected_) return;
   xen::XenStore& xs = *platform_.xenstore;
-  Status s = xen::RunTransaction(xs, [&](TransactionId tx) -> Status {
+  Status s = UpdateBackend([&](TransactionId tx) -> Status {
     TAPMAP_RETURN_IF_ERROR(xs.Write(tx, Node("sectors"), std::to_string(new_size >> kSectorShift)));
     // Rewriting the state makes the frontend read the new size.
     return xs.Write(tx, Node("state"), std::to_string(XenbusStateConnected));
@@ -353,7 +371,7 @@ void Vbd::SetDevice(std::shared_ptr<engine::BlockDevice> device, const AttachSpe
     });
   });
   xen::XenStore& xs = *platform_.xenstore;
-  Status s = xen::RunTransaction(xs, [&](TransactionId tx) -> Status {
+  Status s = UpdateBackend([&](TransactionId tx) -> Status {
     TAPMAP_RETURN_IF_ERROR(xs.Write(tx, Node("tapmap-volume"), volume_));
     TAPMAP_RETURN_IF_ERROR(xs.Write(tx, Node("tapmap-mode"), read_only_ ? "r" : "w"));
     return xs.Write(tx, Node("tapmap-sector-size"), std::to_string(sector_size_));
@@ -366,11 +384,16 @@ void Vbd::Detach(std::function<void()> done) {
   auto self = shared_from_this();
   Disconnect([self, done = std::move(done)] {
     xen::XenStore& xs = *self->platform_.xenstore;
-    if (xs.Read(kNoTransaction, self->be_).ok()) {
-      self->WriteState(XenbusStateClosed);
-      (void)xs.Remove(kNoTransaction, self->Node("tapmap-volume"));
-      (void)xs.Remove(kNoTransaction, self->Node("tapmap-mode"));
-      (void)xs.Remove(kNoTransaction, self->Node("tapmap-sector-size"));
+    Status s = self->UpdateBackend([&](TransactionId tx) -> Status {
+      TAPMAP_RETURN_IF_ERROR(xs.Write(tx, self->Node("state"), std::to_string(XenbusStateClosed)));
+      TAPMAP_RETURN_IF_ERROR(xs.Remove(tx, self->Node("tapmap-volume")));
+      TAPMAP_RETURN_IF_ERROR(xs.Remove(tx, self->Node("tapmap-mode")));
+      return xs.Remove(tx, self->Node("tapmap-sector-size"));
+    });
+    if (s.ok()) {
+      self->state_ = XenbusStateClosed;
+    } else if (s.code() != StatusCode::kNotFound) {
+      self->logger_.Warnf("record detach: %s", s.ToString().c_str());
     }
     self->Shutdown(done);
   });

@@ -65,6 +65,11 @@ class Vbd : public std::enable_shared_from_this<Vbd> {
   void Connect(const FrontendView& fe);
   void Disconnect(std::function<void()> then);
   void WriteState(int state);
+  // Runs `body` in a xenstore transaction that first checks the backend directory
+  // still exists: kNotFound, with nothing written, once the toolstack has removed it
+  // (a plain write would re-create the directory and keep the device alive). A
+  // removal racing the transaction makes it conflict and be retried.
+  Status UpdateBackend(const std::function<Status(xen::TransactionId tx)>& body);
   void Fatal(const Status& status);
   void OnRingBroken(const Status& status);
   void OnResize(uint64_t new_size);

@@ -230,25 +230,26 @@ TEST_CASE("blkif handshake: a disk abandoned by a failed domain create is releas
     INFO("round " << round);
     REQUIRE(rig.XlAddDisk(kDom, kDev, "vm1").ok());
     REQUIRE(rig.WaitNode(Be("state"), "2") == "2");
-    std::promise<Result<blkif::VbdInfo>> attached;
+    // Shared with the callback: a late answer after a failed check must not touch a dead promise.
+    auto attached = std::make_shared<std::promise<Result<blkif::VbdInfo>>>();
     if (round % 2 == 0) {
       // The removal races the attach.
       blkif::AttachSpec spec;
       spec.key = blkif::VbdKey{kDom, kDev, blkif::Layout::kVbd};
       spec.volume = "vm1";
-      rig.manager->Attach(spec, [&attached](Result<blkif::VbdInfo> r) { attached.set_value(std::move(r)); });
+      rig.manager->Attach(spec, [attached](Result<blkif::VbdInfo> r) { attached->set_value(std::move(r)); });
     } else {
       // The attach completed (InitWait, volume open) before the toolstack gave up.
       auto r = rig.Attach(kDom, kDev, "vm1");
       REQUIRE(r.ok());
       CHECK(rig.opener.OpenForWrite("vm1"));
-      attached.set_value(std::move(r));
+      attached->set_value(std::move(r));
     }
     REQUIRE(rig.XlRemoveDisk(kDom, kDev).ok());
     rig.WaitNode(Be("state"), "6", std::chrono::seconds(2));  // libxl waits, then goes on
     REQUIRE(rig.toolstack->Remove(0, HandshakeRig::BackendPath(kDom, kDev)).ok());
     REQUIRE(rig.toolstack->Remove(0, HandshakeRig::FrontendPath(kDom, kDev)).ok());
-    auto future = attached.get_future();
+    auto future = attached->get_future();
     REQUIRE(future.wait_for(std::chrono::seconds(10)) == std::future_status::ready);  // answered, either way
     for (int i = 0; i < 1000 && !rig.List().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     CHECK(rig.List().empty());
@@ -257,6 +258,8 @@ TEST_CASE("blkif handshake: a disk abandoned by a failed domain create is releas
     }
     CHECK_FALSE(rig.opener.OpenForWrite("vm1"));
     CHECK(rig.hv->ActiveMappings(kDom) == 0);
+    // Nothing the backend wrote late re-created the removed directory.
+    CHECK_FALSE(rig.toolstack->Read(0, HandshakeRig::BackendPath(kDom, kDev)).ok());
   }
   // The domain is created again and this time its disk connects and serves I/O.
   auto front = ConnectDisk(rig, "vm1");
