@@ -13,6 +13,29 @@ struct BufferRecycler::State {
   std::map<size_t, std::vector<std::unique_ptr<AlignedBuffer>>> free_by_size;
   bool closed = false;  // the recycler is gone: returned buffers are freed
   Counters counters;
+  // The slab new buffers of kHugeMinimum..kHugePageBytes are carved from, and how much
+  // of it is handed out. Each buffer carved keeps the slab alive.
+  std::shared_ptr<AlignedBuffer> slab;
+  size_t slab_used = 0;
+
+  // A new buffer of `rounded` bytes (a multiple of kGranule). Called under `mu`.
+  std::unique_ptr<AlignedBuffer> Allocate(size_t rounded) {
+    if (rounded < kHugeMinimum) {
+      return std::make_unique<AlignedBuffer>(rounded, AlignedBuffer::Uninitialized{});
+    }
+    if (rounded > kHugePageBytes) {
+      counters.huge_page_slabs++;
+      return std::make_unique<AlignedBuffer>(rounded, AlignedBuffer::HugePageBacked{});
+    }
+    if (slab == nullptr || slab_used + rounded > kHugePageBytes) {
+      slab = std::make_shared<AlignedBuffer>(kHugePageBytes, AlignedBuffer::HugePageBacked{});
+      slab_used = 0;
+      counters.huge_page_slabs++;
+    }
+    auto buffer = std::make_unique<AlignedBuffer>(AlignedBuffer::View(slab, slab_used, rounded));
+    slab_used += rounded;
+    return buffer;
+  }
 
   // Takes back `buffer` (its last reference is gone) or frees it.
   void Return(std::unique_ptr<AlignedBuffer> buffer) {
@@ -33,6 +56,7 @@ BufferRecycler::~BufferRecycler() {
   std::lock_guard<std::mutex> lock(state_->mu);
   state_->closed = true;
   state_->free_by_size.clear();
+  state_->slab.reset();
   state_->counters.retained_bytes = 0;
 }
 
@@ -49,9 +73,9 @@ std::shared_ptr<AlignedBuffer> BufferRecycler::Get(size_t size) {
       state_->counters.reused++;
     } else {
       state_->counters.allocated++;
+      buffer = state_->Allocate(rounded);
     }
   }
-  if (buffer == nullptr) buffer = std::make_unique<AlignedBuffer>(rounded, AlignedBuffer::Uninitialized{});
   // The deleter holds the state, not the recycler: a buffer may outlive both.
   std::weak_ptr<State> home = state_;
   AlignedBuffer* raw = buffer.release();

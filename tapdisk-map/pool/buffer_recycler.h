@@ -11,6 +11,16 @@
 // and page faults were the largest item of its profile. Reusing buffers keeps the
 // working set mapped.
 //
+// Buffers of kHugeMinimum..kHugePageBytes are carved from 2 MiB slabs backed by
+// transparent huge pages (AlignedBuffer::HugePageBacked; a 1 MiB buffer shares its slab
+// with one other), larger ones get a huge-page-backed mapping of their own, and small
+// ones come from the heap. Measured with bench/nbd/seq_write.sh (1 MiB writes, five
+// interleaved pairs of runs on one machine): 483-559 MiB/s with heap buffers, 570-708
+// with huge-page slabs, with the same number of device requests: the difference is the
+// per-4 KiB cost of faulting in received payloads and of pinning them for O_DIRECT.
+// A slab is freed when its last buffer is, so retained buffers may hold up to twice
+// their bytes of memory.
+//
 // Buffers are grouped by size rounded up to kGranule; Get returns one of at least the
 // requested size whose content is indeterminate (never zeroed: callers overwrite what
 // they use). A buffer comes back when the last shared_ptr to it (including slices made
@@ -33,6 +43,8 @@ class BufferRecycler {
  public:
   // Sizes are rounded up to a multiple of this (64 KiB).
   static constexpr size_t kGranule = 64 * 1024;
+  // Buffers of at least this size (up to kHugePageBytes) are carved from huge-page slabs.
+  static constexpr size_t kHugeMinimum = 256 * 1024;
 
   explicit BufferRecycler(size_t max_retained_bytes);
   ~BufferRecycler();
@@ -47,6 +59,7 @@ class BufferRecycler {
     uint64_t reused = 0;     // Get served from retained buffers
     uint64_t allocated = 0;  // Get had to allocate
     uint64_t dropped = 0;    // returned buffers freed because the store was full
+    uint64_t huge_page_slabs = 0;  // HugePageBacked mappings made (slabs and large buffers)
     uint64_t retained_bytes = 0;
   };
   Counters counters() const;

@@ -3,6 +3,7 @@
 // its bound; buffers may outlive the recycler.
 #include <catch2/catch.hpp>
 
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -65,6 +66,43 @@ TEST_CASE("buffer recycler: buffers returned from other threads and after the re
   }
   survivor->data()[0] = 1;
   survivor.reset();  // frees it (the recycler is gone): no crash, no leak under ASan
+}
+
+TEST_CASE("buffer recycler: large buffers are carved from huge-page slabs, small ones from the heap") {
+  std::shared_ptr<AlignedBuffer> outlives;
+  {
+    BufferRecycler recycler(0);  // retains nothing: every Get allocates
+    auto a = recycler.Get(1 << 20);
+    auto b = recycler.Get(1 << 20);
+    // Two 1 MiB buffers share one 2 MiB slab, aligned to a huge page.
+    CHECK(reinterpret_cast<uintptr_t>(a->data()) % kHugePageBytes == 0);
+    CHECK(b->data() == a->data() + (1u << 20));
+    CHECK(recycler.counters().huge_page_slabs == 1);
+    auto c = recycler.Get(768 * 1024);  // does not fit the rest of the slab: a new one
+    CHECK(reinterpret_cast<uintptr_t>(c->data()) % kHugePageBytes == 0);
+    CHECK(recycler.counters().huge_page_slabs == 2);
+    auto big = recycler.Get(3u << 20);  // larger than a slab: its own mapping
+    CHECK(big->huge_page_backed());
+    CHECK(big->size() == (3u << 20));
+    CHECK(reinterpret_cast<uintptr_t>(big->data()) % kHugePageBytes == 0);
+    CHECK(recycler.counters().huge_page_slabs == 3);
+    auto small = recycler.Get(64 * 1024);
+    CHECK_FALSE(small->huge_page_backed());
+    CHECK_FALSE(small->is_view());
+    // All of every buffer is usable memory, and buffers of one slab do not overlap.
+    for (auto* buf : {&a, &b, &c, &big, &small}) std::memset((*buf)->data(), 0x5a, (*buf)->size());
+    std::memset(b->data(), 0x11, b->size());
+    CHECK(a->data()[a->size() - 1] == 0x5a);
+    CHECK(b->data()[0] == 0x11);
+    // Dropping one buffer of a slab leaves the other intact; one held past the
+    // recycler keeps its slab mapped.
+    a.reset();
+    CHECK(b->data()[b->size() - 1] == 0x11);
+    outlives = std::move(b);
+  }
+  std::memset(outlives->data(), 0x22, outlives->size());
+  CHECK(outlives->data()[12345] == 0x22);
+  outlives.reset();  // the last reference to the slab: unmapped
 }
 
 }  // namespace
