@@ -55,7 +55,7 @@ failed=$((f1 + f2 + lab_failed))
 passed=$((t1 - f1 + t2 - f2 + lab_passed))
 echo
 echo "optimised build: $((t1 - f1))/$t1 passed; ASan+UBSan build: $((t2 - f2))/$t2 passed;" \
-     "Xen lab: $lab_passed/$((lab_passed + lab_failed)) cases passed"
-[ -f "$lab_results/summary.txt" ] && cat "$lab_results/summary.txt"
+     "Xen lab: $lab_passed/$((lab_passed + lab_failed)) cases passed" \
+     "$([ -f "$lab_results/summary.txt" ] && echo "(table above, also in $lab_results/summary.txt)")"
 echo "tests: $passed passed, $failed failed"
 if [ "$rc1" -ne 0 ] || [ "$rc2" -ne 0 ] || [ "$rc3" -ne 0 ] || [ "$t1" -eq 0 ]; then exit 1; fi
