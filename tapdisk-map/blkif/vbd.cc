@@ -333,7 +333,8 @@ void Vbd::Disconnect(std::function<void()> then) {
 
 void Vbd::Fatal(const Status& status) {
   logger_.Errorf("%s", status.ToString().c_str());
-  (void)UpdateBackend([&](TransactionId tx) { return platform_.xenstore->Write(tx, Node("error"), status.ToString()); });
+  (void)UpdateBackend(
+      [&](TransactionId tx) { return platform_.xenstore->Write(tx, Node("error"), status.ToString()); });
   auto self = shared_from_this();
   Disconnect([self] { self->WriteState(XenbusStateClosing); });
 }
