@@ -1,0 +1,330 @@
+#!/usr/bin/env bash
+# The cluster suite: cross-host cache coherence on the multi-host rig (tests/cluster/rig.sh):
+# one mapserver and RIG_HOSTS (default 3) tapdisk-map hosts, each in its own network
+# namespace, sharing one pool file; real NBD clients (qemu-io, nbdinfo) on the hosts.
+#
+# Usage: tests/cluster/run_cluster.sh BUILD_DIR [CASE...]
+#   CASE: a case name (or a prefix of names, e.g. "a_") to run only those.
+# Prints "PASS name" / "FAIL name: reason" per case, then "cluster: N passed, M failed".
+# Exit 0 all passed, 1 a failure, 77 skipped ("SKIPPED: cluster: <reason>").
+# RIG_KEEP=1 keeps the logs (RIG_DIR) after the run.
+set -u
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+build=${1:?usage: run_cluster.sh BUILD_DIR [CASE...]}
+shift
+selected=("$@")
+# shellcheck source=tests/cluster/rig.sh
+source "$here/rig.sh"
+
+if ! reason=$(rig_can_run); then echo "SKIPPED: cluster: $reason"; exit 77; fi
+for tool in qemu-io nbdinfo python3 ss; do
+  command -v "$tool" >/dev/null || { echo "SKIPPED: cluster: $tool is not installed (make deps)"; exit 77; }
+done
+
+export RIG_RECALL_TIMEOUT=${RIG_RECALL_TIMEOUT:-3}   # seconds; bounds case r's wait for a cut host
+BS=65536   # the rig's pool block size: "block k" = bytes [k*BS, (k+1)*BS)
+
+# ---------------------------------------------------------------------------------------
+# Helpers for cases. A case returns 0 (pass) or 1 with WHY set to the reason.
+
+WHY=
+why() { WHY="$*"; return 1; }
+
+# io N VOL CMD...: one qemu-io run on host N with the given -c commands; output in OUT.
+# Fails (WHY set) if qemu-io fails or reports an error or a pattern mismatch. A volume
+# named *-s<digits> (a snapshot) is opened read-only (-r): snapshots are exported so.
+io() {
+  local n=$1 vol=$2; shift 2
+  local args=() c
+  [[ $vol =~ -s[0-9]+$ ]] && args+=(-r)
+  for c in "$@"; do args+=(-c "$c"); done
+  OUT=$(rig_qemu_io "$n" "$vol" "${args[@]}" 2>&1)
+  local rc=$?
+  if [ $rc -ne 0 ] || grep -qiE 'fail|error|refused|denied' <<<"$OUT"; then
+    why "h$n: qemu-io on $vol [$*] (rc $rc): $(tr '\n' ' ' <<<"$OUT" | cut -c1-300)"
+    return 1
+  fi
+}
+
+# first_byte N VOL OFFSET: the byte at OFFSET of VOL read on host N, as 0xNN (for reasons).
+first_byte() {
+  local ro=()
+  [[ $2 =~ -s[0-9]+$ ]] && ro=(-r)
+  rig_qemu_io "$1" "$2" "${ro[@]}" -c "read -v $3 1" 2>/dev/null | sed -n 's/^[0-9a-f]*:  \([0-9a-f][0-9a-f]\).*/0x\1/p' | head -n 1
+}
+
+# expect N VOL BLOCK PATTERN WHAT: host N reads block BLOCK of VOL; it must be all PATTERN.
+expect() {
+  local n=$1 vol=$2 blk=$3 pat=$4 what=$5
+  if ! io "$n" "$vol" "read -P $pat $((blk * BS)) $BS"; then
+    if grep -q 'Pattern verification failed' <<<"$OUT"; then
+      local got
+      got=$(first_byte "$n" "$vol" $((blk * BS)))
+      why "$what: h$n read ${got:-?} in block $blk of $vol, expected $pat"
+    else
+      why "$what: $WHY"
+    fi
+    return 1
+  fi
+}
+
+# write_owned N VOL BLOCK P1 P2: host N writes BLOCK of VOL with P1, flushes, writes it
+# again in place (the first write made it owned) with P2, flushes, and reads it back (so
+# the block is in N's cache: whole-block NBD writes bypass the cache).
+write_owned() {
+  local n=$1 vol=$2 off=$(($3 * BS))
+  io "$n" "$vol" "write -P $4 $off $BS" flush "write -P $5 $off $BS" flush "read -P $5 $off $BS" ||
+    why "h$n writing block $3 of $vol: $WHY"
+}
+
+closed() { rig_wait_closed "$1" || why "$1 still open on a host after its clients disconnected"; }
+cli() {  # cli N ARGS...: tapmap CLI on host N; fails with the CLI's message
+  local out
+  out=$(rig_tapmap "$@" 2>&1) || { why "h$1: tapmap ${*:2}: $out"; return 1; }
+}
+hold() { rig_hold "$@" || why "h$1 could not open $2 ${3:-rw} and keep it open"; }
+
+# ---------------------------------------------------------------------------------------
+# a. Live-migration pattern X -> Y -> X: X writes block 0 in place and closes, Y writes it
+#    in place and closes, X opens again and must read Y's data (not its cached copy).
+migrate_back() {  # VOL X Y
+  local vol=$1 x=$2 y=$3
+  cli "$x" volume create "$vol" 4M || return
+  write_owned "$x" "$vol" 0 0xa1 0xa2 || return
+  closed "$vol" || return
+  write_owned "$y" "$vol" 0 0xb1 0xb2 || return
+  closed "$vol" || return
+  expect "$x" "$vol" 0 0xb2 "h$x reopened $vol after h$y wrote it" || return
+  closed "$vol"
+}
+case_a_migrate_h1_h2_h1() { migrate_back a_vm12 1 2; }
+case_a_migrate_h2_h1_h2() { migrate_back a_vm21 2 1; }
+
+# b. X holds VOL rw and writes block 0 in place; VOL is cloned; Y (which wrote block 0
+#    when it held the lease earlier) reads the clone's block 0: must be X's current data.
+clone_while_held() {  # VOL X Y
+  local vol=$1 x=$2 y=$3 holder
+  cli "$x" volume create "$vol" 4M || return
+  write_owned "$y" "$vol" 0 0xc1 0xc2 || return
+  closed "$vol" || return
+  hold "$x" "$vol" || return
+  holder=$RIG_HOLD_PID
+  local rc=0
+  write_owned "$x" "$vol" 0 0xd1 0xd2 && cli 3 volume clone "$vol" "$vol-c1" &&
+    expect "$y" "$vol-c1" 0 0xd2 "clone of $vol made while h$x held it" || rc=1
+  rig_release "$holder"
+  [ $rc = 0 ] && closed "$vol"
+}
+case_b_clone_held_h1_read_h2() { clone_while_held b_vm12 1 2; }
+case_b_clone_held_h2_read_h1() { clone_while_held b_vm21 2 1; }
+
+# c. A read-only opener on host 3 while host 1 holds the volume rw and writes in place:
+#    every read on host 3 sees host 1's last flushed data.
+case_c_ro_reader_while_writer() {
+  local vol=c_vm holder reader i pat rc=0
+  cli 1 volume create "$vol" 4M || return
+  hold 1 "$vol" || return
+  holder=$RIG_HOLD_PID
+  for i in 1 2 3; do
+    pat=$((0xe0 + i))
+    write_owned 1 "$vol" 0 $((pat + 8)) $pat || { rc=1; break; }
+    # the reader connects fresh each round (its host may keep the volume open meanwhile)
+    if ! io 3 "$vol" "read -P $pat 0 $BS"; then
+      local got
+      got=$(first_byte 3 "$vol" 0)
+      why "round $i: h3 (read-only opener while h1 holds $vol rw) read ${got:-nothing}, expected $pat: $WHY"
+      rc=1; break
+    fi
+  done
+  rig_release "$holder"
+  [ $rc = 0 ] && closed "$vol"
+}
+
+# c'. The same property without concurrency: host 3 reads (and caches) between each of
+#    host 1's in-place rewrites; every read sees the latest data.
+case_c_reader_between_rewrites() {
+  local vol=c_vm2 i pat
+  cli 1 volume create "$vol" 4M || return
+  for i in 1 2 3; do
+    pat=$((0xf0 + i))
+    write_owned 1 "$vol" 0 $((pat + 8)) $pat || return
+    closed "$vol" || return
+    expect 3 "$vol" 0 $pat "round $i: h3 reading after h1 rewrote $vol in place" || return
+    closed "$vol" || return
+  done
+}
+
+# d1. Snapshot and clone of a volume open rw on another host: the snapshot holds what was
+#     flushed before it; later writes go to the live volume only.
+case_d_snapshot_clone_of_held_volume() {
+  local vol=d_vm holder rc=0
+  cli 1 volume create "$vol" 4M || return
+  write_owned 2 "$vol" 1 0x15 0x16 || return   # h2 caches block 1 as it was
+  closed "$vol" || return
+  hold 1 "$vol" || return
+  holder=$RIG_HOLD_PID
+  {
+    write_owned 1 "$vol" 0 0x10 0x11 &&
+    write_owned 1 "$vol" 1 0x12 0x13 &&
+    cli 3 volume snapshot "$vol" "$vol-s1" &&
+    io 1 "$vol" "write -P 0x14 0 $BS" flush "read -P 0x14 0 $BS" "read -P 0x13 $BS $BS" &&
+    expect 2 "$vol-s1" 0 0x11 "snapshot taken while h1 held $vol" &&
+    expect 2 "$vol-s1" 1 0x13 "snapshot taken while h1 held $vol" &&
+    cli 3 volume clone "$vol" "$vol-c1" &&
+    expect 3 "$vol-c1" 0 0x14 "clone taken while h1 held $vol (after a post-snapshot write)" &&
+    expect 2 "$vol-c1" 1 0x13 "clone taken while h1 held $vol"
+  } || rc=1
+  rig_release "$holder"
+  [ $rc = 0 ] && closed "$vol" && closed "$vol-c1" && closed "$vol-s1"
+}
+
+# d2. Discard seen from another host: host 2 cached blocks 0-1, host 1 discards block 0
+#     and write-zeroes block 1; host 2 reads zeros in both.
+case_d_discard_seen_elsewhere() {
+  local vol=d_disc
+  cli 1 volume create "$vol" 4M || return
+  write_owned 1 "$vol" 0 0x21 0x22 && write_owned 1 "$vol" 1 0x23 0x24 || return
+  closed "$vol" || return
+  io 2 "$vol" "read -P 0x22 0 $BS" "read -P 0x24 $BS $BS" || return
+  closed "$vol" || return
+  io 1 "$vol" "discard 0 $BS" "write -z $BS $BS" flush || return
+  closed "$vol" || return
+  expect 2 "$vol" 0 0x00 "h1 discarded block 0" || return
+  expect 2 "$vol" 1 0x00 "h1 wrote zeroes over block 1" || return
+  closed "$vol"
+}
+
+# d3. Resize seen from another host: host 2 grows a volume host 1 holds open; a new
+#     client on host 1 sees the new size and writes beyond the old end; host 3 reads it.
+case_d_resize_seen_elsewhere() {
+  local vol=d_rs holder rc=0 len
+  cli 1 volume create "$vol" 4M || return
+  hold 1 "$vol" || return
+  holder=$RIG_HOLD_PID
+  {
+    cli 2 volume resize "$vol" 8M &&
+    len=$(rig_exec 1 nbdinfo --size "$(rig_nbd_url 1 "$vol")" 2>&1) &&
+    { [ "$len" = 8388608 ] || why "h1 sees $vol as '$len' bytes after h2 grew it to 8 MiB"; } &&
+    write_owned 1 "$vol" 100 0x31 0x32
+  } || rc=1
+  rig_release "$holder"
+  [ $rc = 0 ] || return 1
+  closed "$vol" || return
+  len=$(rig_exec 3 nbdinfo --size "$(rig_nbd_url 3 "$vol")" 2>&1)
+  [ "$len" = 8388608 ] || why "h3 sees $vol as '$len' bytes, expected 8388608" || return
+  expect 3 "$vol" 100 0x32 "h3 reading beyond the old end of $vol" || return
+  closed "$vol"
+}
+
+# d4. Delete and reallocate: host 3 caches 16 blocks of a volume written by host 1; the
+#     volume is deleted; new volumes allocate (likely the same) blocks and host 1 writes
+#     them; host 3 reads the new volumes correctly.
+case_d_delete_reallocate() {
+  local blocks=16 i cmds=()
+  cli 1 volume create d_old 1M || return
+  for i in $(seq 0 $((blocks - 1))); do cmds+=("write -P 0x41 $((i * BS)) $BS"); done
+  io 1 d_old "${cmds[@]}" flush || return
+  closed d_old || return
+  io 3 d_old "read -P 0x41 0 $((blocks * BS))" || return
+  closed d_old || return
+  cli 2 volume delete d_old || return
+  cli 2 volume create d_new1 512K || return
+  cli 2 volume create d_new2 512K || return
+  io 1 d_new1 "write -P 0x51 0 $((8 * BS))" flush || return
+  io 1 d_new2 "write -P 0x52 0 $((8 * BS))" flush || return
+  closed d_new1 && closed d_new2 || return
+  expect 3 d_new1 0 0x51 "deleted d_old, reallocated into d_new1" || return
+  io 3 d_new1 "read -P 0x51 0 $((8 * BS))" || why "h3 reading d_new1 after reallocation: $WHY" || return
+  io 3 d_new2 "read -P 0x52 0 $((8 * BS))" || why "h3 reading d_new2 after reallocation: $WHY" || return
+  closed d_new1 && closed d_new2
+}
+
+# r. The rig's own operations, which later suites build on: a host killed with -9 and
+#    restarted serves again; the mapserver restarted serves again; a cut host cannot
+#    reach the mapserver until healed, and the mapserver notices the cut (the lease of a
+#    volume the cut host held ends, another host can open it rw).
+case_r_rig_operations() {
+  local vol=r_vm holder out
+  cli 1 volume create "$vol" 1M || return
+  write_owned 3 "$vol" 0 0x61 0x62 || return
+  closed "$vol" || return
+  rig_kill_host 3
+  rig_start_host 3 || why "h3 did not restart after kill -9" || return
+  expect 3 "$vol" 0 0x62 "after h3 was killed and restarted" || return
+  closed "$vol" || return
+  rig_restart_mapserver || why "mapserver did not restart" || return
+  expect 2 "$vol" 0 0x62 "after the mapserver restarted" || return
+  closed "$vol" || return
+  hold 3 "$vol" || return
+  holder=$RIG_HOLD_PID
+  rig_cut 3
+  if out=$(RIG_CLI_TIMEOUT=3 rig_tapmap 3 --timeout 3 volume list 2>&1); then
+    rig_release "$holder"; rig_heal 3; why "h3's CLI reached the mapserver while cut: $out"; return 1
+  fi
+  # a clone recalls h3's writes; h3 cannot answer, the server revokes its lease after
+  # --recall-timeout and the clone goes ahead
+  cli 1 volume clone "$vol" "$vol-c1" || { rig_release "$holder"; rig_heal 3; return 1; }
+  rig_wait_for "$RIG_WAIT_S" "the mapserver to drop h3's lease" _rig_writer_is_none 1 "$vol" ||
+    { rig_release "$holder"; rig_heal 3; why "the mapserver still has h3 as $vol's writer after the cut and a recall"; return 1; }
+  io 1 "$vol" "read -P 0x62 0 $BS" || { rig_release "$holder"; rig_heal 3; return 1; }
+  rig_release "$holder"
+  rig_heal 3 || why "h3's link did not come back" || return
+  rig_wait_for "$RIG_WAIT_S" "h3's CLI to reach the mapserver" rig_tapmap 3 volume list ||
+    why "h3 cannot reach the mapserver after heal" || return
+  closed "$vol" || return
+  expect 3 "$vol" 0 0x62 "h3 after heal" || return
+  closed "$vol"
+}
+
+_rig_writer_is_none() { [ -z "$(rig_volume_field "$1" "$2" writer)" ]; }
+
+cases=(
+  case_a_migrate_h1_h2_h1 case_a_migrate_h2_h1_h2
+  case_b_clone_held_h1_read_h2 case_b_clone_held_h2_read_h1
+  case_c_ro_reader_while_writer case_c_reader_between_rewrites
+  case_d_snapshot_clone_of_held_volume case_d_discard_seen_elsewhere
+  case_d_resize_seen_elsewhere case_d_delete_reallocate
+  case_r_rig_operations
+)
+
+# ---------------------------------------------------------------------------------------
+# Run
+
+t0=$SECONDS
+rig_init "$build" "${RIG_HOSTS:-3}" || { echo "cluster: rig setup failed"; echo "cluster: 0 passed, 1 failed"; exit 1; }
+echo "== cluster rig: $RIG_HOSTS hosts + mapserver in namespaces $RIG_ID-*, $RIG_SERVER, pool in $RIG_DIR"
+passed=0 failed=0
+start_ok=1
+rig_start_mapserver || start_ok=0
+for n in $(seq 1 "$RIG_HOSTS"); do [ $start_ok = 1 ] && { rig_start_host "$n" || start_ok=0; }; done
+if [ $start_ok = 0 ]; then
+  echo "FAIL rig_start: the mapserver or a host did not start"
+  echo "cluster: 0 passed, 1 failed"
+  exit 1
+fi
+for c in "${cases[@]}"; do
+  name=${c#case_}
+  if [ ${#selected[@]} -gt 0 ]; then
+    hit=0; for s in "${selected[@]}"; do [[ $name == "$s"* ]] && hit=1; done
+    [ $hit = 1 ] || continue
+  fi
+  WHY= ; ct=$SECONDS
+  if "$c"; then
+    echo "PASS $name ($((SECONDS - ct)) s)"; passed=$((passed + 1))
+  else
+    echo "FAIL $name: ${WHY:-no reason given}"; failed=$((failed + 1))
+    # a failed case may leave holders or half-closed volumes behind: restart clean
+    for n in $(seq 1 "$RIG_HOSTS"); do
+      for pid in $(ip netns pids "$(rig_ns "$n")" 2>/dev/null); do
+        [ "$pid" = "${RIG_HOST_PID[$n]:-}" ] || kill -TERM "$pid" 2>/dev/null
+      done
+      rig_host_running "$n" || rig_start_host "$n" >/dev/null 2>&1
+    done
+  fi
+done
+for n in $(seq 1 "$RIG_HOSTS"); do
+  rig_host_running "$n" && { rig_stop_host "$n" || echo "cluster: host h$n did not stop cleanly (log: $(rig_hdir "$n")/tapdisk-map.log)"; }
+done
+rig_stop_mapserver || echo "cluster: the mapserver did not stop cleanly"
+echo "cluster: $passed passed, $failed failed ($((SECONDS - t0)) s)"
+[ "$failed" = 0 ]
