@@ -2,7 +2,9 @@
 # Runs every test and ends with one summary line a person can read at a glance:
 #   1) all tests except those labelled "slow" on the optimised build,
 #   2) the "unit" tests again on the ASan+UBSan build,
-#   3) the Xen lab's short suite (or a SKIPPED line saying why it cannot run here).
+#   3) the Xen lab's short suite (or a SKIPPED line saying why it cannot run here),
+#   4) the cluster suite: 3 tapdisk-map hosts and a mapserver in network namespaces on
+#      one pool (tests/cluster; or a SKIPPED line saying why it cannot run here).
 # Usage: tests/run_all.sh BUILD_DIR ASAN_BUILD_DIR
 set -u
 build=${1:-build}
@@ -48,14 +50,32 @@ else
   rc3=0  # SKIPPED (the line above says why)
 fi
 
+# 4) The cluster suite (tests/cluster/run_cluster.sh): cross-host cache coherence with
+# real tapdisk-map hosts in network namespaces. Each case counts as one test.
+echo "== cluster (3 hosts in network namespaces) =="
+log4=$(mktemp)
+trap 'rm -f "$log1" "$log2" "$log4"' EXIT
+tests/cluster/run_cluster.sh "$build" 2>&1 | tee "$log4"
+rc4=${PIPESTATUS[0]}
+cluster_passed=0 cluster_failed=0 cluster_note="skipped"
+if [ "$rc4" -ne 77 ]; then
+  cluster_passed=$(grep -c '^PASS ' "$log4")
+  cluster_failed=$(grep -c '^FAIL ' "$log4")
+  if [ "$rc4" -ne 0 ] && [ "$cluster_failed" -eq 0 ]; then cluster_failed=1; fi  # did not finish
+  cluster_note="$cluster_passed/$((cluster_passed + cluster_failed)) cases passed"
+else
+  rc4=0  # SKIPPED (the line above says why)
+fi
+
 read -r f1 t1 <<<"$(summary "$log1")"
 read -r f2 t2 <<<"$(summary "$log2")"
 f1=${f1:-0} t1=${t1:-0} f2=${f2:-0} t2=${t2:-0}
-failed=$((f1 + f2 + lab_failed))
-passed=$((t1 - f1 + t2 - f2 + lab_passed))
+failed=$((f1 + f2 + lab_failed + cluster_failed))
+passed=$((t1 - f1 + t2 - f2 + lab_passed + cluster_passed))
 echo
 echo "optimised build: $((t1 - f1))/$t1 passed; ASan+UBSan build: $((t2 - f2))/$t2 passed;" \
      "Xen lab: $lab_passed/$((lab_passed + lab_failed)) cases passed" \
-     "$([ -f "$lab_results/summary.txt" ] && echo "(table above, also in $lab_results/summary.txt)")"
+     "$([ -f "$lab_results/summary.txt" ] && echo "(table above, also in $lab_results/summary.txt)");" \
+     "cluster: $cluster_note"
 echo "tests: $passed passed, $failed failed"
-if [ "$rc1" -ne 0 ] || [ "$rc2" -ne 0 ] || [ "$rc3" -ne 0 ] || [ "$t1" -eq 0 ]; then exit 1; fi
+if [ "$rc1" -ne 0 ] || [ "$rc2" -ne 0 ] || [ "$rc3" -ne 0 ] || [ "$rc4" -ne 0 ] || [ "$t1" -eq 0 ]; then exit 1; fi
