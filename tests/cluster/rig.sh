@@ -297,6 +297,9 @@ rig_nbd_url() { echo "nbd+unix:///$2?socket=$(rig_hdir "$1")/nbd.sock"; }
 # rig_qemu_io N VOL QEMU-IO-ARGS...: qemu-io on host N against VOL over NBD (raw format).
 rig_qemu_io() { local n=$1 vol=$2; shift 2; rig_exec "$n" qemu-io -f raw "$@" "$(rig_nbd_url "$n" "$vol")"; }
 
+# rig_fio N VOL FIO-ARGS...: fio with its nbd engine on host N against VOL.
+rig_fio() { local n=$1 vol=$2; shift 2; rig_exec "$n" fio --ioengine=nbd --uri="$(rig_nbd_url "$n" "$vol")" "$@"; }
+
 # ---------------------------------------------------------------------------------------
 # Volume state as the mapserver sees it
 

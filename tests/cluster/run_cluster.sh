@@ -17,7 +17,7 @@ selected=("$@")
 source "$here/rig.sh"
 
 if ! reason=$(rig_can_run); then echo "SKIPPED: cluster: $reason"; exit 77; fi
-for tool in qemu-io nbdinfo python3 ss; do
+for tool in qemu-io qemu-img nbdinfo nbdcopy fio python3 ss; do
   command -v "$tool" >/dev/null || { echo "SKIPPED: cluster: $tool is not installed (make deps)"; exit 77; }
 done
 
@@ -239,6 +239,39 @@ case_d_delete_reallocate() {
   closed d_new1 && closed d_new2
 }
 
+# e1. Bulk data across hosts with other real clients: host 3 imports an image with
+#     qemu-img convert, host 1 exports it with nbdcopy and host 2 checks it with qemu-img
+#     compare.
+case_e_import_export_across_hosts() {
+  local img=$RIG_DIR/clients/e_img.raw out
+  head -c $((8 << 20)) /dev/urandom >"$img"
+  cli 3 volume create e_img 8M || return
+  out=$(rig_exec 3 qemu-img convert -n -f raw -O raw "$img" "$(rig_nbd_url 3 e_img)" 2>&1) ||
+    why "h3: qemu-img convert into e_img: $out" || return
+  closed e_img || return
+  out=$(rig_exec 1 nbdcopy "$(rig_nbd_url 1 e_img)" "$img.copy" 2>&1) || why "h1: nbdcopy of e_img: $out" || return
+  cmp -s "$img" "$img.copy" || why "h1 exported e_img with nbdcopy: differs from what h3 imported" || return
+  closed e_img || return
+  out=$(rig_exec 2 qemu-img compare -f raw -F raw "$img" "$(rig_nbd_url 2 e_img)" 2>&1) ||
+    why "h2: qemu-img compare with e_img: $out" || return
+  closed e_img
+}
+
+# e2. fio's nbd engine, migration pattern: host 1 writes and verifies 4 MiB (its cache
+#     now holds them), host 2 rewrites them in place with another pattern, host 1
+#     verifies host 2's data.
+case_e_fio_rewrite_elsewhere() {
+  local vol=e_fio out common=(--name=e --bs=64k --size=4M --rw=write --verify=pattern --end_fsync=1)
+  cli 1 volume create "$vol" 4M || return
+  out=$(rig_fio 1 "$vol" "${common[@]}" --verify_pattern=0x71 2>&1) || why "h1: fio write+verify: $(tail -3 <<<"$out")" || return
+  closed "$vol" || return
+  out=$(rig_fio 2 "$vol" "${common[@]}" --verify_pattern=0x72 2>&1) || why "h2: fio rewrite+verify: $(tail -3 <<<"$out")" || return
+  closed "$vol" || return
+  out=$(rig_fio 1 "$vol" "${common[@]}" --verify_pattern=0x72 --verify_only=1 2>&1) ||
+    why "h1: fio verify of what h2 wrote in place: $(grep -m1 -i 'verify\|bad' <<<"$out")" || return
+  closed "$vol"
+}
+
 # r. The rig's own operations, which later suites build on: a host killed with -9 and
 #    restarted serves again; the mapserver restarted serves again; a cut host cannot
 #    reach the mapserver until healed, and the mapserver notices the cut (the lease of a
@@ -284,6 +317,7 @@ cases=(
   case_c_ro_reader_while_writer case_c_reader_between_rewrites
   case_d_snapshot_clone_of_held_volume case_d_discard_seen_elsewhere
   case_d_resize_seen_elsewhere case_d_delete_reallocate
+  case_e_import_export_across_hosts case_e_fio_rewrite_elsewhere
   case_r_rig_operations
 )
 
