@@ -94,7 +94,11 @@ migrate_back() {  # VOL X Y
   closed "$vol" || return
   write_owned "$y" "$vol" 0 0xb1 0xb2 || return
   closed "$vol" || return
-  expect "$x" "$vol" 0 0xb2 "h$x reopened $vol after h$y wrote it" || return
+  if ! expect "$x" "$vol" 0 0xb2 "h$x reopened $vol after h$y wrote it"; then
+    local reason=$WHY
+    closed "$vol" && WHY="$reason (h3, which never read $vol, reads $(first_byte 3 "$vol" 0): the pool holds h$y's data)"
+    return 1
+  fi
   closed "$vol"
 }
 case_a_migrate_h1_h2_h1() { migrate_back a_vm12 1 2; }
@@ -126,13 +130,17 @@ case_c_ro_reader_while_writer() {
   hold 1 "$vol" || return
   holder=$RIG_HOLD_PID
   for i in 1 2 3; do
-    pat=$((0xe0 + i))
-    write_owned 1 "$vol" 0 $((pat + 8)) $pat || { rc=1; break; }
+    pat=$(printf 0x%02x $((0xe0 + i)))
+    write_owned 1 "$vol" 0 $((pat + 8)) "$pat" || { rc=1; break; }
     # the reader connects fresh each round (its host may keep the volume open meanwhile)
     if ! io 3 "$vol" "read -P $pat 0 $BS"; then
       local got
       got=$(first_byte 3 "$vol" 0)
-      why "round $i: h3 (read-only opener while h1 holds $vol rw) read ${got:-nothing}, expected $pat: $WHY"
+      if grep -q 'Pattern verification failed' <<<"$OUT"; then
+        why "round $i: h3 (reader while h1 holds $vol rw) read $got, expected $pat"
+      else
+        why "round $i: h3 cannot open $vol for reading while h1 holds it rw: $WHY"
+      fi
       rc=1; break
     fi
   done
@@ -146,7 +154,7 @@ case_c_reader_between_rewrites() {
   local vol=c_vm2 i pat
   cli 1 volume create "$vol" 4M || return
   for i in 1 2 3; do
-    pat=$((0xf0 + i))
+    pat=$(printf 0x%02x $((0xf0 + i)))
     write_owned 1 "$vol" 0 $((pat + 8)) $pat || return
     closed "$vol" || return
     expect 3 "$vol" 0 $pat "round $i: h3 reading after h1 rewrote $vol in place" || return
