@@ -298,7 +298,11 @@ rig_nbd_url() { echo "nbd+unix:///$2?socket=$(rig_hdir "$1")/nbd.sock"; }
 rig_qemu_io() { local n=$1 vol=$2; shift 2; rig_exec "$n" qemu-io -f raw "$@" "$(rig_nbd_url "$n" "$vol")"; }
 
 # rig_fio N VOL FIO-ARGS...: fio with its nbd engine on host N against VOL.
-rig_fio() { local n=$1 vol=$2; shift 2; rig_exec "$n" fio --ioengine=nbd --uri="$(rig_nbd_url "$n" "$vol")" "$@"; }
+# Runs in RIG_DIR/clients (fio leaves state files in its working directory).
+rig_fio() {
+  local n=$1 vol=$2; shift 2
+  (cd "$RIG_DIR/clients" && rig_exec "$n" fio --ioengine=nbd --uri="$(rig_nbd_url "$n" "$vol")" "$@")
+}
 
 # ---------------------------------------------------------------------------------------
 # Volume state as the mapserver sees it
