@@ -95,6 +95,7 @@ void FreeSpace::Flush() {
     }
   }
   AddRun(run);
+  freed_.insert(freed_.end(), released_.begin(), released_.end());
   released_.clear();
 }
 

@@ -36,6 +36,8 @@ class FreeSpace {
   void Release(uint64_t block) { released_.push_back(block); }
   // Applies queued releases. Must be called before the Txn commits.
   void Flush();
+  // Every block returned to free space by Flush so far.
+  const std::vector<uint64_t>& freed() const { return freed_; }
 
   // Total free blocks (the counter). Works on any Txn.
   static uint64_t FreeBlocks(Txn* txn);
@@ -52,6 +54,7 @@ class FreeSpace {
 
   Txn* txn_;
   std::vector<uint64_t> released_;
+  std::vector<uint64_t> freed_;
 };
 
 }  // namespace tapmap::mapserver

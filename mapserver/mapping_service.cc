@@ -75,8 +75,8 @@ class VolumeImpl final : public proto::Volume::Server {
     CheckUsable(false);
     auto params = context.getParams();
     uint64_t size = 0;
-    auto extents =
-        OrFail(service_.store_.Map(opener_.volume, params.getOffset(), params.getLength(), &size));
+    auto extents = OrFail(service_.store_.Map(opener_.volume, params.getOffset(), params.getLength(),
+                                              service_.WriterEpochOf(opener_.volume), &size));
     auto results = context.getResults();
     FillExtents(results.initExtents(static_cast<unsigned>(extents.size())), extents);
     results.setSizeBytes(size);
@@ -86,7 +86,8 @@ class VolumeImpl final : public proto::Volume::Server {
   kj::Promise<void> prepareWrite(PrepareWriteContext context) override {
     CheckUsable(true);
     auto ranges = FromProto(context.getParams().getRanges());
-    auto extents = OrFail(service_.store_.PrepareWrite(opener_.id, opener_.volume, ranges));
+    auto extents = OrFail(
+        service_.store_.PrepareWrite(opener_.id, opener_.volume, ranges, opener_.lease_epoch));
     FillExtents(context.getResults().initExtents(static_cast<unsigned>(extents.size())), extents);
     return kj::READY_NOW;
   }
@@ -111,24 +112,11 @@ class VolumeImpl final : public proto::Volume::Server {
   kj::Promise<void> discard(DiscardContext context) override {
     CheckUsable(true);
     auto ranges = FromProto(context.getParams().getRanges());
-    OrFail(service_.store_.Discard(opener_.volume, ranges));
+    std::vector<uint64_t> freed;
+    OrFail(service_.store_.Discard(opener_.volume, ranges, &freed));
     // Other openers may hold maps of what was just unmapped.
-    std::vector<OpenerId> others;
-    for (auto* o : service_.OpenersOf(opener_.volume)) {
-      if (o->id != opener_.id) others.push_back(o->id);
-    }
-    if (others.empty()) return kj::READY_NOW;
-    return service_.CallOpeners(kj::mv(others), "recall(discard)",
-                                [ranges](proto::MapCallback::Client& cb) -> kj::Promise<void> {
-                                  auto req = cb.recallRequest();
-                                  auto list = req.initRanges(static_cast<unsigned>(ranges.size()));
-                                  for (size_t i = 0; i < ranges.size(); ++i) {
-                                    list[static_cast<unsigned>(i)].setOffset(ranges[i].offset);
-                                    list[static_cast<unsigned>(i)].setLength(ranges[i].length);
-                                  }
-                                  req.setReason(proto::RecallReason::DISCARD);
-                                  return req.send().ignoreResult();
-                                });
+    return service_.RecallFromOthers(opener_.volume, opener_.id, kj::mv(ranges), kj::mv(freed),
+                                     "recall(discard)");
   }
 
   kj::Promise<void> close(CloseContext) override {
@@ -180,6 +168,7 @@ class SessionImpl final : public proto::Session::Server {
       }
     }
     MappingService::Opener opener;
+    if (writable) opener.lease_epoch = OrFail(service_.store_.NewLeaseEpoch());
     opener.id = service_.next_opener_id_++;
     opener.volume = name;
     opener.host = host_;
@@ -519,8 +508,8 @@ void MappingService::FlushCommits() {
   std::vector<VolumeStore::CommitRequest> requests;
   requests.reserve(batch.size());
   for (auto& p : batch) requests.push_back(std::move(p.request));
-  std::vector<std::vector<uint64_t>> replaced;
-  std::vector<Status> results = store_.CommitBatch(requests, &replaced);
+  std::vector<VolumeStore::CommitEffects> effects;
+  std::vector<Status> results = store_.CommitBatch(requests, &effects);
   for (size_t i = 0; i < batch.size(); ++i) {
     if (results[i].ok()) {
       batch[i].done->fulfill();
@@ -528,20 +517,17 @@ void MappingService::FlushCommits() {
       batch[i].done->reject(ToException(results[i]));
     }
   }
-  // Other openers of a volume may hold maps of blocks a commit just replaced (read-only
-  // openers of a live volume after a snapshot made its blocks shared): recall those
-  // ranges from them. The committer is not held up by this.
+  // Other openers of a volume may hold maps of blocks a commit just mapped or
+  // replaced (read-only openers of a live volume, on this host or others): recall
+  // those ranges from them. The committer is not held up by this; the blocks the
+  // commit freed stay quarantined until the recall is answered.
   const uint64_t bs = store_.superblock().block_size;
   for (size_t i = 0; i < batch.size(); ++i) {
-    if (!results[i].ok() || replaced[i].empty()) continue;
-    std::vector<OpenerId> others;
-    for (auto* o : OpenersOf(requests[i].volume)) {
-      if (o->id != requests[i].opener) others.push_back(o->id);
-    }
-    if (others.empty()) continue;
+    if (!results[i].ok() || effects[i].changed.empty()) continue;
     std::vector<ByteRange> ranges;
-    std::sort(replaced[i].begin(), replaced[i].end());
-    for (uint64_t lb : replaced[i]) {
+    std::vector<uint64_t>& changed = effects[i].changed;
+    std::sort(changed.begin(), changed.end());
+    for (uint64_t lb : changed) {
       if (!ranges.empty() && ranges.back().offset + ranges.back().length == lb * bs) {
         ranges.back().length += bs;
       } else if (ranges.size() < kMaxRangesPerCall) {
@@ -550,18 +536,37 @@ void MappingService::FlushCommits() {
         ranges.back().length = lb * bs + bs - ranges.back().offset;  // cover the rest
       }
     }
-    tasks_.add(
-        CallOpeners(kj::mv(others), "recall(commit)", [ranges](proto::MapCallback::Client& cb) {
-          auto req = cb.recallRequest();
-          auto list = req.initRanges(static_cast<unsigned>(ranges.size()));
-          for (size_t k = 0; k < ranges.size(); ++k) {
-            list[static_cast<unsigned>(k)].setOffset(ranges[k].offset);
-            list[static_cast<unsigned>(k)].setLength(ranges[k].length);
-          }
-          req.setReason(proto::RecallReason::DISCARD);  // "drop your maps of these ranges"
-          return req.send().ignoreResult();
-        }));
+    tasks_.add(RecallFromOthers(requests[i].volume, requests[i].opener, kj::mv(ranges),
+                                kj::mv(effects[i].freed), "recall(commit)"));
   }
+}
+
+uint64_t MappingService::WriterEpochOf(const std::string& volume) {
+  Opener* writer = WriterOf(volume);
+  return writer != nullptr ? writer->lease_epoch : kNoWriter;
+}
+
+kj::Promise<void> MappingService::RecallFromOthers(const std::string& volume, OpenerId except,
+                                                   std::vector<ByteRange> ranges,
+                                                   std::vector<uint64_t> freed, std::string what) {
+  std::vector<OpenerId> others;
+  for (auto* o : OpenersOf(volume)) {
+    if (o->id != except) others.push_back(o->id);
+  }
+  if (others.empty() || ranges.empty()) return kj::READY_NOW;
+  store_.Quarantine(freed);
+  auto recalled =
+      CallOpeners(kj::mv(others), kj::mv(what), [ranges](proto::MapCallback::Client& cb) {
+        auto req = cb.recallRequest();
+        auto list = req.initRanges(static_cast<unsigned>(ranges.size()));
+        for (size_t k = 0; k < ranges.size(); ++k) {
+          list[static_cast<unsigned>(k)].setOffset(ranges[k].offset);
+          list[static_cast<unsigned>(k)].setLength(ranges[k].length);
+        }
+        req.setReason(proto::RecallReason::DISCARD);  // "drop your maps of these ranges"
+        return req.send().ignoreResult();
+      });
+  return recalled.attach(kj::defer([this, freed = kj::mv(freed)]() { store_.EndQuarantine(freed); }));
 }
 
 void MappingService::taskFailed(kj::Exception&& exception) {

@@ -74,6 +74,9 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
     std::string volume;
     std::string host;
     bool writable = false;
+    // rw openers: the lease's epoch (VolumeStore::NewLeaseEpoch): the blocks it may
+    // write in place are those allocated after it (volume_store.h, kNoWriter).
+    uint64_t lease_epoch = kNoWriter;
     proto::MapCallback::Client callback = nullptr;
     enum class State { kOpen, kClosed, kRevoked } state = State::kOpen;
   };
@@ -84,6 +87,15 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
   // Revokes a lease: reservations dropped, revoke() sent, later calls fail aborted.
   void Revoke(OpenerId id, const std::string& why);
   Opener* WriterOf(const std::string& volume);
+  // The epoch of `volume`'s rw lease, kNoWriter if it has none.
+  uint64_t WriterEpochOf(const std::string& volume);
+  // Recalls `ranges` of `volume` from its openers other than `except` (their cached
+  // maps), keeping `freed` pool blocks out of allocation until every one answered
+  // (or was revoked): a host must never read a block through a stale map after the
+  // block went to someone else.
+  kj::Promise<void> RecallFromOthers(const std::string& volume, OpenerId except,
+                                     std::vector<ByteRange> ranges, std::vector<uint64_t> freed,
+                                     std::string what);
   std::vector<Opener*> OpenersOf(const std::string& volume);
   void FillInfo(proto::VolumeInfo::Builder builder, const VolumeDescription& d);
   // Calls `make_call(callback)` on each listed opener (by id) and waits for all;

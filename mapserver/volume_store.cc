@@ -230,8 +230,8 @@ Result<PoolFigures> VolumeStore::Stats() {
     auto txn = meta_->BeginRead();
     f.total_blocks = sb_.total_blocks;
     uint64_t free_blocks = FreeSpace::FreeBlocks(txn.get());
-    f.reserved_blocks = reserved_blocks_.size();
-    f.free_blocks = free_blocks - std::min<uint64_t>(free_blocks, f.reserved_blocks);
+    f.reserved_blocks = ReservedBlocks();
+    f.free_blocks = free_blocks - std::min<uint64_t>(free_blocks, unavailable_blocks_.size());
     std::set<uint64_t> sets;
     auto cursor = txn->OpenCursor(Table::kVolumes);
     for (bool ok = cursor->First(); ok; ok = cursor->Next()) {
@@ -389,7 +389,8 @@ Status VolumeStore::ValidateRange(const VolumeRecord& v, uint64_t offset, uint64
 }
 
 Result<std::vector<MapExtent>> VolumeStore::Map(std::string_view name, uint64_t offset,
-                                                uint64_t length, uint64_t* size_bytes) {
+                                                uint64_t length, uint64_t writer_epoch,
+                                                uint64_t* size_bytes) {
   try {
     auto txn = meta_->BeginRead();
     auto v = LoadVolume(txn.get(), name);
@@ -414,7 +415,8 @@ Result<std::vector<MapExtent>> VolumeStore::Map(std::string_view name, uint64_t 
     MapTree tree(txn.get(), nullptr);
     tree.ForEachMapped(*v, first, last, [&](uint64_t lblock, const LeafEntry& e, bool shared) {
       add_hole_until(lblock);
-      ExtentState state = (shared || v->read_only) ? ExtentState::kShared : ExtentState::kOwned;
+      bool owned = !shared && !v->read_only && writer_epoch != kNoWriter && e.generation > writer_epoch;
+      ExtentState state = owned ? ExtentState::kOwned : ExtentState::kShared;
       AppendBlock(&out, lblock * bs, bs, sb_.BlockOffset(e.block), e.generation, state);
       next = lblock + 1;
       if (out.size() >= kMaxExtentsPerMap) {
@@ -431,7 +433,8 @@ Result<std::vector<MapExtent>> VolumeStore::Map(std::string_view name, uint64_t 
 }
 
 Result<std::vector<MapExtent>> VolumeStore::PrepareWrite(OpenerId opener, std::string_view name,
-                                                         const std::vector<ByteRange>& ranges) {
+                                                         const std::vector<ByteRange>& ranges,
+                                                         uint64_t lease_epoch) {
   if (ranges.empty() || ranges.size() > kMaxRangesPerCall) {
     return Status::InvalidArgument("prepareWrite takes 1.." + std::to_string(kMaxRangesPerCall) +
                                    " ranges, got " + std::to_string(ranges.size()));
@@ -494,7 +497,9 @@ Result<std::vector<MapExtent>> VolumeStore::PrepareWrite(OpenerId opener, std::s
         if (reserved != mine.by_lblock.end()) {
           plans.push_back(
               {lb, {reserved->second.block, reserved->second.generation}, ExtentState::kOwned});
-        } else if (is_mapped && !mapped[m].second.second) {
+        } else if (is_mapped && !mapped[m].second.second &&
+                   mapped[m].second.first.generation > lease_epoch) {
+          // Allocated under this lease: written in place.
           plans.push_back({lb, mapped[m].second.first, ExtentState::kOwned});
         } else {
           plans.push_back({lb, {}, ExtentState::kHole});
@@ -503,7 +508,7 @@ Result<std::vector<MapExtent>> VolumeStore::PrepareWrite(OpenerId opener, std::s
       }
     }
     if (needed > 0) {
-      uint64_t found = FreeSpace::FindFree(txn.get(), mine.hint, needed, reserved_blocks_, &runs);
+      uint64_t found = FreeSpace::FindFree(txn.get(), mine.hint, needed, unavailable_blocks_, &runs);
       if (found < needed) {
         return Status::NoSpace("pool has " + std::to_string(found) + " free blocks, " +
                                std::to_string(needed) + " needed");
@@ -531,7 +536,7 @@ Result<std::vector<MapExtent>> VolumeStore::PrepareWrite(OpenerId opener, std::s
       }
       p.entry = LeafEntry{block, generation};
       mine.by_lblock[p.lblock] = Reservation{block, generation};
-      reserved_blocks_.insert(block);
+      unavailable_blocks_.insert(block);
       mine.hint = block + 1;
     }
     AppendBlock(&out, p.lblock * bs, bs, sb_.BlockOffset(p.entry.block), p.entry.generation,
@@ -608,7 +613,7 @@ Status VolumeStore::PlanCommit(const CommitRequest& request, std::vector<CommitI
 
 Status VolumeStore::ApplyCommit(Txn* txn, const CommitRequest& request,
                                 std::vector<CommitInstall>* installs, std::set<uint64_t>* consumed,
-                                std::vector<uint64_t>* replaced) {
+                                CommitEffects* effects) {
   const uint64_t bs = sb_.block_size;
   const std::string& name = request.volume;
   auto v = LoadVolume(txn, name);
@@ -653,21 +658,22 @@ Status VolumeStore::ApplyCommit(Txn* txn, const CommitRequest& request,
   }
   for (const CommitInstall& in : *installs) {
     if (!in.taken) continue;
-    uint64_t mapped_before = v->mapped_blocks;
     tree.Set(&*v, in.lblock, LeafEntry{in.block, in.generation});
-    if (v->mapped_blocks == mapped_before) replaced->push_back(in.lblock);
+    effects->changed.push_back(in.lblock);
     consumed->insert(in.block);
   }
   tree.Flush();
   free_space.Flush();
+  effects->freed = free_space.freed();
   txn->Put(Table::kVolumes, name, EncodeVolumeRecord(*v));
   return Status::Ok();
 }
 
 std::vector<Status> VolumeStore::CommitBatch(const std::vector<CommitRequest>& batch,
-                                             std::vector<std::vector<uint64_t>>* replaced) {
+                                             std::vector<CommitEffects>* effects) {
   std::vector<Status> results(batch.size());
-  std::vector<std::vector<uint64_t>> replaced_blocks(batch.size());
+  std::vector<CommitEffects> effects_of(batch.size());
+  if (effects != nullptr) effects->assign(batch.size(), CommitEffects{});
   std::vector<std::vector<CommitInstall>> installs(batch.size());
   bool any = false;
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -679,8 +685,8 @@ std::vector<Status> VolumeStore::CommitBatch(const std::vector<CommitRequest>& b
   Status s = InWriteTxn([&](Txn* txn) -> Status {
     for (size_t i = 0; i < batch.size(); ++i) {
       if (results[i].ok() && !installs[i].empty()) {
-        results[i] = ApplyCommit(txn, batch[i], &installs[i], &consumed, &replaced_blocks[i]);
-        if (!results[i].ok()) replaced_blocks[i].clear();
+        results[i] = ApplyCommit(txn, batch[i], &installs[i], &consumed, &effects_of[i]);
+        if (!results[i].ok()) effects_of[i] = CommitEffects{};
       }
     }
     return Status::Ok();
@@ -698,14 +704,15 @@ std::vector<Status> VolumeStore::CommitBatch(const std::vector<CommitRequest>& b
     for (const CommitInstall& in : installs[i]) {
       if (!in.taken) continue;
       mine->second.by_lblock.erase(in.lblock);
-      reserved_blocks_.erase(in.block);
+      unavailable_blocks_.erase(in.block);
     }
   }
-  if (replaced != nullptr) *replaced = std::move(replaced_blocks);
+  if (effects != nullptr) *effects = std::move(effects_of);
   return results;
 }
 
-Status VolumeStore::Discard(std::string_view name, const std::vector<ByteRange>& ranges) {
+Status VolumeStore::Discard(std::string_view name, const std::vector<ByteRange>& ranges,
+                            std::vector<uint64_t>* freed) {
   if (ranges.empty() || ranges.size() > kMaxRangesPerCall) {
     return Status::InvalidArgument("discard takes 1.." + std::to_string(kMaxRangesPerCall) +
                                    " ranges, got " + std::to_string(ranges.size()));
@@ -726,14 +733,27 @@ Status VolumeStore::Discard(std::string_view name, const std::vector<ByteRange>&
     tree.Flush();
     free_space.Flush();
     txn->Put(Table::kVolumes, name, EncodeVolumeRecord(*v));
+    if (freed != nullptr) *freed = free_space.freed();
     return Status::Ok();
   });
+}
+
+void VolumeStore::Quarantine(const std::vector<uint64_t>& blocks) {
+  for (uint64_t b : blocks) {
+    if (quarantined_blocks_.insert(b).second) unavailable_blocks_.insert(b);
+  }
+}
+
+void VolumeStore::EndQuarantine(const std::vector<uint64_t>& blocks) {
+  for (uint64_t b : blocks) {
+    if (quarantined_blocks_.erase(b) != 0) unavailable_blocks_.erase(b);
+  }
 }
 
 void VolumeStore::DropReservations(OpenerId opener) {
   auto it = reservations_.find(opener);
   if (it == reservations_.end()) return;
-  for (auto& [lb, r] : it->second.by_lblock) reserved_blocks_.erase(r.block);
+  for (auto& [lb, r] : it->second.by_lblock) unavailable_blocks_.erase(r.block);
   reservations_.erase(it);
 }
 
@@ -741,7 +761,7 @@ void VolumeStore::DropReservationsBeyond(uint64_t volume_id, uint64_t first_lblo
   for (auto& [opener, mine] : reservations_) {
     if (mine.volume_id != volume_id) continue;
     for (auto it = mine.by_lblock.lower_bound(first_lblock); it != mine.by_lblock.end();) {
-      reserved_blocks_.erase(it->second.block);
+      unavailable_blocks_.erase(it->second.block);
       it = mine.by_lblock.erase(it);
     }
   }

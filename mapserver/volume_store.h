@@ -83,6 +83,16 @@ struct PoolFigures {
 
 using OpenerId = uint64_t;
 
+// The cache-coherence rule (mapping.capnp, "ExtentState"; engine/doc/cache.md): a
+// mapped block may be written in place only by the rw lease under which it was
+// allocated. Every rw lease gets an epoch drawn from the pool-wide generation counter
+// when it is granted (NewLeaseEpoch), so "allocated under this lease" is "exclusive to
+// the volume and generation > the lease's epoch". Every other mapped block is
+// reported kShared: its content never changes while it stays allocated, and a writer
+// that wants to change it copies it on write. Pass kNoWriter when the volume has no
+// rw lease: then nothing is owned.
+inline constexpr uint64_t kNoWriter = UINT64_MAX;
+
 class VolumeStore {
  public:
   // Creates the metadata of a freshly formatted pool in `meta_dir` (created if
@@ -115,17 +125,28 @@ class VolumeStore {
   Result<PoolFigures> Stats();
 
   // ---- I/O path ----------------------------------------------------------------------
+  // A new rw lease epoch: a value of the pool-wide generation counter, greater than
+  // every generation handed out before and smaller than every one handed out after
+  // (durable: never handed out again after a restart).
+  Result<uint64_t> NewLeaseEpoch() { return NextGeneration(); }
+
   // Extents covering [offset, offset+length) rounded out to blocks (at most
-  // kMaxExtentsPerMap of them). Blocks of read-only volumes are always kShared.
-  // `*size_bytes` (if not null) receives the volume's current size.
+  // kMaxExtentsPerMap of them). A block is kOwned iff it is exclusive to the volume
+  // and its generation is greater than `writer_epoch`, the epoch of the volume's
+  // current rw lease (kNoWriter if none); every other mapped block is kShared, and
+  // blocks of read-only volumes are always kShared. `*size_bytes` (if not null)
+  // receives the volume's current size.
   Result<std::vector<MapExtent>> Map(std::string_view name, uint64_t offset, uint64_t length,
-                                     uint64_t* size_bytes = nullptr);
-  // See mapping.capnp Volume.prepareWrite. All reservations of one call share one new
-  // generation. Repeating a prepareWrite for a block this opener has reserved returns
-  // the same reservation. kNoSpace if the pool cannot supply the blocks (then nothing
-  // is reserved).
+                                     uint64_t writer_epoch, uint64_t* size_bytes = nullptr);
+  // See mapping.capnp Volume.prepareWrite, for the opener holding the rw lease of
+  // epoch `lease_epoch`. Blocks that Map would report kOwned to it are returned as
+  // they are; every other block gets a fresh reservation. All reservations of one call
+  // share one new generation. Repeating a prepareWrite for a block this opener has
+  // reserved returns the same reservation. kNoSpace if the pool cannot supply the
+  // blocks (then nothing is reserved).
   Result<std::vector<MapExtent>> PrepareWrite(OpenerId opener, std::string_view name,
-                                              const std::vector<ByteRange>& ranges);
+                                              const std::vector<ByteRange>& ranges,
+                                              uint64_t lease_epoch);
   // Installs reservations of `opener` (see mapping.capnp Volume.commit) in one durable
   // transaction. An extent that is not a live reservation of this opener for this
   // volume, and not already the volume's current owned mapping, fails the whole call
@@ -140,15 +161,31 @@ class VolumeStore {
     std::string volume;
     std::vector<MapExtent> extents;
   };
-  // If `replaced` is given, (*replaced)[i] receives the logical blocks whose previous
-  // (non-hole) mapping commit i replaced, for recalling other openers' maps.
+  // What one commit changed, for recalling other openers' maps.
+  struct CommitEffects {
+    std::vector<uint64_t> changed;  // logical blocks newly mapped or remapped
+    std::vector<uint64_t> freed;    // pool blocks it returned to free space
+  };
+  // If `effects` is given, (*effects)[i] receives what commit i changed.
   std::vector<Status> CommitBatch(const std::vector<CommitRequest>& batch,
-                                  std::vector<std::vector<uint64_t>>* replaced = nullptr);
-  // Unmaps whole blocks inside `ranges`.
-  Status Discard(std::string_view name, const std::vector<ByteRange>& ranges);
+                                  std::vector<CommitEffects>* effects = nullptr);
+  // Unmaps whole blocks inside `ranges`. `*freed` (if not null) receives the pool
+  // blocks returned to free space.
+  Status Discard(std::string_view name, const std::vector<ByteRange>& ranges,
+                 std::vector<uint64_t>* freed = nullptr);
+
+  // Quarantine: freed pool blocks that other openers may still name in maps they
+  // cached (until they answer a recall) must not be handed out again meanwhile, or a
+  // host reading through such a map would read another volume's new data. A
+  // quarantined block stays free in the metadata but out of allocation until
+  // EndQuarantine. In memory only: a restart ends every quarantine (every host then
+  // drops its maps when it opens its volumes again).
+  void Quarantine(const std::vector<uint64_t>& blocks);
+  void EndQuarantine(const std::vector<uint64_t>& blocks);
+  uint64_t QuarantinedBlocks() const { return quarantined_blocks_.size(); }
   // Forgets every reservation of `opener` (close, disconnect, revoke).
   void DropReservations(OpenerId opener);
-  uint64_t ReservedBlocks() const { return reserved_blocks_.size(); }
+  uint64_t ReservedBlocks() const { return unavailable_blocks_.size() - quarantined_blocks_.size(); }
 
  private:
   struct Reservation {
@@ -165,7 +202,7 @@ class VolumeStore {
   // Applies a planned commit inside `txn`; fails without changing anything, or
   // installs everything. `consumed` holds blocks installed earlier in the same txn.
   Status ApplyCommit(Txn* txn, const CommitRequest& request, std::vector<CommitInstall>* installs,
-                     std::set<uint64_t>* consumed, std::vector<uint64_t>* replaced);
+                     std::set<uint64_t>* consumed, CommitEffects* effects);
   struct OpenerReservations {
     uint64_t volume_id = 0;
     std::map<uint64_t, Reservation> by_lblock;
@@ -193,7 +230,10 @@ class VolumeStore {
   uint64_t next_generation_ = 1;
   uint64_t generation_high_water_ = 1;
   std::unordered_map<OpenerId, OpenerReservations> reservations_;
-  std::set<uint64_t> reserved_blocks_;
+  // Blocks free in the metadata that no allocation may take: reserved by a
+  // prepareWrite, or quarantined (also in quarantined_blocks_).
+  std::set<uint64_t> unavailable_blocks_;
+  std::set<uint64_t> quarantined_blocks_;
 };
 
 }  // namespace tapmap::mapserver

@@ -15,12 +15,12 @@ constexpr uint64_t kBs = 4096;
 void Populate(StoreFixture& f) {
   auto& s = f.store();
   REQUIRE(s.Create("v", 600 * kBs).ok());
-  auto e = s.PrepareWrite(1, "v", {ByteRange{0, 600 * kBs}});
+  auto e = s.PrepareWrite(1, "v", {ByteRange{0, 600 * kBs}}, 0);
   REQUIRE(e.ok());
   REQUIRE(s.Commit(1, "v", *e).ok());
   REQUIRE(s.Snapshot("v", "s").ok());
   REQUIRE(s.Clone("s", "c").ok());
-  auto w = s.PrepareWrite(2, "c", {ByteRange{0, 10 * kBs}});
+  auto w = s.PrepareWrite(2, "c", {ByteRange{0, 10 * kBs}}, 0);
   REQUIRE(w.ok());
   REQUIRE(s.Commit(2, "c", *w).ok());
   f.RequireClean();

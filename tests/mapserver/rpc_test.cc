@@ -412,36 +412,41 @@ TEST_CASE("Discard recalls the other openers of the volume", "[rpc]") {
   auto w = Open(f, s, "v", proto::OpenMode::READ_WRITE);
   auto r = Open(f, s, "v", proto::OpenMode::READ_ONLY);
   REQUIRE(CommitStatus(f, w.volume, Prepare(f, w.volume, 0, 8 * kBs)).ok());
+  for (int i = 0; i < 50 && r.log->recalls.empty(); ++i) f.Spin();
+  REQUIRE(r.log->recalls.size() == 1);  // the commit's (holes were filled)
   auto d = w.volume.discardRequest();
   auto dr = d.initRanges(1)[0];
   dr.setOffset(0);
   dr.setLength(4 * kBs);
   REQUIRE(StatusOf(d.send(), f.ws()).ok());
   CHECK(w.log->recalls.empty());
-  REQUIRE(r.log->recalls.size() == 1);
-  CHECK(r.log->recalls[0].reason == proto::RecallReason::DISCARD);
-  CHECK(r.log->recalls[0].ranges[0].length == 4 * kBs);
+  REQUIRE(r.log->recalls.size() == 2);
+  CHECK(r.log->recalls[1].reason == proto::RecallReason::DISCARD);
+  CHECK(r.log->recalls[1].ranges[0].length == 4 * kBs);
 }
 
-TEST_CASE("A commit replacing mapped blocks recalls the other openers' maps", "[rpc]") {
+TEST_CASE("A commit mapping or replacing blocks recalls the other openers' maps", "[rpc]") {
   RpcFixture f;
   auto c = f.Connect();
   auto s = c->session();
   Create(f, s, "v", 64 * kBs);
   auto w = Open(f, s, "v", proto::OpenMode::READ_WRITE);
   auto r = Open(f, s, "v", proto::OpenMode::READ_ONLY);
+  // Holes filled: a reader holding the map of a hole must see the new data.
   REQUIRE(CommitStatus(f, w.volume, Prepare(f, w.volume, 0, 8 * kBs)).ok());
-  f.Spin();
-  CHECK(r.log->recalls.empty());  // holes filled: nothing to recall
+  for (int i = 0; i < 50 && r.log->recalls.empty(); ++i) f.Spin();
+  REQUIRE(r.log->recalls.size() == 1);
+  CHECK(r.log->recalls[0].ranges[0].offset == 0);
+  CHECK(r.log->recalls[0].ranges[0].length == 8 * kBs);
   REQUIRE(CopyStatus(f, s, true, "v", "snap").ok());
   auto cow = Prepare(f, w.volume, 2 * kBs, 2 * kBs);  // shared now: new blocks
   REQUIRE(CommitStatus(f, w.volume, cow).ok());
-  for (int i = 0; i < 50 && r.log->recalls.empty(); ++i) f.Spin();
-  REQUIRE(r.log->recalls.size() == 1);
-  CHECK(r.log->recalls[0].reason == proto::RecallReason::DISCARD);
-  REQUIRE(r.log->recalls[0].ranges.size() == 1);
-  CHECK(r.log->recalls[0].ranges[0].offset == 2 * kBs);
-  CHECK(r.log->recalls[0].ranges[0].length == 2 * kBs);
+  for (int i = 0; i < 50 && r.log->recalls.size() < 2; ++i) f.Spin();
+  REQUIRE(r.log->recalls.size() == 2);
+  CHECK(r.log->recalls[1].reason == proto::RecallReason::DISCARD);
+  REQUIRE(r.log->recalls[1].ranges.size() == 1);
+  CHECK(r.log->recalls[1].ranges[0].offset == 2 * kBs);
+  CHECK(r.log->recalls[1].ranges[0].length == 2 * kBs);
   CHECK(w.log->recalls.size() == 1);  // only the snapshot's recall
   f.store().RequireClean();
 }
@@ -536,6 +541,47 @@ TEST_CASE("Connecting to nothing gives unavailable", "[rpc]") {
   REQUIRE(addr.ok());
   auto conn = Connection::ConnectBlocking(io, *addr, "h", "s");
   CHECK(conn.status().code() == StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace tapmap::mapserver
+
+namespace tapmap::mapserver {
+namespace {
+
+// The live-migration pattern at the protocol level: a block written in place under
+// one rw lease is never written in place under the next one (a new physical block
+// and generation), and it is owned (not cacheable) to readers only while the lease
+// that may change it lasts.
+TEST_CASE("Each rw lease writes in place only the blocks it allocated", "[rpc]") {
+  RpcFixture f;
+  auto ca = f.Connect();
+  auto cb = f.Connect();
+  auto sa = ca->session();
+  auto sb = cb->session();
+  Create(f, sa, "vm", 64 * kBs);
+  MapExtent a_block;
+  {
+    auto a = Open(f, sa, "vm", proto::OpenMode::READ_WRITE);
+    auto e = Prepare(f, a.volume, 0, kBs);
+    REQUIRE(CommitStatus(f, a.volume, e).ok());
+    a_block = e[0];
+    CHECK(Prepare(f, a.volume, 0, kBs)[0] == a_block);  // owned by this lease: in place
+    auto reader = Open(f, sb, "vm", proto::OpenMode::READ_ONLY);
+    CHECK(Map(f, reader.volume, 0, kBs)[0].state == ExtentState::kOwned);  // may change
+    REQUIRE(StatusOf(a.volume.closeRequest().send(), f.ws()).ok());
+    auto frozen = Map(f, reader.volume, 0, kBs)[0];
+    CHECK(frozen.state == ExtentState::kShared);  // no writer: immutable
+    CHECK(frozen.physical == a_block.physical);
+  }
+  auto b = Open(f, sb, "vm", proto::OpenMode::READ_WRITE);
+  CHECK(Map(f, b.volume, 0, kBs)[0].state == ExtentState::kShared);
+  auto e = Prepare(f, b.volume, 0, kBs);
+  CHECK(e[0].physical != a_block.physical);
+  CHECK(e[0].generation > a_block.generation);
+  REQUIRE(CommitStatus(f, b.volume, e).ok());
+  CHECK(Map(f, b.volume, 0, kBs)[0].state == ExtentState::kOwned);
+  f.store().RequireClean();
 }
 
 }  // namespace

@@ -13,10 +13,14 @@ namespace {
 
 using testing::StoreFixture;
 constexpr uint64_t kBs = 4096;
+// The rw lease these tests write under: epoch 0, older than every block, so every
+// block exclusive to a volume is owned (written in place). Epoch rules have their own
+// test case below.
+constexpr uint64_t kLease = 0;
 
 std::vector<MapExtent> Prepare(VolumeStore& s, OpenerId opener, const std::string& name,
                                uint64_t offset, uint64_t length) {
-  auto r = s.PrepareWrite(opener, name, {ByteRange{offset, length}});
+  auto r = s.PrepareWrite(opener, name, {ByteRange{offset, length}}, kLease);
   INFO(r.status().ToString());
   REQUIRE(r.ok());
   return *r;
@@ -34,7 +38,7 @@ std::vector<MapExtent> Write(VolumeStore& s, OpenerId opener, const std::string&
 
 std::vector<MapExtent> MapOf(VolumeStore& s, const std::string& name, uint64_t offset,
                              uint64_t length) {
-  auto r = s.Map(name, offset, length);
+  auto r = s.Map(name, offset, length, kLease);
   INFO(r.status().ToString());
   REQUIRE(r.ok());
   return *r;
@@ -139,7 +143,7 @@ TEST_CASE("Snapshot shares everything in O(1) and copy-on-write keeps it intact"
   f.RequireClean();
 
   // Snapshots are read-only.
-  CHECK(s.PrepareWrite(2, "snap", {ByteRange{0, kBs}}).status().code() == StatusCode::kReadOnly);
+  CHECK(s.PrepareWrite(2, "snap", {ByteRange{0, kBs}}, kLease).status().code() == StatusCode::kReadOnly);
   CHECK(s.Discard("snap", {ByteRange{0, kBs}}).code() == StatusCode::kReadOnly);
   CHECK(s.Resize("snap", 2048 * kBs, false).status().code() == StatusCode::kReadOnly);
 
@@ -236,7 +240,7 @@ TEST_CASE("Reservations are excluded from allocation and vanish on drop and rest
   auto ra = Prepare(s, 1, "a", 0, 40 * kBs);
   // Only 23 blocks remain (64 - 1 MiB offset is in bytes; pool has exactly 64 blocks).
   CHECK(f.FreeBlocks() == 24);
-  auto rb = s.PrepareWrite(2, "b", {ByteRange{0, 30 * kBs}});
+  auto rb = s.PrepareWrite(2, "b", {ByteRange{0, 30 * kBs}}, kLease);
   CHECK(rb.status().code() == StatusCode::kNoSpace);
   CHECK(f.FreeBlocks() == 24);  // a failed prepare reserves nothing
   auto rb2 = Prepare(s, 2, "b", 0, 24 * kBs);
@@ -359,12 +363,12 @@ TEST_CASE("Argument validation of names sizes and ranges") {
   CHECK(s.Create("v", 8 * kBs).status().code() == StatusCode::kAlreadyExists);
   CHECK(s.Snapshot("v", "v").status().code() == StatusCode::kAlreadyExists);
   CHECK(s.Clone("missing", "w").status().code() == StatusCode::kNotFound);
-  CHECK(s.Map("v", 0, 0).status().code() == StatusCode::kInvalidArgument);
-  CHECK(s.Map("v", 100, 512).status().code() == StatusCode::kInvalidArgument);
-  CHECK(s.Map("v", 7 * kBs, 2 * kBs).status().code() == StatusCode::kInvalidArgument);
-  CHECK(s.Map("v", ~uint64_t{511}, 512).status().code() == StatusCode::kInvalidArgument);
-  CHECK(s.PrepareWrite(1, "v", {}).status().code() == StatusCode::kInvalidArgument);
-  CHECK(s.PrepareWrite(1, "v", {ByteRange{0, 9 * kBs}}).status().code() ==
+  CHECK(s.Map("v", 0, 0, kLease).status().code() == StatusCode::kInvalidArgument);
+  CHECK(s.Map("v", 100, 512, kLease).status().code() == StatusCode::kInvalidArgument);
+  CHECK(s.Map("v", 7 * kBs, 2 * kBs, kLease).status().code() == StatusCode::kInvalidArgument);
+  CHECK(s.Map("v", ~uint64_t{511}, 512, kLease).status().code() == StatusCode::kInvalidArgument);
+  CHECK(s.PrepareWrite(1, "v", {}, kLease).status().code() == StatusCode::kInvalidArgument);
+  CHECK(s.PrepareWrite(1, "v", {ByteRange{0, 9 * kBs}}, kLease).status().code() ==
         StatusCode::kInvalidArgument);
   CHECK(s.Discard("v", {ByteRange{512, 0}}).code() == StatusCode::kInvalidArgument);
   CHECK(s.Resize("v", 4 * kBs, false).status().code() == StatusCode::kInvalidArgument);
@@ -446,7 +450,7 @@ TEST_CASE("Random workload keeps fsck clean and matches a model") {
     if (op < 5 && !ro) {
       uint64_t first = rng() % nblocks;
       uint64_t n = 1 + rng() % std::min<uint64_t>(64, nblocks - first);
-      auto r = s.PrepareWrite(7, v, {ByteRange{first * kBs, n * kBs}});
+      auto r = s.PrepareWrite(7, v, {ByteRange{first * kBs, n * kBs}}, kLease);
       if (!r.ok()) {
         REQUIRE(r.status().code() == StatusCode::kNoSpace);
         s.DropReservations(7);
@@ -486,6 +490,115 @@ TEST_CASE("Random workload keeps fsck clean and matches a model") {
   f.RequireClean();
   for (auto& [n, m] : model) REQUIRE(s.Delete(n).ok());
   CHECK(f.FreeBlocks() == f.sb().total_blocks);
+  f.RequireClean();
+}
+
+}  // namespace
+}  // namespace tapmap::mapserver
+
+namespace tapmap::mapserver {
+namespace {
+
+using testing::StoreFixture;
+
+// The cache-coherence rule: (physical, generation) names immutable content, because a
+// block is written in place only by the rw lease it was allocated under.
+TEST_CASE("A new rw lease may not write in place what an older lease wrote") {
+  StoreFixture f;
+  auto& s = f.store();
+  constexpr uint64_t bs = 4096;
+  REQUIRE(s.Create("vm", 16 * bs).ok());
+
+  auto lease_a = s.NewLeaseEpoch();
+  REQUIRE(lease_a.ok());
+  auto a = s.PrepareWrite(1, "vm", {ByteRange{0, bs}}, *lease_a);
+  REQUIRE(a.ok());
+  REQUIRE(s.Commit(1, "vm", *a).ok());
+  CHECK((*a)[0].generation > *lease_a);
+  // Under lease A the block is owned: in place, same block and generation.
+  auto again = s.PrepareWrite(1, "vm", {ByteRange{0, bs}}, *lease_a);
+  REQUIRE(again.ok());
+  CHECK(*again == *a);
+  auto seen_by_a = s.Map("vm", 0, bs, *lease_a);
+  REQUIRE(seen_by_a.ok());
+  CHECK((*seen_by_a)[0].state == ExtentState::kOwned);
+  // No writer: the content is frozen, every opener may cache it.
+  auto frozen = s.Map("vm", 0, bs, kNoWriter);
+  REQUIRE(frozen.ok());
+  CHECK((*frozen)[0].state == ExtentState::kShared);
+  CHECK((*frozen)[0].generation == (*a)[0].generation);
+
+  // Lease B (another host, after A closed): the block A wrote is shared to it, and
+  // its write takes a new block under a new generation, so a cache holding A's
+  // (physical, generation) can never be served for B's data.
+  auto lease_b = s.NewLeaseEpoch();
+  REQUIRE(lease_b.ok());
+  CHECK(*lease_b > (*a)[0].generation);
+  auto seen_by_b = s.Map("vm", 0, bs, *lease_b);
+  REQUIRE(seen_by_b.ok());
+  CHECK((*seen_by_b)[0].state == ExtentState::kShared);
+  auto b = s.PrepareWrite(2, "vm", {ByteRange{0, bs}}, *lease_b);
+  REQUIRE(b.ok());
+  CHECK((*b)[0].physical != (*a)[0].physical);
+  CHECK((*b)[0].generation > *lease_b);
+  uint64_t free_before = f.FreeBlocks();
+  REQUIRE(s.Commit(2, "vm", *b).ok());
+  // B's reservation became mapped and A's block went back to free space.
+  CHECK(f.FreeBlocks() == free_before + 1);
+  // Lease B now writes its own block in place.
+  auto b2 = s.PrepareWrite(2, "vm", {ByteRange{0, bs}}, *lease_b);
+  REQUIRE(b2.ok());
+  CHECK(*b2 == *b);
+  // A reopening gets a lease newer than B's block: copy-on-write again.
+  auto lease_a2 = s.NewLeaseEpoch();
+  REQUIRE(lease_a2.ok());
+  auto a2 = s.PrepareWrite(3, "vm", {ByteRange{0, bs}}, *lease_a2);
+  REQUIRE(a2.ok());
+  CHECK((*a2)[0].physical != (*b)[0].physical);
+  s.DropReservations(3);
+  f.RequireClean();
+}
+
+TEST_CASE("Lease epochs keep growing across a restart") {
+  StoreFixture f;
+  auto e1 = f.store().NewLeaseEpoch();
+  REQUIRE(e1.ok());
+  f.Reopen();
+  auto e2 = f.store().NewLeaseEpoch();
+  REQUIRE(e2.ok());
+  CHECK(*e2 > *e1);
+}
+
+TEST_CASE("Quarantined blocks are not handed out until the quarantine ends") {
+  StoreFixture f(64);
+  auto& s = f.store();
+  constexpr uint64_t bs = 4096;
+  REQUIRE(s.Create("a", 64 * bs).ok());
+  auto a = s.PrepareWrite(1, "a", {ByteRange{0, 4 * bs}}, 0);
+  REQUIRE(a.ok());
+  REQUIRE(s.Commit(1, "a", *a).ok());
+  std::vector<uint64_t> freed;
+  REQUIRE(s.Discard("a", {ByteRange{0, 4 * bs}}, &freed).ok());
+  REQUIRE(freed.size() == 4);
+  s.Quarantine(freed);
+  CHECK(s.QuarantinedBlocks() == 4);
+  CHECK(s.ReservedBlocks() == 0);
+  // Everything else can be allocated, the quarantined blocks cannot: the pool
+  // holds 64 - 4 blocks for now.
+  auto most = s.PrepareWrite(2, "a", {ByteRange{0, 60 * bs}}, 0);
+  REQUIRE(most.ok());
+  for (const MapExtent& e : *most) {
+    for (uint64_t b : freed) {
+      uint64_t off = f.sb().BlockOffset(b);
+      CHECK((off < e.physical || off >= e.physical + e.length));
+    }
+  }
+  CHECK(s.PrepareWrite(2, "a", {ByteRange{60 * bs, bs}}, 0).status().code() == StatusCode::kNoSpace);
+  s.EndQuarantine(freed);
+  CHECK(s.QuarantinedBlocks() == 0);
+  auto rest = s.PrepareWrite(2, "a", {ByteRange{60 * bs, 4 * bs}}, 0);
+  REQUIRE(rest.ok());
+  s.DropReservations(2);
   f.RequireClean();
 }
 

@@ -29,17 +29,31 @@ const protocolVersion :UInt32 = 1;
 # Maps
 
 enum ExtentState {
+  # THE CACHE-COHERENCE RULE (one definition; engine/doc/cache.md explains its use):
+  # (pool, physical, generation) names one immutable content of a block, on every
+  # host, for as long as the block stays allocated. This holds because a block is
+  # written in place only by the rw lease it was allocated under: every rw open gets
+  # a lease epoch from the pool-wide generation counter, so a block's generation is
+  # greater than the epoch exactly when the current lease allocated it. Every other
+  # block is `shared` to everyone, the writer included: a writer that changes it
+  # copies it on write (prepareWrite gives a new block and generation). A host's
+  # cached copy under (physical, generation) is therefore never stale, whichever
+  # host wrote the block before, whatever lease moved where (live migration A->B->A),
+  # after a snapshot/clone made owned blocks shared, or after delete and reallocation.
+
   hole @0;
   # No space is allocated: reads return zeros. `physical` and `generation` are 0.
   owned @1;
-  # The block belongs to this volume alone and the caller holds the volume's rw lease:
-  # it may be written in place. To any other opener (read-only) the same block is
-  # reported as `owned` too, but such an opener must not cache its content, because
-  # the writer may change it at any time.
+  # The block is exclusive to this volume and was allocated under the volume's
+  # current rw lease (generation > the lease's epoch): its holder may write it in
+  # place. To any other opener (read-only, on any host) the same block is reported
+  # `owned` too, and such an opener must not cache its content: the writer may
+  # change it at any time. Once the lease ends, the block is reported `shared`.
   shared @2;
-  # The block is (or may become, by snapshot) referenced by more than one volume. Its
-  # content is immutable for as long as it is allocated: it is never written in place.
-  # A write to it takes new space through prepareWrite (copy-on-write).
+  # Any other mapped block: referenced by more than one volume, or written under an
+  # earlier lease, or in a volume nobody holds rw. Its content never changes while it
+  # is allocated; every host may cache it under (physical, generation). A write to it
+  # takes new space through prepareWrite (copy-on-write).
 }
 
 struct Extent {
@@ -48,10 +62,10 @@ struct Extent {
   physical @2 :UInt64;    # byte offset in the pool of the first block (0 for a hole)
   generation @3 :UInt64;
   # Allocation generation of the blocks in this extent: a pool-wide counter bumped by
-  # every allocation. (pool, physical block, generation) names one immutable version of
-  # the block's content for caching: a block that is freed and allocated again gets a
-  # new generation, so a host's cached copy under the old generation can never be
-  # served for the new owner's data. 0 for holes.
+  # every allocation and every rw lease grant (the lease epoch). With the physical
+  # offset it names one immutable version of the block's content (see ExtentState):
+  # a block freed and allocated again gets a new generation, and so does a block a
+  # new lease wants to change. 0 for holes.
   state @4 :ExtentState;
 }
 
@@ -115,8 +129,8 @@ interface Session {
   # What an authenticated host may do. Admin calls complete only when durable.
 
   open @0 (name :Text, mode :OpenMode, callback :MapCallback) -> (volume :Volume, info :VolumeInfo);
-  # Opens a volume. At most one rw opener per volume at a time (the rw lease); a second
-  # rw open fails with busy.
+  # Opens a volume. At most one rw opener per volume at a time (the rw lease, with a
+  # fresh lease epoch: see ExtentState); a second rw open fails with busy.
   # Snapshots can only be opened ro. The lease ends when the Volume capability is
   # closed or dropped, or the connection is lost; the server may revoke it (revoke()).
 
@@ -158,9 +172,10 @@ interface Volume {
   # contiguous and in logical order (holes included).
 
   prepareWrite @1 (ranges :List(Range)) -> (extents :List(Extent));
-  # rw only. For every block of `ranges` that is shared or a hole, reserves a fresh
-  # block (state owned, a new generation) for this opener; blocks already owned are
-  # returned as they are. The caller copies any partial-block remainder from the old
+  # rw only. For every block of `ranges` that is not owned by this lease (shared, a
+  # hole, or written under an earlier lease), reserves a fresh block (state owned, a
+  # new generation) for this opener; blocks owned by this lease are returned as they
+  # are. The caller copies any partial-block remainder from the old
   # extent (map before prepareWrite), writes the new data to the new extents, makes it
   # stable (fdatasync), then commits. Reservations not committed are reclaimed when
   # this Volume is closed, the connection is lost, the lease is revoked or the server
@@ -174,7 +189,9 @@ interface Volume {
   discard @3 (ranges :List(Range)) -> ();
   # rw only. Whole blocks inside `ranges` become holes and their space is returned
   # once no volume references it; partial blocks are left mapped (the caller zeroes
-  # them if it wants write-zeroes semantics). Durable when it returns.
+  # them if it wants write-zeroes semantics). Durable when it returns, after the
+  # volume's other openers answered a recall of `ranges`; the freed blocks are not
+  # handed out again before that.
 
   close @4 ();
   # Ends this opener: releases the lease and reclaims uncommitted reservations. Any
