@@ -85,6 +85,25 @@ class BlockDeviceOpener {
   // front ends of the same host share the host's open volume. `done` is posted like
   // an IoDone.
   virtual void Open(const std::string& name, bool read_only, OpenDone done) = 0;
+
+  // What Open(name, false) would serve — size, block size, whether the volume can only
+  // be opened read-only — for a client that only asks (NBD_OPT_INFO).
+  struct Description {
+    uint64_t size_bytes = 0;
+    uint32_t block_size = 0;
+    bool read_only = false;
+  };
+  using DescribeDone = std::function<void(Result<Description>)>;
+  // Describes volume `name` without taking its read-write lease and without leaving
+  // anything open. `done` is posted like an IoDone; errors as for Open (not-found...).
+  // The default opens the volume read-only and releases it at once; an opener that can
+  // ask without opening (the engine) overrides it.
+  virtual void Describe(const std::string& name, DescribeDone done) {
+    Open(name, true, [done = std::move(done)](Result<std::shared_ptr<BlockDevice>> device) {
+      if (!device.ok()) return done(device.status());
+      done(Description{(*device)->size_bytes(), (*device)->block_size(), (*device)->read_only()});
+    });
+  }
 };
 
 }  // namespace tapmap::engine

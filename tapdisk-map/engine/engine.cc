@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <utility>
 
 #include "mapserver/client/auth.h"
 #include "mapserver/client/connection.h"
@@ -26,6 +28,7 @@ Engine::Engine(boost::asio::io_context& io, EngineOptions options, const Logger&
       pinned_bytes_(std::make_shared<std::atomic<uint64_t>>(0)) {}
 
 Engine::~Engine() {
+  writers_->Abandon();  // parked Opens are dropped, like callbacks of a stopped io_context
   client_.reset();  // stops the RPC thread first: no more events into volumes
   pool_.reset();
 }
@@ -87,9 +90,53 @@ void Engine::Open(const std::string& name, bool read_only, OpenDone done) {
       return;
     }
     if (OpenShared(name, read_only, done)) return;
+    if (WaitForClose(name, read_only, done)) return;
     opening_[name];  // later Opens of `name` queue behind this one
   }
   OpenAtServer(name, read_only, std::move(done));
+}
+
+namespace {
+// An Open parked until the volume's previous read-write opener here has closed; the
+// first of "closed" and "timed out" takes `done`.
+struct ParkedOpen {
+  explicit ParkedOpen(boost::asio::io_context& io, BlockDeviceOpener::OpenDone d) : timer(io), done(std::move(d)) {}
+  BlockDeviceOpener::OpenDone Take() {
+    std::lock_guard<std::mutex> lock(mu);
+    return std::exchange(done, nullptr);
+  }
+  boost::asio::steady_timer timer;
+  std::mutex mu;
+  BlockDeviceOpener::OpenDone done;
+};
+}  // namespace
+
+bool Engine::WaitForClose(const std::string& name, bool read_only, const OpenDone& done) {
+  // OpenShared found no live open to share, so a read-write Volume of `name` still
+  // alive here has lost its last front end: its final commit and close are in flight.
+  auto parked = std::make_shared<ParkedOpen>(io_, done);
+  bool waiting = writers_->WaitForEnd(name, [this, parked, name, read_only]() {
+    OpenDone resume = parked->Take();
+    if (!resume) return;  // timed out meanwhile
+    // Runs where the Volume was destroyed: hand off, never re-enter the engine here.
+    boost::asio::post(io_, [this, name, read_only, resume = std::move(resume)]() { Open(name, read_only, resume); });
+  });
+  if (!waiting) return false;
+  log_.Debugf("open of %s waits for its previous read-write opener here to finish closing", name.c_str());
+  const auto timeout = options_.unavailable_timeout;
+  parked->timer.expires_after(timeout);
+  // The timer is never cancelled (a resume may run on any thread); a late expiry finds
+  // `done` taken and does nothing.
+  parked->timer.async_wait([parked, name, timeout, log = log_](const boost::system::error_code& ec) {
+    if (ec) return;
+    OpenDone fail = parked->Take();
+    if (!fail) return;
+    Status s = Status::Unavailable("volume '" + name + "' is still closing on this host (final commit and close " +
+                                   "at the mapserver) after " + std::to_string(timeout.count()) + " ms");
+    log.Warnf("open of %s: %s", name.c_str(), s.ToString().c_str());
+    fail(s);
+  });
+  return true;
 }
 
 bool Engine::OpenShared(const std::string& name, bool read_only, const OpenDone& done) {
@@ -149,7 +196,17 @@ void Engine::OpenAtServer(const std::string& name, bool read_only, OpenDone done
     ctx.unavailable_timeout = options_.unavailable_timeout;
     ctx.commit_interval = options_.commit_interval;
     ctx.log = log_;
-    auto volume = std::make_shared<Volume>(ctx, name, read_only);
+    std::shared_ptr<Volume> volume;
+    if (read_only) {
+      volume = std::make_shared<Volume>(ctx, name, true);
+    } else {
+      // Counted from now until destroyed: after its final commit and server close.
+      writers_->Add(name);
+      volume = std::shared_ptr<Volume>(new Volume(ctx, name, false), [writers = writers_, name](Volume* v) {
+        delete v;
+        writers->Remove(name);
+      });
+    }
     client_->Open(name, read_only, volume, [this, name, volume, done](Result<MappingClient::OpenResult> r) {
       if (!r.ok()) {
         done(r.status().WithContext("open " + volume->name()));
@@ -221,6 +278,13 @@ StatsSnapshot Engine::Stats() const {
   eliminated(s.host);
   for (auto& [name, st] : s.volumes) eliminated(st);
   return s;
+}
+
+void Engine::Describe(const std::string& name, DescribeDone done) {
+  client_->Describe(name, [this, name, done](Result<VolumeOpenInfo> info) {
+    if (!info.ok()) return done(info.status().WithContext("describe " + name));
+    done(Description{info->size_bytes, block_size_, info->read_only});
+  });
 }
 
 bool Engine::connected() const { return client_->connected(); }

@@ -31,6 +31,7 @@
 #include "tapdisk-map/engine/data_cache.h"
 #include "tapdisk-map/engine/mapping_client.h"
 #include "tapdisk-map/engine/stats.h"
+#include "tapdisk-map/engine/writer_volumes.h"
 #include "tapdisk-map/pool/pool_io.h"
 
 namespace tapmap::engine {
@@ -75,7 +76,16 @@ class Engine final : public BlockDeviceOpener {
   // vbd of a PV disk and the NBD export of the same volume (an HVM guest's emulated
   // disk) coexist on the one read-write lease — read-only if asked so. Only a
   // read-write Open of a volume open read-only here opens it again, read-write.
+  //
+  // An Open of a volume whose last read-write front end here was just dropped waits
+  // until that opener's final commit and close at the server are done (so it is never
+  // refused busy by its own host's previous opener, and reads what was committed),
+  // then opens it; after unavailable_timeout of waiting it fails with unavailable.
   void Open(const std::string& name, bool read_only, OpenDone done) override;
+
+  // Size, block size and read-only-ness of `name` as the mapserver reports them; opens
+  // nothing and takes no lease (for NBD_OPT_INFO).
+  void Describe(const std::string& name, DescribeDone done) override;
 
   // Calls `done` (on an io_context thread) once every volume whose BlockDevice was
   // dropped has finished its final commit and close.
@@ -108,9 +118,16 @@ class Engine final : public BlockDeviceOpener {
   std::map<std::string, std::weak_ptr<OpenVolume>> open_;
   // Opens in flight per name; later Opens of the name wait for the first.
   std::map<std::string, std::vector<std::pair<bool, OpenDone>>> opening_;
+  // The read-write Volumes alive here; shared with their deleters, which may run after
+  // the engine is gone.
+  const std::shared_ptr<WriterVolumes> writers_ = std::make_shared<WriterVolumes>();
 
   // Serves `done` from open_ if it can; false if the caller must open the volume.
   bool OpenShared(const std::string& name, bool read_only, const OpenDone& done);
+  // If a read-write Volume of `name` is still closing here, parks `done` until it has
+  // closed (then Opens again) or unavailable_timeout passes (then fails it); true if
+  // parked. Called under mu_, after OpenShared found nothing to share.
+  bool WaitForClose(const std::string& name, bool read_only, const OpenDone& done);
   void OpenAtServer(const std::string& name, bool read_only, OpenDone done);
   void FinishOpening(const std::string& name);
 };

@@ -184,6 +184,8 @@ class MappingClient::Impl : public kj::TaskSet::ErrorHandler {
   void Open(std::string name, bool read_only, std::weak_ptr<VolumeEvents> events,
             Clock::time_point deadline, std::function<void(Result<OpenResult>)> done);
 
+  void Describe(std::string name, Clock::time_point deadline, std::function<void(Result<VolumeOpenInfo>)> done);
+
   void Reopen(std::shared_ptr<VolumeState> v);
 
   // Sends a call on `v`'s capability once it is live. `send` issues the RPC and
@@ -477,6 +479,31 @@ void MappingClient::Impl::Open(std::string name, bool read_only, std::weak_ptr<V
       }));
 }
 
+void MappingClient::Impl::Describe(std::string name, Clock::time_point deadline,
+                                   std::function<void(Result<VolumeOpenInfo>)> done) {
+  auto fail = [this, done](Status s) { PostToIo([done, s]() { done(s); }); };
+  if (stopping_) return fail(Status::Aborted("mapping client is shutting down"));
+  if (!conn_ || !connected_) {
+    Park(deadline, [this, name, deadline, done]() { Describe(name, deadline, done); }, fail);
+    return;
+  }
+  auto req = conn_->session().infoRequest();
+  req.setName(name);
+  tasks_->add(req.send().then(
+      [this, done](auto reply) {
+        auto info = reply.getInfo();
+        VolumeOpenInfo oi{info.getName(), info.getSizeBytes(), info.getReadOnly()};
+        PostToIo([done, oi]() { done(oi); });
+      },
+      [this, name, deadline, done, fail](kj::Exception&& e) {
+        if (e.getType() == kj::Exception::Type::DISCONNECTED) {
+          Park(deadline, [this, name, deadline, done]() { Describe(name, deadline, done); }, fail);
+          return;
+        }
+        fail(StatusFromException(e));
+      }));
+}
+
 void MappingClient::Impl::Reopen(std::shared_ptr<VolumeState> v) {
   if (!conn_ || v->reopening || v->closed) return;
   v->reopening = true;
@@ -648,6 +675,14 @@ void MappingClient::Open(const std::string& name, bool read_only, std::weak_ptr<
   if (!impl->Post([impl, name, read_only, events, deadline, done]() {
         impl->Open(name, read_only, events, deadline, done);
       })) {
+    impl->PostToIo([done]() { done(Status::Aborted("mapping client stopped")); });
+  }
+}
+
+void MappingClient::Describe(const std::string& name, std::function<void(Result<VolumeOpenInfo>)> done) {
+  Impl* impl = impl_.get();
+  auto deadline = impl->Deadline();
+  if (!impl->Post([impl, name, deadline, done]() { impl->Describe(name, deadline, done); })) {
     impl->PostToIo([done]() { done(Status::Aborted("mapping client stopped")); });
   }
 }

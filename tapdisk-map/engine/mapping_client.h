@@ -110,6 +110,11 @@ class MappingClient {
   void Open(const std::string& name, bool read_only, std::weak_ptr<VolumeEvents> events,
             std::function<void(Result<OpenResult>)> done);
 
+  // What the server says about volume `name` (size, whether it is a read-only
+  // snapshot) without opening it: no opener, no lease. Waits for the connection like
+  // Open; not-found for an unknown name.
+  void Describe(const std::string& name, std::function<void(Result<VolumeOpenInfo>)> done);
+
   class Impl;
 
  private:

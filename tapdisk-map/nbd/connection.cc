@@ -55,10 +55,12 @@ asio::awaitable<void> Connection::Serve() {
   Result<NegotiatedExport> negotiated = co_await Negotiate(stream_, catalog_, options_.handshake, log_);
   deadline_.cancel();
   if (!negotiated.ok()) {
+    // The status may quote what the client sent: made printable before it is logged.
+    std::string why = PrintableText(negotiated.status().ToString(), 1024);
     if (negotiated.status().code() == StatusCode::kAborted) {
-      log_.Debugf("negotiation ended: %s", negotiated.status().ToString().c_str());
+      log_.Debugf("negotiation ended: %s", why.c_str());
     } else {
-      log_.Warnf("negotiation failed: %s", negotiated.status().ToString().c_str());
+      log_.Warnf("negotiation failed: %s", why.c_str());
     }
     boost::system::error_code ec;
     stream_.close(ec);

@@ -4,6 +4,16 @@
 
 namespace tapmap::nbd {
 
+void ExportCatalog::Describe(const std::string& name, DescribeDone done) {
+  Open(name, [done = std::move(done)](Result<std::shared_ptr<engine::BlockDevice>> device) {
+    if (!device.ok()) return done(device.status());
+    std::shared_ptr<engine::BlockDevice> held = std::move(*device);
+    ExportInfo info{held->size_bytes(), held->block_size(), held->read_only()};
+    held.reset();  // released before the answer
+    done(info);
+  });
+}
+
 VolumeExports::VolumeExports(engine::BlockDeviceOpener& opener, Lister lister)
     : opener_(opener), lister_(std::move(lister)) {}
 
@@ -52,6 +62,20 @@ void VolumeExports::Finish(const std::string& name,
   for (OpenDone& waiter : waiters) waiter(result);
 }
 
+void VolumeExports::Describe(const std::string& name, DescribeDone done) {
+  std::shared_ptr<engine::BlockDevice> open;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(name);
+    if (it != entries_.end()) open = it->second.device.lock();
+  }
+  if (open) {
+    done(ExportInfo{open->size_bytes(), open->block_size(), open->read_only()});
+    return;
+  }
+  opener_.Describe(name, std::move(done));
+}
+
 void VolumeExports::List(ListDone done) {
   if (lister_) {
     lister_(std::move(done));
@@ -86,6 +110,14 @@ void SingleExport::Open(const std::string& name, OpenDone done) {
     return;
   }
   inner_.Open(name_, std::move(done));
+}
+
+void SingleExport::Describe(const std::string& name, DescribeDone done) {
+  if (!name.empty() && name != name_) {
+    done(Status::NotFound("this socket exports only '" + name_ + "' (or the default export), not '" + name + "'"));
+    return;
+  }
+  inner_.Describe(name_, std::move(done));
 }
 
 void SingleExport::List(ListDone done) { done(std::vector<std::string>{name_}); }

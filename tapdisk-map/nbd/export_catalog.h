@@ -33,6 +33,15 @@ class ExportCatalog {
 
   // The names a client may open (for NBD_OPT_LIST). Same calling rules as Open.
   virtual void List(ListDone done) = 0;
+
+  // What Open(name) would serve — size, block size, read-only — for NBD_OPT_INFO,
+  // which only asks: it must take no read-write lease and leave nothing open, so that
+  // the client's NBD_OPT_GO right after finds the volume free. Same calling rules and
+  // errors as Open. The default opens the export and releases it before `done`
+  // (right for catalogs without leases, e.g. test doubles).
+  using ExportInfo = engine::BlockDeviceOpener::Description;
+  using DescribeDone = std::function<void(Result<ExportInfo>)>;
+  virtual void Describe(const std::string& name, DescribeDone done);
 };
 
 class VolumeExports : public ExportCatalog {
@@ -47,6 +56,9 @@ class VolumeExports : public ExportCatalog {
 
   void Open(const std::string& name, OpenDone done) override;
   void List(ListDone done) override;
+  // From the open device if a connection holds the volume, else from the opener's
+  // Describe (the engine asks the mapserver): no lease is taken.
+  void Describe(const std::string& name, DescribeDone done) override;
 
   // The volumes open now (held by at least one connection), sorted by name.
   std::vector<std::string> OpenVolumeNames() const;
@@ -76,6 +88,7 @@ class SingleExport : public ExportCatalog {
 
   void Open(const std::string& name, OpenDone done) override;
   void List(ListDone done) override;
+  void Describe(const std::string& name, DescribeDone done) override;
 
  private:
   ExportCatalog& inner_;

@@ -72,6 +72,19 @@ asio::awaitable<Result<Device>> OpenExport(ExportCatalog& catalog, const std::st
       [&](auto done) { catalog.Open(name, std::move(done)); });
 }
 
+using ExportInfo = ExportCatalog::ExportInfo;
+asio::awaitable<Result<ExportInfo>> DescribeExport(ExportCatalog& catalog, const std::string& name) {
+  co_return co_await AwaitCallback<Result<ExportInfo>>(
+      [&](auto done) { catalog.Describe(name, std::move(done)); });
+}
+
+void LogRefusal(const HandshakeOptions& options, const Logger& log, uint32_t option, std::string_view name,
+                const Status& status) {
+  static RefusalLog process_wide;
+  RefusalLog& refusals = options.refusals ? *options.refusals : process_wide;
+  refusals.Refused(log, OptionName(option), name, status);
+}
+
 // NBD_OPT_INFO / NBD_OPT_GO payload: u32 name length, name, u16 count, count x u16.
 struct InfoRequest {
   std::string name;
@@ -91,16 +104,16 @@ bool ParseInfoRequest(std::span<const uint8_t> data, InfoRequest* out) {
 }
 
 asio::awaitable<Status> SendInfoReplies(Stream& stream, uint32_t option, const InfoRequest& request,
-                                        const engine::BlockDevice& device, uint16_t flags,
+                                        const ExportInfo& info, uint16_t flags,
                                         const HandshakeOptions& options) {
   std::array<uint8_t, 12> export_info{};
   PutBe16(export_info.data(), kInfoExport);
-  PutBe64(export_info.data() + 2, device.size_bytes());
+  PutBe64(export_info.data() + 2, info.size_bytes);
   PutBe16(export_info.data() + 10, flags);
   TAPMAP_CO_RETURN_IF_ERROR(co_await SendReply(stream, option, kRepInfo, export_info));
 
   // Block sizes are always sent: requests must be multiples of 512 bytes.
-  uint32_t preferred = std::max<uint32_t>(device.block_size(), kSectorSize);
+  uint32_t preferred = std::max<uint32_t>(info.block_size, kSectorSize);
   uint32_t maximum = std::max(options.max_request_bytes, preferred);
   std::array<uint8_t, 14> block_info{};
   PutBe16(block_info.data(), kInfoBlockSize);
@@ -123,9 +136,13 @@ asio::awaitable<Status> SendInfoReplies(Stream& stream, uint32_t option, const I
 }  // namespace
 
 uint16_t TransmissionFlagsFor(const engine::BlockDevice& device, bool structured_replies) {
+  return TransmissionFlagsFor(device.read_only(), structured_replies);
+}
+
+uint16_t TransmissionFlagsFor(bool read_only, bool structured_replies) {
   uint16_t flags = kTxHasFlags | kTxSendFlush | kTxSendFua | kTxSendTrim | kTxSendWriteZeroes |
                    kTxCanMultiConn;
-  if (device.read_only()) flags |= kTxReadOnly;
+  if (read_only) flags |= kTxReadOnly;
   if (structured_replies) flags |= kTxSendDf;
   return flags;
 }
@@ -174,7 +191,10 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
         std::string name(data.begin(), data.end());
         if (!ValidString(name)) co_return Status::InvalidArgument("bad export name");
         Result<Device> device = co_await OpenExport(catalog, name);
-        if (!device.ok()) co_return device.status().WithContext("export '" + name + "'");
+        if (!device.ok()) {
+          LogRefusal(options, log, option, name, device.status());
+          co_return device.status().WithContext("export '" + PrintableText(name) + "'");
+        }
         // EXPORT_NAME clients get simple replies only.
         uint16_t flags = TransmissionFlagsFor(**device, false);
         std::vector<uint8_t> reply(kExportNameReplySize + (no_zeroes ? 0 : kExportNameReplyPadding), 0);
@@ -225,18 +245,30 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
           TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, kRepErrInvalid, "malformed request"));
           break;
         }
+        if (option == static_cast<uint32_t>(Option::kInfo)) {
+          // Only asks: described without opening, so no lease is taken or left behind.
+          Result<ExportInfo> info = co_await DescribeExport(catalog, request.name);
+          if (!info.ok()) {
+            LogRefusal(options, log, option, request.name, info.status());
+            TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, OptionErrorFor(info.status()),
+                                                      info.status().ToString()));
+            break;
+          }
+          uint16_t flags = TransmissionFlagsFor(info->read_only, structured);
+          TAPMAP_CO_RETURN_IF_ERROR(co_await SendInfoReplies(stream, option, request, *info, flags, options));
+          break;
+        }
         Result<Device> device = co_await OpenExport(catalog, request.name);
         if (!device.ok()) {
+          LogRefusal(options, log, option, request.name, device.status());
           TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, OptionErrorFor(device.status()),
                                                     device.status().ToString()));
           break;
         }
         uint16_t flags = TransmissionFlagsFor(**device, structured);
-        TAPMAP_CO_RETURN_IF_ERROR(co_await SendInfoReplies(stream, option, request, **device, flags, options));
-        if (option == static_cast<uint32_t>(Option::kGo)) {
-          co_return NegotiatedExport{request.name, std::move(*device), structured, flags};
-        }
-        break;  // INFO: the device is released here
+        ExportInfo info{(*device)->size_bytes(), (*device)->block_size(), (*device)->read_only()};
+        TAPMAP_CO_RETURN_IF_ERROR(co_await SendInfoReplies(stream, option, request, info, flags, options));
+        co_return NegotiatedExport{request.name, std::move(*device), structured, flags};
       }
       default:
         TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, kRepErrUnsup,

@@ -22,6 +22,7 @@
 #include "common/status.h"
 #include "tapdisk-map/engine/block_device.h"
 #include "tapdisk-map/nbd/export_catalog.h"
+#include "tapdisk-map/nbd/refusal_log.h"
 #include "tapdisk-map/nbd/stream.h"
 
 namespace tapmap::nbd {
@@ -34,6 +35,9 @@ struct HandshakeOptions {
   uint32_t max_options = 1024;
   // Largest option payload read; longer ones end the connection.
   uint32_t max_option_bytes = 16 * 1024;
+  // Where refused opens are logged (shared by a server's connections, for its rate
+  // limit); null: a process-wide one.
+  std::shared_ptr<RefusalLog> refusals;
 };
 
 // What the negotiation settled on.
@@ -44,11 +48,15 @@ struct NegotiatedExport {
   uint16_t transmission_flags = 0;  // as sent to the client
 };
 
-// The transmission flags tapdisk-map advertises for `device`.
+// The transmission flags tapdisk-map advertises for `device` (or for an export that is
+// read-only or not).
 uint16_t TransmissionFlagsFor(const engine::BlockDevice& device, bool structured_replies);
+uint16_t TransmissionFlagsFor(bool read_only, bool structured_replies);
 
 // Runs the negotiation on `stream` (which must stay valid until the coroutine ends),
-// opening the chosen export through `catalog`. Returns the export on success; kAborted
+// opening the chosen export through `catalog` (NBD_OPT_INFO only describes one: it
+// opens nothing). Every refused INFO, GO or EXPORT_NAME is logged with its reason
+// (options.refusals). Returns the export on success; kAborted
 // when the client aborted or closed the connection; kInvalidArgument/kCorruption on a
 // protocol violation (the caller closes the stream); kNotFound when a client using
 // NBD_OPT_EXPORT_NAME named an unknown export (which the protocol can only answer by
