@@ -7,6 +7,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 echo "== NBD (a): boot storm, tapdisk-map vs qemu-nbd qcow2 overlays"
 "$here/nbd/boot_storm.sh" "$build"
 echo
+echo "== cluster: boot storm, 3 hosts x 16 clones on one pool vs qemu-nbd qcow2 overlays (root: network namespaces)"
+"$here/cluster/boot_storm.sh" "$build" || [ $? = 77 ]
+echo
 echo "== NBD (b): 4 KiB random reads from cache, tapdisk-map vs qemu-nbd"
 "$here/nbd/random_read.sh" "$build"
 echo
