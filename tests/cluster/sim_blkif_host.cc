@@ -230,7 +230,7 @@ class SimBlkifHost {
       return Status::Unavailable("open " + name + ": no answer within 60 s");
     }
     Result<std::shared_ptr<engine::BlockDevice>> result = f.get();
-    if (!result.ok()) return Status(result.status().code(), "open " + name + ": " + result.status().message());
+    if (!result.ok()) return result.status();  // names the volume
     std::shared_ptr<engine::BlockDevice> device = *result;
 
     SimBlkfrontOptions o;
