@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <utility>
 
 namespace tapmap::nbd {
 
@@ -25,40 +24,16 @@ std::string PrintableText(std::string_view text, size_t max_bytes) {
 }
 
 void RefusalLog::Refused(const Logger& log, std::string_view option, std::string_view name, const Status& status) {
+  refused_++;
   uint64_t unreported = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    refused_++;
-    Clock::time_point now = Clock::now();
-    if (tokens_ < 0) {
-      tokens_ = burst_;
-    } else {
-      double elapsed = std::chrono::duration<double>(now - last_).count();
-      tokens_ = std::min<double>(burst_, tokens_ + elapsed * per_second_);
-    }
-    last_ = now;
-    if (tokens_ < 1) {
-      suppressed_++;
-      unreported_++;
-      return;
-    }
-    tokens_ -= 1;
-    unreported = std::exchange(unreported_, 0);
+  if (!limiter_.Allow(&unreported)) {
+    suppressed_++;
+    return;
   }
   std::string line = "refused " + std::string(option) + " of export '" + PrintableText(name) +
                      "': " + PrintableText(status.ToString(), 1024);
   if (unreported > 0) line += " (" + std::to_string(unreported) + " earlier refusals not logged: rate limit)";
   log.Warnf("%s", line.c_str());
-}
-
-uint64_t RefusalLog::refused() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return refused_;
-}
-
-uint64_t RefusalLog::suppressed() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return suppressed_;
 }
 
 }  // namespace tapmap::nbd

@@ -10,9 +10,9 @@
 // Threading: thread-safe.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -27,9 +27,10 @@ std::string PrintableText(std::string_view text, size_t max_bytes = 256);
 
 class RefusalLog {
  public:
-  // At most `burst` lines, refilled at `per_second` lines per second; refusals beyond
-  // are counted and reported in the next line that is written.
-  explicit RefusalLog(uint32_t burst = 20, uint32_t per_second = 5) : burst_(burst), per_second_(per_second) {}
+  // At most `burst` lines per `period`; refusals beyond are counted and reported in the
+  // next line written.
+  explicit RefusalLog(uint32_t burst = 20, std::chrono::milliseconds period = std::chrono::seconds(10))
+      : limiter_(burst, period) {}
   RefusalLog(const RefusalLog&) = delete;
   RefusalLog& operator=(const RefusalLog&) = delete;
 
@@ -37,20 +38,14 @@ class RefusalLog {
   // `status`, unless over the rate.
   void Refused(const Logger& log, std::string_view option, std::string_view name, const Status& status);
 
-  // Refusals seen / not written because of the rate (for tests).
-  uint64_t refused() const;
-  uint64_t suppressed() const;
+  // Refusals seen / left unwritten because of the rate (for tests and stats).
+  uint64_t refused() const { return refused_.load(); }
+  uint64_t suppressed() const { return suppressed_.load(); }
 
  private:
-  using Clock = std::chrono::steady_clock;
-  const uint32_t burst_;
-  const uint32_t per_second_;
-  mutable std::mutex mu_;
-  double tokens_ = -1;  // < 0: not started (a full burst)
-  Clock::time_point last_{};
-  uint64_t refused_ = 0;
-  uint64_t suppressed_ = 0;
-  uint64_t unreported_ = 0;  // suppressed since the last line written
+  RateLimiter limiter_;
+  std::atomic<uint64_t> refused_{0};
+  std::atomic<uint64_t> suppressed_{0};
 };
 
 }  // namespace tapmap::nbd

@@ -431,5 +431,34 @@ TEST_CASE("kill -9 of the mapserver mid-workload loses no acknowledged write", "
   ShutdownSync(*engine2);
 }
 
+TEST_CASE("a volume dropped and reopened at once on the same host is never refused", "[engine][integration]") {
+  // The last front end of a read-write volume going away starts its final commit and
+  // its close at the server; an Open right after (a client reconnecting, a migration
+  // back) must wait for them instead of being refused busy by this host's own previous
+  // opener, and a read-only reopen must see that final commit.
+  MapserverFixture ms;
+  ms.Create("vm", 64 * kMiB);
+  IoThreads io;
+  auto engine = MakeEngine(io, ms);
+  for (uint32_t round = 1; round <= 60; ++round) {
+    INFO("round " << round);
+    const bool ro = round % 6 == 0;
+    auto dev = OpenDevice(*engine, "vm", ro);  // REQUIREs success
+    if (ro) {
+      uint64_t off = ((round - 1) % 32) * kBlock;  // what the previous round wrote
+      std::vector<uint8_t> buf(kBlock);
+      REQUIRE(ReadSync(*dev, off, buf).ok());
+      REQUIRE(buf == PatternBuf(off, kBlock, round - 1));
+    } else {
+      // A new block each round (copy-on-write of a hole or a shared block): the close
+      // has a commit to make.
+      uint64_t off = (round % 32) * kBlock;
+      REQUIRE(WriteSync(*dev, off, PatternBuf(off, kBlock, round)).ok());
+    }
+    dev.reset();  // final commit and close now in flight
+  }
+  ShutdownSync(*engine);
+}
+
 }  // namespace
 }  // namespace tapmap::testing

@@ -41,7 +41,12 @@ class MemoryVolumeOpener : public engine::BlockDeviceOpener {
           // A handle sharing the device; its lifetime marks the rw open.
           std::shared_ptr<engine::BlockDevice> handle(it->second, it->second.get());
           auto token = std::make_shared<int>(0);
-          std::shared_ptr<engine::BlockDevice> tracked(handle.get(), [handle, token](engine::BlockDevice*) {});
+          // (released when the last handle goes, not when the control block does: a
+          // weak_ptr to the handle must not keep the volume busy)
+          std::shared_ptr<engine::BlockDevice> tracked(handle.get(), [handle, token](engine::BlockDevice*) mutable {
+            token.reset();
+            handle.reset();
+          });
           if (!read_only) writers_[name] = token;
           result = tracked;
           opens_++;
