@@ -53,7 +53,18 @@ rig_blkif_host() {
   fi
 }
 
-rig_blkif_running() { [ -n "${RIG_BLKIF_PID[$1]:-}" ] && kill -0 "${RIG_BLKIF_PID[$1]}" 2>/dev/null; }
+# rig_blkif_running N: host N's blkif host is alive (a killed, not yet reaped one is not).
+rig_blkif_running() { [ -n "${RIG_BLKIF_PID[$1]:-}" ] && _rig_blkif_alive "${RIG_BLKIF_PID[$1]}"; }
+_rig_blkif_alive() {  # PID: exists and is not a zombie (kill -0 succeeds on zombies)
+  local _p _c state
+  read -r _p _c state _ 2>/dev/null <"/proc/$1/stat" && [ "$state" != Z ]
+}
+# rig_blkif_ensure N: starts host N's blkif host unless it is running (reaps a dead one).
+rig_blkif_ensure() {
+  rig_blkif_running "$1" && return 0
+  [ -z "${RIG_BLKIF_PID[$1]:-}" ] || _rig_blkif_reap "$1" KILL
+  rig_blkif_host "$1"
+}
 
 # blkif_cmd N LINE: sends one command line to host N's blkif host, prints its reply
 # (also in BLKIF_REPLY). Fails if the reply is "error: …", the program is gone, or no
@@ -103,8 +114,8 @@ _rig_blkif_reap() {  # N SIGNAL: signals if still running, waits, closes the fif
   local n=$1 pid=${RIG_BLKIF_PID[$1]:-} rc=0 deadline=$((SECONDS + 10))
   if [ -n "$pid" ]; then
     if [ "$2" = KILL ]; then kill -KILL "$pid" 2>/dev/null; fi
-    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.05; done
-    kill -0 "$pid" 2>/dev/null && { kill -KILL "$pid" 2>/dev/null; rc=1; }
+    while _rig_blkif_alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.05; done
+    _rig_blkif_alive "$pid" && { kill -KILL "$pid" 2>/dev/null; rc=1; }
     { wait "$pid"; local st=$?; } 2>/dev/null
     [ "$2" = KILL ] || [ "$st" = 0 ] || rc=1
   fi

@@ -15,6 +15,8 @@ shift
 selected=("$@")
 # shellcheck source=tests/cluster/rig.sh
 source "$here/rig.sh"
+# shellcheck source=tests/cluster/blkif.sh
+source "$here/blkif.sh"
 
 if ! reason=$(rig_can_run); then echo "SKIPPED: cluster: $reason"; exit 77; fi
 for tool in qemu-io qemu-img nbdinfo nbdcopy fio python3 ss; do
@@ -319,6 +321,134 @@ case_r_rig_operations() {
 
 _rig_writer_is_none() { [ -z "$(rig_volume_field "$1" "$2" writer)" ]; }
 
+# ---------------------------------------------------------------------------------------
+# The same scenarios with blkif front ends (tests/cluster/blkif.sh). A front end is named
+# "nN" — host N's tapdisk-map over NBD (qemu-io) — or "bN" — host N's blkif host hN-blkif:
+# a second host identity in N's namespace with its own engine and data cache, serving a
+# simulated blkfront guest over the real ring ABI and the real RingWorker.
+
+bhost() { rig_blkif_ensure "$1" || why "h$1-blkif (cluster_sim_blkif_host) did not start"; }
+bcmd() {  # bcmd N LINE: one command on host N's blkif host; fails with its reply as reason
+  blkif_cmd "$1" "$2" >/dev/null || why "h$1-blkif: '$2': $BLKIF_REPLY"
+}
+fe_name() { case $1 in b*) echo "h${1#b}-blkif" ;; *) echo "h${1#n}" ;; esac; }
+
+# fe_write_owned FE VOL BLOCK P1 P2 [keep]: write_owned through front end FE; a blkif
+# front end keeps VOL open (and its rw lease) afterwards if "keep" is given.
+fe_write_owned() {
+  local fe=$1 vol=$2 off=$(($3 * BS)) p1=$4 p2=$5 keep=${6:-}
+  case $fe in
+    n*) write_owned "${fe#n}" "$vol" "$3" "$p1" "$p2"; return ;;
+  esac
+  local n=${fe#b} want
+  want=$(printf 'pattern 0x%02x' "$p2")
+  bhost "$n" && bcmd "$n" "open $vol rw" || return
+  if ! { bcmd "$n" "write $off $BS $p1" && bcmd "$n" flush && bcmd "$n" "write $off $BS $p2" &&
+         bcmd "$n" flush && bcmd "$n" "read $off $BS"; }; then
+    blkif_cmd "$n" close >/dev/null
+    why "h$n-blkif writing block $3 of $vol: $WHY"; return 1
+  fi
+  [ "$BLKIF_REPLY" = "$want" ] ||
+    { blkif_cmd "$n" close >/dev/null; why "h$n-blkif read back '$BLKIF_REPLY' after writing $p2 to block $3 of $vol"; return 1; }
+  [ -n "$keep" ] || bcmd "$n" close
+}
+
+# fe_expect FE VOL BLOCK PATTERN WHAT: front end FE opens VOL (rw, as a guest would) and
+# reads BLOCK: it must be all PATTERN.
+fe_expect() {
+  local fe=$1 vol=$2 blk=$3 pat=$4 what=$5
+  case $fe in
+    n*) expect "${fe#n}" "$vol" "$blk" "$pat" "$what"; return ;;
+  esac
+  local n=${fe#b} want got
+  want=$(printf 'pattern 0x%02x' "$pat")
+  bhost "$n" && bcmd "$n" "open $vol rw" || return
+  bcmd "$n" "read $((blk * BS)) $BS" || { blkif_cmd "$n" close >/dev/null; why "$what: $WHY"; return 1; }
+  got=$BLKIF_REPLY
+  bcmd "$n" close || return
+  [ "$got" = "$want" ] || why "$what: h$n-blkif read '$got' in block $blk of $vol, expected '$want'"
+}
+
+# a'. Live migration X -> Y -> X with blkif front ends on either or both sides.
+migrate_back_fe() {  # VOL X Y (front ends)
+  local vol=$1 x=$2 y=$3
+  cli 3 volume create "$vol" 4M || return
+  fe_write_owned "$x" "$vol" 0 0xa1 0xa2 && closed "$vol" || return
+  fe_write_owned "$y" "$vol" 0 0xb1 0xb2 && closed "$vol" || return
+  if ! fe_expect "$x" "$vol" 0 0xb2 "$(fe_name "$x") reopened $vol after $(fe_name "$y") wrote it"; then
+    local reason=$WHY
+    closed "$vol" && WHY="$reason (h3 over NBD, which never read $vol, reads $(first_byte 3 "$vol" 0): the pool holds $(fe_name "$y")'s data)"
+    return 1
+  fi
+  closed "$vol"
+}
+case_a_blkif_migrate_b1_n2_b1() { migrate_back_fe ab_vm1 b1 n2; }
+case_a_blkif_migrate_n1_b2_n1() { migrate_back_fe ab_vm2 n1 b2; }
+case_a_blkif_migrate_b2_b1_b2() { migrate_back_fe ab_vm3 b2 b1; }
+
+# b'. X holds VOL rw and writes block 0 in place; VOL is cloned (recall across hosts); Y,
+#     which wrote block 0 in place when it held the lease earlier, reads the clone: X's
+#     data. Blkif as the reader, as the holder, and as both.
+clone_while_held_fe() {  # VOL X Y (front ends)
+  local vol=$1 x=$2 y=$3 holder='' rc=0
+  cli 3 volume create "$vol" 4M || return
+  fe_write_owned "$y" "$vol" 0 0xc1 0xc2 && closed "$vol" || return
+  case $x in
+    n*) hold "${x#n}" "$vol" || return; holder=$RIG_HOLD_PID ;;
+  esac
+  {
+    fe_write_owned "$x" "$vol" 0 0xd1 0xd2 keep &&
+    cli 3 volume clone "$vol" "$vol-c1" &&
+    fe_expect "$y" "$vol-c1" 0 0xd2 "clone of $vol made while $(fe_name "$x") held it"
+  } || rc=1
+  case $x in
+    n*) rig_release "$holder" ;;
+    b*) blkif_cmd "${x#b}" close >/dev/null || { [ $rc = 1 ] || why "$(fe_name "$x"): close: $BLKIF_REPLY"; rc=1; } ;;
+  esac
+  [ $rc = 0 ] && closed "$vol" && closed "$vol-c1"
+}
+case_b_blkif_clone_held_n1_read_b2() { clone_while_held_fe bb_vm1 n1 b2; }
+case_b_blkif_clone_held_b1_read_n2() { clone_while_held_fe bb_vm2 b1 n2; }
+case_b_blkif_clone_held_b2_read_b1() { clone_while_held_fe bb_vm3 b2 b1; }
+
+# c''. A read-only opener that stays open on one host while another host holds the
+#      volume rw and rewrites block 0 in place (filling a hole first): every read sees
+#      the writer's last flushed data (owned blocks are not cached by a read-only
+#      opener; commits recall its maps). Only a blkif guest can open a writable volume
+#      read-only (the NBD export opens it rw), so the reader is h3-blkif.
+ro_reader_fe() {  # VOL WRITER (front end)
+  local vol=$1 w=$2 holder='' rc=0 i pat want
+  cli 3 volume create "$vol" 4M || return
+  case $w in
+    n*) hold "${w#n}" "$vol" || return; holder=$RIG_HOLD_PID ;;
+    b*) bhost "${w#b}" && bcmd "${w#b}" "open $vol rw" || return ;;
+  esac
+  if bhost 3 && bcmd 3 "open $vol ro"; then
+    for i in 1 2 3; do
+      pat=$(printf 0x%02x $((0xe0 + i)))
+      case $w in
+        n*) write_owned "${w#n}" "$vol" 0 $((pat + 8)) "$pat" ;;
+        b*) bcmd "${w#b}" "write 0 $BS $((pat + 8))" && bcmd "${w#b}" flush &&
+            bcmd "${w#b}" "write 0 $BS $pat" && bcmd "${w#b}" flush ;;
+      esac || { rc=1; break; }
+      want=$(printf 'pattern 0x%02x' "$pat")
+      bcmd 3 "read 0 $BS" || { rc=1; break; }
+      [ "$BLKIF_REPLY" = "$want" ] ||
+        { why "round $i: h3-blkif (open ro while $(fe_name "$w") holds $vol rw) read '$BLKIF_REPLY', expected '$want'"; rc=1; break; }
+    done
+    blkif_cmd 3 close >/dev/null || { [ $rc = 1 ] || why "h3-blkif: close: $BLKIF_REPLY"; rc=1; }
+  else
+    rc=1
+  fi
+  case $w in
+    n*) rig_release "$holder" ;;
+    b*) blkif_cmd "${w#b}" close >/dev/null || { [ $rc = 1 ] || why "$(fe_name "$w"): close: $BLKIF_REPLY"; rc=1; } ;;
+  esac
+  [ $rc = 0 ] && closed "$vol"
+}
+case_c_blkif_ro_reader_b3_writer_n1() { ro_reader_fe cb_vm1 n1; }
+case_c_blkif_ro_reader_b3_writer_b1() { ro_reader_fe cb_vm2 b1; }
+
 cases=(
   case_a_migrate_h1_h2_h1 case_a_migrate_h2_h1_h2
   case_b_clone_held_h1_read_h2 case_b_clone_held_h2_read_h1
@@ -327,6 +457,9 @@ cases=(
   case_d_resize_seen_elsewhere case_d_delete_reallocate
   case_e_import_export_across_hosts case_e_fio_rewrite_elsewhere
   case_r_rig_operations
+  case_a_blkif_migrate_b1_n2_b1 case_a_blkif_migrate_n1_b2_n1 case_a_blkif_migrate_b2_b1_b2
+  case_b_blkif_clone_held_n1_read_b2 case_b_blkif_clone_held_b1_read_n2 case_b_blkif_clone_held_b2_read_b1
+  case_c_blkif_ro_reader_b3_writer_n1 case_c_blkif_ro_reader_b3_writer_b1
 )
 
 # ---------------------------------------------------------------------------------------
@@ -362,8 +495,10 @@ for c in "${cases[@]}"; do
       done
       rig_host_running "$n" || rig_start_host "$n" >/dev/null 2>&1
     done
+    for n in "${!RIG_BLKIF_PID[@]}"; do rig_blkif_kill "$n"; done   # killed above; restarted on demand
   fi
 done
+rig_blkif_stop_all || echo "cluster: a blkif host did not stop cleanly (logs: $RIG_DIR/h*/blkif/sim_blkif_host.log)"
 for n in $(seq 1 "$RIG_HOSTS"); do
   rig_host_running "$n" && { rig_stop_host "$n" || echo "cluster: host h$n did not stop cleanly (log: $(rig_hdir "$n")/tapdisk-map.log)"; }
 done
