@@ -449,6 +449,21 @@ ro_reader_fe() {  # VOL WRITER (front end)
 case_c_blkif_ro_reader_b3_writer_n1() { ro_reader_fe cb_vm1 n1; }
 case_c_blkif_ro_reader_b3_writer_b1() { ro_reader_fe cb_vm2 b1; }
 
+# r'. A blkif host killed with -9 while it holds a volume rw: its lease ends with its
+#     connection; another host opens the volume and reads what was flushed; the blkif
+#     host started again writes and reads it.
+case_r_blkif_kill9_holder() {
+  local vol=rb_vm
+  cli 1 volume create "$vol" 1M || return
+  bhost 1 && bcmd 1 "open $vol rw" && bcmd 1 "write 0 $BS 0x71" && bcmd 1 flush || return
+  rig_blkif_kill 1
+  closed "$vol" || why "the mapserver kept h1-blkif's open of $vol after kill -9: $WHY" || return
+  expect 2 "$vol" 0 0x71 "after h1-blkif was killed holding $vol" || return
+  closed "$vol" || return
+  fe_write_owned b1 "$vol" 0 0x72 0x73 && closed "$vol" || return
+  expect 3 "$vol" 0 0x73 "h1-blkif restarted after kill -9 and wrote $vol" && closed "$vol"
+}
+
 cases=(
   case_a_migrate_h1_h2_h1 case_a_migrate_h2_h1_h2
   case_b_clone_held_h1_read_h2 case_b_clone_held_h2_read_h1
@@ -460,6 +475,7 @@ cases=(
   case_a_blkif_migrate_b1_n2_b1 case_a_blkif_migrate_n1_b2_n1 case_a_blkif_migrate_b2_b1_b2
   case_b_blkif_clone_held_n1_read_b2 case_b_blkif_clone_held_b1_read_n2 case_b_blkif_clone_held_b2_read_b1
   case_c_blkif_ro_reader_b3_writer_n1 case_c_blkif_ro_reader_b3_writer_b1
+  case_r_blkif_kill9_holder
 )
 
 # ---------------------------------------------------------------------------------------
