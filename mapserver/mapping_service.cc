@@ -303,6 +303,12 @@ class SessionImpl final : public proto::Session::Server {
     // The copy runs in the same event-loop turn as the recall's completion, so no
     // prepareWrite of the writer can slip in between.
     return recalled.then([this, context, source, name, snapshot]() mutable {
+      // The writer's blocks become shared now and must stay immutable even if the
+      // copy is deleted later (making them exclusive again): its lease goes on under
+      // a new epoch, after all of them, so none of them is owned by it any more.
+      if (auto* writer = service_.WriterOf(source)) {
+        writer->lease_epoch = OrFail(service_.store_.NewLeaseEpoch());
+      }
       auto made = OrFail(snapshot ? service_.store_.Snapshot(source, name)
                                   : service_.store_.Clone(source, name));
       service_.FillInfo(context.getResults().initInfo(), made);
