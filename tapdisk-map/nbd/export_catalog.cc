@@ -4,6 +4,13 @@
 
 namespace tapmap::nbd {
 
+ExportName ParseExportName(const std::string& name) {
+  if (name.size() > kReadOnlySuffix.size() && name.ends_with(kReadOnlySuffix)) {
+    return ExportName{name.substr(0, name.size() - kReadOnlySuffix.size()), true};
+  }
+  return ExportName{name, false};
+}
+
 void ExportCatalog::Describe(const std::string& name, DescribeDone done) {
   Open(name, [done = std::move(done)](Result<std::shared_ptr<engine::BlockDevice>> device) {
     if (!device.ok()) return done(device.status());
@@ -34,7 +41,15 @@ void VolumeExports::Open(const std::string& name, OpenDone done) {
     done(std::move(open));
     return;
   }
-  // Writable if the volume allows it; a read-only volume (snapshot) is opened read-only.
+  // `VOLUME@ro`: read-only. Otherwise writable if the volume allows it; a read-only
+  // volume (snapshot) is opened read-only.
+  const ExportName export_name = ParseExportName(name);
+  if (export_name.read_only) {
+    opener_.Open(export_name.volume, true, [this, name](Result<std::shared_ptr<engine::BlockDevice>> ro) {
+      Finish(name, std::move(ro));
+    });
+    return;
+  }
   opener_.Open(name, false, [this, name](Result<std::shared_ptr<engine::BlockDevice>> result) {
     if (!result.ok() && result.status().code() == StatusCode::kReadOnly) {
       opener_.Open(name, true, [this, name](Result<std::shared_ptr<engine::BlockDevice>> ro) {
@@ -73,7 +88,12 @@ void VolumeExports::Describe(const std::string& name, DescribeDone done) {
     done(ExportInfo{open->size_bytes(), open->block_size(), open->read_only()});
     return;
   }
-  opener_.Describe(name, std::move(done));
+  const ExportName export_name = ParseExportName(name);
+  if (!export_name.read_only) return opener_.Describe(name, std::move(done));
+  opener_.Describe(export_name.volume, [done = std::move(done)](Result<ExportInfo> info) {
+    if (info.ok()) info->read_only = true;
+    done(std::move(info));
+  });
 }
 
 void VolumeExports::List(ListDone done) {

@@ -7,6 +7,11 @@
 // cache, and a flush on any connection covers writes made on all of them). A volume
 // that is read-only (a snapshot) is opened read-only. A volume stays open while at
 // least one connection holds its device.
+//
+// Export names: `VOLUME` opens the volume read-write if it is writable (this host
+// then holds its rw lease), `VOLUME@ro` opens it read-only (no lease: any number of
+// hosts may read a volume another host writes; see mapping.capnp ExtentState for
+// what such a reader sees). Volume names cannot contain '@'.
 #pragma once
 
 #include <functional>
@@ -14,12 +19,21 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
 #include "tapdisk-map/engine/block_device.h"
 
 namespace tapmap::nbd {
+
+// An NBD export name split into the volume and the mode asked for.
+struct ExportName {
+  std::string volume;
+  bool read_only = false;  // the name ended in kReadOnlySuffix
+};
+inline constexpr std::string_view kReadOnlySuffix = "@ro";
+ExportName ParseExportName(const std::string& name);
 
 class ExportCatalog {
  public:

@@ -194,3 +194,43 @@ TEST_CASE("refusal log: printable names, rate limit") {
 
 }  // namespace
 }  // namespace tapmap::nbd
+
+namespace tapmap::nbd {
+namespace {
+
+TEST_CASE("export names: VOLUME@ro asks for a read-only open", "[nbd][export]") {
+  CHECK(ParseExportName("vm").volume == "vm");
+  CHECK_FALSE(ParseExportName("vm").read_only);
+  CHECK(ParseExportName("vm@ro").volume == "vm");
+  CHECK(ParseExportName("vm@ro").read_only);
+  // "@ro" alone names no volume: it is looked up (and not found) as it is.
+  CHECK(ParseExportName("@ro").volume == "@ro");
+  CHECK_FALSE(ParseExportName("@ro").read_only);
+  CHECK(ParseExportName("vm@rw").volume == "vm@rw");
+}
+
+TEST_CASE("VOLUME@ro opens the volume read-only beside a read-write opener", "[nbd][export]") {
+  IoThread t;
+  tapmap::testing::MemoryVolumeOpener opener(t.io);
+  opener.Add("vm", 1 << 20);
+  VolumeExports exports(opener);
+  auto open = [&](const std::string& name) {
+    std::promise<Result<std::shared_ptr<engine::BlockDevice>>> p;
+    exports.Open(name, [&](Result<std::shared_ptr<engine::BlockDevice>> r) { p.set_value(std::move(r)); });
+    return p.get_future().get();
+  };
+  auto rw = open("vm");
+  REQUIRE(rw.ok());
+  auto ro = open("vm@ro");
+  REQUIRE(ro.ok());
+  CHECK(exports.OpenVolumeNames() == std::vector<std::string>{"vm", "vm@ro"});
+  std::promise<Result<ExportCatalog::ExportInfo>> described;
+  rw->reset();
+  exports.Describe("vm@ro", [&](Result<ExportCatalog::ExportInfo> i) { described.set_value(std::move(i)); });
+  auto info = described.get_future().get();
+  REQUIRE(info.ok());
+  CHECK(info->size_bytes == 1 << 20);
+}
+
+}  // namespace
+}  // namespace tapmap::nbd
