@@ -584,6 +584,8 @@ class Runner:
         if c is None or not self._range_ok(c, s["off"], s["len"]):
             return False
         v = self.vols[c.vol]
+        if c.kind == "ro" and s.get("settle") and v.writer is None and v.closing_writer is not None:
+            self.settle(v, "writer")   # once the lease is gone, the reader must see everything exactly
         try:
             got = c.h.pread(s["len"], s["off"])
         except nbd.Error as e:
@@ -790,7 +792,10 @@ class Generator:
             limit = min(c.size, vols[c.vol].size)
             kind = r.choices(("whole", "partial", "span", "all"), weights=(4, 3, 3, 1))[0]
             off, length = self.io_range(limit, kind)
-            return {"op": op, "conn": c.cid, "off": off, "len": length}
+            st = {"op": op, "conn": c.cid, "off": off, "len": length}
+            if c.kind == "ro" and vols[c.vol].closing_writer is not None and r.random() < 0.5:
+                st["settle"] = True
+            return st
         if op in ("snapshot", "clone"):
             src = r.choice(writable if op == "snapshot" else list(vols.values()))
             self.next_vol += 1
@@ -933,6 +938,7 @@ def main():
 
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
     print(f"model_check: seed {seed}" + (" (unused: --replay)" if args.replay else ""), flush=True)
+    label = f"replay of {args.replay}" if args.replay else f"seed {seed}"
     rig = Rig(args.rig_env)
     watchdog = Watchdog(seed)
     prefix = f"mc{os.getpid() % 10000}_"
@@ -997,10 +1003,10 @@ def main():
     print(f"model_check: wrong reads {wrong}, unexpected outcomes {1 if failure and not wrong else 0}", flush=True)
     if failure is None:
         fresh_state(rig, runner, False)
-        print(f"model_check: PASS (seed {seed})")
+        print(f"model_check: PASS ({label})")
         return 0
 
-    print(f"\nmodel_check: FAIL (seed {seed}) at step {failing_index}: {json.dumps(steps[failing_index])}")
+    print(f"\nmodel_check: FAIL ({label}) at step {failing_index}: {json.dumps(steps[failing_index])}")
     print(f"  {failure.kind}: {failure.message}", flush=True)
     failing = steps[:failing_index + 1]
     save = args.save or os.path.join(os.environ.get("RIG_TMP", "/var/tmp"), f"model_check-{seed}.json")
@@ -1016,7 +1022,7 @@ def main():
             small = save.replace(".json", "-min.json")
             with open(small, "w") as f:
                 json.dump({"seed": seed, "kind": best_f.kind, "steps": best}, f, indent=0)
-            print(f"\nmodel_check: shortest failing list found: {len(best)} steps (seed {seed}), in {small}")
+            print(f"\nmodel_check: shortest failing list found: {len(best)} steps ({label}), in {small}")
             for i, st in enumerate(best):
                 print(f"  {i:4d} {json.dumps(st)}")
             print(f"  -> {best_f.kind}: {best_f.message}")
