@@ -217,6 +217,10 @@ class SessionImpl final : public proto::Session::Server {
     if (size < d.record.size_bytes && !allow_shrink) {
       Fail(Status::InvalidArgument("shrinking volume '" + name + "' needs allowShrink"));
     }
+    const uint32_t bs = service_.store_.superblock().block_size;
+    if (size < d.record.size_bytes && size % bs != 0) {
+      Fail(Status::InvalidArgument(ShrinkAlignmentError(name, size, bs)));
+    }
     std::vector<OpenerId> ids;
     for (auto* o : service_.OpenersOf(name)) ids.push_back(o->id);
     kj::Promise<void> recalled = kj::READY_NOW;

@@ -54,6 +54,13 @@ uint64_t Now() { return static_cast<uint64_t>(std::time(nullptr)); }
 
 }  // namespace
 
+std::string ShrinkAlignmentError(std::string_view name, uint64_t size_bytes, uint32_t block_size) {
+  return "shrinking volume " + Quote(name) + " to " + std::to_string(size_bytes) +
+         " bytes: a shrink must end on a pool block boundary (a multiple of " +
+         std::to_string(block_size) + "), or the cut block would keep old data past the end " +
+         "that a later grow would expose";
+}
+
 Status ValidateVolumeName(std::string_view name) {
   if (name.empty() || name.size() > kMaxVolumeNameLength) {
     return Status::InvalidArgument("volume name must be 1..128 characters, got " +
@@ -353,6 +360,9 @@ Result<VolumeDescription> VolumeStore::Resize(std::string_view name, uint64_t si
       return Status::InvalidArgument("shrinking volume " + Quote(name) + " from " +
                                      std::to_string(v->size_bytes) + " to " +
                                      std::to_string(size_bytes) + " needs allowShrink");
+    }
+    if (size_bytes < v->size_bytes && size_bytes % sb_.block_size != 0) {
+      return Status::InvalidArgument(ShrinkAlignmentError(name, size_bytes, sb_.block_size));
     }
     volume_id = v->id;
     uint64_t old_blocks = (v->size_bytes + sb_.block_size - 1) / sb_.block_size;

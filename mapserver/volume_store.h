@@ -46,6 +46,10 @@ inline constexpr size_t kMaxExtentsPerMap = 65536;
 
 // 1..128 characters of [A-Za-z0-9._-], not starting with '.'.
 Status ValidateVolumeName(std::string_view name);
+// The refusal of a shrink to `size_bytes` that is not a multiple of the pool block
+// size: the last block would keep the old data past the new end, and a later grow
+// would expose it (a grow must read zeros).
+std::string ShrinkAlignmentError(std::string_view name, uint64_t size_bytes, uint32_t block_size);
 
 enum class ExtentState : uint8_t { kHole = 0, kOwned = 1, kShared = 2 };  // = proto enum
 
@@ -118,7 +122,8 @@ class VolumeStore {
   // Frees what only this volume referenced; drops its reservations. Whether it may be
   // deleted (openers) is the caller's check.
   Status Delete(std::string_view name);
-  // Grows, or with allow_shrink shrinks (unmapping and un-reserving beyond the end).
+  // Grows, or with allow_shrink shrinks (unmapping and un-reserving beyond the end)
+  // to a multiple of the pool block size (else kInvalidArgument).
   Result<VolumeDescription> Resize(std::string_view name, uint64_t size_bytes, bool allow_shrink);
   Result<VolumeDescription> Describe(std::string_view name);
   Result<std::vector<VolumeDescription>> List();

@@ -372,6 +372,9 @@ TEST_CASE("Argument validation of names sizes and ranges") {
         StatusCode::kInvalidArgument);
   CHECK(s.Discard("v", {ByteRange{512, 0}}).code() == StatusCode::kInvalidArgument);
   CHECK(s.Resize("v", 4 * kBs, false).status().code() == StatusCode::kInvalidArgument);
+  // A shrink into the middle of a block would keep that block's old tail, which a
+  // later grow would expose (found by the cluster model check): refused.
+  CHECK(s.Resize("v", 4 * kBs + 512, true).status().code() == StatusCode::kInvalidArgument);
   CHECK(s.Delete("missing").code() == StatusCode::kNotFound);
   CHECK(s.ReservedBlocks() == 0);
   f.RequireClean();

@@ -153,6 +153,9 @@ interface Session {
   resize @5 (name :Text, sizeBytes :UInt64, allowShrink :Bool) -> (info :VolumeInfo);
   # Grows (or, with allowShrink, shrinks) a volume. Openers are told via
   # MapCallback.sizeChanged; on shrink, maps beyond the new end are recalled first.
+  # A shrink must end on a pool block boundary (invalid-argument otherwise): the cut
+  # block would keep old data past the end, which a later grow would expose. Bytes a
+  # grow adds read as zeros.
 
   list @6 () -> (volumes :List(VolumeInfo));
   info @7 (name :Text) -> (info :VolumeInfo);
