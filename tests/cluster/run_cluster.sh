@@ -464,6 +464,34 @@ case_r_blkif_kill9_holder() {
   expect 3 "$vol" 0 0x73 "h1-blkif restarted after kill -9 and wrote $vol" && closed "$vol"
 }
 
+# m. The randomized model check (model_check.py, see run_model_check.sh for a long run):
+#    MODEL_CHECK_STEPS (2000) random steps over the 3 hosts against a model of every
+#    volume, a random seed (printed; MODEL_CHECK_SEED to repeat one). It runs on this
+#    rig with fresh volume names and shrinks a failure with --no-restart (the hosts are
+#    the runner's).
+model_check() {  # ARGS...: model_check.py on this rig; its output in OUT
+  local py=/usr/bin/python3
+  [ -x "$py" ] || py=python3
+  "$py" -c 'import nbd' 2>/dev/null || why "python3-libnbd is not installed (make deps)" || return
+  OUT=$("$py" "$here/model_check.py" --rig-env "$RIG_DIR/rig.env" --no-restart "$@" 2>&1)
+}
+case_m_model_check() {
+  local rc
+  model_check --steps "${MODEL_CHECK_STEPS:-2000}" ${MODEL_CHECK_SEED:+--seed "$MODEL_CHECK_SEED"} --shrink-time 60
+  rc=$?
+  grep -E '^model_check: (seed|[0-9]+ steps|ops|wrong)' <<<"$OUT" | sed 's/^/    /'
+  [ $rc = 0 ] && return 0
+  sed -n '/FAIL/,$p' <<<"$OUT" | sed 's/^/    /'
+  why "$(grep -m1 -E '^model_check: FAIL' <<<"$OUT"): $(grep -m1 -E '^  (wrong-read|unexpected)' <<<"$OUT" | cut -c1-300)"
+}
+# m'. The wrong read the model check found (seed 3): shrinking a volume into the middle of
+#    a pool block and growing it again brought back the old data of that block's tail
+#    (such a shrink is now refused: 3e23a47).
+case_m_replay_shrink_into_block_regrow() {
+  model_check --replay "$here/replays/shrink_into_block_regrow.json" --shrink-time 0 && return 0
+  why "$(grep -m1 -E '^  (wrong-read|unexpected)' <<<"$OUT") — $(grep -m1 -A1 -E 'expected' <<<"$OUT" | tr -s ' \n' ' ')"
+}
+
 cases=(
   case_a_migrate_h1_h2_h1 case_a_migrate_h2_h1_h2
   case_b_clone_held_h1_read_h2 case_b_clone_held_h2_read_h1
@@ -477,6 +505,7 @@ cases=(
   case_c_blkif_ro_reader_b3_writer_n1 case_c_blkif_ro_reader_b3_writer_b1
   case_r_blkif_kill9_holder
 )
+cases+=(case_m_model_check case_m_replay_shrink_into_block_regrow)
 
 # ---------------------------------------------------------------------------------------
 # Run
