@@ -31,3 +31,7 @@ echo "== engine: pool I/O (io_uring vs threads vs hybrid), cache hits, cached re
 echo
 echo "== soak: tests labelled slow"
 ctest --test-dir "$build" -L slow --output-on-failure
+# cluster: the randomized model check, long run (tests/cluster/model_check.py).
+echo
+echo "== cluster: model check, long run (100k random steps over 3 hosts, every read compared with the model)"
+"$here/cluster/model_check_long.sh" "$build" || { rc=$?; [ "$rc" = 77 ] || exit "$rc"; }

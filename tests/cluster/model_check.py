@@ -116,6 +116,7 @@ class Vol:
         self.cur = bytearray(size) if cur is None else cur
         self.unc = {} if unc is None else unc   # sector -> set of candidate contents (cur's included)
         self.writer = None                 # host holding the rw lease (open rw connections)
+        self.last_writer = None            # the host of the latest lease (also for clones: their source's)
         self.closing = set()               # hosts whose last connection closed, not yet seen closed
         self.ro_closing = set()            # hosts whose last VOLUME@ro connection closed (export may linger)
         self.closing_writer = None         # host whose rw lease is ending
@@ -412,6 +413,7 @@ class Runner:
         self.reads = 0
         self.relaxed_reads = 0
         self.older_accepted = 0   # relaxed reads that returned something other than the latest data
+        self.lease_moves = 0      # rw leases taken on another host than the volume's previous one
         self.bytes_compared = 0
         self.refusals = 0
         self.waits = 0
@@ -554,7 +556,10 @@ class Runner:
         self.conns[c.cid] = c
         v.conns.add(c.cid)
         if kind == "rw":
+            if v.writer is None and v.last_writer not in (None, h):
+                self.lease_moves += 1
             v.begin_lease(h)
+            v.last_writer = h
         v.closing.discard(h)   # a reopen on h waits for (or joins) h's close in progress
         if size != v.size:
             raise CheckFailure("unexpected", f"h{h}: {export} exported with {size} bytes, the volume has {v.size}")
@@ -683,6 +688,7 @@ class Runner:
             raise CheckFailure("unexpected", f"h{s['host']}: volume {verb} {self.name(src.lid)} {self.name(s['vol'])} "
                                              f"failed: {doc.get('error')}")
         self.vols[s["vol"]] = Vol(s["vol"], src.size, snap=snap, cur=bytearray(src.cur), unc=copy.deepcopy(src.unc))
+        self.vols[s["vol"]].last_writer = src.last_writer
 
     def op_resize(self, s):
         v = self.vols.get(s["vol"])
@@ -832,6 +838,9 @@ class Generator:
                 mode = "ro"
             elif not v.snap and v.writer is not None and r.random() < 0.6:
                 host = v.writer if r.random() < 0.7 else host   # mostly a second connection on the writer's host
+            elif not v.snap and v.writer is None and v.last_writer is not None and r.random() < 0.6:
+                # the lease moves (live migration): another host than the last writer
+                host = r.choice([x for x in range(1, self.rig.hosts + 1) if x != v.last_writer])
             self.next_conn += 1
             return {"op": op, "conn": f"c{self.next_conn}", "host": host, "vol": v.lid, "mode": mode}
         if op == "close":
@@ -1056,7 +1065,8 @@ def main():
     print(f"model_check: {runner.step_no + 1 if failure else len(steps)} steps ({runner.skipped} skipped) in "
           f"{elapsed:.1f} s, {runner.reads} reads compared ({runner.relaxed_reads} by read-only openers of a "
           f"volume being written, {runner.older_accepted} of them saw older data), {runner.bytes_compared} bytes compared, {runner.refusals} refusals as expected "
-          f"(busy rw opens and deletes, unaligned shrinks), {runner.waits} waits for a close, {rig.cli_calls} CLI calls")
+          f"(busy rw opens and deletes, unaligned shrinks), {runner.waits} waits for a close, {rig.cli_calls} CLI calls, "
+          f"{runner.lease_moves} rw leases moved to another host")
     print("model_check: ops " + " ".join(f"{k}={v}" for k, v in runner.counts.items()))
     print(f"model_check: wrong reads {wrong}, unexpected outcomes {1 if failure and not wrong else 0}", flush=True)
     if failure is None:

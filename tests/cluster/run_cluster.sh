@@ -465,7 +465,7 @@ case_r_blkif_kill9_holder() {
 }
 
 # m. The randomized model check (model_check.py, see run_model_check.sh for a long run):
-#    MODEL_CHECK_STEPS (2000) random steps over the 3 hosts against a model of every
+#    MODEL_CHECK_STEPS (4000) random steps over the 3 hosts against a model of every
 #    volume, a random seed (printed; MODEL_CHECK_SEED to repeat one). It runs on this
 #    rig with fresh volume names and shrinks a failure with --no-restart (the hosts are
 #    the runner's).
@@ -477,7 +477,7 @@ model_check() {  # ARGS...: model_check.py on this rig; its output in OUT
 }
 case_m_model_check() {
   local rc
-  model_check --steps "${MODEL_CHECK_STEPS:-2000}" ${MODEL_CHECK_SEED:+--seed "$MODEL_CHECK_SEED"} --shrink-time 60
+  model_check --steps "${MODEL_CHECK_STEPS:-4000}" ${MODEL_CHECK_SEED:+--seed "$MODEL_CHECK_SEED"} --shrink-time 60
   rc=$?
   grep -E '^model_check: (seed|[0-9]+ steps|ops|wrong)' <<<"$OUT" | sed 's/^/    /'
   [ $rc = 0 ] && return 0
