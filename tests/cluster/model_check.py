@@ -59,6 +59,7 @@ NBD_SECTOR = 512         # request alignment of the NBD export
 MAGIC = b"TMW1"          # every 512-byte unit written starts with MAGIC, write id, offset
 WAIT_S = 20.0            # bound of every wait for the mapserver to see a close
 STEP_TIMEOUT_S = 90.0    # a step taking longer is reported as hung
+SETTLED_OTHER = [0]      # uncertain sectors (trim, crash) an exact read found not holding the latest data
 
 
 class CheckFailure(Exception):
@@ -214,6 +215,18 @@ class Vol:
         self.closing_writer = None
         self.writer = host
 
+    def crash(self):
+        """The writer's host died (kill -9): writes since its last flush may be lost. Per
+        4 KiB sector the volume now holds its flushed content or its content after any
+        write since (copy-on-write data not yet committed is lost, in-place data stays);
+        exact reads settle which."""
+        for s_, states in self.pend.items():
+            cands = set(states) | self.sector_cands(s_, self.cur, self.unc)
+            if self.flushed is not None:
+                cands |= self.sector_cands(s_, self.flushed, self.flushed_unc)
+            if len(cands) > 1:
+                self.unc[s_] = cands
+
     def lease_closed(self):
         self.closing_writer = None
         if self.writer is None:
@@ -270,6 +283,8 @@ class Vol:
                     return (u, bytes(self.cur[u:u + NBD_SECTOR]), bytes(got[u - off:u - off + NBD_SECTOR]), len(cands))
             return (lo, bytes(self.cur[lo:lo + NBD_SECTOR]), bytes(g[:NBD_SECTOR]), len(cands))
         for s, c in settle.items():
+            if c != self.cur[s * SECTOR:(s + 1) * SECTOR]:
+                SETTLED_OTHER[0] += 1
             self.cur[s * SECTOR:(s + 1) * SECTOR] = c
             del self.unc[s]
         return None
@@ -344,57 +359,84 @@ class Rig:
         c.connect_unix(self.sock(h))
         return c
 
-    # -- daemons (for a fresh state when replaying) --------------------------------------
+    # -- daemons: crashes, restarts, and a fresh state when replaying ---------------------
+
+    def _stop(self, pidfile, sig):
+        """Signals the daemon whose pid is in pidfile and waits (bounded) until it is gone."""
+        try:
+            pid = int(open(pidfile).read().strip())
+        except (OSError, ValueError):
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + WAIT_S
+        while time.time() < deadline:
+            try:
+                os.waitpid(pid, os.WNOHANG)   # our own child after an earlier restart
+            except ChildProcessError:
+                pass                          # the rig's shell reaps its own
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            if sig != signal.SIGKILL and time.time() > deadline - WAIT_S / 2:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+        raise RuntimeError(f"pid {pid} ({pidfile}) did not end")
+
+    def _spawn(self, cmd, log, pidfile):
+        p = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+        with open(pidfile, "w") as f:
+            f.write(f"{p.pid}\n")
+        return p
+
+    def restart_host(self, h, sig=signal.SIGTERM):
+        """Stops host h's tapdisk-map (SIGTERM, or SIGKILL as a crash) and starts it again
+        with the same command line; waits for its sockets."""
+        d = f"{self.env['RIG_DIR']}/h{h}"
+        self._stop(f"{d}/pid", sig)
+        for name in ("ctl.sock", "nbd.sock"):
+            try:
+                os.unlink(f"{d}/{name}")
+            except FileNotFoundError:
+                pass
+        p = self._spawn(["ip", "netns", "exec", self.ns(h), f"{self.bin}/tapdisk-map", "--config",
+                         self.env[f"RIG_CONF_H{h}"]], f"{d}/tapdisk-map.log", f"{d}/pid")
+        deadline = time.time() + WAIT_S
+        while not (os.path.exists(f"{d}/ctl.sock") and os.path.exists(f"{d}/nbd.sock")):
+            if time.time() > deadline or p.poll() is not None:
+                raise RuntimeError(f"h{h} did not start again (log {d}/tapdisk-map.log)")
+            time.sleep(0.02)
 
     def restart_hosts(self):
-        d = self.env["RIG_DIR"]
         for h in range(1, self.hosts + 1):
-            pidf = f"{d}/h{h}/pid"
-            try:
-                pid = int(open(pidf).read().strip())
-            except (OSError, ValueError):
-                pid = None
-            if pid:
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pid = None
-            deadline = time.time() + WAIT_S
-            while pid and time.time() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                try:
-                    os.waitpid(pid, os.WNOHANG)   # our own child after an earlier restart
-                except ChildProcessError:
-                    pass
-                time.sleep(0.05)
-            else:
-                if pid:
-                    os.kill(pid, signal.SIGKILL)
-            for s in ("ctl.sock", "nbd.sock"):
-                try:
-                    os.unlink(f"{d}/h{h}/{s}")
-                except FileNotFoundError:
-                    pass
-            log = open(f"{d}/h{h}/tapdisk-map.log", "ab")
-            p = subprocess.Popen(["ip", "netns", "exec", self.ns(h), f"{self.bin}/tapdisk-map", "--config",
-                                  self.env[f"RIG_CONF_H{h}"]], stdout=log, stderr=log)
-            with open(pidf, "w") as f:
-                f.write(f"{p.pid}\n")
-            deadline = time.time() + WAIT_S
-            while not (os.path.exists(f"{d}/h{h}/ctl.sock") and os.path.exists(f"{d}/h{h}/nbd.sock")):
-                if time.time() > deadline or p.poll() is not None:
-                    raise RuntimeError(f"h{h} did not restart (log {d}/h{h}/tapdisk-map.log)")
-                time.sleep(0.05)
+            self.restart_host(h)
+
+    def restart_mapserver(self):
+        """SIGTERM to the mapserver, started again with the rig's command line; waits
+        until the CLI reaches it."""
+        d = f"{self.env['RIG_DIR']}/ms"
+        self._stop(f"{d}/pid", signal.SIGTERM)
+        cmd = ["ip", "netns", "exec", self.env["RIG_NS_MS"], f"{self.bin}/mapserver", "serve", "--config",
+               f"{d}/tapmap.conf", "--listen", self.env["RIG_SERVER"]]
+        if os.environ.get("RIG_RECALL_TIMEOUT"):
+            cmd += ["--recall-timeout", os.environ["RIG_RECALL_TIMEOUT"]]
+        p = self._spawn(cmd, f"{d}/mapserver.log", f"{d}/pid")
+        deadline = time.time() + WAIT_S
+        while self.cli(1, "volume", "list")[0] != 0:
+            if time.time() > deadline or p.poll() is not None:
+                raise RuntimeError(f"the mapserver did not start again (log {d}/mapserver.log)")
+            time.sleep(0.02)
 
 
 # ---------------------------------------------------------------------------------------
 # Executing steps against the rig and the model
 
 
-OPS = ("create", "open", "close", "write", "flush", "read", "trim", "zero", "snapshot", "clone", "resize", "delete")
+OPS = ("create", "open", "close", "write", "flush", "read", "trim", "zero", "snapshot", "clone", "resize", "delete",
+       "crash", "restart_ms")
 
 
 class Runner:
@@ -739,6 +781,43 @@ class Runner:
             raise CheckFailure("unexpected", f"h{s['host']}: delete of {self.name(v.lid)} (no openers) failed: {doc.get('error')}")
         del self.vols[v.lid]
 
+    def op_crash(self, s):
+        """kill -9 of host h's tapdisk-map, then started again (empty caches): its
+        connections are gone, its leases end when the mapserver sees the connection drop."""
+        h = s["host"]
+        self.rig.restart_host(h, signal.SIGKILL)
+        for c in [c for c in self.conns.values() if c.host == h]:
+            del self.conns[c.cid]
+            c.h = None          # its socket led to the dead process: no NBD_CMD_DISC
+            v = self.vols[c.vol]
+            v.conns.discard(c.cid)
+            v.closing.add(h)
+        for v in self.vols.values():
+            v.ro_closing.discard(h)   # the export died with the process
+            if v.writer == h or v.closing_writer == h:
+                v.crash()
+                v.writer = None
+                v.closing_writer = h
+
+    def op_restart_ms(self, s):
+        """The mapserver is stopped and started again: nothing acknowledged may change
+        (hosts reconnect, re-open their volumes and re-commit what was pending); the
+        driver waits until every rw lease is back with its host."""
+        self.rig.restart_mapserver()
+        for v in self.vols.values():
+            if v.writer is None:
+                continue
+            deadline = time.time() + 2 * WAIT_S
+            while True:
+                info = self.rig.info(v.writer, self.name(v.lid))
+                if info.get("writer") == f"h{v.writer}":
+                    break
+                if time.time() > deadline:
+                    raise CheckFailure("unexpected", f"h{v.writer} did not get the rw lease of {self.name(v.lid)} back "
+                                                     f"{2 * WAIT_S:.0f} s after the mapserver restarted (writer "
+                                                     f"'{info.get('writer')}')")
+                time.sleep(0.05)
+
     # -- cleanup ---------------------------------------------------------------------------
 
     def close_all(self):
@@ -765,8 +844,9 @@ class Runner:
 
 
 class Generator:
-    def __init__(self, rng, rig, max_vols, max_conns, ro_enabled):
+    def __init__(self, rng, rig, max_vols, max_conns, ro_enabled, failures=True):
         self.rng = rng
+        self.failures = failures
         self.rig = rig
         self.max_vols = max_vols
         self.max_conns = max_conns
@@ -825,6 +905,8 @@ class Generator:
             "clone": 1.5 if vols and len(vols) < self.max_vols else 0,
             "resize": 1.5 if writable else 0,
             "delete": (1 if len(vols) < self.max_vols else 4) if vols else 0,
+            "crash": (0.4 if rw else 0.1) if self.failures else 0,
+            "restart_ms": 0.3 if self.failures else 0,
         }
         op = r.choices(list(w), weights=list(w.values()))[0]
         host = r.randint(1, self.rig.hosts)
@@ -878,6 +960,12 @@ class Generator:
             v = r.choice(writable)
             size = self.size()
             return {"op": op, "vol": v.lid, "size": size, "host": host}
+        if op == "crash":
+            if rw and r.random() < 0.8:
+                host = r.choice(rw).host      # mostly a host holding a lease
+            return {"op": op, "host": host}
+        if op == "restart_ms":
+            return {"op": op}
         if op == "delete":
             v = r.choice(list(vols.values()))
             return {"op": op, "vol": v.lid, "host": host, "close_first": r.random() < 0.6}
@@ -996,6 +1084,8 @@ def main():
     ap.add_argument("--ro", choices=("auto", "on", "off"), default="auto",
                     help="read-only opens (VOLUME@ro): auto = use them if the NBD export accepts them")
     ap.add_argument("--no-ro", action="store_const", const="off", dest="ro")
+    ap.add_argument("--no-failures", action="store_true",
+                    help="no host crashes (kill -9 and start again) or mapserver restarts")
     ap.add_argument("--max-vols", type=int, default=8)
     ap.add_argument("--max-conns", type=int, default=6)
     ap.add_argument("--shrink-time", type=float, default=300, help="seconds spent shrinking a failure (0: none)")
@@ -1041,7 +1131,7 @@ def main():
         runner, failure, failing_index = execute(rig, steps, prefix, ro, watchdog, args.progress, t0)
     else:
         rng = random.Random(seed)
-        gen = Generator(rng, rig, args.max_vols, args.max_conns, ro)
+        gen = Generator(rng, rig, args.max_vols, args.max_conns, ro, not args.no_failures)
         runner = Runner(rig, prefix, ro)
         steps, failure = [], None
         for i in range(args.steps):
@@ -1066,7 +1156,8 @@ def main():
           f"{elapsed:.1f} s, {runner.reads} reads compared ({runner.relaxed_reads} by read-only openers of a "
           f"volume being written, {runner.older_accepted} of them saw older data), {runner.bytes_compared} bytes compared, {runner.refusals} refusals as expected "
           f"(busy rw opens and deletes, unaligned shrinks), {runner.waits} waits for a close, {rig.cli_calls} CLI calls, "
-          f"{runner.lease_moves} rw leases moved to another host")
+          f"{runner.lease_moves} rw leases moved to another host, {SETTLED_OTHER[0]} sectors read back older or "
+          f"zeroed after a trim or crash")
     print("model_check: ops " + " ".join(f"{k}={v}" for k, v in runner.counts.items()))
     print(f"model_check: wrong reads {wrong}, unexpected outcomes {1 if failure and not wrong else 0}", flush=True)
     if failure is None:
