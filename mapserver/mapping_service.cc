@@ -520,20 +520,17 @@ void MappingService::FlushCommits() {
   for (auto& p : batch) requests.push_back(std::move(p.request));
   std::vector<VolumeStore::CommitEffects> effects;
   std::vector<Status> results = store_.CommitBatch(requests, &effects);
-  for (size_t i = 0; i < batch.size(); ++i) {
-    if (results[i].ok()) {
-      batch[i].done->fulfill();
-    } else {
-      batch[i].done->reject(ToException(results[i]));
-    }
-  }
   // Other openers of a volume may hold maps of blocks a commit just mapped or
   // replaced (read-only openers of a live volume, on this host or others): recall
-  // those ranges from them. The committer is not held up by this; the blocks the
-  // commit freed stay quarantined until the recall is answered.
+  // those ranges from them before the commit is answered, so that a reader anywhere
+  // sees everything a writer flushed before the read (the writer's flush waits for
+  // its commit). The blocks the commit freed stay quarantined until then.
   const uint64_t bs = store_.superblock().block_size;
   for (size_t i = 0; i < batch.size(); ++i) {
-    if (!results[i].ok() || effects[i].changed.empty()) continue;
+    if (!results[i].ok()) {
+      batch[i].done->reject(ToException(results[i]));
+      continue;
+    }
     std::vector<ByteRange> ranges;
     std::vector<uint64_t>& changed = effects[i].changed;
     std::sort(changed.begin(), changed.end());
@@ -546,8 +543,9 @@ void MappingService::FlushCommits() {
         ranges.back().length = lb * bs + bs - ranges.back().offset;  // cover the rest
       }
     }
-    tasks_.add(RecallFromOthers(requests[i].volume, requests[i].opener, kj::mv(ranges),
-                                kj::mv(effects[i].freed), "recall(commit)"));
+    auto recalled = RecallFromOthers(requests[i].volume, requests[i].opener, kj::mv(ranges),
+                                     kj::mv(effects[i].freed), "recall(commit)");
+    tasks_.add(recalled.then([done = kj::mv(batch[i].done)]() mutable { done->fulfill(); }));
   }
 }
 

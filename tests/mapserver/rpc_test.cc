@@ -607,5 +607,25 @@ TEST_CASE("Blocks shared by a deleted snapshot are never written in place again"
   f.store().RequireClean();
 }
 
+// A reader on another host must see what a writer flushed before the read: the
+// writer's commit (which its flush waits for) is answered only once every other
+// opener dropped its maps of the committed ranges, or lost its lease for not
+// answering. (Found by the cluster model check: the recall used to be sent after the
+// answer, and a read right after the writer's flush could still use the old map.)
+TEST_CASE("A commit is answered only after the other openers dropped their maps of it", "[rpc]") {
+  RpcFixture f;  // recall timeout 300 ms
+  auto c = f.Connect();
+  auto s = c->session();
+  Create(f, s, "v", 64 * kBs);
+  auto w = Open(f, s, "v", proto::OpenMode::READ_WRITE);
+  auto r = Open(f, s, "v", proto::OpenMode::READ_ONLY);
+  r.log->stall_recalls = true;
+  REQUIRE(f.service().opener_count() == 2);
+  REQUIRE(CommitStatus(f, w.volume, Prepare(f, w.volume, 0, kBs)).ok());
+  CHECK(r.log->recalls.size() == 1);
+  CHECK(f.service().opener_count() == 1);  // the silent reader was revoked first
+  f.store().RequireClean();
+}
+
 }  // namespace
 }  // namespace tapmap::mapserver
