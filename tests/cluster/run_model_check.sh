@@ -23,6 +23,7 @@ py=/usr/bin/python3   # Debian's python3, where python3-libnbd installs the nbd 
 rig_init "$build" 3 || { echo "model check: rig setup failed"; exit 1; }
 rig_start_mapserver || { echo "model check: the mapserver did not start"; exit 1; }
 for n in 1 2 3; do rig_start_host "$n" || { echo "model check: host h$n did not start"; exit 1; }; done
+disown -a   # the driver may kill and restart the daemons: no job notices from this shell
 RIG_TMP=${RIG_TMP:-/var/tmp} "$py" "$here/model_check.py" --rig-env "$RIG_DIR/rig.env" "$@"
 rc=$?
 [ $rc = 0 ] || echo "model check: daemon logs in $RIG_DIR/h*/tapdisk-map.log, $RIG_DIR/ms/mapserver.log (removed at exit unless RIG_KEEP=1)"
