@@ -442,7 +442,7 @@ OPS = ("create", "open", "close", "write", "flush", "read", "trim", "zero", "sna
 class Runner:
     """Executes steps (dicts) on the rig, keeping the model; raises CheckFailure."""
 
-    def __init__(self, rig, prefix, ro_enabled, log=None, no_reopen_wait=False):
+    def __init__(self, rig, prefix, ro_enabled, no_reopen_wait=False):
         self.rig = rig
         self.no_reopen_wait = no_reopen_wait
         self.prefix = prefix
@@ -450,7 +450,6 @@ class Runner:
         self.vols = {}
         self.conns = {}
         self.wid_steps = {}
-        self.log = log
         self.counts = {op: 0 for op in OPS}
         self.skipped = 0
         self.reads = 0
@@ -648,7 +647,8 @@ class Runner:
         self._flush(c)
 
     def _flush(self, c):
-        self.counts["flush"] += c.kind != "rw"   # (a flush step counts itself)
+        if c.kind != "rw":
+            self.counts["flush"] += 1   # a flush through a reader sharing the writer's open (before a copy)
         try:
             c.h.flush()
         except nbd.Error as e:
