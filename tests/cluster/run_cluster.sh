@@ -38,7 +38,7 @@ why() { WHY="$*"; return 1; }
 io() {
   local n=$1 vol=$2; shift 2
   local args=() c
-  [[ $vol =~ -s[0-9]+$ ]] && args+=(-r)
+  [[ $vol =~ -s[0-9]+$ || $vol == *@ro ]] && args+=(-r)
   for c in "$@"; do args+=(-c "$c"); done
   OUT=$(rig_qemu_io "$n" "$vol" "${args[@]}" 2>&1)
   local rc=$?
@@ -51,7 +51,7 @@ io() {
 # first_byte N VOL OFFSET: the byte at OFFSET of VOL read on host N, as 0xNN (for reasons).
 first_byte() {
   local ro=()
-  [[ $2 =~ -s[0-9]+$ ]] && ro=(-r)
+  [[ $2 =~ -s[0-9]+$ || $2 == *@ro ]] && ro=(-r)
   rig_qemu_io "$1" "$2" "${ro[@]}" -c "read -v $3 1" 2>/dev/null | sed -n 's/^[0-9a-f]*:  \([0-9a-f][0-9a-f]\).*/0x\1/p' | head -n 1
 }
 
@@ -134,10 +134,11 @@ case_c_ro_reader_while_writer() {
   for i in 1 2 3; do
     pat=$(printf 0x%02x $((0xe0 + i)))
     write_owned 1 "$vol" 0 $((pat + 8)) "$pat" || { rc=1; break; }
-    # the reader connects fresh each round (its host may keep the volume open meanwhile)
-    if ! io 3 "$vol" "read -P $pat 0 $BS"; then
+    # the reader connects fresh each round (its host may keep the volume open meanwhile),
+    # read-only: export name VOLUME@ro
+    if ! io 3 "$vol@ro" "read -P $pat 0 $BS"; then
       local got
-      got=$(first_byte 3 "$vol" 0)
+      got=$(first_byte 3 "$vol@ro" 0)
       if grep -q 'Pattern verification failed' <<<"$OUT"; then
         why "round $i: h3 (reader while h1 holds $vol rw) read $got, expected $pat"
       else
@@ -491,7 +492,6 @@ case_m_replay_shrink_into_block_regrow() {
   model_check --replay "$here/replays/shrink_into_block_regrow.json" --shrink-time 0 && return 0
   why "$(grep -m1 -E '^  (wrong-read|unexpected)' <<<"$OUT") — $(grep -m1 -A1 -E 'expected' <<<"$OUT" | tr -s ' \n' ' ')"
 }
-
 # m''. A race the model check found (long run, seed 1438821139, step 45026): host 3 writes
 #    a block whole (copy-on-write into a hole, or over a block written under an earlier
 #    lease) and flushes; a VOLUME@ro reader on host 2 that had read the volume reads the
