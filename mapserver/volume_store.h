@@ -31,18 +31,18 @@
 #include "mapserver/metadata_format.h"
 #include "mapserver/metadata_store.h"
 #include "mapserver/pool_format.h"
+#include "tapmap/proto/mapping.capnp.h"
 
 namespace tapmap::mapserver {
 
 // Limits on requests (each violation is kInvalidArgument).
 inline constexpr size_t kMaxVolumeNameLength = 128;
 inline constexpr uint64_t kMaxVolumeBytes = uint64_t{1} << 50;  // 1 PiB
-inline constexpr size_t kMaxRangesPerCall = 4096;               // prepareWrite/discard
-inline constexpr size_t kMaxExtentsPerCommit = 65536;
-inline constexpr uint64_t kMaxBlocksPerPrepare = 1u << 18;
-// A map answer holds at most this many extents; it then covers only a prefix of the
-// requested range (callers continue from the end of the last extent).
-inline constexpr size_t kMaxExtentsPerMap = 65536;
+// (The protocol's limits, mapping.capnp.)
+inline constexpr size_t kMaxRangesPerCall = proto::MAX_RANGES_PER_CALL;  // prepareWrite/discard
+inline constexpr size_t kMaxExtentsPerCommit = proto::MAX_EXTENTS_PER_COMMIT;
+inline constexpr uint64_t kMaxBlocksPerPrepare = proto::MAX_BLOCKS_PER_PREPARE;
+inline constexpr size_t kMaxExtentsPerMap = proto::MAX_EXTENTS_PER_MAP;
 
 // 1..128 characters of [A-Za-z0-9._-], not starting with '.'.
 Status ValidateVolumeName(std::string_view name);

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/units.h"
+#include "tapmap/proto/mapping.capnp.h"
 
 namespace tapmap::engine {
 namespace {
@@ -14,8 +15,8 @@ using pool::kDirectIoAlignment;
 // Most extents one commit RPC carries (the server allows more; smaller batches keep
 // each transaction short).
 constexpr size_t kMaxCommitExtents = 4096;
-// Most ranges of one prepareWrite / discard call (mapserver's kMaxRangesPerCall).
-constexpr size_t kMaxRangesPerCall = 4096;
+// Most ranges of one prepareWrite / discard call (the protocol's limit).
+constexpr size_t kMaxRangesPerCall = proto::MAX_RANGES_PER_CALL;
 // A commit aborted this often in one cycle in a row fails the cycle.
 constexpr int kMaxCommitAttempts = 5;
 
@@ -107,13 +108,13 @@ Volume::Volume(const VolumeContext& context, std::string name, bool read_only)
       log_(context.log.WithContext("volume", name_)),
       map_(context.block_size),
       retry_timer_(*context.io),
-      commit_timer_(*context.io) {}
+      commit_timer_(*context.io),
+      pending_(context.block_size, context.pinned_bytes) {}
 
 Volume::~Volume() {
   std::lock_guard<std::mutex> lock(mu_);
   if (!pending_.empty()) {
     log_.Warnf("closed with %zu uncommitted blocks (written but never flushed)", pending_.size());
-    ctx_.pinned_bytes->fetch_sub(pending_.size() * ctx_.block_size);
   }
 }
 
@@ -299,10 +300,9 @@ void Volume::ReadBlock(std::shared_ptr<ReadOp> op, uint64_t seg_start, uint64_t 
   std::optional<Extent> ext;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto p = pending_.find(block_start);
-    if (p != pending_.end()) {
+    if (const PendingBlocks::Block* p = pending_.Find(block_start)) {
       // Written by this host, not yet committed: the pinned copy is the truth.
-      std::memcpy(dst, p->second.data->data() + in_block, seg_len);
+      std::memcpy(dst, p->data->data() + in_block, seg_len);
       Count(&IoCounters::cache_hits, 1);
       return finish(Status::Ok());
     }
@@ -453,18 +453,17 @@ void Volume::PlanWrite(std::shared_ptr<WriteOp> op) {
     for (uint64_t b = op->lock_start; b < op->lock_end; b += bs) {
       BlockWrite w{};
       w.block_start = b;
-      auto p = pending_.find(b);
-      if (p != pending_.end()) {
-        w.pinned = p->second.data;
-        w.old_extent = p->second.extent;
-        if (p->second.needs_prepare) {
+      if (const PendingBlocks::Block* p = pending_.Find(b)) {
+        w.pinned = p->data;
+        w.old_extent = p->extent;
+        if (p->needs_prepare) {
           // Its reservation is gone: the block may already belong to someone else.
           w.kind = WriteKind::kCopyOnWrite;
           w.from_pinned = true;
           cow_blocks.push_back(b);
         } else {
           w.kind = WriteKind::kPendingInPlace;
-          w.target = p->second.extent;
+          w.target = p->extent;
         }
       } else {
         auto e = map_.Find(b);
@@ -678,12 +677,9 @@ void Volume::BlockStored(std::shared_ptr<WriteOp> op, size_t index, Status s) {
     BlockWrite& w = op->blocks[index];
     std::lock_guard<std::mutex> lock(mu_);
     if (w.kind == WriteKind::kCopyOnWrite) {
-      auto [it, inserted] = pending_.insert_or_assign(w.block_start, PendingBlock{w.target, w.content, false});
-      (void)it;
-      if (inserted) ctx_.pinned_bytes->fetch_add(ctx_.block_size);
+      pending_.Put(w.block_start, w.target, w.content);
     } else if (w.kind == WriteKind::kPendingInPlace) {
-      auto p = pending_.find(w.block_start);
-      if (p != pending_.end() && p->second.extent == w.target) p->second.data = w.content;
+      pending_.Rewritten(w.block_start, w.target, w.content);
     }
     CacheWritten(w.target, w.content);
   }
@@ -729,8 +725,7 @@ void Volume::Flush(IoDone done) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!revoked_.ok()) return Complete(std::move(done), revoked_);
-    // A cycle that starts after this point covers every write acknowledged before.
-    flush_waiters_.push_back(FlushWaiter{started_cycles_ + 1, std::move(done)});
+    commits_.AddFlush(std::move(done));
   }
   KickCommit();
 }
@@ -746,28 +741,25 @@ void Volume::ScheduleCommit() {
   }
   auto self = shared_from_this();
   std::lock_guard<std::mutex> lock(mu_);
-  if (commit_timer_armed_ || pending_.empty()) return;
-  commit_timer_armed_ = true;
+  if (pending_.empty() || !commits_.ArmTimer()) return;
   commit_timer_.expires_after(ctx_.commit_interval);
   commit_timer_.async_wait([self](const boost::system::error_code&) {
     {
       std::lock_guard<std::mutex> lock(self->mu_);
-      self->commit_timer_armed_ = false;
+      self->commits_.TimerFired();
     }
     self->KickCommit();
   });
 }
 
 void Volume::KickCommit() {
-  uint64_t cycle;
+  std::optional<uint64_t> cycle;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (commit_running_ || !revoked_.ok() || remote_ == nullptr) return;
-    if (pending_.empty() && flush_waiters_.empty()) return;
-    commit_running_ = true;
-    cycle = ++started_cycles_;
+    if (!revoked_.ok() || remote_ == nullptr) return;
+    cycle = commits_.TryStart(!pending_.empty());
   }
-  RunCycle(cycle, 0);
+  if (cycle) RunCycle(*cycle, 0);
 }
 
 void Volume::RunCycle(uint64_t cycle, int attempt) {
@@ -776,10 +768,8 @@ void Volume::RunCycle(uint64_t cycle, int attempt) {
   std::vector<Extent> batch;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [block, p] : pending_) {
-      if (p.needs_prepare) stale.push_back(block);
-      else if (batch.size() < kMaxCommitExtents) batch.push_back(p.extent);
-    }
+    stale = pending_.NeedingPrepare();
+    if (stale.empty()) batch = pending_.CommitBatch(kMaxCommitExtents);
   }
   if (!stale.empty()) {
     // Reservations were lost: write the pinned copies to fresh ones first.
@@ -799,10 +789,7 @@ void Volume::RunCycle(uint64_t cycle, int attempt) {
                          batch.size(), s.message().c_str());
         {
           std::lock_guard<std::mutex> lock(self->mu_);
-          for (const Extent& e : batch) {
-            auto p = self->pending_.find(e.logical);
-            if (p != self->pending_.end() && p->second.extent == e) p->second.needs_prepare = true;
-          }
+          for (const Extent& e : batch) self->pending_.MarkNeedsPrepare(e);
         }
         return self->RunCycle(cycle, attempt + 1);
       }
@@ -829,8 +816,8 @@ void Volume::Reprepare(std::vector<uint64_t> blocks, std::function<void(Status)>
     bool still_stale;
     {
       std::lock_guard<std::mutex> lock(self->mu_);
-      auto p = self->pending_.find(block);
-      still_stale = p != self->pending_.end() && p->second.needs_prepare;
+      const PendingBlocks::Block* p = self->pending_.Find(block);
+      still_stale = p != nullptr && p->needs_prepare;
     }
     // (`next` releases the lock, which may run other work: never call it under mu_.)
     if (!still_stale) return next(Status::Ok());
@@ -847,8 +834,7 @@ void Volume::Reprepare(std::vector<uint64_t> blocks, std::function<void(Status)>
       BlockData data;
       {
         std::lock_guard<std::mutex> lock(self->mu_);
-        auto p = self->pending_.find(block);
-        if (p != self->pending_.end()) data = p->second.data;
+        if (const PendingBlocks::Block* p = self->pending_.Find(block)) data = p->data;
       }
       if (!data) return next(Status::Ok());
       self->ctx_.pool->Write(target.physical, data->span(), [self, block, target, data, next](Status s) mutable {
@@ -857,11 +843,7 @@ void Volume::Reprepare(std::vector<uint64_t> blocks, std::function<void(Status)>
           self->Count(&IoCounters::pool_bytes_written, data->size());
           {
             std::lock_guard<std::mutex> lock(self->mu_);
-            auto p = self->pending_.find(block);
-            if (p != self->pending_.end()) {
-              p->second.extent = target;
-              p->second.needs_prepare = false;
-            }
+            self->pending_.Reprepared(block, target);
           }
           self->CacheWritten(target, data);
         }
@@ -875,28 +857,11 @@ void Volume::CycleDone(uint64_t cycle, const std::vector<Extent>& batch) {
   std::vector<IoDone> ready;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    size_t released = 0;
     for (const Extent& e : batch) {
-      auto p = pending_.find(e.logical);
-      if (p == pending_.end() || !(p->second.extent == e)) continue;
-      map_.Set(e);
-      pending_.erase(p);
-      released++;
+      if (pending_.Committed(e)) map_.Set(e);
     }
-    ctx_.pinned_bytes->fetch_sub(released * ctx_.block_size);
     // A cycle is complete for flushes only if it covered every pending block.
-    bool covered_all = batch.size() < kMaxCommitExtents;
-    for (auto it = flush_waiters_.begin(); it != flush_waiters_.end();) {
-      if (covered_all && it->cycle <= cycle) {
-        ready.push_back(std::move(it->done));
-        it = flush_waiters_.erase(it);
-      } else {
-        // Needs a later cycle.
-        it->cycle = std::max(it->cycle, cycle + 1);
-        ++it;
-      }
-    }
-    commit_running_ = false;
+    ready = commits_.Succeeded(cycle, batch.size() < kMaxCommitExtents);
   }
   if (!batch.empty()) Count(&IoCounters::commits, 1);
   for (auto& d : ready) Complete(std::move(d), Status::Ok());
@@ -909,7 +874,7 @@ void Volume::CycleDone(uint64_t cycle, const std::vector<Extent>& batch) {
   bool flush_waiting;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    flush_waiting = !flush_waiters_.empty();
+    flush_waiting = commits_.flush_waiting();
   }
   if (flush_waiting) return KickCommit();
   ScheduleCommit();
@@ -921,15 +886,7 @@ void Volume::CycleFailed(uint64_t cycle, Status status) {
   bool retry;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto it = flush_waiters_.begin(); it != flush_waiters_.end();) {
-      if (it->cycle <= cycle) {
-        failed.push_back(std::move(it->done));
-        it = flush_waiters_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    commit_running_ = false;
+    failed = commits_.Failed(cycle);
     retry = !pending_.empty() && revoked_.ok();
   }
   for (auto& d : failed) Complete(std::move(d), status);
@@ -959,8 +916,7 @@ void Volume::Discard(uint64_t offset, uint64_t length, IoDone done) {
   bool has_pending;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = pending_.lower_bound(first);
-    has_pending = it != pending_.end() && it->first < last;
+    has_pending = pending_.AnyIn(first, last);
   }
   auto discard = [self, first, last, done]() {
     self->locks_.Acquire(first, last, [self, first, last, done]() {
@@ -1045,8 +1001,7 @@ void Volume::OnRevoke(std::string reason) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     revoked_ = Status::Aborted("lease on " + name_ + " revoked: " + reason);
-    for (auto& w : flush_waiters_) failed.push_back(std::move(w.done));
-    flush_waiters_.clear();
+    failed = commits_.TakeAll();
   }
   for (auto& d : failed) Complete(std::move(d), revoked_);
 }
@@ -1059,12 +1014,7 @@ void Volume::OnSizeChanged(uint64_t size_bytes) {
     for (const auto& [owner, l] : resize_listeners_) listeners.push_back(l);
     // Uncommitted blocks cut off by a shrink are gone with the range (the server
     // un-reserved them).
-    size_t dropped = 0;
-    for (auto it = pending_.lower_bound(AlignUp(size_bytes, ctx_.block_size)); it != pending_.end();) {
-      it = pending_.erase(it);
-      dropped++;
-    }
-    ctx_.pinned_bytes->fetch_sub(dropped * ctx_.block_size);
+    pending_.DropFrom(AlignUp(size_bytes, ctx_.block_size));
   }
   log_.Infof("resized to %llu bytes", static_cast<unsigned long long>(size_bytes));
   for (auto& listener : listeners) {
@@ -1078,10 +1028,8 @@ void Volume::OnReopened(uint64_t size_bytes) {
   size_t stale = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [block, p] : pending_) {
-      p.needs_prepare = true;
-      stale++;
-    }
+    pending_.MarkAllNeedPrepare();
+    stale = pending_.size();
   }
   if (size_bytes != size_bytes_.load()) OnSizeChanged(size_bytes);
   if (stale) log_.Infof("re-opened: %zu uncommitted blocks will be written to new reservations", stale);

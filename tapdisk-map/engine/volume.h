@@ -34,9 +34,11 @@
 
 #include "common/logging.h"
 #include "tapdisk-map/engine/block_device.h"
+#include "tapdisk-map/engine/commit_scheduler.h"
 #include "tapdisk-map/engine/data_cache.h"
 #include "tapdisk-map/engine/map_cache.h"
 #include "tapdisk-map/engine/mapping_client.h"
+#include "tapdisk-map/engine/pending_blocks.h"
 #include "tapdisk-map/engine/range_lock.h"
 #include "tapdisk-map/engine/stats.h"
 #include "tapdisk-map/pool/pool_io.h"
@@ -111,12 +113,6 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   void OnReopened(uint64_t size_bytes) override;
 
  private:
-  // A block written by this host into a fresh reservation, not yet committed.
-  struct PendingBlock {
-    Extent extent;        // one block, state owned
-    BlockData data;       // the block's whole content (pinned)
-    bool needs_prepare;   // the reservation was lost: write `data` to a new one
-  };
   enum class WriteKind : uint8_t { kCopyOnWrite, kPendingInPlace, kOwnedInPlace };
   struct BlockWrite {
     uint64_t block_start;
@@ -138,10 +134,6 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   struct MapFetch {
     ByteRange window;
     std::vector<std::function<void(Status)>> waiters;
-  };
-  struct FlushWaiter {
-    uint64_t cycle;  // completes when this commit cycle has succeeded
-    IoDone done;
   };
 
   Status CheckIo(uint64_t offset, uint64_t length, bool is_write) const;
@@ -205,14 +197,11 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   IoCounters counters_;
   boost::asio::steady_timer retry_timer_;
   boost::asio::steady_timer commit_timer_;  // guarded by mu_
-  bool commit_timer_armed_ = false;         // guarded by mu_
 
   mutable std::mutex mu_;
   std::vector<std::shared_ptr<MapFetch>> fetches_;
-  std::map<uint64_t, PendingBlock> pending_;  // by logical block start
-  std::vector<FlushWaiter> flush_waiters_;
-  uint64_t started_cycles_ = 0;
-  bool commit_running_ = false;
+  PendingBlocks pending_;  // blocks written, not yet committed (pinned)
+  CommitScheduler commits_;  // when cycles run, which flushes they answer
   bool closing_ = false;
   Status revoked_;
   std::map<const void*, std::function<void(uint64_t)>> resize_listeners_;  // guarded by mu_

@@ -25,6 +25,15 @@ $Cxx.namespace("tapmap::proto");
 
 const protocolVersion :UInt32 = 1;
 
+# Limits of one call (a call beyond one fails with invalid-argument). Defined here
+# once; the server and the hosts both use these constants.
+const maxRangesPerCall :UInt32 = 4096;        # ranges of one prepareWrite or discard
+const maxExtentsPerCommit :UInt32 = 65536;    # extents of one commit
+const maxBlocksPerPrepare :UInt64 = 262144;   # pool blocks one prepareWrite may cover
+const maxExtentsPerMap :UInt32 = 65536;
+# A map answer holds at most this many extents; it then covers only a prefix of the
+# requested range (callers continue from the end of the last extent).
+
 # ---------------------------------------------------------------------------------------
 # Maps
 
