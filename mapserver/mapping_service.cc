@@ -24,38 +24,13 @@ void OrFail(const Status& status) {
 
 std::string ToStd(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
 
-proto::ExtentState ToProto(ExtentState state) {
-  switch (state) {
-    case ExtentState::kHole:
-      return proto::ExtentState::HOLE;
-    case ExtentState::kOwned:
-      return proto::ExtentState::OWNED;
-    case ExtentState::kShared:
-      return proto::ExtentState::SHARED;
-  }
-  return proto::ExtentState::HOLE;
-}
-
-void FillExtents(capnp::List<proto::Extent>::Builder list, const std::vector<MapExtent>& extents) {
-  for (size_t i = 0; i < extents.size(); ++i) {
-    auto e = list[static_cast<unsigned>(i)];
-    e.setLogical(extents[i].logical);
-    e.setLength(extents[i].length);
-    e.setPhysical(extents[i].physical);
-    e.setGeneration(extents[i].generation);
-    e.setState(ToProto(extents[i].state));
-  }
-}
-
-std::vector<ByteRange> FromProto(capnp::List<proto::Range>::Reader ranges) {
+// The ranges of a call, bounded before they are copied.
+std::vector<ByteRange> RangesOf(capnp::List<proto::Range>::Reader ranges) {
   if (ranges.size() > kMaxRangesPerCall) {
     Fail(Status::InvalidArgument("at most " + std::to_string(kMaxRangesPerCall) +
                                  " ranges per call, got " + std::to_string(ranges.size())));
   }
-  std::vector<ByteRange> out;
-  out.reserve(ranges.size());
-  for (auto r : ranges) out.push_back(ByteRange{r.getOffset(), r.getLength()});
-  return out;
+  return FromProto(ranges);
 }
 
 }  // namespace
@@ -78,17 +53,17 @@ class VolumeImpl final : public proto::Volume::Server {
     auto extents = OrFail(service_.store_.Map(opener_.volume, params.getOffset(), params.getLength(),
                                               service_.WriterEpochOf(opener_.volume), &size));
     auto results = context.getResults();
-    FillExtents(results.initExtents(static_cast<unsigned>(extents.size())), extents);
+    ToProto(extents, results.initExtents(static_cast<unsigned>(extents.size())));
     results.setSizeBytes(size);
     return kj::READY_NOW;
   }
 
   kj::Promise<void> prepareWrite(PrepareWriteContext context) override {
     CheckUsable(true);
-    auto ranges = FromProto(context.getParams().getRanges());
+    auto ranges = RangesOf(context.getParams().getRanges());
     auto extents = OrFail(
         service_.store_.PrepareWrite(opener_.id, opener_.volume, ranges, opener_.lease_epoch));
-    FillExtents(context.getResults().initExtents(static_cast<unsigned>(extents.size())), extents);
+    ToProto(extents, context.getResults().initExtents(static_cast<unsigned>(extents.size())));
     return kj::READY_NOW;
   }
 
@@ -99,19 +74,15 @@ class VolumeImpl final : public proto::Volume::Server {
       Fail(Status::InvalidArgument("at most " + std::to_string(kMaxExtentsPerCommit) +
                                    " extents per commit"));
     }
-    std::vector<MapExtent> extents;
-    extents.reserve(list.size());
-    for (auto e : list) {
-      extents.push_back(MapExtent{e.getLogical(), e.getLength(), e.getPhysical(), e.getGeneration(),
-                                  ExtentState::kOwned});
-    }
+    std::vector<MapExtent> extents = FromProto(list);
+    for (MapExtent& e : extents) e.state = ExtentState::kOwned;  // all a commit can install
     return service_.QueueCommit(
         VolumeStore::CommitRequest{opener_.id, opener_.volume, std::move(extents)});
   }
 
   kj::Promise<void> discard(DiscardContext context) override {
     CheckUsable(true);
-    auto ranges = FromProto(context.getParams().getRanges());
+    auto ranges = RangesOf(context.getParams().getRanges());
     std::vector<uint64_t> freed;
     OrFail(service_.store_.Discard(opener_.volume, ranges, &freed));
     // Other openers may hold maps of what was just unmapped.
@@ -566,11 +537,7 @@ kj::Promise<void> MappingService::RecallFromOthers(const std::string& volume, Op
   auto recalled =
       CallOpeners(kj::mv(others), kj::mv(what), [ranges](proto::MapCallback::Client& cb) {
         auto req = cb.recallRequest();
-        auto list = req.initRanges(static_cast<unsigned>(ranges.size()));
-        for (size_t k = 0; k < ranges.size(); ++k) {
-          list[static_cast<unsigned>(k)].setOffset(ranges[k].offset);
-          list[static_cast<unsigned>(k)].setLength(ranges[k].length);
-        }
+        ToProto(ranges, req.initRanges(static_cast<unsigned>(ranges.size())));
         req.setReason(proto::RecallReason::DISCARD);  // "drop your maps of these ranges"
         return req.send().ignoreResult();
       });

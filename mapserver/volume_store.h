@@ -31,6 +31,7 @@
 #include "mapserver/metadata_format.h"
 #include "mapserver/metadata_store.h"
 #include "mapserver/pool_format.h"
+#include "tapmap/proto/extent.h"
 #include "tapmap/proto/mapping.capnp.h"
 
 namespace tapmap::mapserver {
@@ -51,22 +52,10 @@ Status ValidateVolumeName(std::string_view name);
 // would expose it (a grow must read zeros).
 std::string ShrinkAlignmentError(std::string_view name, uint64_t size_bytes, uint32_t block_size);
 
-enum class ExtentState : uint8_t { kHole = 0, kOwned = 1, kShared = 2 };  // = proto enum
-
-// Byte-based, as on the wire (mapping.capnp Extent).
-struct MapExtent {
-  uint64_t logical = 0;
-  uint64_t length = 0;
-  uint64_t physical = 0;
-  uint64_t generation = 0;
-  ExtentState state = ExtentState::kHole;
-  bool operator==(const MapExtent&) const = default;
-};
-
-struct ByteRange {
-  uint64_t offset = 0;
-  uint64_t length = 0;
-};
+// The protocol's value types (tapmap/proto/extent.h): byte-based, as on the wire.
+using tapmap::ByteRange;
+using tapmap::ExtentState;
+using MapExtent = tapmap::Extent;
 
 struct VolumeDescription {
   std::string name;

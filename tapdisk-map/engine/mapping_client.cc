@@ -64,24 +64,6 @@ proto::OpenMode ModeOf(bool read_only) {
   return read_only ? proto::OpenMode::READ_ONLY : proto::OpenMode::READ_WRITE;
 }
 
-ExtentState FromProto(proto::ExtentState s) {
-  switch (s) {
-    case proto::ExtentState::HOLE: return ExtentState::kHole;
-    case proto::ExtentState::OWNED: return ExtentState::kOwned;
-    case proto::ExtentState::SHARED: return ExtentState::kShared;
-  }
-  return ExtentState::kHole;
-}
-
-proto::ExtentState ToProto(ExtentState s) {
-  switch (s) {
-    case ExtentState::kHole: return proto::ExtentState::HOLE;
-    case ExtentState::kOwned: return proto::ExtentState::OWNED;
-    case ExtentState::kShared: return proto::ExtentState::SHARED;
-  }
-  return proto::ExtentState::HOLE;
-}
-
 RecallReason FromProto(proto::RecallReason r) {
   switch (r) {
     case proto::RecallReason::SNAPSHOT: return RecallReason::kSnapshot;
@@ -91,16 +73,6 @@ RecallReason FromProto(proto::RecallReason r) {
     case proto::RecallReason::DISCARD: return RecallReason::kDiscard;
   }
   return RecallReason::kDiscard;
-}
-
-std::vector<Extent> ExtentsFromProto(capnp::List<proto::Extent>::Reader list) {
-  std::vector<Extent> out;
-  out.reserve(list.size());
-  for (auto e : list) {
-    out.push_back(Extent{e.getLogical(), e.getLength(), e.getPhysical(), e.getGeneration(),
-                         FromProto(e.getState())});
-  }
-  return out;
 }
 
 }  // namespace
@@ -284,8 +256,7 @@ class MapCallbackImpl final : public proto::MapCallback::Server {
   kj::Promise<void> recall(RecallContext context) override {
     auto events = Events();
     if (!events) return kj::READY_NOW;
-    std::vector<ByteRange> ranges;
-    for (auto r : context.getParams().getRanges()) ranges.push_back(ByteRange{r.getOffset(), r.getLength()});
+    std::vector<ByteRange> ranges = tapmap::FromProto(context.getParams().getRanges());
     RecallReason reason = FromProto(context.getParams().getReason());
     auto paf = kj::newPromiseAndFulfiller<void>();
     uint64_t id = impl_->AddRecallWaiter(kj::mv(paf.fulfiller));
@@ -348,7 +319,7 @@ class RemoteVolumeImpl final : public RemoteVolume {
             req.setLength(length);
             return req.send().then([impl, done](auto reply) {
               MapReply r;
-              r.extents = ExtentsFromProto(reply.getExtents());
+              r.extents = tapmap::FromProto(reply.getExtents());
               r.size_bytes = reply.getSizeBytes();
               impl->PostToIo([done, r = std::move(r)]() mutable { done(std::move(r)); });
             });
@@ -365,13 +336,9 @@ class RemoteVolumeImpl final : public RemoteVolume {
           state, impl->Deadline(),
           [impl, ranges, done](proto::Volume::Client cap) {
             auto req = cap.prepareWriteRequest();
-            auto list = req.initRanges(static_cast<unsigned>(ranges.size()));
-            for (size_t i = 0; i < ranges.size(); i++) {
-              list[i].setOffset(ranges[i].offset);
-              list[i].setLength(ranges[i].length);
-            }
+            tapmap::ToProto(ranges, req.initRanges(static_cast<unsigned>(ranges.size())));
             return req.send().then([impl, done](auto reply) {
-              auto extents = ExtentsFromProto(reply.getExtents());
+              auto extents = tapmap::FromProto(reply.getExtents());
               impl->PostToIo([done, extents = std::move(extents)]() mutable { done(std::move(extents)); });
             });
           },
@@ -386,14 +353,7 @@ class RemoteVolumeImpl final : public RemoteVolume {
           state, impl->Deadline(),
           [impl, extents, done](proto::Volume::Client cap) {
             auto req = cap.commitRequest();
-            auto list = req.initExtents(static_cast<unsigned>(extents.size()));
-            for (size_t i = 0; i < extents.size(); i++) {
-              list[i].setLogical(extents[i].logical);
-              list[i].setLength(extents[i].length);
-              list[i].setPhysical(extents[i].physical);
-              list[i].setGeneration(extents[i].generation);
-              list[i].setState(ToProto(extents[i].state));
-            }
+            tapmap::ToProto(extents, req.initExtents(static_cast<unsigned>(extents.size())));
             return req.send().ignoreResult().then([impl, done]() { impl->PostToIo([done]() { done(Status::Ok()); }); });
           },
           fail);
@@ -407,11 +367,7 @@ class RemoteVolumeImpl final : public RemoteVolume {
           state, impl->Deadline(),
           [impl, ranges, done](proto::Volume::Client cap) {
             auto req = cap.discardRequest();
-            auto list = req.initRanges(static_cast<unsigned>(ranges.size()));
-            for (size_t i = 0; i < ranges.size(); i++) {
-              list[i].setOffset(ranges[i].offset);
-              list[i].setLength(ranges[i].length);
-            }
+            tapmap::ToProto(ranges, req.initRanges(static_cast<unsigned>(ranges.size())));
             return req.send().ignoreResult().then([impl, done]() { impl->PostToIo([done]() { done(Status::Ok()); }); });
           },
           fail);
