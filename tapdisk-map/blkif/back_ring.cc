@@ -6,35 +6,7 @@ namespace tapmap::blkif {
 
 namespace {
 
-// The types of one ABI, as ring.h macros need them.
-struct NativeAbi {
-  static constexpr Abi kAbi = Abi::kNative;
-  using SharedRing = blkif_sring;
-  using Ring = blkif_back_ring;
-  using Request = blkif_request;
-  using Discard = blkif_request_discard;
-  using Indirect = blkif_request_indirect;
-  using Response = blkif_response;
-};
-struct X86_32Abi {
-  static constexpr Abi kAbi = Abi::kX86_32;
-  using SharedRing = blkif_x86_32_sring;
-  using Ring = blkif_x86_32_back_ring;
-  using Request = blkif_x86_32_request;
-  using Discard = blkif_x86_32_request_discard;
-  using Indirect = blkif_x86_32_request_indirect;
-  using Response = blkif_x86_32_response;
-};
-struct X86_64Abi {
-  static constexpr Abi kAbi = Abi::kX86_64;
-  using SharedRing = blkif_x86_64_sring;
-  using Ring = blkif_x86_64_back_ring;
-  using Request = blkif_x86_64_request;
-  using Discard = blkif_x86_64_request_discard;
-  using Indirect = blkif_x86_64_request_indirect;
-  using Response = blkif_x86_64_response;
-};
-
+// T: a RingTypes<abi> of ring_abi.h.
 template <typename T>
 class BackRingImpl : public BackRing {
  public:
@@ -130,18 +102,15 @@ class BackRingImpl : public BackRing {
     return r;
   }
 
-  typename T::Ring ring_;
+  typename T::BackPrivateRing ring_;
 };
 
 }  // namespace
 
 std::unique_ptr<BackRing> BackRing::Attach(Abi abi, void* sring, size_t pages) {
-  switch (abi) {
-    case Abi::kNative: return std::make_unique<BackRingImpl<NativeAbi>>(sring, pages);
-    case Abi::kX86_32: return std::make_unique<BackRingImpl<X86_32Abi>>(sring, pages);
-    case Abi::kX86_64: return std::make_unique<BackRingImpl<X86_64Abi>>(sring, pages);
-  }
-  return nullptr;
+  return WithRingTypes(abi, [&](auto types) -> std::unique_ptr<BackRing> {
+    return std::make_unique<BackRingImpl<decltype(types)>>(sring, pages);
+  });
 }
 
 }  // namespace tapmap::blkif

@@ -7,8 +7,10 @@
 // On an x86_64 host kNative and kX86_64 have the same layout; they are kept apart so
 // that each protocol value maps to exactly one ring type, as with blkback.
 //
-// The ring macros of xen/io/ring.h are used on these types (DEFINE_RING_TYPES); they
-// need the memory barriers below, which the Xen libraries' headers do not provide to
+// The ring macros of xen/io/ring.h are used on these types (DEFINE_RING_TYPES), and
+// RingTypes<abi> (at the end) bundles each ABI's types for code templated over the
+// ABI (the back end's BackRing, the tests' simulated front end). The macros need the
+// memory barriers below, which the Xen libraries' headers do not provide to
 // user space without xenctrl.h.
 #pragma once
 
@@ -143,3 +145,59 @@ static_assert(sizeof(blkif_x86_64_request_discard) == 32);
 static_assert(offsetof(blkif_x86_64_request_indirect, indirect_grefs) == 28);
 static_assert(sizeof(blkif_x86_64_request_indirect) == 64);
 static_assert(sizeof(blkif_x86_64_response) == 16);
+
+// ---------------------------------------------------------------------------------
+// RingTypes: the types of one ABI's ring, as the ring.h macros need them, for code
+// written once as a template over the ABI. Both ends of a ring take their types from
+// here (BackRing in back_ring.cc, SimBlkfront's front end in the tests), so they
+// cannot disagree on which struct is whose.
+namespace tapmap::blkif {
+
+// The bundle, from the types blkif.h (or the layouts above) and DEFINE_RING_TYPES give
+// one ABI.
+template <Abi A, typename SharedRingT, typename BackPrivateRingT, typename FrontPrivateRingT, typename RequestT,
+          typename DiscardT, typename IndirectT, typename ResponseT>
+struct RingTypeBundle {
+  static constexpr Abi kAbi = A;
+  using SharedRing = SharedRingT;              // the shared page(s)
+  using BackPrivateRing = BackPrivateRingT;    // the back end's private indices
+  using FrontPrivateRing = FrontPrivateRingT;  // the front end's private indices
+  using Request = RequestT;                    // one request slot
+  using Discard = DiscardT;                    // the slot as BLKIF_OP_DISCARD lays it out
+  using Indirect = IndirectT;                  // the slot as BLKIF_OP_INDIRECT lays it out
+  using Response = ResponseT;                  // one response slot
+};
+
+template <Abi A>
+struct RingTypes;
+
+template <>
+struct RingTypes<Abi::kNative>
+    : RingTypeBundle<Abi::kNative, blkif_sring, blkif_back_ring, blkif_front_ring, blkif_request,
+                     blkif_request_discard, blkif_request_indirect, blkif_response> {};
+
+template <>
+struct RingTypes<Abi::kX86_32>
+    : RingTypeBundle<Abi::kX86_32, blkif_x86_32_sring, blkif_x86_32_back_ring, blkif_x86_32_front_ring,
+                     blkif_x86_32_request, blkif_x86_32_request_discard, blkif_x86_32_request_indirect,
+                     blkif_x86_32_response> {};
+
+template <>
+struct RingTypes<Abi::kX86_64>
+    : RingTypeBundle<Abi::kX86_64, blkif_x86_64_sring, blkif_x86_64_back_ring, blkif_x86_64_front_ring,
+                     blkif_x86_64_request, blkif_x86_64_request_discard, blkif_x86_64_request_indirect,
+                     blkif_x86_64_response> {};
+
+// Calls `f(RingTypes<abi>{})` and returns what it returns: the one place a run-time
+// ABI becomes its compile-time types. `f` must return the same type for every ABI.
+template <typename F>
+decltype(auto) WithRingTypes(Abi abi, F&& f) {
+  switch (abi) {
+    case Abi::kX86_32: return f(RingTypes<Abi::kX86_32>{});
+    case Abi::kX86_64: return f(RingTypes<Abi::kX86_64>{});
+    case Abi::kNative: break;
+  }
+  return f(RingTypes<Abi::kNative>{});
+}
+
+}  // namespace tapmap::blkif

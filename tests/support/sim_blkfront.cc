@@ -40,31 +40,7 @@ class FrontRingOps {
   virtual bool HasUnconsumedResponses() = 0;
 };
 
-struct NativeTypes {
-  using SharedRing = blkif_sring;
-  using Ring = blkif_front_ring;
-  using Request = blkif_request;
-  using Discard = blkif_request_discard;
-  using Indirect = blkif_request_indirect;
-  using Response = blkif_response;
-};
-struct X86_32Types {
-  using SharedRing = blkif_x86_32_sring;
-  using Ring = blkif_x86_32_front_ring;
-  using Request = blkif_x86_32_request;
-  using Discard = blkif_x86_32_request_discard;
-  using Indirect = blkif_x86_32_request_indirect;
-  using Response = blkif_x86_32_response;
-};
-struct X86_64Types {
-  using SharedRing = blkif_x86_64_sring;
-  using Ring = blkif_x86_64_front_ring;
-  using Request = blkif_x86_64_request;
-  using Discard = blkif_x86_64_request_discard;
-  using Indirect = blkif_x86_64_request_indirect;
-  using Response = blkif_x86_64_response;
-};
-
+// T: a blkif::RingTypes<abi> (ring_abi.h).
 template <typename T>
 class FrontRing : public FrontRingOps {
  public:
@@ -154,7 +130,7 @@ class FrontRing : public FrontRingOps {
   }
 
  private:
-  typename T::Ring ring_;
+  typename T::FrontPrivateRing ring_;
 };
 
 struct Pending {
@@ -213,11 +189,9 @@ Status SimBlkfront::SetupRings() {
       queue->ring_refs.push_back(*ref);
     }
     uint8_t* base = *hv_->GuestPage(self_, first);
-    switch (options_.abi) {
-      case Abi::kNative: queue->ring = std::make_unique<FrontRing<NativeTypes>>(base, pages); break;
-      case Abi::kX86_32: queue->ring = std::make_unique<FrontRing<X86_32Types>>(base, pages); break;
-      case Abi::kX86_64: queue->ring = std::make_unique<FrontRing<X86_64Types>>(base, pages); break;
-    }
+    queue->ring = blkif::WithRingTypes(options_.abi, [&](auto types) -> std::unique_ptr<FrontRingOps> {
+      return std::make_unique<FrontRing<decltype(types)>>(base, pages);
+    });
     auto ch = hv_->AllocUnbound(self_, backend_);
     if (!ch.ok()) return ch.status();
     queue->channel = std::move(*ch);
