@@ -2,7 +2,7 @@
 //   unix:/run/tapmap/nbd.sock      a unix stream socket path
 //   tcp:127.0.0.1:10809            a TCP host (name, IPv4, or [IPv6]) and port
 // Used by every program that listens or connects: mapserver's --listen and its clients'
-// --server (mapserver/client/server_address.h), tapdisk-map's --nbd and --metrics.
+// --server (protocol/server_address.h), tapdisk-map's --nbd and --metrics.
 // Parsing only: no socket is created here.
 #pragma once
 

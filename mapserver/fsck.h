@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "mapserver/metadata_store.h"
-#include "mapserver/pool_format.h"
+#include "protocol/pool_format.h"
 
 namespace tapmap::mapserver {
 

@@ -4,8 +4,8 @@
 
 #include <algorithm>
 
-#include "mapserver/client/auth.h"
-#include "mapserver/client/remote_status.h"
+#include "protocol/auth.h"
+#include "protocol/remote_status.h"
 
 namespace tapmap::mapserver {
 namespace {

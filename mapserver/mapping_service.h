@@ -15,7 +15,7 @@
 // share one LMDB transaction (one fsync); each is still answered only once durable.
 //
 // Errors are raised as kj::Exceptions carrying "<code>: <message>"
-// (mapserver/client/remote_status.h).
+// (protocol/remote_status.h).
 //
 // Threading: everything runs on the event-loop thread of the server; the store,
 // timer and service must outlive every capability handed out.

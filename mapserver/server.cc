@@ -9,7 +9,7 @@
 
 #include <cerrno>
 
-#include "mapserver/client/remote_status.h"
+#include "protocol/remote_status.h"
 
 namespace tapmap::mapserver {
 namespace {

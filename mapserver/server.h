@@ -13,7 +13,7 @@
 
 #include "common/logging.h"
 #include "common/status.h"
-#include "mapserver/client/server_address.h"
+#include "protocol/server_address.h"
 #include "mapserver/mapping_service.h"
 
 namespace tapmap::mapserver {

@@ -30,7 +30,7 @@
 #include "common/unique_fd.h"
 #include "mapserver/metadata_format.h"
 #include "mapserver/metadata_store.h"
-#include "mapserver/pool_format.h"
+#include "protocol/pool_format.h"
 #include "tapmap/proto/extent.h"
 #include "tapmap/proto/mapping.capnp.h"
 

@@ -42,8 +42,8 @@
 
 #include "common/heap_tuning.h"
 #include "common/logging.h"
-#include "mapserver/client/connection.h"
-#include "mapserver/client/remote_status.h"
+#include "protocol/connection.h"
+#include "protocol/remote_status.h"
 #include "tapdisk-map/engine/data_cache.h"
 #include "tapdisk-map/engine/engine.h"
 #include "tests/support/child_process.h"

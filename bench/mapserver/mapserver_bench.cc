@@ -24,8 +24,8 @@
 #include <vector>
 
 #include "common/options.h"
-#include "mapserver/client/connection.h"
-#include "mapserver/client/remote_status.h"
+#include "protocol/connection.h"
+#include "protocol/remote_status.h"
 #include "tests/support/child_process.h"
 
 namespace tapmap::mapserver {

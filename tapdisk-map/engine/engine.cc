@@ -6,9 +6,9 @@
 #include <boost/asio/steady_timer.hpp>
 #include <utility>
 
-#include "mapserver/client/auth.h"
-#include "mapserver/client/connection.h"
-#include "mapserver/pool_file.h"
+#include "protocol/auth.h"
+#include "protocol/connection.h"
+#include "protocol/superblock_file.h"
 #include "tapdisk-map/engine/volume.h"
 
 namespace tapmap::engine {

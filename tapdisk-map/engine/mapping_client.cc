@@ -11,9 +11,9 @@
 #include <mutex>
 #include <thread>
 
-#include "mapserver/client/connection.h"
-#include "mapserver/client/remote_status.h"
-#include "mapserver/client/server_address.h"
+#include "protocol/connection.h"
+#include "protocol/remote_status.h"
+#include "protocol/server_address.h"
 
 namespace tapmap::engine {
 namespace {

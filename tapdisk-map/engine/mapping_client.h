@@ -83,7 +83,7 @@ class RemoteVolume {
 class MappingClient {
  public:
   struct Options {
-    std::string server;    // "unix:PATH" or "tcp:HOST:PORT" (mapserver/client/server_address.h)
+    std::string server;    // "unix:PATH" or "tcp:HOST:PORT" (protocol/server_address.h)
     std::string host;      // login host name
     std::string secret;    // shared secret
     std::chrono::milliseconds unavailable_timeout{60000};

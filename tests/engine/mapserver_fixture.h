@@ -17,8 +17,8 @@
 #include <string>
 #include <thread>
 
-#include "mapserver/client/connection.h"
-#include "mapserver/client/remote_status.h"
+#include "protocol/connection.h"
+#include "protocol/remote_status.h"
 #include "tapdisk-map/engine/engine.h"
 #include "tests/engine/test_util.h"
 #include "tests/support/child_process.h"

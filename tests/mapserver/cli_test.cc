@@ -6,8 +6,8 @@
 #include <fstream>
 #include <thread>
 
-#include "mapserver/client/connection.h"
-#include "mapserver/client/remote_status.h"
+#include "protocol/connection.h"
+#include "protocol/remote_status.h"
 #include "mapserver/metadata_format.h"
 #include "mapserver/metadata_store.h"
 #include "tests/support/child_process.h"

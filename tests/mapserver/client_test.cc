@@ -8,9 +8,9 @@
 #include <fstream>
 #include <string>
 
-#include "mapserver/client/auth.h"
-#include "mapserver/client/remote_status.h"
-#include "mapserver/client/server_address.h"
+#include "protocol/auth.h"
+#include "protocol/remote_status.h"
+#include "protocol/server_address.h"
 
 namespace tapmap::mapserver {
 namespace {

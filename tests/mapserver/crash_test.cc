@@ -15,8 +15,8 @@
 #include <random>
 #include <thread>
 
-#include "mapserver/client/connection.h"
-#include "mapserver/client/remote_status.h"
+#include "protocol/connection.h"
+#include "protocol/remote_status.h"
 #include "tests/support/child_process.h"
 
 #ifndef CRASH_ROUNDS

@@ -5,8 +5,8 @@
 
 #include <catch2/catch.hpp>
 
-#include "mapserver/pool_file.h"
-#include "mapserver/pool_format.h"
+#include "protocol/superblock_file.h"
+#include "protocol/pool_format.h"
 #include "store_fixture.h"
 
 namespace tapmap::mapserver {

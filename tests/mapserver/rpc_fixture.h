@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "mapserver/client/connection.h"
-#include "mapserver/client/remote_status.h"
+#include "protocol/connection.h"
+#include "protocol/remote_status.h"
 #include "mapserver/mapping_service.h"
 #include "mapserver/server.h"
 #include "store_fixture.h"

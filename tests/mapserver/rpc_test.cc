@@ -2,7 +2,7 @@
 // error paths, authentication, leases and callbacks. fsck stays clean throughout.
 #include <catch2/catch.hpp>
 
-#include "mapserver/client/auth.h"
+#include "protocol/auth.h"
 #include "rpc_fixture.h"
 
 namespace tapmap::mapserver {

@@ -11,7 +11,7 @@
 
 #include "common/logging.h"
 #include "mapserver/fsck.h"
-#include "mapserver/pool_file.h"
+#include "protocol/superblock_file.h"
 #include "mapserver/volume_store.h"
 
 namespace tapmap::mapserver::testing {

@@ -1,7 +1,7 @@
 #include "xenstore-tools/cli/server_session.h"
 
-#include "mapserver/client/auth.h"
-#include "mapserver/client/server_address.h"
+#include "protocol/auth.h"
+#include "protocol/server_address.h"
 
 namespace tapmap::cli {
 

@@ -8,8 +8,8 @@
 
 #include <memory>
 
-#include "mapserver/client/connection.h"
-#include "mapserver/client/remote_status.h"
+#include "protocol/connection.h"
+#include "protocol/remote_status.h"
 #include "xenstore-tools/cli/command.h"
 
 namespace tapmap::cli {

@@ -1,4 +1,4 @@
-#include "mapserver/client/remote_status.h"
+#include "protocol/remote_status.h"
 
 #include <kj/string.h>
 

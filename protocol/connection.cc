@@ -1,9 +1,9 @@
-#include "mapserver/client/connection.h"
+#include "protocol/connection.h"
 
 #include <unistd.h>
 
-#include "mapserver/client/auth.h"
-#include "mapserver/client/remote_status.h"
+#include "protocol/auth.h"
+#include "protocol/remote_status.h"
 
 namespace tapmap::mapserver {
 

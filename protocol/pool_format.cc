@@ -1,4 +1,4 @@
-#include "mapserver/pool_format.h"
+#include "protocol/pool_format.h"
 
 #include <openssl/sha.h>
 

@@ -1,5 +1,5 @@
 // On-disk format of a tapmap storage pool: the superblock. Defined here and in
-// mapserver/doc/pool_format.md only; `mapserver format`, `serve` and `fsck` all use it.
+// protocol/doc/pool_format.md only; `mapserver format`, `serve` and `fsck` all use it.
 //
 // A pool is a regular file or a block device:
 //

@@ -1,4 +1,4 @@
-#include "mapserver/client/auth.h"
+#include "protocol/auth.h"
 
 #include <fcntl.h>
 #include <openssl/crypto.h>

@@ -1,4 +1,4 @@
-// Authentication of hosts to the mapserver (see mapserver/doc/auth.md).
+// Authentication of hosts to the mapserver (see protocol/doc/auth.md).
 //
 // Every host shares one secret with the server (a file, /etc/tapmap/secret by
 // default). A connection's bootstrap Gate hands out a fresh 32-byte nonce; the host

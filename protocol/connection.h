@@ -11,7 +11,7 @@
 //   conn = nullptr;                       // disconnects
 //
 // Errors: every failed promise carries a kj::Exception; turn it into a Status with
-// StatusFromException (mapserver/client/remote_status.h). A server that cannot be
+// StatusFromException (protocol/remote_status.h). A server that cannot be
 // reached gives kUnavailable, a wrong secret kPermissionDenied.
 //
 // Threading: a Connection belongs to the thread whose KJ event loop (the `io` passed
@@ -26,7 +26,7 @@
 #include <string>
 
 #include "common/status.h"
-#include "mapserver/client/server_address.h"
+#include "protocol/server_address.h"
 #include "tapmap/proto/mapping.capnp.h"
 
 namespace tapmap::mapserver {

@@ -1,12 +1,12 @@
 // Reading and writing the superblock of a pool file or block device
-// (layout: mapserver/pool_format.h).
+// (layout: protocol/pool_format.h).
 #pragma once
 
 #include <cstdint>
 #include <string>
 
 #include "common/status.h"
-#include "mapserver/pool_format.h"
+#include "protocol/pool_format.h"
 
 namespace tapmap::mapserver {
 

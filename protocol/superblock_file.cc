@@ -1,4 +1,4 @@
-#include "mapserver/pool_file.h"
+#include "protocol/superblock_file.h"
 
 #include <fcntl.h>
 #include <linux/fs.h>
