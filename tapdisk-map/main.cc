@@ -222,7 +222,7 @@ int Run(int argc, char** argv) {
     if (!parsed.ok()) return parsed.status();
     return nbd_server.Unlisten(parsed->ToString());
   };
-  if (vbds) handlers.vbd = control::MakeVbdHandler(*vbds);
+  if (vbds) handlers.vbd = control::MakeVbdHandlers(*vbds);
   control::ControlServer control_server(io, std::move(handlers), log.WithContext("layer", "control"));
   if (Status s = control_server.Listen(options.Get("control")); !s.ok()) return Fail(log, s.ToString());
   std::unique_ptr<control::MetricsServer> metrics;

@@ -17,11 +17,8 @@
 #include <filesystem>
 #include <set>
 
+#include "tapdisk-map/control/verb_table.h"
 #include "tapdisk-map/util/await_callback.h"
-
-#ifndef TAPMAP_VERSION
-#define TAPMAP_VERSION "unknown"
-#endif
 
 namespace tapmap::control {
 
@@ -185,56 +182,15 @@ void HandleRequest(const ControlHandlers& handlers, const json& request, std::fu
     return;
   }
   const std::string op = op_it->get<std::string>();
+  const Verb* verb = FindVerb(op);
+  if (verb == nullptr) {
+    done(ErrorResponse(Status::InvalidArgument("unknown op '" + op + "'")));
+    return;
+  }
   try {
-    if (op == "ping") {
-      done(OkResponse({{"version", TAPMAP_VERSION}, {"pid", static_cast<int64_t>(::getpid())}}));
-    } else if (op == "stats") {
-      if (!handlers.stats) {
-        done(ErrorResponse(Status::NotSupported("statistics are not available")));
-        return;
-      }
-      Result<json> stats = handlers.stats();
-      done(stats.ok() ? OkResponse({{"stats", *stats}}) : ErrorResponse(stats.status()));
-    } else if (op == "nbd-list") {
-      json exports = handlers.nbd_exports ? handlers.nbd_exports() : json::array();
-      done(OkResponse({{"exports", exports}}));
-    } else if (op == "nbd-listen" || op == "nbd-unlisten") {
-      auto handler_missing = op == "nbd-listen" ? !handlers.nbd_listen : !handlers.nbd_unlisten;
-      if (handler_missing) {
-        done(ErrorResponse(Status::NotSupported(op + " is not available in this daemon")));
-        return;
-      }
-      auto address = request.find("address");
-      if (address == request.end() || !address->is_string() || address->get<std::string>().empty()) {
-        done(ErrorResponse(Status::InvalidArgument(op + ": \"address\" must be a non-empty string")));
-        return;
-      }
-      Status s;
-      if (op == "nbd-listen") {
-        auto volume = request.find("export");
-        if (volume == request.end() || !volume->is_string() || volume->get<std::string>().empty()) {
-          done(ErrorResponse(Status::InvalidArgument("nbd-listen: \"export\" must be a volume name")));
-          return;
-        }
-        s = handlers.nbd_listen(address->get<std::string>(), volume->get<std::string>());
-      } else {
-        s = handlers.nbd_unlisten(address->get<std::string>());
-      }
-      done(s.ok() ? OkResponse(json::object()) : ErrorResponse(s));
-    } else if (op.starts_with("vbd-") &&
-               (op == "vbd-list" || op == "vbd-attach" || op == "vbd-detach" || op == "vbd-pause" ||
-                op == "vbd-resume")) {
-      if (!handlers.vbd) {
-        done(ErrorResponse(Status::NotSupported(
-            op + ": Xen block serving is not enabled in this tapdisk-map (no blkif back end)")));
-        return;
-      }
-      handlers.vbd(op, request, [done](Result<json> result) {
-        done(result.ok() ? OkResponse(std::move(*result)) : ErrorResponse(result.status()));
-      });
-    } else {
-      done(ErrorResponse(Status::InvalidArgument("unknown op '" + op + "'")));
-    }
+    verb->handle(VerbCall{op, request, handlers}, [done](Result<json> result) {
+      done(result.ok() ? OkResponse(std::move(*result)) : ErrorResponse(result.status()));
+    });
   } catch (const std::exception& e) {
     // A handler choked on the request's JSON (wrong types): the caller's error.
     done(ErrorResponse(Status::InvalidArgument(op + ": " + e.what())));

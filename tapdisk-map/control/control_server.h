@@ -2,8 +2,10 @@
 // socket, exactly as specified in PROTOCOL.md next to this file (that document is the
 // contract with the `tapmap` CLI and the hotplug script).
 //
-// The server parses and answers requests; what the operations do is supplied by the
-// daemon as ControlHandlers, so this file knows nothing of the engine or Xen.
+// The server frames, parses and answers requests; which op does what is the verb
+// table (verb_table.h, one file per verb family), and what the verbs need from the
+// daemon is supplied as ControlHandlers (control_handlers.h), so this file knows
+// nothing of the engine or Xen.
 //
 // Threading: Listen/Stop from any thread; connections run on `io` (one strand each).
 // Handlers are called on a connection's strand and may complete on any thread.
@@ -24,27 +26,9 @@
 
 #include "common/logging.h"
 #include "common/status.h"
+#include "tapdisk-map/control/control_handlers.h"
 
 namespace tapmap::control {
-
-// Replies to an asynchronous operation: the result object (merged into the
-// `{"ok": true, ...}` response) or the error.
-using JsonReply = std::function<void(Result<nlohmann::json>)>;
-
-struct ControlHandlers {
-  // `stats`: the engine's counters (PROTOCOL.md `Stats`). Null: not-supported.
-  std::function<Result<nlohmann::json>()> stats;
-  // `nbd-list`: the array of {"address", "volumes_open", ...}. Null: empty list.
-  std::function<nlohmann::json()> nbd_exports;
-  // `nbd-listen` (address, export) / `nbd-unlisten` (address): add or remove an NBD
-  // listener serving one volume as its default export. Null: not-supported.
-  std::function<Status(const std::string& address, const std::string& volume)> nbd_listen;
-  std::function<Status(const std::string& address)> nbd_unlisten;
-  // vbd-list / vbd-attach / vbd-detach / vbd-pause / vbd-resume: called with the op
-  // name and the whole request; must call `reply` exactly once. Null: every vbd-* op
-  // answers not-supported (Xen serving is not enabled in this daemon).
-  std::function<void(const std::string& op, const nlohmann::json& request, JsonReply reply)> vbd;
-};
 
 // Longest request line accepted (PROTOCOL.md: 64 KiB).
 inline constexpr size_t kMaxControlLineBytes = 64 * 1024;

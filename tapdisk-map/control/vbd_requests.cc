@@ -62,68 +62,83 @@ json VbdToJson(const blkif::VbdInfo& info) {
               {"queues", std::move(queues)}};
 }
 
-std::function<void(const std::string&, const json&, JsonReply)> MakeVbdHandler(blkif::BackendManager& manager) {
-  return [&manager](const std::string& op, const json& request, JsonReply reply) {
-    if (op == "vbd-list") {
-      manager.List([reply](std::vector<blkif::VbdInfo> vbds) {
-        json list = json::array();
-        for (const auto& vbd : vbds) list.push_back(VbdToJson(vbd));
-        reply(json{{"vbds", list}});
-      });
+namespace {
+
+// vbd-attach: the key, then volume, mode and sector_size.
+void Attach(blkif::BackendManager& manager, const json& request, JsonReply reply) {
+  Result<blkif::VbdKey> key = ParseVbdKey(request);
+  if (!key.ok()) {
+    reply(key.status());
+    return;
+  }
+  blkif::AttachSpec spec;
+  spec.key = *key;
+  auto volume = request.find("volume");
+  if (volume == request.end() || !volume->is_string() || volume->get<std::string>().empty()) {
+    reply(Status::InvalidArgument("\"volume\" must be a non-empty string"));
+    return;
+  }
+  spec.volume = volume->get<std::string>();
+  std::string mode = request.value("mode", std::string("w"));
+  if (mode != "r" && mode != "w") {
+    reply(Status::InvalidArgument("\"mode\" must be \"r\" or \"w\""));
+    return;
+  }
+  spec.read_only = mode == "r";
+  if (request.contains("sector_size")) {
+    auto sector = UintField(request, "sector_size", 4096);
+    if (!sector.ok() || (*sector != 512 && *sector != 4096)) {
+      reply(Status::InvalidArgument("\"sector_size\" must be 512 or 4096"));
       return;
     }
+    spec.sector_size = static_cast<uint32_t>(*sector);
+  }
+  manager.Attach(spec, [reply](Result<blkif::VbdInfo> info) {
+    if (info.ok()) {
+      reply(json{{"vbd", VbdToJson(*info)}});
+    } else {
+      reply(info.status());
+    }
+  });
+}
+
+// vbd-detach / vbd-pause / vbd-resume: `method` on the request's key, answering {} or
+// the error.
+using KeyedMethod = void (blkif::BackendManager::*)(blkif::VbdKey, std::function<void(Status)>);
+
+VbdHook KeyedHook(blkif::BackendManager& manager, KeyedMethod method) {
+  return [&manager, method](const json& request, JsonReply reply) {
     Result<blkif::VbdKey> key = ParseVbdKey(request);
     if (!key.ok()) {
       reply(key.status());
       return;
     }
-    auto status_reply = [reply](Status s) {
+    (manager.*method)(*key, [reply](Status s) {
       if (s.ok()) {
         reply(json::object());
       } else {
         reply(s);
       }
-    };
-    if (op == "vbd-attach") {
-      blkif::AttachSpec spec;
-      spec.key = *key;
-      auto volume = request.find("volume");
-      if (volume == request.end() || !volume->is_string() || volume->get<std::string>().empty()) {
-        reply(Status::InvalidArgument("\"volume\" must be a non-empty string"));
-        return;
-      }
-      spec.volume = volume->get<std::string>();
-      std::string mode = request.value("mode", std::string("w"));
-      if (mode != "r" && mode != "w") {
-        reply(Status::InvalidArgument("\"mode\" must be \"r\" or \"w\""));
-        return;
-      }
-      spec.read_only = mode == "r";
-      if (request.contains("sector_size")) {
-        auto sector = UintField(request, "sector_size", 4096);
-        if (!sector.ok() || (*sector != 512 && *sector != 4096)) {
-          reply(Status::InvalidArgument("\"sector_size\" must be 512 or 4096"));
-          return;
-        }
-        spec.sector_size = static_cast<uint32_t>(*sector);
-      }
-      manager.Attach(spec, [reply](Result<blkif::VbdInfo> info) {
-        if (info.ok()) {
-          reply(json{{"vbd", VbdToJson(*info)}});
-        } else {
-          reply(info.status());
-        }
-      });
-    } else if (op == "vbd-detach") {
-      manager.Detach(*key, status_reply);
-    } else if (op == "vbd-pause") {
-      manager.Pause(*key, status_reply);
-    } else if (op == "vbd-resume") {
-      manager.Resume(*key, status_reply);
-    } else {
-      reply(Status::InvalidArgument("unknown op '" + op + "'"));
-    }
+    });
   };
+}
+
+}  // namespace
+
+VbdHandlers MakeVbdHandlers(blkif::BackendManager& manager) {
+  VbdHandlers hooks;
+  hooks.list = [&manager](const json&, JsonReply reply) {
+    manager.List([reply](std::vector<blkif::VbdInfo> vbds) {
+      json list = json::array();
+      for (const auto& vbd : vbds) list.push_back(VbdToJson(vbd));
+      reply(json{{"vbds", list}});
+    });
+  };
+  hooks.attach = [&manager](const json& request, JsonReply reply) { Attach(manager, request, std::move(reply)); };
+  hooks.detach = KeyedHook(manager, &blkif::BackendManager::Detach);
+  hooks.pause = KeyedHook(manager, &blkif::BackendManager::Pause);
+  hooks.resume = KeyedHook(manager, &blkif::BackendManager::Resume);
+  return hooks;
 }
 
 }  // namespace tapmap::control

@@ -1,17 +1,18 @@
-// vbd_requests: the control socket's vbd-* operations (PROTOCOL.md) carried out by the
-// blkif BackendManager — request JSON to AttachSpec/VbdKey, VbdInfo to JSON.
+// vbd_requests: the hooks of the control socket's vbd-* verbs (vbd_verbs.cc,
+// PROTOCOL.md) carried out by the blkif BackendManager — request JSON to
+// AttachSpec/VbdKey, VbdInfo to JSON. A library of its own (tapmap_control_vbd) so that
+// the control socket builds without the blkif back end.
 #pragma once
 
 #include <nlohmann/json.hpp>
 
 #include "tapdisk-map/blkif/backend_manager.h"
-#include "tapdisk-map/control/control_server.h"
+#include "tapdisk-map/control/control_handlers.h"
 
 namespace tapmap::control {
 
-// A ControlHandlers::vbd handler calling `manager`, which must outlive it.
-std::function<void(const std::string& op, const nlohmann::json& request, JsonReply reply)> MakeVbdHandler(
-    blkif::BackendManager& manager);
+// The ControlHandlers::vbd hooks, calling `manager`, which must outlive them.
+VbdHandlers MakeVbdHandlers(blkif::BackendManager& manager);
 
 // The PROTOCOL.md `Vbd` object.
 nlohmann::json VbdToJson(const blkif::VbdInfo& info);

@@ -7,11 +7,13 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <thread>
 
 #include "common/unique_fd.h"
 #include "tapdisk-map/control/control_server.h"
 #include "tapdisk-map/control/metrics_server.h"
+#include "tapdisk-map/control/verb_table.h"
 #include "tests/support/child_process.h"
 
 namespace tapmap::control {
@@ -114,15 +116,18 @@ TEST_CASE("control socket: vbd ops are delegated with the whole request, replies
   std::string seen_op;
   json seen_request;
   std::vector<std::thread> repliers;  // replies come from other threads, as from the manager
-  handlers.vbd = [&](const std::string& op, const json& request, JsonReply reply) {
-    seen_op = op;
-    seen_request = request;
-    if (request.value("volume", "") == "missing") {
-      repliers.emplace_back([reply] { reply(Status::NotFound("volume 'missing' does not exist")); });
-      return;
-    }
-    repliers.emplace_back([reply] { reply(json{{"vbd", {{"domid", 3}}}}); });
+  auto hook = [&](std::string op) {
+    return [&, op](const json& request, JsonReply reply) {
+      seen_op = op;
+      seen_request = request;
+      if (request.value("volume", "") == "missing") {
+        repliers.emplace_back([reply] { reply(Status::NotFound("volume 'missing' does not exist")); });
+        return;
+      }
+      repliers.emplace_back([reply] { reply(json{{"vbd", {{"domid", 3}}}}); });
+    };
   };
+  handlers.vbd = {hook("vbd-list"), hook("vbd-attach"), hook("vbd-detach"), hook("vbd-pause"), hook("vbd-resume")};
   ControlServer server(t.io, handlers, Logger("control-test", LogLevel::kError));
   std::string path = dir / "ctl.sock";
   REQUIRE(server.Listen(path).ok());
@@ -140,6 +145,31 @@ TEST_CASE("control socket: vbd ops are delegated with the whole request, replies
   CHECK(r["error"]["message"] == "volume 'missing' does not exist");
   server.Stop();
   for (auto& thread : repliers) thread.join();
+}
+
+TEST_CASE("control verbs: the verb table and PROTOCOL.md list the same ops, each once, with a contract") {
+  std::ifstream doc(TAPMAP_SOURCE_DIR "/tapdisk-map/control/PROTOCOL.md");
+  REQUIRE(doc.good());
+  std::vector<std::string> documented;  // the first column of the "## Operations" table
+  bool in_operations = false;
+  for (std::string line; std::getline(doc, line);) {
+    if (line.starts_with("## ")) in_operations = line == "## Operations";
+    if (in_operations && line.starts_with("| `")) {
+      size_t end = line.find('`', 3);
+      REQUIRE(end != std::string::npos);
+      documented.push_back(line.substr(3, end - 3));
+    }
+  }
+  std::vector<std::string> table;
+  for (const Verb* verb : AllVerbs()) {
+    table.emplace_back(verb->name);
+    CHECK(FindVerb(verb->name) == verb);
+    CHECK(!verb->arguments.empty());
+    CHECK(!verb->result.empty());
+    CHECK(verb->handle != nullptr);
+  }
+  CHECK(table == documented);
+  CHECK(FindVerb("frobnicate") == nullptr);
 }
 
 TEST_CASE("metrics endpoint serves GET /metrics and nothing else") {
