@@ -44,27 +44,7 @@ asio::awaitable<Status> SendReply(Stream& stream, uint32_t option, uint32_t type
 
 asio::awaitable<Status> SendError(Stream& stream, uint32_t option, uint32_t type,
                                   std::string_view message) {
-  if (message.size() > kMaxStringLength) message = message.substr(0, kMaxStringLength);
-  co_return co_await SendReply(
-      stream, option, type,
-      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(message.data()), message.size()));
-}
-
-// True if `name` is an acceptable NBD string (length already bounded by the caller).
-bool ValidString(std::string_view name) {
-  return name.size() <= kMaxStringLength && name.find('\0') == std::string_view::npos;
-}
-
-uint32_t OptionErrorFor(const Status& status) {
-  switch (status.code()) {
-    case StatusCode::kNotFound: return kRepErrUnknown;
-    case StatusCode::kInvalidArgument: return kRepErrInvalid;
-    case StatusCode::kBusy:
-    case StatusCode::kPermissionDenied:
-    case StatusCode::kReadOnly: return kRepErrPolicy;
-    case StatusCode::kAborted: return kRepErrShutdown;
-    default: return kRepErrPlatform;
-  }
+  co_return co_await SendReply(stream, option, type, EncodeOptionErrorMessage(message));
 }
 
 asio::awaitable<Result<Device>> OpenExport(ExportCatalog& catalog, const std::string& name) {
@@ -85,49 +65,21 @@ void LogRefusal(const HandshakeOptions& options, const Logger& log, uint32_t opt
   refusals.Refused(log, OptionName(option), name, status);
 }
 
-// NBD_OPT_INFO / NBD_OPT_GO payload: u32 name length, name, u16 count, count x u16.
-struct InfoRequest {
-  std::string name;
-  std::vector<uint16_t> items;
-};
-bool ParseInfoRequest(std::span<const uint8_t> data, InfoRequest* out) {
-  if (data.size() < 6) return false;
-  uint32_t name_length = GetBe32(data.data());
-  if (name_length > data.size() - 6 || name_length > kMaxStringLength) return false;
-  out->name.assign(reinterpret_cast<const char*>(data.data() + 4), name_length);
-  size_t at = 4 + name_length;
-  uint16_t count = GetBe16(data.data() + at);
-  at += 2;
-  if (data.size() - at != size_t{count} * 2) return false;
-  for (uint16_t i = 0; i < count; ++i, at += 2) out->items.push_back(GetBe16(data.data() + at));
-  return ValidString(out->name);
-}
-
 asio::awaitable<Status> SendInfoReplies(Stream& stream, uint32_t option, const InfoRequest& request,
                                         const ExportInfo& info, uint16_t flags,
                                         const HandshakeOptions& options) {
-  std::array<uint8_t, 12> export_info{};
-  PutBe16(export_info.data(), kInfoExport);
-  PutBe64(export_info.data() + 2, info.size_bytes);
-  PutBe16(export_info.data() + 10, flags);
-  TAPMAP_CO_RETURN_IF_ERROR(co_await SendReply(stream, option, kRepInfo, export_info));
+  TAPMAP_CO_RETURN_IF_ERROR(
+      co_await SendReply(stream, option, kRepInfo, EncodeInfoExport({info.size_bytes, flags})));
 
   // Block sizes are always sent: requests must be multiples of 512 bytes.
   uint32_t preferred = std::max<uint32_t>(info.block_size, kSectorSize);
   uint32_t maximum = std::max(options.max_request_bytes, preferred);
-  std::array<uint8_t, 14> block_info{};
-  PutBe16(block_info.data(), kInfoBlockSize);
-  PutBe32(block_info.data() + 2, kSectorSize);
-  PutBe32(block_info.data() + 6, preferred);
-  PutBe32(block_info.data() + 10, maximum);
-  TAPMAP_CO_RETURN_IF_ERROR(co_await SendReply(stream, option, kRepInfo, block_info));
+  TAPMAP_CO_RETURN_IF_ERROR(co_await SendReply(stream, option, kRepInfo,
+                                               EncodeInfoBlockSize({kSectorSize, preferred, maximum})));
 
   for (uint16_t item : request.items) {
     if (item != kInfoName) continue;  // description: none; others unknown: ignored
-    std::vector<uint8_t> name_info(2 + request.name.size());
-    PutBe16(name_info.data(), kInfoName);
-    std::copy(request.name.begin(), request.name.end(), name_info.begin() + 2);
-    TAPMAP_CO_RETURN_IF_ERROR(co_await SendReply(stream, option, kRepInfo, name_info));
+    TAPMAP_CO_RETURN_IF_ERROR(co_await SendReply(stream, option, kRepInfo, EncodeInfoName(request.name)));
     break;
   }
   co_return co_await SendReply(stream, option, kRepAck);
@@ -153,9 +105,9 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
   auto greeting = EncodeGreeting(kFlagFixedNewstyle | kFlagNoZeroes);
   TAPMAP_CO_RETURN_IF_ERROR(co_await WriteAll(stream, greeting));
 
-  std::array<uint8_t, 4> client_flags_bytes{};
+  std::array<uint8_t, kClientFlagsSize> client_flags_bytes{};
   TAPMAP_CO_RETURN_IF_ERROR(co_await ReadExact(stream, client_flags_bytes, "client flags"));
-  uint32_t client_flags = GetBe32(client_flags_bytes.data());
+  uint32_t client_flags = DecodeClientFlags(client_flags_bytes);
   if (client_flags & ~kKnownClientFlags) {
     co_return Status::InvalidArgument("unknown client flags " + std::to_string(client_flags));
   }
@@ -188,8 +140,9 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
 
     switch (static_cast<Option>(option)) {
       case Option::kExportName: {
-        std::string name(data.begin(), data.end());
-        if (!ValidString(name)) co_return Status::InvalidArgument("bad export name");
+        Result<std::string> decoded = DecodeExportNameOption(data);
+        if (!decoded.ok()) co_return Status::InvalidArgument("bad export name");
+        const std::string& name = *decoded;
         Result<Device> device = co_await OpenExport(catalog, name);
         if (!device.ok()) {
           LogRefusal(options, log, option, name, device.status());
@@ -197,10 +150,8 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
         }
         // EXPORT_NAME clients get simple replies only.
         uint16_t flags = TransmissionFlagsFor(**device, false);
-        std::vector<uint8_t> reply(kExportNameReplySize + (no_zeroes ? 0 : kExportNameReplyPadding), 0);
-        PutBe64(reply.data(), (*device)->size_bytes());
-        PutBe16(reply.data() + 8, flags);
-        TAPMAP_CO_RETURN_IF_ERROR(co_await WriteAll(stream, reply));
+        TAPMAP_CO_RETURN_IF_ERROR(
+            co_await WriteAll(stream, EncodeExportNameReply({(*device)->size_bytes(), flags}, !no_zeroes)));
         co_return NegotiatedExport{name, std::move(*device), false, flags};
       }
       case Option::kAbort:
@@ -218,11 +169,8 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
           break;
         }
         for (const std::string& name : *names) {
-          if (!ValidString(name)) continue;
-          std::vector<uint8_t> entry(4 + name.size());
-          PutBe32(entry.data(), static_cast<uint32_t>(name.size()));
-          std::copy(name.begin(), name.end(), entry.begin() + 4);
-          TAPMAP_CO_RETURN_IF_ERROR(co_await SendReply(stream, option, kRepServer, entry));
+          if (!IsValidString(name)) continue;
+          TAPMAP_CO_RETURN_IF_ERROR(co_await SendReply(stream, option, kRepServer, EncodeServerReply(name)));
         }
         TAPMAP_CO_RETURN_IF_ERROR(co_await SendReply(stream, option, kRepAck));
         break;
@@ -240,17 +188,19 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
         break;
       case Option::kInfo:
       case Option::kGo: {
-        InfoRequest request;
-        if (!ParseInfoRequest(data, &request)) {
+        Result<InfoRequest> decoded = DecodeInfoRequest(data);
+        if (!decoded.ok()) {
+          log.Debugf("%s", decoded.status().ToString().c_str());
           TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, kRepErrInvalid, "malformed request"));
           break;
         }
+        const InfoRequest& request = *decoded;
         if (option == static_cast<uint32_t>(Option::kInfo)) {
           // Only asks: described without opening, so no lease is taken or left behind.
           Result<ExportInfo> info = co_await DescribeExport(catalog, request.name);
           if (!info.ok()) {
             LogRefusal(options, log, option, request.name, info.status());
-            TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, OptionErrorFor(info.status()),
+            TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, OptionErrorFromStatus(info.status()),
                                                       info.status().ToString()));
             break;
           }
@@ -261,7 +211,7 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
         Result<Device> device = co_await OpenExport(catalog, request.name);
         if (!device.ok()) {
           LogRefusal(options, log, option, request.name, device.status());
-          TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, OptionErrorFor(device.status()),
+          TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, OptionErrorFromStatus(device.status()),
                                                     device.status().ToString()));
           break;
         }

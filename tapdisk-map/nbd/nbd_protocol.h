@@ -1,12 +1,17 @@
 // The NBD wire format as tapdisk-map speaks it: every magic number, flag, option,
-// command, reply type and error value, and the fixed-size messages with their
-// encoders/decoders. This is the ONE place the format is defined; the handshake
-// (handshake.h) and the transmission phase (transmission.h) both use it. The format is
-// described in prose in doc/nbd_wire.md.
+// command, reply type and error value, and every message and payload layout with its
+// encoder and decoder. This is the ONE place the format is defined: no other file puts
+// a field at an offset. The handshake (handshake.h) and the transmission phase
+// (transmission.h) build and parse every byte they exchange through these functions;
+// PutBe*/GetBe* serve nbd_protocol.cc and tests that check byte positions
+// independently of the codec. The format is described in prose in doc/nbd_wire.md,
+// which follows the NBD protocol specification (nbd/doc/proto.md upstream).
 //
-// All integers travel in network byte order (big-endian). Decoders take exactly the
-// message's size in bytes and never read beyond it; they do not validate semantics
-// (that is the callers' job at the trust boundary).
+// All integers travel in network byte order (big-endian). Decoders of fixed-size
+// messages take exactly the message's size in bytes; decoders of variable-length
+// payloads check every length against the bytes given. None reads beyond its input.
+// Decoders check the layout only (lengths, strings), not semantics such as magic
+// numbers or flag bits: that is the callers' job at the trust boundary.
 #pragma once
 
 #include <array>
@@ -14,6 +19,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/status.h"
 
@@ -154,11 +160,34 @@ inline constexpr uint32_t kErrNotSup = 95;
 inline constexpr uint32_t kErrShutdown = 108;
 
 // ---------------------------------------------------------------------------------------
-// Fixed-size messages
+// Handshake messages
+//
+// Every message of the negotiation phase, in the order doc/nbd_wire.md ("Phase 1")
+// describes them. Fixed-size messages are encoded into arrays and decoded from spans of
+// exactly their size. Variable-length payloads are decoded from whatever the peer sent:
+// the decoder checks every length against the bytes present and returns
+// kInvalidArgument naming the bad value instead of reading past the end.
+
+// Strings (export names, messages) carry no terminator and are at most
+// kMaxStringLength bytes. A valid one also contains no NUL byte.
+bool IsValidString(std::string_view s);
+// `s` cut to kMaxStringLength bytes (error messages are truncated, not refused).
+std::string_view ClampString(std::string_view s);
 
 // Server greeting: NBDMAGIC, IHAVEOPT, 16-bit handshake flags.
 inline constexpr size_t kGreetingSize = 18;
+struct Greeting {
+  uint64_t init_magic = 0;    // kInitMagic
+  uint64_t option_magic = 0;  // kOptionMagic
+  uint16_t handshake_flags = 0;
+};
 std::array<uint8_t, kGreetingSize> EncodeGreeting(uint16_t handshake_flags);
+Greeting DecodeGreeting(std::span<const uint8_t, kGreetingSize> bytes);
+
+// Client flags (the client's answer to the greeting): a 32-bit flag word.
+inline constexpr size_t kClientFlagsSize = 4;
+std::array<uint8_t, kClientFlagsSize> EncodeClientFlags(uint32_t client_flags);
+uint32_t DecodeClientFlags(std::span<const uint8_t, kClientFlagsSize> bytes);
 
 // Client option header: IHAVEOPT, u32 option, u32 data length (data follows).
 inline constexpr size_t kOptionHeaderSize = 16;
@@ -170,15 +199,79 @@ struct OptionHeader {
 OptionHeader DecodeOptionHeader(std::span<const uint8_t, kOptionHeaderSize> bytes);
 std::array<uint8_t, kOptionHeaderSize> EncodeOptionHeader(const OptionHeader& header);
 
+// NBD_OPT_EXPORT_NAME data: the export name, all of it (no length field).
+// Decoding fails unless it is a valid string.
+std::vector<uint8_t> EncodeExportNameOption(std::string_view name);
+Result<std::string> DecodeExportNameOption(std::span<const uint8_t> data);
+
+// NBD_OPT_INFO / NBD_OPT_GO data: u32 name length, name, u16 count of information
+// requests, count x u16 information type. Decoding fails unless the lengths add up to
+// exactly data.size() and the name is a valid string.
+struct InfoRequest {
+  std::string name;
+  std::vector<uint16_t> items;  // kInfo* values the client asks for (may be unknown)
+};
+std::vector<uint8_t> EncodeInfoRequest(const InfoRequest& request);
+Result<InfoRequest> DecodeInfoRequest(std::span<const uint8_t> data);
+
 // Server option reply header: magic, u32 option, u32 reply type, u32 data length.
 inline constexpr size_t kOptionReplyHeaderSize = 20;
+struct OptionReplyHeader {
+  uint64_t magic = 0;  // kOptionReplyMagic
+  uint32_t option = 0;
+  uint32_t type = 0;  // kRep*
+  uint32_t length = 0;
+};
 std::array<uint8_t, kOptionReplyHeaderSize> EncodeOptionReplyHeader(uint32_t option, uint32_t type,
                                                                     uint32_t length);
+OptionReplyHeader DecodeOptionReplyHeader(std::span<const uint8_t, kOptionReplyHeaderSize> bytes);
+
+// Data of an error reply (kRep* with kRepErrorBit): a human-readable message, clamped
+// to kMaxStringLength bytes when encoded. Decoding fails for a longer one.
+std::vector<uint8_t> EncodeOptionErrorMessage(std::string_view message);
+Result<std::string> DecodeOptionErrorMessage(std::span<const uint8_t> data);
+
+// NBD_REP_SERVER data (one per export, answering NBD_OPT_LIST): u32 name length, name.
+// The protocol lets a server append free-form details after the name; we send none and
+// the decoder ignores them. `name` must be a valid string.
+std::vector<uint8_t> EncodeServerReply(std::string_view name);
+Result<std::string> DecodeServerReply(std::span<const uint8_t> data);
+
+// NBD_REP_INFO data: u16 information type (kInfo*), then per type:
+//   kInfoExport:    u64 size in bytes, u16 transmission flags (12 bytes in all);
+//   kInfoName:      the export name, to the end of the data (no length field);
+//   kInfoBlockSize: u32 minimum, u32 preferred, u32 maximum block size (14 bytes).
+// Each Decode* fails unless the data has that type and that exact size.
+inline constexpr size_t kInfoExportSize = 12;
+inline constexpr size_t kInfoBlockSizeSize = 14;
+struct InfoExport {
+  uint64_t size_bytes = 0;
+  uint16_t transmission_flags = 0;
+};
+struct InfoBlockSize {
+  uint32_t minimum = 0;
+  uint32_t preferred = 0;
+  uint32_t maximum = 0;
+};
+std::array<uint8_t, kInfoExportSize> EncodeInfoExport(const InfoExport& info);
+std::array<uint8_t, kInfoBlockSizeSize> EncodeInfoBlockSize(const InfoBlockSize& info);
+// `name` must be a valid string.
+std::vector<uint8_t> EncodeInfoName(std::string_view name);
+// The information type of any NBD_REP_INFO data (fails if shorter than 2 bytes).
+Result<uint16_t> DecodeInfoType(std::span<const uint8_t> data);
+Result<InfoExport> DecodeInfoExport(std::span<const uint8_t> data);
+Result<InfoBlockSize> DecodeInfoBlockSize(std::span<const uint8_t> data);
+Result<std::string> DecodeInfoName(std::span<const uint8_t> data);
 
 // Reply to NBD_OPT_EXPORT_NAME: u64 size, u16 transmission flags, then 124 zero bytes
-// unless both sides agreed on NO_ZEROES.
+// unless both sides agreed on NO_ZEROES (`padded` false).
 inline constexpr size_t kExportNameReplySize = 10;
 inline constexpr size_t kExportNameReplyPadding = 124;
+std::vector<uint8_t> EncodeExportNameReply(const InfoExport& info, bool padded);
+InfoExport DecodeExportNameReply(std::span<const uint8_t, kExportNameReplySize> bytes);
+
+// ---------------------------------------------------------------------------------------
+// Transmission messages
 
 // Request: magic, u16 command flags, u16 type, u64 handle, u64 offset, u32 length.
 inline constexpr size_t kRequestSize = 28;
@@ -195,20 +288,65 @@ std::array<uint8_t, kRequestSize> EncodeRequest(const Request& request);
 
 // Simple reply: magic, u32 error, u64 handle (read data follows on success).
 inline constexpr size_t kSimpleReplySize = 16;
+struct SimpleReply {
+  uint32_t magic = 0;  // kSimpleReplyMagic
+  uint32_t error = 0;  // kErr*, 0 = success
+  uint64_t handle = 0;
+};
 std::array<uint8_t, kSimpleReplySize> EncodeSimpleReply(uint32_t error, uint64_t handle);
+SimpleReply DecodeSimpleReply(std::span<const uint8_t, kSimpleReplySize> bytes);
 
 // Structured reply chunk header: magic, u16 flags, u16 type, u64 handle, u32 length.
 inline constexpr size_t kStructuredReplyHeaderSize = 20;
+struct StructuredReplyHeader {
+  uint32_t magic = 0;  // kStructuredReplyMagic
+  uint16_t flags = 0;  // kReplyFlag*
+  uint16_t type = 0;   // kReplyType*
+  uint64_t handle = 0;
+  uint32_t length = 0;  // of the chunk's payload
+};
 std::array<uint8_t, kStructuredReplyHeaderSize> EncodeStructuredReplyHeader(uint16_t flags,
                                                                             uint16_t type,
                                                                             uint64_t handle,
                                                                             uint32_t length);
+StructuredReplyHeader DecodeStructuredReplyHeader(
+    std::span<const uint8_t, kStructuredReplyHeaderSize> bytes);
+
+// NBD_REPLY_TYPE_OFFSET_DATA chunk: header, then the payload u64 offset followed by the
+// data. EncodeOffsetDataChunkHead encodes all but the data (`data_length` bytes, sent
+// after it; at most UINT32_MAX - 8). DecodeOffsetData splits a chunk's payload (fails
+// if shorter than 8 bytes); `data` views `payload`.
+inline constexpr size_t kOffsetDataChunkHeadSize = kStructuredReplyHeaderSize + 8;
+struct OffsetData {
+  uint64_t offset = 0;
+  std::span<const uint8_t> data;
+};
+std::array<uint8_t, kOffsetDataChunkHeadSize> EncodeOffsetDataChunkHead(uint16_t flags,
+                                                                        uint64_t handle,
+                                                                        uint64_t offset,
+                                                                        uint32_t data_length);
+Result<OffsetData> DecodeOffsetData(std::span<const uint8_t> payload);
+
+// NBD_REPLY_TYPE_ERROR chunk: header, then the payload u32 error, u16 message length,
+// message. EncodeErrorChunk encodes header and payload, `message` clamped to
+// kMaxStringLength bytes. DecodeErrorChunk decodes a payload (fails unless the message
+// length matches the payload's size).
+struct ErrorChunk {
+  uint32_t error = 0;  // kErr*
+  std::string message;
+};
+std::vector<uint8_t> EncodeErrorChunk(uint16_t flags, uint64_t handle, uint32_t error,
+                                      std::string_view message);
+Result<ErrorChunk> DecodeErrorChunk(std::span<const uint8_t> payload);
 
 // ---------------------------------------------------------------------------------------
 // Mapping
 
 // The NBD error value that best describes `status` (EINVAL, EPERM, ENOSPC, EIO...).
 uint32_t ErrorFromStatus(const Status& status);
+// The option error reply (kRepErr*) that best describes why an export could not be
+// described or opened: unknown, invalid, policy (busy, not allowed), shutdown, platform.
+uint32_t OptionErrorFromStatus(const Status& status);
 // Short names for logs ("READ", "NBD_OPT_GO"); "unknown(N)" for anything else.
 std::string CommandName(uint16_t type);
 std::string OptionName(uint32_t option);

@@ -328,21 +328,12 @@ void Transmission::QueueReply(const Request& r, uint32_t error, std::unique_ptr<
   OutgoingReply reply;
   const bool is_read = r.type == static_cast<uint16_t>(Command::kRead);
   if (structured_ && is_read) {
+    // One chunk per read, always the last one.
     if (error == 0) {
-      reply.head.resize(kStructuredReplyHeaderSize + 8);
-      auto header = EncodeStructuredReplyHeader(kReplyFlagDone, kReplyTypeOffsetData, r.handle, 8 + r.length);
-      std::memcpy(reply.head.data(), header.data(), header.size());
-      PutBe64(reply.head.data() + kStructuredReplyHeaderSize, r.offset);
+      auto head = EncodeOffsetDataChunkHead(kReplyFlagDone, r.handle, r.offset, r.length);
+      reply.head.assign(head.begin(), head.end());
     } else {
-      if (message.size() > kMaxStringLength) message = message.substr(0, kMaxStringLength);
-      uint32_t payload = 6 + static_cast<uint32_t>(message.size());
-      reply.head.resize(kStructuredReplyHeaderSize + payload);
-      auto header = EncodeStructuredReplyHeader(kReplyFlagDone, kReplyTypeError, r.handle, payload);
-      std::memcpy(reply.head.data(), header.data(), header.size());
-      uint8_t* p = reply.head.data() + kStructuredReplyHeaderSize;
-      PutBe32(p, error);
-      PutBe16(p + 4, static_cast<uint16_t>(message.size()));
-      std::memcpy(p + 6, message.data(), message.size());
+      reply.head = EncodeErrorChunk(kReplyFlagDone, r.handle, error, message);
     }
   } else {
     auto header = EncodeSimpleReply(error, r.handle);

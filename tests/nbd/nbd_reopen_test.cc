@@ -67,9 +67,9 @@ uint32_t ReadReplies(NbdTestClient& c, uint64_t* size = nullptr, uint16_t* flags
     auto r = c.ReadOptionReply();
     REQUIRE(r);
     if (r->type != kRepInfo) return r->type;
-    if (r->data.size() == 12 && GetBe16(r->data.data()) == kInfoExport) {
-      if (size) *size = GetBe64(r->data.data() + 2);
-      if (flags) *flags = GetBe16(r->data.data() + 10);
+    if (Result<InfoExport> info = DecodeInfoExport(r->data); info.ok()) {
+      if (size) *size = info->size_bytes;
+      if (flags) *flags = info->transmission_flags;
     }
   }
 }

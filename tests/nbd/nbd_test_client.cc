@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include <array>
 #include <cerrno>
 #include <stdexcept>
 
@@ -48,17 +49,17 @@ bool NbdTestClient::PeerClosed() {
 }
 
 bool NbdTestClient::ReadGreeting(uint16_t* flags) {
-  uint8_t greeting[kGreetingSize];
-  if (!ReadExact(greeting, sizeof(greeting))) return false;
-  if (GetBe64(greeting) != kInitMagic || GetBe64(greeting + 8) != kOptionMagic) return false;
-  *flags = GetBe16(greeting + 16);
+  std::array<uint8_t, kGreetingSize> bytes;
+  if (!ReadExact(bytes.data(), bytes.size())) return false;
+  Greeting greeting = DecodeGreeting(bytes);
+  if (greeting.init_magic != kInitMagic || greeting.option_magic != kOptionMagic) return false;
+  *flags = greeting.handshake_flags;
   return true;
 }
 
 void NbdTestClient::SendClientFlags(uint32_t flags) {
-  uint8_t bytes[4];
-  PutBe32(bytes, flags);
-  WriteRaw(bytes, 4);
+  auto bytes = EncodeClientFlags(flags);
+  WriteRaw(bytes.data(), bytes.size());
 }
 
 void NbdTestClient::SendOption(uint32_t option, const std::vector<uint8_t>& data) {
@@ -68,24 +69,20 @@ void NbdTestClient::SendOption(uint32_t option, const std::vector<uint8_t>& data
 }
 
 std::optional<NbdTestClient::OptionReply> NbdTestClient::ReadOptionReply() {
-  uint8_t header[kOptionReplyHeaderSize];
-  if (!ReadExact(header, sizeof(header))) return std::nullopt;
-  if (GetBe64(header) != kOptionReplyMagic) throw std::runtime_error("bad option reply magic");
+  std::array<uint8_t, kOptionReplyHeaderSize> bytes;
+  if (!ReadExact(bytes.data(), bytes.size())) return std::nullopt;
+  OptionReplyHeader header = DecodeOptionReplyHeader(bytes);
+  if (header.magic != kOptionReplyMagic) throw std::runtime_error("bad option reply magic");
   OptionReply reply;
-  reply.option = GetBe32(header + 8);
-  reply.type = GetBe32(header + 12);
-  reply.data.resize(GetBe32(header + 16));
+  reply.option = header.option;
+  reply.type = header.type;
+  reply.data.resize(header.length);
   if (!reply.data.empty() && !ReadExact(reply.data.data(), reply.data.size())) return std::nullopt;
   return reply;
 }
 
 std::vector<uint8_t> NbdTestClient::GoPayload(const std::string& name, std::vector<uint16_t> items) {
-  std::vector<uint8_t> data(4 + name.size() + 2 + 2 * items.size());
-  PutBe32(data.data(), static_cast<uint32_t>(name.size()));
-  std::copy(name.begin(), name.end(), data.begin() + 4);
-  PutBe16(data.data() + 4 + name.size(), static_cast<uint16_t>(items.size()));
-  for (size_t i = 0; i < items.size(); ++i) PutBe16(data.data() + 6 + name.size() + 2 * i, items[i]);
-  return data;
+  return EncodeInfoRequest({name, std::move(items)});
 }
 
 bool NbdTestClient::Handshake(const std::string& name, bool structured, uint64_t* size, uint16_t* flags) {
@@ -103,9 +100,9 @@ bool NbdTestClient::Handshake(const std::string& name, bool structured, uint64_t
     if (!reply) return false;
     if (reply->type == kRepAck) return true;
     if (reply->type != kRepInfo) return false;
-    if (reply->data.size() >= 2 && GetBe16(reply->data.data()) == kInfoExport && reply->data.size() == 12) {
-      *size = GetBe64(reply->data.data() + 2);
-      *flags = GetBe16(reply->data.data() + 10);
+    if (Result<InfoExport> info = DecodeInfoExport(reply->data); info.ok()) {
+      *size = info->size_bytes;
+      *flags = info->transmission_flags;
     }
   }
 }
@@ -118,12 +115,13 @@ void NbdTestClient::SendRequest(uint16_t type, uint16_t flags, uint64_t handle, 
 }
 
 std::optional<NbdTestClient::Reply> NbdTestClient::ReadSimpleReply(uint32_t read_length) {
-  uint8_t header[kSimpleReplySize];
-  if (!ReadExact(header, sizeof(header))) return std::nullopt;
-  if (GetBe32(header) != kSimpleReplyMagic) throw std::runtime_error("bad simple reply magic");
+  std::array<uint8_t, kSimpleReplySize> bytes;
+  if (!ReadExact(bytes.data(), bytes.size())) return std::nullopt;
+  SimpleReply header = DecodeSimpleReply(bytes);
+  if (header.magic != kSimpleReplyMagic) throw std::runtime_error("bad simple reply magic");
   Reply reply;
-  reply.error = GetBe32(header + 4);
-  reply.handle = GetBe64(header + 8);
+  reply.error = header.error;
+  reply.handle = header.handle;
   if (reply.error == 0 && read_length > 0) {
     reply.data.resize(read_length);
     if (!ReadExact(reply.data.data(), read_length)) return std::nullopt;
@@ -132,18 +130,22 @@ std::optional<NbdTestClient::Reply> NbdTestClient::ReadSimpleReply(uint32_t read
 }
 
 std::optional<NbdTestClient::Reply> NbdTestClient::ReadStructuredReply() {
-  uint8_t header[kStructuredReplyHeaderSize];
-  if (!ReadExact(header, sizeof(header))) return std::nullopt;
-  if (GetBe32(header) != kStructuredReplyMagic) throw std::runtime_error("bad structured reply magic");
+  std::array<uint8_t, kStructuredReplyHeaderSize> bytes;
+  if (!ReadExact(bytes.data(), bytes.size())) return std::nullopt;
+  StructuredReplyHeader header = DecodeStructuredReplyHeader(bytes);
+  if (header.magic != kStructuredReplyMagic) throw std::runtime_error("bad structured reply magic");
   Reply reply;
-  uint16_t type = GetBe16(header + 6);
-  reply.handle = GetBe64(header + 8);
-  std::vector<uint8_t> payload(GetBe32(header + 16));
+  reply.handle = header.handle;
+  std::vector<uint8_t> payload(header.length);
   if (!payload.empty() && !ReadExact(payload.data(), payload.size())) return std::nullopt;
-  if (type == kReplyTypeOffsetData) {
-    reply.data.assign(payload.begin() + 8, payload.end());
-  } else if (type == kReplyTypeError) {
-    reply.error = GetBe32(payload.data());
+  if (header.type == kReplyTypeOffsetData) {
+    Result<OffsetData> chunk = DecodeOffsetData(payload);
+    if (!chunk.ok()) throw std::runtime_error(chunk.status().ToString());
+    reply.data.assign(chunk->data.begin(), chunk->data.end());
+  } else if (header.type == kReplyTypeError) {
+    Result<ErrorChunk> chunk = DecodeErrorChunk(payload);
+    if (!chunk.ok()) throw std::runtime_error(chunk.status().ToString());
+    reply.error = chunk->error;
   }
   return reply;
 }
