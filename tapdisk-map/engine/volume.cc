@@ -106,7 +106,12 @@ Volume::Volume(const VolumeContext& context, std::string name, bool read_only)
       name_(std::move(name)),
       read_only_(read_only),
       log_(context.log.WithContext("volume", name_)),
-      map_(context.block_size),
+      map_(std::make_shared<MapCache>(context.block_size)),
+      fetcher_(std::make_shared<MapFetcher>(
+          map_,
+          MapFetcher::Options{name_, context.map_readahead_bytes,
+                              PoolDataArea{context.pool_data_start, context.pool_data_end}},
+          context.host_counters)),
       retry_timer_(*context.io),
       commit_timer_(*context.io),
       pending_(context.block_size, context.pinned_bytes) {}
@@ -121,6 +126,12 @@ Volume::~Volume() {
 void Volume::Attach(std::shared_ptr<RemoteVolume> remote, uint64_t size_bytes) {
   remote_ = std::move(remote);
   size_bytes_ = size_bytes;
+}
+
+IoStats Volume::stats() const {
+  IoStats s = counters_.Snapshot();
+  s.map_fetches += fetcher_->fetches();
+  return s;
 }
 
 size_t Volume::pending_blocks() const {
@@ -160,13 +171,7 @@ void Volume::Count(std::atomic<uint64_t> IoCounters::*field, uint64_t n) {
 BlockKey Volume::KeyOf(const Extent& e) const { return BlockKey{ctx_.pool_id, e.physical, e.generation}; }
 
 Status Volume::CheckPhysical(uint64_t physical, uint64_t length) const {
-  if (physical < ctx_.pool_data_start || physical > ctx_.pool_data_end ||
-      length > ctx_.pool_data_end - physical || !IsAligned(physical, kDirectIoAlignment)) {
-    return Status::Corruption("mapserver handed out pool offset " + std::to_string(physical) +
-                              " outside the pool's data area [" + std::to_string(ctx_.pool_data_start) +
-                              ", " + std::to_string(ctx_.pool_data_end) + ")");
-  }
-  return Status::Ok();
+  return PoolDataArea{ctx_.pool_data_start, ctx_.pool_data_end}.Check(physical, length);
 }
 
 bool Volume::Cacheable(const Extent& e) const {
@@ -178,84 +183,7 @@ bool Volume::Cacheable(const Extent& e) const {
 // Maps
 
 void Volume::EnsureMapped(uint64_t offset, uint64_t length, std::function<void(Status)> done) {
-  EnsureMappedFrom(offset, length, 0, std::move(done));
-}
-
-void Volume::EnsureMappedFrom(uint64_t offset, uint64_t length, int fetches, std::function<void(Status)> done) {
-  auto missing = map_.FirstMissing(offset, length);
-  if (!missing) return done(Status::Ok());
-  // Each fetch maps at least the first missing block unless a recall or reconnection
-  // intervened; a bound stops a server answering short of the range from looping us.
-  const int max_fetches = 64 + static_cast<int>(length / ctx_.map_readahead_bytes);
-  if (fetches >= max_fetches) {
-    return done(Status::Unavailable("map of " + name_ + " at " + std::to_string(missing->offset) +
-                                    " keeps missing after " + std::to_string(fetches) + " fetches"));
-  }
-  auto self = shared_from_this();
-  FetchMap(*missing, [self, offset, length, fetches, done](Status s) {
-    if (!s.ok()) return done(s);
-    self->EnsureMappedFrom(offset, length, fetches + 1, done);  // the next gap, or a re-fetch
-  });
-}
-
-void Volume::FetchMap(const ByteRange& missing, std::function<void(Status)> done) {
-  std::shared_ptr<MapFetch> fetch;
-  bool out_of_range = false;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& f : fetches_) {
-      if (missing.offset >= f->window.offset && missing.offset < f->window.end()) {
-        f->waiters.push_back(std::move(done));  // single flight per window
-        return;
-      }
-    }
-    // Read-ahead: the aligned window of map_readahead_bytes around the miss, but
-    // at least the missing range itself, within the volume.
-    // The request must lie within the volume (whose size need not be a multiple of
-    // the block size); the server rounds it out to whole blocks.
-    uint64_t size = size_bytes_.load();
-    uint64_t start = AlignDown(missing.offset, ctx_.map_readahead_bytes);
-    uint64_t end = std::min(std::max(start + ctx_.map_readahead_bytes, missing.end()), size);
-    if (end <= missing.offset) {
-      out_of_range = true;
-    } else {
-      fetch = std::make_shared<MapFetch>();
-      fetch->window = ByteRange{start, end - start};
-      fetch->waiters.push_back(std::move(done));
-      fetches_.push_back(fetch);
-    }
-  }
-  if (out_of_range) {
-    // The volume shrank under the request.
-    return done(Status::InvalidArgument("range at " + std::to_string(missing.offset) + " is beyond the end of " + name_));
-  }
-  Count(&IoCounters::map_fetches, 1);
-  uint64_t epoch = map_.epoch();
-  auto self = shared_from_this();
-  remote_->Map(fetch->window.offset, fetch->window.length, [self, fetch, epoch](Result<MapReply> reply) {
-    Status status;
-    if (reply.ok()) {
-      // A stale answer (a recall or reconnection happened meanwhile) is dropped; the
-      // waiters find the range still missing and fetch again.
-      for (const Extent& e : reply->extents) {
-        if (e.state != ExtentState::kHole) {
-          Status s = self->CheckPhysical(e.physical, e.length);
-          if (!s.ok()) status = s;
-        }
-      }
-      if (status.ok()) self->map_.Insert(reply->extents, epoch);
-    } else {
-      status = reply.status().WithContext("map " + self->name_);
-    }
-    std::vector<std::function<void(Status)>> waiters;
-    {
-      std::lock_guard<std::mutex> lock(self->mu_);
-      waiters = std::move(fetch->waiters);
-      auto& fs = self->fetches_;
-      fs.erase(std::remove(fs.begin(), fs.end(), fetch), fs.end());
-    }
-    for (auto& w : waiters) w(status);
-  });
+  fetcher_->Ensure(remote_, size_bytes_.load(), offset, length, std::move(done));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -307,7 +235,7 @@ void Volume::ReadBlock(std::shared_ptr<ReadOp> op, uint64_t seg_start, uint64_t 
       return finish(Status::Ok());
     }
   }
-  ext = map_.Find(seg_start);
+  ext = map_->Find(seg_start);
   if (!ext) {
     // Recalled between mapping and here: map again.
     EnsureMapped(seg_start, seg_len, [self, op, seg_start, seg_len, finish](Status s) {
@@ -466,7 +394,7 @@ void Volume::PlanWrite(std::shared_ptr<WriteOp> op) {
           w.target = p->extent;
         }
       } else {
-        auto e = map_.Find(b);
+        auto e = map_->Find(b);
         if (!e) {
           map_lost = true;
           break;
@@ -858,7 +786,7 @@ void Volume::CycleDone(uint64_t cycle, const std::vector<Extent>& batch) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const Extent& e : batch) {
-      if (pending_.Committed(e)) map_.Set(e);
+      if (pending_.Committed(e)) map_->Set(e);
     }
     // A cycle is complete for flushes only if it covered every pending block.
     ready = commits_.Succeeded(cycle, batch.size() < kMaxCommitExtents);
@@ -923,7 +851,7 @@ void Volume::Discard(uint64_t offset, uint64_t length, IoDone done) {
       std::vector<ByteRange> ranges{ByteRange{first, last - first}};
       self->remote_->Discard(ranges, [self, first, last, done](Status s) {
         if (s.ok()) {
-          self->map_.Set(Extent{first, last - first, 0, 0, ExtentState::kHole});
+          self->map_->Set(Extent{first, last - first, 0, 0, ExtentState::kHole});
         } else {
           s = s.WithContext("discard " + self->name_);
         }
@@ -985,9 +913,9 @@ void Volume::OnRecall(std::vector<ByteRange> ranges, RecallReason reason, std::f
   locks_.Acquire(start, end, [self, start, end, ranges, reason, done]() {
     for (const ByteRange& r : ranges) {
       if (reason == RecallReason::kSnapshot || reason == RecallReason::kClone) {
-        self->map_.Downgrade(r.offset, r.length);
+        self->map_->Downgrade(r.offset, r.length);
       } else {
-        self->map_.Drop(r.offset, r.length);
+        self->map_->Drop(r.offset, r.length);
       }
     }
     self->locks_.Release(start, end);
@@ -1024,7 +952,7 @@ void Volume::OnSizeChanged(uint64_t size_bytes) {
 
 void Volume::OnReopened(uint64_t size_bytes) {
   // Maps may have changed while we were away, and every reservation is gone.
-  map_.Clear();
+  map_->Clear();
   size_t stale = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -37,6 +37,7 @@
 #include "tapdisk-map/engine/commit_scheduler.h"
 #include "tapdisk-map/engine/data_cache.h"
 #include "tapdisk-map/engine/map_cache.h"
+#include "tapdisk-map/engine/map_fetcher.h"
 #include "tapdisk-map/engine/mapping_client.h"
 #include "tapdisk-map/engine/pending_blocks.h"
 #include "tapdisk-map/engine/range_lock.h"
@@ -102,7 +103,7 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   // alive until done.
   void Close(IoDone done);
 
-  IoStats stats() const { return counters_.Snapshot(); }
+  IoStats stats() const;
   // Blocks written but not yet committed.
   size_t pending_blocks() const;
 
@@ -131,10 +132,6 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   };
   struct WriteOp;
   struct ReadOp;
-  struct MapFetch {
-    ByteRange window;
-    std::vector<std::function<void(Status)>> waiters;
-  };
 
   Status CheckIo(uint64_t offset, uint64_t length, bool is_write) const;
   void Complete(IoDone done, Status status);
@@ -145,8 +142,6 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
 
   // Makes sure maps of [offset, offset+length) are cached, fetching what is missing.
   void EnsureMapped(uint64_t offset, uint64_t length, std::function<void(Status)> done);
-  void EnsureMappedFrom(uint64_t offset, uint64_t length, int fetches, std::function<void(Status)> done);
-  void FetchMap(const ByteRange& missing, std::function<void(Status)> done);
 
   void ReadBlock(std::shared_ptr<ReadOp> op, uint64_t seg_start, uint64_t seg_len);
   void LoadBlock(uint64_t physical, DataCache::LoadDone loaded);
@@ -192,14 +187,14 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   Logger log_;
   std::atomic<uint64_t> size_bytes_{0};
   std::shared_ptr<RemoteVolume> remote_;
-  MapCache map_;
+  std::shared_ptr<MapCache> map_;        // shared with fetcher_
+  std::shared_ptr<MapFetcher> fetcher_;  // fills map_ on demand
   RangeLock locks_;
   IoCounters counters_;
   boost::asio::steady_timer retry_timer_;
   boost::asio::steady_timer commit_timer_;  // guarded by mu_
 
   mutable std::mutex mu_;
-  std::vector<std::shared_ptr<MapFetch>> fetches_;
   PendingBlocks pending_;  // blocks written, not yet committed (pinned)
   CommitScheduler commits_;  // when cycles run, which flushes they answer
   bool closing_ = false;
