@@ -373,45 +373,14 @@ void Volume::WriteLocked(std::shared_ptr<WriteOp> op) {
 
 void Volume::PlanWrite(std::shared_ptr<WriteOp> op) {
   const uint64_t bs = ctx_.block_size;
-  op->blocks.clear();
-  std::vector<uint64_t> cow_blocks;
-  bool map_lost = false;
+  WritePlan plan;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (uint64_t b = op->lock_start; b < op->lock_end; b += bs) {
-      BlockWrite w{};
-      w.block_start = b;
-      if (const PendingBlocks::Block* p = pending_.Find(b)) {
-        w.pinned = p->data;
-        w.old_extent = p->extent;
-        if (p->needs_prepare) {
-          // Its reservation is gone: the block may already belong to someone else.
-          w.kind = WriteKind::kCopyOnWrite;
-          w.from_pinned = true;
-          cow_blocks.push_back(b);
-        } else {
-          w.kind = WriteKind::kPendingInPlace;
-          w.target = p->extent;
-        }
-      } else {
-        auto e = map_->Find(b);
-        if (!e) {
-          map_lost = true;
-          break;
-        }
-        e->length = bs;
-        w.old_extent = *e;
-        if (e->state == ExtentState::kOwned) {
-          w.kind = WriteKind::kOwnedInPlace;
-          w.target = *e;
-        } else {
-          w.kind = WriteKind::kCopyOnWrite;
-          cow_blocks.push_back(b);
-        }
-      }
-      op->blocks.push_back(std::move(w));
-    }
+    plan = engine::PlanWrite(op->lock_start, op->lock_end, ctx_.block_size, pending_, *map_);
   }
+  op->blocks = std::move(plan.blocks);
+  std::vector<uint64_t> cow_blocks = std::move(plan.cow_blocks);
+  const bool map_lost = plan.map_missing;
   if (map_lost) {
     // A reconnection cleared the maps after EnsureMapped: map again (bounded).
     if (++op->replans > 8) {
@@ -422,7 +391,6 @@ void Volume::PlanWrite(std::shared_ptr<WriteOp> op) {
     return WriteLocked(op);
   }
   if (cow_blocks.empty()) return ExecuteWrite(op);
-
 
   std::vector<ByteRange> ranges = ClipToSize(Coalesce(cow_blocks, bs), size_bytes_.load());
   if (ranges.size() > kMaxRangesPerCall) {

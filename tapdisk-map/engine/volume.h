@@ -42,6 +42,7 @@
 #include "tapdisk-map/engine/pending_blocks.h"
 #include "tapdisk-map/engine/range_lock.h"
 #include "tapdisk-map/engine/stats.h"
+#include "tapdisk-map/engine/write_plan.h"
 #include "tapdisk-map/pool/pool_io.h"
 
 namespace tapmap::engine {
@@ -114,16 +115,6 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   void OnReopened(uint64_t size_bytes) override;
 
  private:
-  enum class WriteKind : uint8_t { kCopyOnWrite, kPendingInPlace, kOwnedInPlace };
-  struct BlockWrite {
-    uint64_t block_start;
-    WriteKind kind;
-    Extent old_extent;    // mapping before the write (kCopyOnWrite: shared or hole)
-    BlockData pinned;     // kPendingInPlace / re-prepare: the current content
-    bool from_pinned = false;  // copy-on-write whose base is the pinned copy
-    Extent target;        // where the data goes
-    BlockData content;    // what is written to target, once built
-  };
   // Where a block's new bytes go inside it and which part of the write they are.
   struct Segment {
     size_t in_block;
