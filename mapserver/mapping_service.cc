@@ -40,7 +40,7 @@ std::vector<ByteRange> RangesOf(capnp::List<proto::Range>::Reader ranges) {
 
 class VolumeImpl final : public proto::Volume::Server {
  public:
-  VolumeImpl(MappingService& service, MappingService::Opener opener)
+  VolumeImpl(MappingService& service, Opener opener)
       : service_(service), opener_(std::move(opener)) {
     service_.Register(&opener_);
   }
@@ -50,8 +50,8 @@ class VolumeImpl final : public proto::Volume::Server {
     CheckUsable(false);
     auto params = context.getParams();
     uint64_t size = 0;
-    auto extents = OrFail(service_.store_.Map(opener_.volume, params.getOffset(), params.getLength(),
-                                              service_.WriterEpochOf(opener_.volume), &size));
+    auto extents = OrFail(service_.store().Map(opener_.volume, params.getOffset(), params.getLength(),
+                                              service_.leases().WriterEpochOf(opener_.volume), &size));
     auto results = context.getResults();
     ToProto(extents, results.initExtents(static_cast<unsigned>(extents.size())));
     results.setSizeBytes(size);
@@ -62,7 +62,7 @@ class VolumeImpl final : public proto::Volume::Server {
     CheckUsable(true);
     auto ranges = RangesOf(context.getParams().getRanges());
     auto extents = OrFail(
-        service_.store_.PrepareWrite(opener_.id, opener_.volume, ranges, opener_.lease_epoch));
+        service_.store().PrepareWrite(opener_.id, opener_.volume, ranges, opener_.lease_epoch));
     ToProto(extents, context.getResults().initExtents(static_cast<unsigned>(extents.size())));
     return kj::READY_NOW;
   }
@@ -84,7 +84,7 @@ class VolumeImpl final : public proto::Volume::Server {
     CheckUsable(true);
     auto ranges = RangesOf(context.getParams().getRanges());
     std::vector<uint64_t> freed;
-    OrFail(service_.store_.Discard(opener_.volume, ranges, &freed));
+    OrFail(service_.store().Discard(opener_.volume, ranges, &freed));
     // Other openers may hold maps of what was just unmapped.
     return service_.RecallFromOthers(opener_.volume, opener_.id, kj::mv(ranges), kj::mv(freed),
                                      "recall(discard)");
@@ -93,13 +93,13 @@ class VolumeImpl final : public proto::Volume::Server {
   kj::Promise<void> close(CloseContext) override {
     CheckUsable(false);
     service_.Release(&opener_);
-    opener_.state = MappingService::Opener::State::kClosed;
+    opener_.state = Opener::State::kClosed;
     return kj::READY_NOW;
   }
 
  private:
   void CheckUsable(bool write) {
-    using State = MappingService::Opener::State;
+    using State = Opener::State;
     if (opener_.state == State::kClosed) {
       Fail(Status::InvalidArgument("volume '" + opener_.volume + "' was closed by this opener"));
     }
@@ -112,7 +112,7 @@ class VolumeImpl final : public proto::Volume::Server {
   }
 
   MappingService& service_;
-  MappingService::Opener opener_;
+  Opener opener_;
 };
 
 // ---------------------------------------------------------------------------------------
@@ -123,24 +123,24 @@ class SessionImpl final : public proto::Session::Server {
   SessionImpl(MappingService& service, std::string host)
       : service_(service),
         host_(std::move(host)),
-        logger_(service.logger_.WithContext("host", host_)) {}
+        logger_(service.logger().WithContext("host", host_)) {}
 
   kj::Promise<void> open(OpenContext context) override {
     auto params = context.getParams();
     std::string name = ToStd(params.getName());
     bool writable = params.getMode() == proto::OpenMode::READ_WRITE;
-    auto d = OrFail(service_.store_.Describe(name));
+    auto d = OrFail(service_.store().Describe(name));
     if (writable) {
       if (d.record.read_only) {
         Fail(Status::ReadOnly("volume '" + name + "' is a snapshot; open it read-only"));
       }
-      if (auto* w = service_.WriterOf(name)) {
+      if (auto* w = service_.leases().WriterOf(name)) {
         Fail(Status::Busy("volume '" + name + "' is already open read-write by host " + w->host));
       }
     }
-    MappingService::Opener opener;
-    if (writable) opener.lease_epoch = OrFail(service_.store_.NewLeaseEpoch());
-    opener.id = service_.next_opener_id_++;
+    Opener opener;
+    if (writable) opener.lease_epoch = OrFail(service_.store().NewLeaseEpoch());
+    opener.id = service_.leases().NextId();
     opener.volume = name;
     opener.host = host_;
     opener.writable = writable;
@@ -154,7 +154,7 @@ class SessionImpl final : public proto::Session::Server {
 
   kj::Promise<void> create(CreateContext context) override {
     auto params = context.getParams();
-    auto d = OrFail(service_.store_.Create(ToStd(params.getName()), params.getSizeBytes()));
+    auto d = OrFail(service_.store().Create(ToStd(params.getName()), params.getSizeBytes()));
     service_.FillInfo(context.getResults().initInfo(), d);
     return kj::READY_NOW;
   }
@@ -166,12 +166,12 @@ class SessionImpl final : public proto::Session::Server {
   kj::Promise<void> delete_(DeleteContext context) override {
     std::string name = ToStd(context.getParams().getName());
     OrFail(ValidateVolumeName(name));
-    auto openers = service_.OpenersOf(name);
+    auto openers = service_.leases().OpenersOf(name);
     if (!openers.empty()) {
       Fail(Status::Busy("volume '" + name + "' has " + std::to_string(openers.size()) +
                         " opener(s); close them first"));
     }
-    OrFail(service_.store_.Delete(name));
+    OrFail(service_.store().Delete(name));
     return kj::READY_NOW;
   }
 
@@ -180,7 +180,7 @@ class SessionImpl final : public proto::Session::Server {
     std::string name = ToStd(params.getName());
     uint64_t size = params.getSizeBytes();
     bool allow_shrink = params.getAllowShrink();
-    auto d = OrFail(service_.store_.Describe(name));
+    auto d = OrFail(service_.store().Describe(name));
     if (d.record.read_only) Fail(Status::ReadOnly("volume '" + name + "' is a read-only snapshot"));
     if (size == 0 || size % 512 != 0 || size > kMaxVolumeBytes) {
       Fail(Status::InvalidArgument("volume size must be a positive multiple of 512 up to 1 PiB"));
@@ -188,12 +188,12 @@ class SessionImpl final : public proto::Session::Server {
     if (size < d.record.size_bytes && !allow_shrink) {
       Fail(Status::InvalidArgument("shrinking volume '" + name + "' needs allowShrink"));
     }
-    const uint32_t bs = service_.store_.superblock().block_size;
+    const uint32_t bs = service_.store().superblock().block_size;
     if (size < d.record.size_bytes && size % bs != 0) {
       Fail(Status::InvalidArgument(ShrinkAlignmentError(name, size, bs)));
     }
     std::vector<OpenerId> ids;
-    for (auto* o : service_.OpenersOf(name)) ids.push_back(o->id);
+    for (auto* o : service_.leases().OpenersOf(name)) ids.push_back(o->id);
     kj::Promise<void> recalled = kj::READY_NOW;
     if (size < d.record.size_bytes && !ids.empty()) {
       uint64_t old_size = d.record.size_bytes;
@@ -208,10 +208,10 @@ class SessionImpl final : public proto::Session::Server {
                                       });
     }
     return recalled.then([this, context, name, size, allow_shrink]() mutable {
-      auto resized = OrFail(service_.store_.Resize(name, size, allow_shrink));
+      auto resized = OrFail(service_.store().Resize(name, size, allow_shrink));
       service_.FillInfo(context.getResults().initInfo(), resized);
       std::vector<OpenerId> ids;
-      for (auto* o : service_.OpenersOf(name)) ids.push_back(o->id);
+      for (auto* o : service_.leases().OpenersOf(name)) ids.push_back(o->id);
       if (ids.empty()) return kj::Promise<void>(kj::READY_NOW);
       return service_.CallOpeners(kj::mv(ids), "sizeChanged",
                                   [size](proto::MapCallback::Client& cb) {
@@ -223,7 +223,7 @@ class SessionImpl final : public proto::Session::Server {
   }
 
   kj::Promise<void> list(ListContext context) override {
-    auto all = OrFail(service_.store_.List());
+    auto all = OrFail(service_.store().List());
     auto list = context.getResults().initVolumes(static_cast<unsigned>(all.size()));
     for (size_t i = 0; i < all.size(); ++i)
       service_.FillInfo(list[static_cast<unsigned>(i)], all[i]);
@@ -231,14 +231,14 @@ class SessionImpl final : public proto::Session::Server {
   }
 
   kj::Promise<void> info(InfoContext context) override {
-    auto d = OrFail(service_.store_.Describe(ToStd(context.getParams().getName())));
+    auto d = OrFail(service_.store().Describe(ToStd(context.getParams().getName())));
     service_.FillInfo(context.getResults().initInfo(), d);
     return kj::READY_NOW;
   }
 
   kj::Promise<void> poolStats(PoolStatsContext context) override {
-    auto f = OrFail(service_.store_.Stats());
-    const Superblock& sb = service_.store_.superblock();
+    auto f = OrFail(service_.store().Stats());
+    const Superblock& sb = service_.store().superblock();
     auto s = context.getResults().initStats();
     s.setPoolBytes(sb.total_blocks * sb.block_size);
     s.setBlockSize(sb.block_size);
@@ -259,10 +259,10 @@ class SessionImpl final : public proto::Session::Server {
     std::string source = ToStd(params.getSource());
     std::string name = ToStd(params.getName());
     OrFail(ValidateVolumeName(name));
-    auto d = OrFail(service_.store_.Describe(source));
+    auto d = OrFail(service_.store().Describe(source));
     (void)d;
     kj::Promise<void> recalled = kj::READY_NOW;
-    if (auto* writer = service_.WriterOf(source)) {
+    if (auto* writer = service_.leases().WriterOf(source)) {
       uint64_t size = d.record.size_bytes;
       auto reason = snapshot ? proto::RecallReason::SNAPSHOT : proto::RecallReason::CLONE;
       recalled = service_.CallOpeners({writer->id}, snapshot ? "recall(snapshot)" : "recall(clone)",
@@ -281,11 +281,11 @@ class SessionImpl final : public proto::Session::Server {
       // The writer's blocks become shared now and must stay immutable even if the
       // copy is deleted later (making them exclusive again): its lease goes on under
       // a new epoch, after all of them, so none of them is owned by it any more.
-      if (auto* writer = service_.WriterOf(source)) {
-        writer->lease_epoch = OrFail(service_.store_.NewLeaseEpoch());
+      if (auto* writer = service_.leases().WriterOf(source)) {
+        writer->lease_epoch = OrFail(service_.store().NewLeaseEpoch());
       }
-      auto made = OrFail(snapshot ? service_.store_.Snapshot(source, name)
-                                  : service_.store_.Clone(source, name));
+      auto made = OrFail(snapshot ? service_.store().Snapshot(source, name)
+                                  : service_.store().Clone(source, name));
       service_.FillInfo(context.getResults().initInfo(), made);
     });
   }
@@ -321,37 +321,16 @@ class GateImpl final : public proto::Gate::Server {
     auto proof = params.getProof();
     std::vector<uint8_t> nonce = std::move(nonce_);
     nonce_.clear();
-    Status denied;
-    if (params.getClientVersion() != proto::PROTOCOL_VERSION) {
-      denied = Status::NotSupported("client protocol version " +
-                                    std::to_string(params.getClientVersion()) + ", server " +
-                                    std::to_string(proto::PROTOCOL_VERSION));
-    } else if (nonce.empty()) {
-      denied = Status::PermissionDenied("login without an outstanding challenge");
-    } else if (!IsValidHostName(host)) {
-      denied = Status::PermissionDenied("bad host name");
-    } else {
-      auto expected = ComputeLoginProof(service_.secret_, nonce.data(), nonce.size(), host);
-      if (!ProofsEqual(expected.data(), expected.size(), proof.begin(), proof.size())) {
-        denied = Status::PermissionDenied("wrong proof: host does not know the shared secret");
-      }
-    }
+    Status denied = service_.CheckLogin(peer_, params.getClientVersion(), nonce, host,
+                                        kj::arrayPtr(proof.begin(), proof.size()));
     if (!denied.ok()) {
       ++failures_;
-      uint64_t suppressed = 0;
-      if (service_.auth_log_limiter_.Allow(&suppressed)) {
-        service_.logger_.Warnf("login from %s refused: %s (%llu similar suppressed)", peer_.c_str(),
-                               denied.ToString().c_str(),
-                               static_cast<unsigned long long>(suppressed));
-      }
-      if (failures_ >= service_.options_.max_login_failures && close_.get() != nullptr) {
-        // Close a moment later, so that this refusal still reaches the peer.
-        service_.tasks_.add(service_.timer_.afterDelay(50 * kj::MILLISECONDS)
-                                .then([close = kj::mv(close_)]() mutable { close->fulfill(); }));
+      if (failures_ >= service_.max_login_failures() && close_.get() != nullptr) {
+        service_.CloseSoon(kj::mv(close_));
       }
       Fail(denied);
     }
-    service_.logger_.Infof("host %s logged in from %s", host.c_str(), peer_.c_str());
+    service_.logger().Infof("host %s logged in from %s", host.c_str(), peer_.c_str());
     *authenticated_ = true;
     context.getResults().setSession(kj::heap<SessionImpl>(service_, host));
     return kj::READY_NOW;
@@ -387,41 +366,58 @@ proto::Gate::Client MappingService::NewGate(std::string peer,
                             std::move(authenticated));
 }
 
-void MappingService::Register(Opener* opener) { openers_[opener->id] = opener; }
+Status MappingService::CheckLogin(const std::string& peer, uint32_t client_version,
+                                  const std::vector<uint8_t>& nonce, const std::string& host,
+                                  kj::ArrayPtr<const kj::byte> proof) {
+  Status denied;
+  if (client_version != proto::PROTOCOL_VERSION) {
+    denied = Status::NotSupported("client protocol version " + std::to_string(client_version) +
+                                  ", server " + std::to_string(proto::PROTOCOL_VERSION));
+  } else if (nonce.empty()) {
+    denied = Status::PermissionDenied("login without an outstanding challenge");
+  } else if (!IsValidHostName(host)) {
+    denied = Status::PermissionDenied("bad host name");
+  } else {
+    auto expected = ComputeLoginProof(secret_, nonce.data(), nonce.size(), host);
+    if (!ProofsEqual(expected.data(), expected.size(), proof.begin(), proof.size())) {
+      denied = Status::PermissionDenied("wrong proof: host does not know the shared secret");
+    }
+  }
+  if (!denied.ok()) {
+    uint64_t suppressed = 0;
+    if (auth_log_limiter_.Allow(&suppressed)) {
+      logger_.Warnf("login from %s refused: %s (%llu similar suppressed)", peer.c_str(),
+                    denied.ToString().c_str(), static_cast<unsigned long long>(suppressed));
+    }
+  }
+  return denied;
+}
+
+void MappingService::CloseSoon(kj::Own<kj::PromiseFulfiller<void>> close) {
+  tasks_.add(timer_.afterDelay(50 * kj::MILLISECONDS).then([close = kj::mv(close)]() mutable {
+    close->fulfill();
+  }));
+}
+
+void MappingService::Register(Opener* opener) { leases_.Add(opener); }
 
 void MappingService::Release(Opener* opener) {
-  if (openers_.erase(opener->id) == 0) return;
+  if (!leases_.Remove(opener->id)) return;
   store_.DropReservations(opener->id);
   logger_.Infof("host %s closed %s", opener->host.c_str(), opener->volume.c_str());
 }
 
 void MappingService::Revoke(OpenerId id, const std::string& why) {
-  auto it = openers_.find(id);
-  if (it == openers_.end()) return;
-  Opener* opener = it->second;
+  Opener* opener = leases_.Find(id);
+  if (opener == nullptr) return;
   logger_.Warnf("revoking host %s's lease on %s: %s", opener->host.c_str(), opener->volume.c_str(),
                 why.c_str());
-  openers_.erase(it);
+  leases_.Remove(id);
   store_.DropReservations(id);
   opener->state = Opener::State::kRevoked;
   auto req = opener->callback.revokeRequest();
   req.setReason(why);
   tasks_.add(req.send().ignoreResult().catch_([](kj::Exception&&) {}));
-}
-
-MappingService::Opener* MappingService::WriterOf(const std::string& volume) {
-  for (auto& [id, o] : openers_) {
-    if (o->volume == volume && o->writable) return o;
-  }
-  return nullptr;
-}
-
-std::vector<MappingService::Opener*> MappingService::OpenersOf(const std::string& volume) {
-  std::vector<Opener*> out;
-  for (auto& [id, o] : openers_) {
-    if (o->volume == volume) out.push_back(o);
-  }
-  return out;
 }
 
 void MappingService::FillInfo(proto::VolumeInfo::Builder b, const VolumeDescription& d) {
@@ -446,7 +442,7 @@ void MappingService::FillInfo(proto::VolumeInfo::Builder b, const VolumeDescript
   b.setExclusiveBytes(d.exclusive_blocks * bs);
   b.setSharedBytes(d.shared_blocks * bs);
   b.setCreatedUnixSeconds(d.record.created_unix_seconds);
-  auto openers = OpenersOf(d.name);
+  auto openers = leases_.OpenersOf(d.name);
   b.setOpeners(static_cast<uint32_t>(openers.size()));
   for (auto* o : openers) {
     if (o->writable) b.setWriter(o->host);
@@ -458,10 +454,10 @@ kj::Promise<void> MappingService::CallOpeners(
     kj::Function<kj::Promise<void>(proto::MapCallback::Client&)> make_call) {
   kj::Vector<kj::Promise<void>> calls;
   for (OpenerId id : ids) {
-    auto it = openers_.find(id);
-    if (it == openers_.end()) continue;
+    Opener* opener = leases_.Find(id);
+    if (opener == nullptr) continue;
     kj::Promise<bool> answered =
-        make_call(it->second->callback)
+        make_call(opener->callback)
             .then([]() { return true; }, [](kj::Exception&&) { return false; });
     auto timed = answered.exclusiveJoin(
         timer_.afterDelay(options_.callback_timeout).then([]() { return false; }));
@@ -520,16 +516,11 @@ void MappingService::FlushCommits() {
   }
 }
 
-uint64_t MappingService::WriterEpochOf(const std::string& volume) {
-  Opener* writer = WriterOf(volume);
-  return writer != nullptr ? writer->lease_epoch : kNoWriter;
-}
-
 kj::Promise<void> MappingService::RecallFromOthers(const std::string& volume, OpenerId except,
                                                    std::vector<ByteRange> ranges,
                                                    std::vector<uint64_t> freed, std::string what) {
   std::vector<OpenerId> others;
-  for (auto* o : OpenersOf(volume)) {
+  for (auto* o : leases_.OpenersOf(volume)) {
     if (o->id != except) others.push_back(o->id);
   }
   if (others.empty() || ranges.empty()) return kj::READY_NOW;

@@ -3,7 +3,7 @@
 // (Gate), sessions, openers and the one-writer lease per volume, and the callbacks
 // to openers (recall before snapshot/clone/shrink/discard, sizeChanged, revoke).
 //
-// Leases: at most one rw opener per volume. The lease ends when its Volume
+// Leases (recorded in a LeaseTable): at most one rw opener per volume. The lease ends when its Volume
 // capability is closed or dropped (the connection's loss drops it); its uncommitted
 // reservations are then reclaimed. Before a snapshot or clone of a volume that has a
 // writer, the writer's MapCallback.recall(whole volume, snapshot|clone) must answer
@@ -31,6 +31,7 @@
 #include <unordered_map>
 
 #include "common/logging.h"
+#include "mapserver/lease_table.h"
 #include "mapserver/volume_store.h"
 #include "tapmap/proto/mapping.capnp.h"
 
@@ -61,34 +62,24 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
                               std::shared_ptr<bool> authenticated);
 
   VolumeStore& store() { return store_; }
-  size_t opener_count() const { return openers_.size(); }
+  size_t opener_count() const { return leases_.size(); }
 
- private:
-  friend class GateImpl;
-  friend class SessionImpl;
-  friend class VolumeImpl;
-
-  // One open Volume capability.
-  struct Opener {
-    OpenerId id = 0;
-    std::string volume;
-    std::string host;
-    bool writable = false;
-    // rw openers: the lease's epoch (VolumeStore::NewLeaseEpoch): the blocks it may
-    // write in place are those allocated after it (volume_store.h, kNoWriter).
-    uint64_t lease_epoch = kNoWriter;
-    proto::MapCallback::Client callback = nullptr;
-    enum class State { kOpen, kClosed, kRevoked } state = State::kOpen;
-  };
+  // ---- for the capabilities it hands out (Gate, Session, Volume) --------------------
+  LeaseTable& leases() { return leases_; }
+  const Logger& logger() const { return logger_; }
+  // Checks a login (version, an outstanding challenge, the host name, the proof of the
+  // shared secret); a refusal is logged (rate-limited) with `peer`.
+  Status CheckLogin(const std::string& peer, uint32_t client_version, const std::vector<uint8_t>& nonce,
+                    const std::string& host, kj::ArrayPtr<const kj::byte> proof);
+  uint32_t max_login_failures() const { return options_.max_login_failures; }
+  // Fulfills `close` a moment later (so that a last refusal still reaches the peer).
+  void CloseSoon(kj::Own<kj::PromiseFulfiller<void>> close);
 
   void Register(Opener* opener);
   // Ends `opener`'s registration (close, drop): lease and reservations go.
   void Release(Opener* opener);
   // Revokes a lease: reservations dropped, revoke() sent, later calls fail aborted.
   void Revoke(OpenerId id, const std::string& why);
-  Opener* WriterOf(const std::string& volume);
-  // The epoch of `volume`'s rw lease, kNoWriter if it has none.
-  uint64_t WriterEpochOf(const std::string& volume);
   // Recalls `ranges` of `volume` from its openers other than `except` (their cached
   // maps), keeping `freed` pool blocks out of allocation until every one answered
   // (or was revoked): a host must never read a block through a stale map after the
@@ -96,18 +87,20 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> RecallFromOthers(const std::string& volume, OpenerId except,
                                      std::vector<ByteRange> ranges, std::vector<uint64_t> freed,
                                      std::string what);
-  std::vector<Opener*> OpenersOf(const std::string& volume);
   void FillInfo(proto::VolumeInfo::Builder builder, const VolumeDescription& d);
   // Calls `make_call(callback)` on each listed opener (by id) and waits for all;
   // an opener that fails or times out is revoked.
   kj::Promise<void> CallOpeners(
       std::vector<OpenerId> ids, std::string what,
       kj::Function<kj::Promise<void>(proto::MapCallback::Client&)> make_call);
-  void taskFailed(kj::Exception&& exception) override;
   // Group commit: commits arriving while the event queue is busy are applied together
   // in one durable transaction when it drains (kj::evalLast), so concurrent writers
-  // share one fsync. Each commit still succeeds or fails on its own.
+  // share one fsync. Each commit still succeeds or fails on its own, and is answered
+  // once durable and recalled from the volume's other openers.
   kj::Promise<void> QueueCommit(VolumeStore::CommitRequest request);
+
+ private:
+  void taskFailed(kj::Exception&& exception) override;
   void FlushCommits();
   struct PendingCommit {
     VolumeStore::CommitRequest request;
@@ -120,8 +113,7 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
   Logger logger_;
   ServiceOptions options_;
   RateLimiter auth_log_limiter_{10, std::chrono::seconds(60)};
-  std::unordered_map<OpenerId, Opener*> openers_;
-  OpenerId next_opener_id_ = 1;
+  LeaseTable leases_;
   std::vector<PendingCommit> pending_commits_;
   bool flush_scheduled_ = false;
   kj::TaskSet tasks_;
