@@ -1,3 +1,7 @@
+// VolumeStore's implementation. (Longer than 600 lines on purpose: every operation is
+// one LMDB write transaction over map_tree.h and free_space.h that validates all of its
+// arguments before its first change; keeping them side by side keeps that discipline
+// visible. The trees, free space and metadata formats are their own units.)
 #include "mapserver/volume_store.h"
 
 #include <fcntl.h>

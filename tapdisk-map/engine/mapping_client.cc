@@ -1,3 +1,6 @@
+// MappingClient's implementation. (Longer than 600 lines on purpose: its KJ side — the
+// connection loop, re-opening volumes after a loss, the Volume and MapCallback glue —
+// and the asio-facing calls all share the Impl's state, which lives on the RPC thread.)
 #include "tapdisk-map/engine/mapping_client.h"
 
 #include <sys/eventfd.h>

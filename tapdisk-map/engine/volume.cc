@@ -1,3 +1,10 @@
+// Volume's implementation: the read path, the execution of planned writes, the group
+// commit cycle, discard and write-zeroes, and the server's events. (Longer than 600
+// lines on purpose, like LevelDB's db_impl.cc: these steps share one open volume's
+// mutex, range locks and pinned blocks. Each decision they make is its own tested unit:
+// write_plan.h how a write reaches each block, pending_blocks.h the pinned copies and
+// their accounting, commit_scheduler.h when cycles run and which flushes they answer,
+// map_fetcher.h maps on demand.)
 #include "tapdisk-map/engine/volume.h"
 
 #include <boost/asio/post.hpp>
