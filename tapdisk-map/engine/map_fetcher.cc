@@ -37,9 +37,14 @@ void MapFetcher::EnsureFrom(std::shared_ptr<RemoteVolume> remote, uint64_t size,
                                     " keeps missing after " + std::to_string(fetches) + " fetches"));
   }
   auto self = shared_from_this();
-  FetchWindow(remote, size, *missing, [self, remote, size, offset, length, fetches, done](Status s) {
+  // (The continuation holds the remote weakly: the remote's pending answer holds this
+  // fetcher, and a strong reference back would make a cycle if it is never answered.)
+  std::weak_ptr<RemoteVolume> weak_remote = remote;
+  FetchWindow(remote, size, *missing, [self, weak_remote, size, offset, length, fetches, done](Status s) {
     if (!s.ok()) return done(s);
-    self->EnsureFrom(remote, size, offset, length, fetches + 1, done);  // the next gap, or a re-fetch
+    auto remote = weak_remote.lock();
+    if (!remote) return done(Status::Unavailable("volume " + self->options_.volume + " was closed"));
+    self->EnsureFrom(std::move(remote), size, offset, length, fetches + 1, done);  // the next gap, or a re-fetch
   });
 }
 
@@ -48,8 +53,10 @@ void MapFetcher::FetchWindow(const std::shared_ptr<RemoteVolume>& remote, uint64
   std::shared_ptr<Fetch> fetch;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& f : in_flight_) {
-      if (missing.offset >= f->window.offset && missing.offset < f->window.end()) {
+    std::erase_if(in_flight_, [](const std::weak_ptr<Fetch>& f) { return f.expired(); });
+    for (auto& weak : in_flight_) {
+      auto f = weak.lock();
+      if (f && missing.offset >= f->window.offset && missing.offset < f->window.end()) {
         f->waiters.push_back(std::move(done));  // single flight per window
         return;
       }
@@ -94,8 +101,10 @@ void MapFetcher::FetchWindow(const std::shared_ptr<RemoteVolume>& remote, uint64
     {
       std::lock_guard<std::mutex> lock(self->mu_);
       waiters = std::move(fetch->waiters);
-      auto& fs = self->in_flight_;
-      fs.erase(std::remove(fs.begin(), fs.end(), fetch), fs.end());
+      std::erase_if(self->in_flight_, [&](const std::weak_ptr<Fetch>& f) {
+        auto locked = f.lock();
+        return !locked || locked == fetch;
+      });
     }
     for (auto& w : waiters) w(status);
   });

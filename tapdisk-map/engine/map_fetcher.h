@@ -71,7 +71,9 @@ class MapFetcher : public std::enable_shared_from_this<MapFetcher> {
   const std::shared_ptr<IoCounters> host_counters_;
   std::atomic<uint64_t> fetches_sent_{0};
   std::mutex mu_;
-  std::vector<std::shared_ptr<Fetch>> in_flight_;  // guarded by mu_
+  // Fetches whose answers are awaited; each is owned by its pending answer (weakly
+  // held here, so a dropped answer leaves no cycle through its waiters). Guarded by mu_.
+  std::vector<std::weak_ptr<Fetch>> in_flight_;
 };
 
 }  // namespace tapmap::engine
