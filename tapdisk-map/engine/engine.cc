@@ -77,7 +77,7 @@ Status Engine::SetUpPool(const PoolInfo& info) {
                               " is pool " + pool_uuid_ + " (block size " + std::to_string(block_size_) + ")");
   }
   std::lock_guard<std::mutex> lock(mu_);
-  if (!cache_) cache_ = std::make_unique<DataCache>(options_.cache_size_bytes, block_size_);
+  if (!cache_) cache_ = std::make_shared<DataCache>(options_.cache_size_bytes, block_size_);
   return Status::Ok();
 }
 
@@ -183,7 +183,7 @@ void Engine::OpenAtServer(const std::string& name, bool read_only, OpenDone done
     ctx.pool = pool_.get();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      ctx.cache = cache_.get();
+      ctx.cache = cache_;
     }
     ctx.host_counters = host_counters_;
     ctx.pinned_bytes = pinned_bytes_;

@@ -112,7 +112,7 @@ class Engine final : public BlockDeviceOpener {
   std::shared_ptr<std::atomic<uint64_t>> pinned_bytes_;
 
   mutable std::mutex mu_;
-  std::unique_ptr<DataCache> cache_;
+  std::shared_ptr<DataCache> cache_;  // shared with the volumes (VolumeContext)
   std::vector<std::weak_ptr<Volume>> volumes_;
   // The open volume of each name, shared by front ends (see Open).
   std::map<std::string, std::weak_ptr<OpenVolume>> open_;

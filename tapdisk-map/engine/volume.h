@@ -47,12 +47,19 @@
 
 namespace tapmap::engine {
 
-// What every volume of one engine shares. The raw pointers must stay valid while
-// the io_context runs handlers of the volumes.
+// What every volume of one engine shares.
+//
+// Ownership: the data cache and the counters are shared, so a volume outliving its
+// engine (in a handler dropped at shutdown) never touches freed memory. The io_context
+// and the pool are not owned: the io_context outlives everything built on it, and the
+// pool's I/O threads and io_uring must be torn down by the engine before the
+// io_context goes (shared ownership would let the last volume do it later, from a
+// dropped handler); the engine stops the RPC thread, then the pool, so no volume
+// issues pool I/O after that.
 struct VolumeContext {
-  boost::asio::io_context* io = nullptr;
-  pool::PoolIo* pool = nullptr;
-  DataCache* cache = nullptr;
+  boost::asio::io_context* io = nullptr;  // not owned: outlives the engine
+  pool::PoolIo* pool = nullptr;           // not owned: the engine's, see above
+  std::shared_ptr<DataCache> cache;
   // Shared so that a volume outliving its engine (in a handler dropped at shutdown)
   // never touches freed counters.
   std::shared_ptr<IoCounters> host_counters;

@@ -150,7 +150,7 @@ struct Rig {
   TempDir dir{"tapmap-volume-test"};
   IoThreads threads;
   std::unique_ptr<pool::PoolIo> pool;
-  std::unique_ptr<DataCache> cache = std::make_unique<DataCache>(16 << 20, kBlock);
+  std::shared_ptr<DataCache> cache = std::make_shared<DataCache>(16 << 20, kBlock);
   std::shared_ptr<FakeRemoteVolume> remote;
   std::shared_ptr<Volume> volume;
   int pool_fd = -1;
@@ -172,7 +172,7 @@ struct Rig {
     VolumeContext ctx;
     ctx.io = &threads.io();
     ctx.pool = pool.get();
-    ctx.cache = cache.get();
+    ctx.cache = cache;
     ctx.host_counters = std::make_shared<IoCounters>();
     ctx.pinned_bytes = std::make_shared<std::atomic<uint64_t>>(0);
     ctx.block_size = kBlock;
