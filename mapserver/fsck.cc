@@ -12,7 +12,7 @@ namespace {
 
 class Checker {
  public:
-  Checker(Txn* txn, const Superblock& sb, FsckReport* report)
+  Checker(Txn* txn, const protocol::Superblock& sb, FsckReport* report)
       : txn_(txn), sb_(sb), report_(report) {}
 
   void Run();
@@ -32,7 +32,7 @@ class Checker {
   const NodeFacts* Visit(uint64_t id, uint8_t level);
 
   Txn* txn_;
-  const Superblock& sb_;
+  const protocol::Superblock& sb_;
   FsckReport* report_;
   std::unordered_map<uint64_t, uint32_t> node_refs_;
   std::unordered_map<uint64_t, NodeFacts> facts_;
@@ -256,7 +256,7 @@ std::string FsckReport::Summary() const {
   return s;
 }
 
-FsckReport CheckMetadata(MetadataStore& meta, const Superblock& sb) {
+FsckReport CheckMetadata(MetadataStore& meta, const protocol::Superblock& sb) {
   FsckReport report;
   try {
     auto txn = meta.BeginRead();

@@ -42,6 +42,6 @@ struct FsckReport {
 };
 
 // Never throws; metadata it cannot even read is reported as a problem.
-FsckReport CheckMetadata(MetadataStore& meta, const Superblock& sb);
+FsckReport CheckMetadata(MetadataStore& meta, const protocol::Superblock& sb);
 
 }  // namespace tapmap::mapserver

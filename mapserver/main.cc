@@ -52,8 +52,8 @@ std::vector<OptionSpec> Specs() {
       {"block-size", "64K", "format: pool block size, 4K..1M, power of two"},
       {"force", "", "format: overwrite an existing pool superblock and metadata", true},
       {"preallocate", "", "format: reserve a pool file's space in the host filesystem (not sparse)", true},
-      {"listen", std::string(kDefaultServerAddress), "serve: unix:PATH or tcp:HOST:PORT"},
-      {"secret-file", std::string(kDefaultSecretFile), "serve: shared secret of the hosts"},
+      {"listen", std::string(protocol::kDefaultServerAddress), "serve: unix:PATH or tcp:HOST:PORT"},
+      {"secret-file", std::string(protocol::kDefaultSecretFile), "serve: shared secret of the hosts"},
       {"recall-timeout", "10", "serve: seconds an opener has to answer a recall"},
       {"log-level", "info", "debug, info, warning or error"},
   };
@@ -79,7 +79,7 @@ int Format(const Options& options) {
   for (const char* name : {"pool", "meta"}) {
     if (Status s = Require(options, name); !s.ok()) return Fail(s);
   }
-  FormatOptions fo;
+  protocol::FormatOptions fo;
   fo.path = options.Get("pool");
   fo.force = options.GetBool("force");
   fo.preallocate = options.GetBool("preallocate");
@@ -100,12 +100,12 @@ int Format(const Options& options) {
         Status::AlreadyExists("metadata directory " + options.Get("meta") +
                               " already holds tapmap metadata (use --force to replace it)"));
   }
-  auto sb = FormatPool(fo);
+  auto sb = protocol::FormatPool(fo);
   if (!sb.ok()) return Fail(sb.status());
   Status s = VolumeStore::InitMetadata(*sb, options.Get("meta"), fo.force);
   if (!s.ok()) return Fail(s);
   std::printf("formatted pool %s: uuid %s, %llu blocks of %s (%s), metadata in %s\n",
-              fo.path.c_str(), FormatUuid(sb->uuid).c_str(),
+              fo.path.c_str(), protocol::FormatUuid(sb->uuid).c_str(),
               static_cast<unsigned long long>(sb->total_blocks), FormatSize(sb->block_size).c_str(),
               FormatSize(sb->total_blocks * sb->block_size).c_str(), options.Get("meta").c_str());
   return 0;
@@ -115,7 +115,7 @@ int Fsck(const Options& options, const Logger& logger) {
   for (const char* name : {"pool", "meta"}) {
     if (Status s = Require(options, name); !s.ok()) return Fail(s);
   }
-  auto sb = ReadPoolSuperblock(options.Get("pool"));
+  auto sb = protocol::ReadPoolSuperblock(options.Get("pool"));
   if (!sb.ok()) return Fail(sb.status());
   auto store = VolumeStore::Open(*sb, options.Get("meta"), logger);
   if (!store.ok()) return Fail(store.status());
@@ -129,19 +129,19 @@ int Serve(const Options& options, const Logger& logger) {
   for (const char* name : {"pool", "meta"}) {
     if (Status s = Require(options, name); !s.ok()) return Fail(s);
   }
-  auto address = ParseServerAddress(options.Get("listen"));
+  auto address = protocol::ParseServerAddress(options.Get("listen"));
   if (!address.ok()) return Fail(address.status());
   auto timeout = options.GetUint("recall-timeout");
   if (!timeout.ok()) return Fail(timeout.status());
   if (*timeout == 0 || *timeout > 3600) {
     return Fail(Status::InvalidArgument("--recall-timeout must be 1..3600 seconds"));
   }
-  auto secret = ReadSecretFile(options.Get("secret-file"));
+  auto secret = protocol::ReadSecretFile(options.Get("secret-file"));
   if (!secret.ok()) return Fail(secret.status());
-  auto sb = ReadPoolSuperblock(options.Get("pool"));
+  auto sb = protocol::ReadPoolSuperblock(options.Get("pool"));
   if (!sb.ok()) return Fail(sb.status());
   auto store =
-      VolumeStore::Open(*sb, options.Get("meta"), logger.WithContext("pool", FormatUuid(sb->uuid)));
+      VolumeStore::Open(*sb, options.Get("meta"), logger.WithContext("pool", protocol::FormatUuid(sb->uuid)));
   if (!store.ok()) return Fail(store.status());
 
   ::signal(SIGPIPE, SIG_IGN);
@@ -156,7 +156,7 @@ int Serve(const Options& options, const Logger& logger) {
   Status listening = server->Listen(*address, io.waitScope);
   if (!listening.ok()) return Fail(listening);
   logger.Infof("listening on %s (pool %s, %llu blocks of %s)", server->bound_address().c_str(),
-               FormatUuid(sb->uuid).c_str(), static_cast<unsigned long long>(sb->total_blocks),
+               protocol::FormatUuid(sb->uuid).c_str(), static_cast<unsigned long long>(sb->total_blocks),
                FormatSize(sb->block_size).c_str());
   std::printf("listening on %s\n", server->bound_address().c_str());
   std::fflush(stdout);
@@ -206,7 +206,7 @@ int Main(int argc, char** argv) {
   } catch (const StatusError& e) {
     return Fail(e.status());
   } catch (const kj::Exception& e) {
-    return Fail(StatusFromException(e));
+    return Fail(protocol::StatusFromException(e));
   }
   std::fprintf(stderr, "mapserver: unknown command '%s'\n", command.c_str());
   return Usage(options, stderr, 2);

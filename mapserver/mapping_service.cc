@@ -10,7 +10,7 @@
 namespace tapmap::mapserver {
 namespace {
 
-[[noreturn]] void Fail(const Status& status) { kj::throwFatalException(ToException(status)); }
+[[noreturn]] void Fail(const Status& status) { kj::throwFatalException(protocol::ToException(status)); }
 
 template <typename T>
 T OrFail(Result<T> result) {
@@ -238,7 +238,7 @@ class SessionImpl final : public proto::Session::Server {
 
   kj::Promise<void> poolStats(PoolStatsContext context) override {
     auto f = OrFail(service_.store().Stats());
-    const Superblock& sb = service_.store().superblock();
+    const protocol::Superblock& sb = service_.store().superblock();
     auto s = context.getResults().initStats();
     s.setPoolBytes(sb.total_blocks * sb.block_size);
     s.setBlockSize(sb.block_size);
@@ -247,7 +247,7 @@ class SessionImpl final : public proto::Session::Server {
     s.setReservedBlocks(f.reserved_blocks);
     s.setVolumes(f.volumes);
     s.setVersionSets(f.version_sets);
-    s.setUuid(FormatUuid(sb.uuid));
+    s.setUuid(protocol::FormatUuid(sb.uuid));
     s.setMetadataBytes(f.metadata_bytes);
     return kj::READY_NOW;
   }
@@ -308,7 +308,7 @@ class GateImpl final : public proto::Gate::Server {
         authenticated_(std::move(authenticated)) {}
 
   kj::Promise<void> challenge(ChallengeContext context) override {
-    nonce_ = GenerateNonce();
+    nonce_ = protocol::GenerateNonce();
     auto results = context.getResults();
     results.setNonce(kj::arrayPtr(nonce_.data(), nonce_.size()));
     results.setServerVersion(proto::PROTOCOL_VERSION);
@@ -375,11 +375,11 @@ Status MappingService::CheckLogin(const std::string& peer, uint32_t client_versi
                                   ", server " + std::to_string(proto::PROTOCOL_VERSION));
   } else if (nonce.empty()) {
     denied = Status::PermissionDenied("login without an outstanding challenge");
-  } else if (!IsValidHostName(host)) {
+  } else if (!protocol::IsValidHostName(host)) {
     denied = Status::PermissionDenied("bad host name");
   } else {
-    auto expected = ComputeLoginProof(secret_, nonce.data(), nonce.size(), host);
-    if (!ProofsEqual(expected.data(), expected.size(), proof.begin(), proof.size())) {
+    auto expected = protocol::ComputeLoginProof(secret_, nonce.data(), nonce.size(), host);
+    if (!protocol::ProofsEqual(expected.data(), expected.size(), proof.begin(), proof.size())) {
       denied = Status::PermissionDenied("wrong proof: host does not know the shared secret");
     }
   }
@@ -495,7 +495,7 @@ void MappingService::FlushCommits() {
   const uint64_t bs = store_.superblock().block_size;
   for (size_t i = 0; i < batch.size(); ++i) {
     if (!results[i].ok()) {
-      batch[i].done->reject(ToException(results[i]));
+      batch[i].done->reject(protocol::ToException(results[i]));
       continue;
     }
     std::vector<ByteRange> ranges;

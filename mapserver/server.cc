@@ -66,8 +66,8 @@ Server::~Server() {
   if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
 }
 
-Status Server::Listen(const ServerAddress& address, kj::WaitScope& wait_scope) {
-  if (address.kind == ServerAddress::Kind::kUnix) {
+Status Server::Listen(const protocol::ServerAddress& address, kj::WaitScope& wait_scope) {
+  if (address.kind == protocol::ServerAddress::Kind::kUnix) {
     struct stat st;
     if (::lstat(address.path.c_str(), &st) == 0) {
       if (!S_ISSOCK(st.st_mode)) {
@@ -76,19 +76,19 @@ Status Server::Listen(const ServerAddress& address, kj::WaitScope& wait_scope) {
       ::unlink(address.path.c_str());  // stale socket of a previous run
     }
   }
-  Status status = RunCatching([&] {
+  Status status = protocol::RunCatching([&] {
     auto addr = io_.provider->getNetwork().parseAddress(address.ToKjAddress()).wait(wait_scope);
     listener_ = addr->listen();
   });
   if (!status.ok()) {
     return Status::Unavailable("cannot listen on " + address.ToString() + ": " + status.message());
   }
-  if (address.kind == ServerAddress::Kind::kUnix) {
+  if (address.kind == protocol::ServerAddress::Kind::kUnix) {
     unix_path_ = address.path;
     ::chmod(address.path.c_str(), 0660);
     bound_address_ = address.ToString();
   } else {
-    ServerAddress bound = address;
+    protocol::ServerAddress bound = address;
     bound.port = static_cast<uint16_t>(listener_->getPort());
     bound_address_ = bound.ToString();
   }

@@ -29,7 +29,7 @@ class Server final : private kj::TaskSet::ErrorHandler {
   // Binds `address` and starts accepting. A stale unix socket file at the path is
   // replaced; the socket is made mode 0660. Blocks on `wait_scope` only to resolve
   // the address; must not be called from inside a promise callback.
-  Status Listen(const ServerAddress& address, kj::WaitScope& wait_scope);
+  Status Listen(const protocol::ServerAddress& address, kj::WaitScope& wait_scope);
 
   // The address actually bound ("tcp:127.0.0.1:41234" when port 0 was asked for).
   const std::string& bound_address() const { return bound_address_; }

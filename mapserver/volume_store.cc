@@ -99,7 +99,7 @@ Status VolumeStore::InWriteTxn(Fn&& fn) {
   }
 }
 
-Status VolumeStore::InitMetadata(const Superblock& sb, const std::string& meta_dir, bool force) {
+Status VolumeStore::InitMetadata(const protocol::Superblock& sb, const std::string& meta_dir, bool force) {
   if (::mkdir(meta_dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return Status::FromErrno("create metadata directory " + meta_dir, errno);
   }
@@ -138,13 +138,13 @@ Status VolumeStore::InitMetadata(const Superblock& sb, const std::string& meta_d
   return Status::Ok();
 }
 
-VolumeStore::VolumeStore(const Superblock& sb, std::unique_ptr<MetadataStore> meta, UniqueFd lock,
+VolumeStore::VolumeStore(const protocol::Superblock& sb, std::unique_ptr<MetadataStore> meta, UniqueFd lock,
                          Logger logger)
     : sb_(sb), meta_(std::move(meta)), lock_(std::move(lock)), logger_(std::move(logger)) {}
 
 VolumeStore::~VolumeStore() = default;
 
-Result<std::unique_ptr<VolumeStore>> VolumeStore::Open(const Superblock& sb,
+Result<std::unique_ptr<VolumeStore>> VolumeStore::Open(const protocol::Superblock& sb,
                                                        const std::string& meta_dir, Logger logger) {
   auto lock = LockMetaDir(meta_dir);
   if (!lock.ok()) return lock.status();
@@ -167,7 +167,7 @@ Result<std::unique_ptr<VolumeStore>> VolumeStore::Open(const Superblock& sb,
     if (!uuid || uuid->size() != sb.uuid.size() ||
         !std::equal(uuid->begin(), uuid->end(), reinterpret_cast<const char*>(sb.uuid.data()))) {
       return Status::InvalidArgument("metadata in " + meta_dir + " belongs to another pool than " +
-                                     FormatUuid(sb.uuid));
+                                     protocol::FormatUuid(sb.uuid));
     }
     auto bs = txn->Get(Table::kMeta, kMetaBlockSize);
     if (!bs || DecodeU32(*bs) != sb.block_size ||

@@ -91,16 +91,16 @@ class VolumeStore {
   // Creates the metadata of a freshly formatted pool in `meta_dir` (created if
   // missing): identity, counters, all blocks free. Refuses (kAlreadyExists) if the
   // directory already holds tapmap metadata, unless `force` (then it is replaced).
-  static Status InitMetadata(const Superblock& sb, const std::string& meta_dir, bool force);
+  static Status InitMetadata(const protocol::Superblock& sb, const std::string& meta_dir, bool force);
 
   // Opens the store of the pool described by `sb`. Takes an exclusive lock on
   // meta_dir/mapserver.lock (kBusy if another process holds it). Fails if the
   // metadata belongs to a different pool.
-  static Result<std::unique_ptr<VolumeStore>> Open(const Superblock& sb,
+  static Result<std::unique_ptr<VolumeStore>> Open(const protocol::Superblock& sb,
                                                    const std::string& meta_dir, Logger logger);
   ~VolumeStore();
 
-  const Superblock& superblock() const { return sb_; }
+  const protocol::Superblock& superblock() const { return sb_; }
   MetadataStore& metadata() { return *meta_; }
 
   // ---- administration --------------------------------------------------------------
@@ -203,7 +203,7 @@ class VolumeStore {
     uint64_t hint = 0;  // where the next allocation search starts
   };
 
-  VolumeStore(const Superblock& sb, std::unique_ptr<MetadataStore> meta, UniqueFd lock,
+  VolumeStore(const protocol::Superblock& sb, std::unique_ptr<MetadataStore> meta, UniqueFd lock,
               Logger logger);
   Result<VolumeDescription> Copy(std::string_view source, std::string_view name, bool snapshot);
   // Loads a volume record; kNotFound if absent.
@@ -217,7 +217,7 @@ class VolumeStore {
   template <typename Fn>
   Status InWriteTxn(Fn&& fn);
 
-  Superblock sb_;
+  protocol::Superblock sb_;
   std::unique_ptr<MetadataStore> meta_;
   UniqueFd lock_;
   Logger logger_;

@@ -12,7 +12,7 @@
 
 #include "common/unique_fd.h"
 
-namespace tapmap::mapserver {
+namespace tapmap::protocol {
 
 Result<std::string> ReadSecretFile(const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -93,4 +93,4 @@ bool IsValidHostName(std::string_view host) {
   return true;
 }
 
-}  // namespace tapmap::mapserver
+}  // namespace tapmap::protocol

@@ -16,7 +16,7 @@
 
 #include "common/status.h"
 
-namespace tapmap::mapserver {
+namespace tapmap::protocol {
 
 inline constexpr std::string_view kDefaultSecretFile = "/etc/tapmap/secret";
 inline constexpr size_t kNonceSize = 32;  // bytes, as promised by Gate.challenge
@@ -45,4 +45,4 @@ std::vector<uint8_t> GenerateNonce();
 // A host name is 1..kMaxHostNameSize printable ASCII characters without spaces.
 bool IsValidHostName(std::string_view host);
 
-}  // namespace tapmap::mapserver
+}  // namespace tapmap::protocol

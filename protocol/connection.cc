@@ -5,7 +5,7 @@
 #include "protocol/auth.h"
 #include "protocol/remote_status.h"
 
-namespace tapmap::mapserver {
+namespace tapmap::protocol {
 
 Connection::Connection(ServerAddress address, std::string host, kj::Own<kj::AsyncIoStream> stream)
     : address_(std::move(address)),
@@ -81,4 +81,4 @@ std::string LocalHostName() {
   return name;
 }
 
-}  // namespace tapmap::mapserver
+}  // namespace tapmap::protocol

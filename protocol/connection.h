@@ -29,7 +29,7 @@
 #include "protocol/server_address.h"
 #include "tapmap/proto/mapping.capnp.h"
 
-namespace tapmap::mapserver {
+namespace tapmap::protocol {
 
 class Connection {
  public:
@@ -79,4 +79,4 @@ class Connection {
 // it cannot be determined.
 std::string LocalHostName();
 
-}  // namespace tapmap::mapserver
+}  // namespace tapmap::protocol

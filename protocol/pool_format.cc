@@ -7,7 +7,7 @@
 
 #include "common/units.h"
 
-namespace tapmap::mapserver {
+namespace tapmap::protocol {
 namespace {
 
 void Put32(uint8_t* p, uint32_t v) {
@@ -89,4 +89,4 @@ Result<Superblock> DecodeSuperblock(const uint8_t* p, size_t size) {
   return sb;
 }
 
-}  // namespace tapmap::mapserver
+}  // namespace tapmap::protocol

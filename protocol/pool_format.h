@@ -30,7 +30,7 @@
 
 #include "common/status.h"
 
-namespace tapmap::mapserver {
+namespace tapmap::protocol {
 
 inline constexpr char kPoolMagic[8] = {'T', 'A', 'P', 'M', 'A', 'P', 'P', 'L'};
 inline constexpr uint32_t kPoolFormatVersion = 1;
@@ -64,4 +64,4 @@ std::array<uint8_t, kSuperblockSize> EncodeSuperblock(const Superblock& sb);
 // unknown format version.
 Result<Superblock> DecodeSuperblock(const uint8_t* data, size_t size);
 
-}  // namespace tapmap::mapserver
+}  // namespace tapmap::protocol

@@ -2,7 +2,7 @@
 
 #include <kj/string.h>
 
-namespace tapmap::mapserver {
+namespace tapmap::protocol {
 
 Status StatusFromException(const kj::Exception& e) {
   bool connection_problem = e.getType() == kj::Exception::Type::DISCONNECTED ||
@@ -18,4 +18,4 @@ kj::Exception ToException(const Status& status) {
   return kj::Exception(type, __FILE__, __LINE__, kj::heapString(status.ToWireText()));
 }
 
-}  // namespace tapmap::mapserver
+}  // namespace tapmap::protocol

@@ -8,7 +8,7 @@
 
 #include "common/status.h"
 
-namespace tapmap::mapserver {
+namespace tapmap::protocol {
 
 // The Status carried by `e`. A description with a known "<code>: " prefix keeps its
 // code (even behind Cap'n Proto's "remote exception: " prefix). Otherwise a
@@ -37,4 +37,4 @@ Status RunCatching(Fn&& fn) {
   return result;
 }
 
-}  // namespace tapmap::mapserver
+}  // namespace tapmap::protocol

@@ -15,7 +15,7 @@
 #include "common/listen_address.h"
 #include "common/status.h"
 
-namespace tapmap::mapserver {
+namespace tapmap::protocol {
 
 // Default address of the server on a host when nothing else is configured.
 inline constexpr std::string_view kDefaultServerAddress = "unix:/run/tapmap/mapserver.sock";
@@ -28,4 +28,4 @@ inline Result<ServerAddress> ParseServerAddress(std::string_view text) {
   return ParseListenAddress(text, /*allow_port_zero=*/true);
 }
 
-}  // namespace tapmap::mapserver
+}  // namespace tapmap::protocol

@@ -14,7 +14,7 @@
 #include "common/unique_fd.h"
 #include "common/units.h"
 
-namespace tapmap::mapserver {
+namespace tapmap::protocol {
 namespace {
 
 Result<uint64_t> DeviceOrFileSize(int fd, const std::string& path, bool* is_block) {
@@ -152,4 +152,4 @@ Result<Superblock> ReadPoolSuperblock(const std::string& path) {
   return sb;
 }
 
-}  // namespace tapmap::mapserver
+}  // namespace tapmap::protocol

@@ -8,7 +8,7 @@
 #include "common/status.h"
 #include "protocol/pool_format.h"
 
-namespace tapmap::mapserver {
+namespace tapmap::protocol {
 
 struct FormatOptions {
   std::string path;         // regular file (created if missing) or block device
@@ -32,4 +32,4 @@ Result<Superblock> FormatPool(const FormatOptions& options);
 // file/device is at least as large as the superblock says.
 Result<Superblock> ReadPoolSuperblock(const std::string& path);
 
-}  // namespace tapmap::mapserver
+}  // namespace tapmap::protocol

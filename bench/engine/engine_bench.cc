@@ -329,16 +329,16 @@ class EngineStack {
   engine::Engine& engine() { return *engine_; }
 
   // Runs `session` requests on a fresh connection (volume set-up).
-  Status Admin(const std::function<void(mapserver::Connection&, kj::WaitScope&)>& fn) {
+  Status Admin(const std::function<void(protocol::Connection&, kj::WaitScope&)>& fn) {
     auto kio = kj::setupAsyncIo();
-    auto addr = mapserver::ParseServerAddress("unix:" + sock_);
-    Result<kj::Own<mapserver::Connection>> conn = Status::Unavailable("not yet");
+    auto addr = protocol::ParseServerAddress("unix:" + sock_);
+    Result<kj::Own<protocol::Connection>> conn = Status::Unavailable("not yet");
     for (int i = 0; i < 300 && !conn.ok(); i++) {
-      conn = mapserver::Connection::ConnectBlocking(kio, *addr, "bench-admin", "bench secret");
+      conn = protocol::Connection::ConnectBlocking(kio, *addr, "bench-admin", "bench secret");
       if (!conn.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     if (!conn.ok()) return conn.status();
-    return mapserver::RunCatching([&] { fn(**conn, kio.waitScope); });
+    return protocol::RunCatching([&] { fn(**conn, kio.waitScope); });
   }
 
   Result<std::shared_ptr<engine::BlockDevice>> Open(const std::string& name) {
@@ -363,7 +363,7 @@ int BenchVolume(const Settings& s, const std::string& bin_dir) {
     return 1;
   }
   constexpr uint64_t kSpan = 64ull << 20;
-  Status created = stack.Admin([&](mapserver::Connection& conn, kj::WaitScope& ws) {
+  Status created = stack.Admin([&](protocol::Connection& conn, kj::WaitScope& ws) {
     auto req = conn.session().createRequest();
     req.setName("bench");
     req.setSizeBytes(kSpan);
@@ -455,7 +455,7 @@ int BenchWrite(const Settings& s, const std::string& bin_dir) {
     std::fprintf(stderr, "%s\n", stack.status().ToString().c_str());
     return 1;
   }
-  Status made = stack.Admin([&](mapserver::Connection& conn, kj::WaitScope& ws) {
+  Status made = stack.Admin([&](protocol::Connection& conn, kj::WaitScope& ws) {
     auto create = conn.session().createRequest();
     create.setName("base");
     create.setSizeBytes(total);

@@ -32,6 +32,8 @@ namespace tapmap::mapserver {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using protocol::Connection;
+using protocol::ParseServerAddress;
 constexpr uint64_t kBs = 4096;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
@@ -299,7 +301,7 @@ int main(int argc, char** argv) {
     return tapmap::mapserver::Run(argc, argv);
   } catch (const kj::Exception& e) {
     std::fprintf(stderr, "mapserver_bench: %s\n",
-                 tapmap::mapserver::StatusFromException(e).ToString().c_str());
+                 tapmap::protocol::StatusFromException(e).ToString().c_str());
     return 1;
   }
 }

@@ -38,14 +38,14 @@ Result<std::unique_ptr<Engine>> Engine::Create(boost::asio::io_context& io, Engi
   if (options.pool_path.empty()) return Status::InvalidArgument("no pool path given");
   if (options.cache_size_bytes == 0) options.cache_size_bytes = DefaultCacheSize();
   if (options.max_pinned_bytes == 0) options.max_pinned_bytes = std::max<uint64_t>(256ull << 20, options.cache_size_bytes / 4);
-  if (options.host.empty()) options.host = mapserver::LocalHostName();
-  auto secret = mapserver::ReadSecretFile(options.secret_file);
+  if (options.host.empty()) options.host = protocol::LocalHostName();
+  auto secret = protocol::ReadSecretFile(options.secret_file);
   if (!secret.ok()) return secret.status().WithContext("secret file " + options.secret_file);
 
   std::unique_ptr<Engine> engine(new Engine(io, options, log));
-  auto sb = mapserver::ReadPoolSuperblock(options.pool_path);
+  auto sb = protocol::ReadPoolSuperblock(options.pool_path);
   if (!sb.ok()) return sb.status().WithContext("pool " + options.pool_path);
-  engine->pool_uuid_ = mapserver::FormatUuid(sb->uuid);
+  engine->pool_uuid_ = protocol::FormatUuid(sb->uuid);
   engine->block_size_ = sb->block_size;
   engine->data_start_ = sb->data_offset;
   engine->data_end_ = sb->data_offset + sb->total_blocks * sb->block_size;

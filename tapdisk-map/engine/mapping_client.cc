@@ -22,7 +22,7 @@ namespace tapmap::engine {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using mapserver::StatusFromException;
+using protocol::StatusFromException;
 
 // Functions queued from any thread to run on the RPC thread. An eventfd wakes the
 // RPC thread's KJ loop. Shared with every handle that posts, so a handle outliving
@@ -96,9 +96,10 @@ struct VolumeState {
   Status failed;                         // reopening failed for good
 };
 
-class MappingClient::Impl : public kj::TaskSet::ErrorHandler {
+class MappingClient::Impl : public kj::TaskSet::ErrorHandler,
+                            public std::enable_shared_from_this<MappingClient::Impl> {
  public:
-  Impl(boost::asio::io_context& io, Options options, mapserver::ServerAddress address, Logger log)
+  Impl(boost::asio::io_context& io, Options options, protocol::ServerAddress address, Logger log)
       : io_(io), options_(std::move(options)), address_(std::move(address)), log_(std::move(log)),
         queue_(std::make_shared<RpcQueue>()) {}
 
@@ -229,7 +230,7 @@ class MappingClient::Impl : public kj::TaskSet::ErrorHandler {
 
   boost::asio::io_context& io_;
   const Options options_;
-  const mapserver::ServerAddress address_;
+  const protocol::ServerAddress address_;
   const Logger log_;
   std::shared_ptr<RpcQueue> queue_;
   std::thread thread_;
@@ -239,7 +240,7 @@ class MappingClient::Impl : public kj::TaskSet::ErrorHandler {
   bool stopping_ = false;
   kj::AsyncIoContext* aio_ = nullptr;
   kj::Own<kj::TaskSet> tasks_;
-  kj::Own<mapserver::Connection> conn_;
+  kj::Own<protocol::Connection> conn_;
   std::optional<PoolInfo> pool_info_;
   std::chrono::milliseconds backoff_{0};
   std::vector<std::shared_ptr<VolumeState>> volumes_;
@@ -250,41 +251,51 @@ class MappingClient::Impl : public kj::TaskSet::ErrorHandler {
 
 namespace {
 
-// The MapCallback capability given to the server with each open.
+// The MapCallback capability given to the server with each open. It lives on the RPC
+// thread, inside the connection the Impl owns; it holds the Impl weakly all the same, so
+// a callback the capnp runtime keeps past the connection finds nothing instead of a
+// dangling pointer.
 class MapCallbackImpl final : public proto::MapCallback::Server {
  public:
-  MapCallbackImpl(MappingClient::Impl* impl, std::weak_ptr<VolumeState> volume)
-      : impl_(impl), volume_(std::move(volume)) {}
+  MapCallbackImpl(std::weak_ptr<MappingClient::Impl> impl, std::weak_ptr<VolumeState> volume)
+      : impl_(std::move(impl)), volume_(std::move(volume)) {}
 
   kj::Promise<void> recall(RecallContext context) override {
+    auto impl = impl_.lock();
     auto events = Events();
-    if (!events) return kj::READY_NOW;
+    if (!impl || !events) return kj::READY_NOW;
     std::vector<ByteRange> ranges = tapmap::FromProto(context.getParams().getRanges());
     RecallReason reason = FromProto(context.getParams().getReason());
     auto paf = kj::newPromiseAndFulfiller<void>();
-    uint64_t id = impl_->AddRecallWaiter(kj::mv(paf.fulfiller));
-    std::shared_ptr<RpcQueue> queue = impl_->queue();
-    MappingClient::Impl* impl = impl_;
-    impl_->PostToIo([events, ranges = std::move(ranges), reason, queue, impl, id]() mutable {
-      events->OnRecall(std::move(ranges), reason, [queue, impl, id]() {
-        queue->Post([impl, id]() { impl->FinishRecall(id); });
+    uint64_t id = impl->AddRecallWaiter(kj::mv(paf.fulfiller));
+    std::shared_ptr<RpcQueue> queue = impl->queue();
+    std::weak_ptr<MappingClient::Impl> weak = impl_;
+    impl->PostToIo([events, ranges = std::move(ranges), reason, queue, weak, id]() mutable {
+      events->OnRecall(std::move(ranges), reason, [queue, weak, id]() {
+        queue->Post([weak, id]() {
+          if (auto impl = weak.lock()) impl->FinishRecall(id);
+        });
       });
     });
     return kj::mv(paf.promise);
   }
 
   kj::Promise<void> revoke(RevokeContext context) override {
-    if (auto events = Events()) {
+    auto impl = impl_.lock();
+    auto events = Events();
+    if (impl && events) {
       std::string reason = context.getParams().getReason();
-      impl_->PostToIo([events, reason]() { events->OnRevoke(reason); });
+      impl->PostToIo([events, reason]() { events->OnRevoke(reason); });
     }
     return kj::READY_NOW;
   }
 
   kj::Promise<void> sizeChanged(SizeChangedContext context) override {
-    if (auto events = Events()) {
+    auto impl = impl_.lock();
+    auto events = Events();
+    if (impl && events) {
       uint64_t size = context.getParams().getSizeBytes();
-      impl_->PostToIo([events, size]() { events->OnSizeChanged(size); });
+      impl->PostToIo([events, size]() { events->OnSizeChanged(size); });
     }
     return kj::READY_NOW;
   }
@@ -296,19 +307,21 @@ class MapCallbackImpl final : public proto::MapCallback::Server {
     return v->events.lock();
   }
 
-  MappingClient::Impl* impl_;
-  std::weak_ptr<VolumeState> volume_;
+  const std::weak_ptr<MappingClient::Impl> impl_;
+  const std::weak_ptr<VolumeState> volume_;
 };
 
-// The handle the engine holds. Every method posts to the RPC thread.
+// The handle the engine holds. Every method posts to the RPC thread. It shares the
+// ownership of the Impl, so a handle that outlives its MappingClient (whose destructor
+// stops the RPC thread) still reaches the io_context to fail its calls with "stopped"
+// (the engine's io_context outlives every handle: see VolumeContext).
 class RemoteVolumeImpl final : public RemoteVolume {
  public:
-  RemoteVolumeImpl(MappingClient::Impl* impl, std::shared_ptr<VolumeState> state)
-      : impl_(impl), queue_(impl->queue()), state_(std::move(state)) {}
+  RemoteVolumeImpl(std::shared_ptr<MappingClient::Impl> impl, std::shared_ptr<VolumeState> state)
+      : impl_(std::move(impl)), state_(std::move(state)) {}
   ~RemoteVolumeImpl() override {
     // Close if the user did not; the state (and its capability) dies on the RPC thread.
-    MappingClient::Impl* impl = impl_;
-    queue_->Post([impl, state = std::move(state_)]() { impl->CloseVolume(state, [](Status) {}); });
+    impl_->Post([impl = impl_, state = std::move(state_)]() { impl->CloseVolume(state, [](Status) {}); });
   }
 
   void Map(uint64_t offset, uint64_t length, std::function<void(Result<MapReply>)> done) override {
@@ -393,11 +406,10 @@ class RemoteVolumeImpl final : public RemoteVolume {
     return [impl = impl_, done](Status s) { impl->PostToIo([done, s]() { done(s); }); };
   }
   void Run(const std::function<void(Status)>& fail, std::function<void()> fn) {
-    if (!queue_->Post(std::move(fn))) fail(Status::Aborted("mapping client stopped"));
+    if (!impl_->Post(std::move(fn))) fail(Status::Aborted("mapping client stopped"));
   }
 
-  MappingClient::Impl* impl_;
-  std::shared_ptr<RpcQueue> queue_;
+  const std::shared_ptr<MappingClient::Impl> impl_;
   std::shared_ptr<VolumeState> state_;
 };
 
@@ -419,14 +431,14 @@ void MappingClient::Impl::Open(std::string name, bool read_only, std::weak_ptr<V
   auto req = conn_->session().openRequest();
   req.setName(name);
   req.setMode(ModeOf(read_only));
-  req.setCallback(kj::heap<MapCallbackImpl>(this, v));
+  req.setCallback(kj::heap<MapCallbackImpl>(weak_from_this(), v));
   tasks_->add(req.send().then(
       [this, v, done](auto reply) {
         v->cap = reply.getVolume();
         volumes_.push_back(v);
         auto info = reply.getInfo();
         VolumeOpenInfo oi{info.getName(), info.getSizeBytes(), info.getReadOnly() || v->read_only};
-        auto handle = std::make_shared<RemoteVolumeImpl>(this, v);
+        auto handle = std::make_shared<RemoteVolumeImpl>(shared_from_this(), v);
         PostToIo([done, handle, oi]() { done(OpenResult{handle, oi}); });
       },
       [this, name, read_only, events, deadline, done, fail](kj::Exception&& e) {
@@ -469,7 +481,7 @@ void MappingClient::Impl::Reopen(std::shared_ptr<VolumeState> v) {
   auto req = conn_->session().openRequest();
   req.setName(v->name);
   req.setMode(ModeOf(v->read_only));
-  req.setCallback(kj::heap<MapCallbackImpl>(this, v));
+  req.setCallback(kj::heap<MapCallbackImpl>(weak_from_this(), v));
   tasks_->add(req.send().then(
       [this, v](auto reply) {
         v->reopening = false;
@@ -519,8 +531,8 @@ void MappingClient::Impl::LoseConnection() {
 
 kj::Promise<void> MappingClient::Impl::ConnectLoop() {
   if (stopping_) return kj::READY_NOW;
-  return mapserver::Connection::Connect(*aio_, address_, options_.host, options_.secret)
-      .then([this](kj::Own<mapserver::Connection> conn) {
+  return protocol::Connection::Connect(*aio_, address_, options_.host, options_.secret)
+      .then([this](kj::Own<protocol::Connection> conn) {
         conn_ = kj::mv(conn);
         return conn_->session().poolStatsRequest().send().then([this](auto reply) {
           auto stats = reply.getStats();
@@ -608,7 +620,7 @@ void MappingClient::Impl::Run() {
 
 Result<std::unique_ptr<MappingClient>> MappingClient::Create(boost::asio::io_context& io, Options options,
                                                             const Logger& log) {
-  auto address = mapserver::ParseServerAddress(options.server);
+  auto address = protocol::ParseServerAddress(options.server);
   if (!address.ok()) return address.status();
   auto impl = std::make_shared<Impl>(io, std::move(options), std::move(*address), log);
   impl->Start();
@@ -620,7 +632,7 @@ MappingClient::~MappingClient() { impl_->Stop(); }
 bool MappingClient::connected() const { return impl_->connected(); }
 
 void MappingClient::GetPoolInfo(std::function<void(Result<PoolInfo>)> done) {
-  Impl* impl = impl_.get();
+  std::shared_ptr<Impl> impl = impl_;
   auto deadline = impl->Deadline();
   if (!impl->Post([impl, deadline, done]() { impl->GetPoolInfo(deadline, done); })) {
     impl->PostToIo([done]() { done(Status::Aborted("mapping client stopped")); });
@@ -629,7 +641,7 @@ void MappingClient::GetPoolInfo(std::function<void(Result<PoolInfo>)> done) {
 
 void MappingClient::Open(const std::string& name, bool read_only, std::weak_ptr<VolumeEvents> events,
                          std::function<void(Result<OpenResult>)> done) {
-  Impl* impl = impl_.get();
+  std::shared_ptr<Impl> impl = impl_;
   auto deadline = impl->Deadline();
   if (!impl->Post([impl, name, read_only, events, deadline, done]() {
         impl->Open(name, read_only, events, deadline, done);
@@ -639,7 +651,7 @@ void MappingClient::Open(const std::string& name, bool read_only, std::weak_ptr<
 }
 
 void MappingClient::Describe(const std::string& name, std::function<void(Result<VolumeOpenInfo>)> done) {
-  Impl* impl = impl_.get();
+  std::shared_ptr<Impl> impl = impl_;
   auto deadline = impl->Deadline();
   if (!impl->Post([impl, name, deadline, done]() { impl->Describe(name, deadline, done); })) {
     impl->PostToIo([done]() { done(Status::Aborted("mapping client stopped")); });

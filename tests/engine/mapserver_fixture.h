@@ -96,9 +96,9 @@ class MapserverFixture {
   // Admin calls on this thread's KJ loop.
   proto::Session::Client Session() {
     if (!admin_) {
-      auto addr = mapserver::ParseServerAddress("unix:" + socket_path());
+      auto addr = protocol::ParseServerAddress("unix:" + socket_path());
       REQUIRE(addr.ok());
-      auto conn = mapserver::Connection::ConnectBlocking(io_, *addr, "admin", "engine test secret");
+      auto conn = protocol::Connection::ConnectBlocking(io_, *addr, "admin", "engine test secret");
       INFO(conn.status().ToString());
       REQUIRE(conn.ok());
       admin_ = kj::mv(*conn);
@@ -134,7 +134,7 @@ class MapserverFixture {
  private:
   template <typename P>
   void Check(P&& promise) {
-    Status s = mapserver::RunCatching([&] { promise.wait(io_.waitScope); });
+    Status s = protocol::RunCatching([&] { promise.wait(io_.waitScope); });
     INFO(s.ToString());
     REQUIRE(s.ok());
   }
@@ -142,7 +142,7 @@ class MapserverFixture {
   tapmap::testing::TempDir dir_;
   std::unique_ptr<ChildProcess> server_;
   kj::AsyncIoContext io_ = kj::setupAsyncIo();
-  kj::Own<mapserver::Connection> admin_;
+  kj::Own<protocol::Connection> admin_;
 };
 
 // Synchronous wrappers over the asynchronous BlockDevice API.

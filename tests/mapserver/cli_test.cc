@@ -65,10 +65,10 @@ TEST_CASE("mapserver format, serve, fsck end to end") {
   {
     ChildProcess server(serve_args, dir / "serve.log");
     auto io = kj::setupAsyncIo();
-    auto address = *ParseServerAddress("unix:" + (dir / "sock"));
-    kj::Own<Connection> conn;
+    auto address = *protocol::ParseServerAddress("unix:" + (dir / "sock"));
+    kj::Own<protocol::Connection> conn;
     for (int i = 0; i < 500 && !conn; ++i) {
-      auto c = Connection::ConnectBlocking(io, address, "cli-test", "topsecret");
+      auto c = protocol::Connection::ConnectBlocking(io, address, "cli-test", "topsecret");
       if (c.ok())
         conn = kj::mv(*c);
       else
@@ -94,7 +94,7 @@ TEST_CASE("mapserver format, serve, fsck end to end") {
       io.provider->getTimer().afterDelay(10 * kj::MILLISECONDS).wait(io.waitScope);
     }
     CHECK(disconnected);
-    auto after = RunCatching([&] { conn->session().listRequest().send().wait(io.waitScope); });
+    auto after = protocol::RunCatching([&] { conn->session().listRequest().send().wait(io.waitScope); });
     CHECK(after.code() == StatusCode::kUnavailable);
     watch = kj::Promise<void>(kj::READY_NOW);
     conn = nullptr;

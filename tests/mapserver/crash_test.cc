@@ -94,11 +94,11 @@ class Round {
     return server;
   }
 
-  kj::Own<Connection> ConnectWithRetry(kj::AsyncIoContext& io) {
-    auto address = *ParseServerAddress("unix:" + dir_ + "/sock");
+  kj::Own<protocol::Connection> ConnectWithRetry(kj::AsyncIoContext& io) {
+    auto address = *protocol::ParseServerAddress("unix:" + dir_ + "/sock");
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     for (;;) {
-      auto conn = Connection::ConnectBlocking(io, address, "crash-host", "s3cret");
+      auto conn = protocol::Connection::ConnectBlocking(io, address, "crash-host", "s3cret");
       if (conn.ok()) return kj::mv(*conn);
       REQUIRE(std::chrono::steady_clock::now() < deadline);
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -116,7 +116,7 @@ class Round {
       std::vector<std::string> names;
       for (auto& [n, m] : model->volumes) names.push_back(n);
       int choice = static_cast<int>(rng_() % 10);
-      Status status = RunCatching([&] {
+      Status status = protocol::RunCatching([&] {
         if (names.empty() || (choice == 0 && names.size() < 12)) {
           std::string name = "v" + std::to_string(serial_++);
           uncertain->kind = Uncertain::Kind::kCreateLike;
@@ -188,7 +188,7 @@ class Round {
                              })
                              .catch_([state, k](kj::Exception&& e) {
                                // Each chain settles on its own, so the join waits for all of them.
-                               (*state)[k].status = StatusFromException(e);
+                               (*state)[k].status = protocol::StatusFromException(e);
                              }));
           }
           uncertain->kind = Uncertain::Kind::kCommit;
@@ -205,7 +205,7 @@ class Round {
               uncertain->new_entries.insert(chain.fresh.begin(), chain.fresh.end());
             }
           }
-          if (!done.ok()) kj::throwFatalException(ToException(done));
+          if (!done.ok()) kj::throwFatalException(protocol::ToException(done));
           return;
         }
         if (choice <= 8 && names.size() < 16) {

@@ -12,79 +12,79 @@
 namespace tapmap::mapserver {
 namespace {
 
-Superblock Sample() {
-  Superblock sb;
+protocol::Superblock Sample() {
+  protocol::Superblock sb;
   sb.block_size = 65536;
   for (int i = 0; i < 16; ++i) sb.uuid[i] = static_cast<uint8_t>(i * 7);
   sb.pool_bytes = 64 << 20;
-  sb.data_offset = kDataOffset;
-  sb.total_blocks = ((64 << 20) - kDataOffset) / 65536;
+  sb.data_offset = protocol::kDataOffset;
+  sb.total_blocks = ((64 << 20) - protocol::kDataOffset) / 65536;
   sb.created_unix_seconds = 1700000000;
   return sb;
 }
 
 TEST_CASE("Superblock round-trips through its encoding") {
-  Superblock sb = Sample();
-  auto bytes = EncodeSuperblock(sb);
+  protocol::Superblock sb = Sample();
+  auto bytes = protocol::EncodeSuperblock(sb);
   CHECK(std::string(reinterpret_cast<const char*>(bytes.data()), 8) == "TAPMAPPL");
-  auto back = DecodeSuperblock(bytes.data(), bytes.size());
+  auto back = protocol::DecodeSuperblock(bytes.data(), bytes.size());
   REQUIRE(back.ok());
   CHECK(back->block_size == sb.block_size);
   CHECK(back->uuid == sb.uuid);
   CHECK(back->pool_bytes == sb.pool_bytes);
   CHECK(back->total_blocks == sb.total_blocks);
   CHECK(back->created_unix_seconds == sb.created_unix_seconds);
-  CHECK(back->BlockOffset(3) == kDataOffset + 3 * 65536);
+  CHECK(back->BlockOffset(3) == protocol::kDataOffset + 3 * 65536);
 }
 
 TEST_CASE("Superblock decoding rejects damage") {
-  auto bytes = EncodeSuperblock(Sample());
+  auto bytes = protocol::EncodeSuperblock(Sample());
   SECTION("flipped bit -> corruption") {
     bytes[20] ^= 1;
-    CHECK(DecodeSuperblock(bytes.data(), bytes.size()).status().code() == StatusCode::kCorruption);
+    CHECK(protocol::DecodeSuperblock(bytes.data(), bytes.size()).status().code() == StatusCode::kCorruption);
   }
   SECTION("no magic -> not-found") {
     bytes[0] = 'X';
-    CHECK(DecodeSuperblock(bytes.data(), bytes.size()).status().code() == StatusCode::kNotFound);
+    CHECK(protocol::DecodeSuperblock(bytes.data(), bytes.size()).status().code() == StatusCode::kNotFound);
   }
   SECTION("short buffer -> not-found") {
-    CHECK(DecodeSuperblock(bytes.data(), 100).status().code() == StatusCode::kNotFound);
+    CHECK(protocol::DecodeSuperblock(bytes.data(), 100).status().code() == StatusCode::kNotFound);
   }
   SECTION("inconsistent geometry with a valid checksum -> corruption") {
-    Superblock bad = Sample();
+    protocol::Superblock bad = Sample();
     bad.total_blocks = bad.total_blocks + 1;
-    auto b = EncodeSuperblock(bad);
-    CHECK(DecodeSuperblock(b.data(), b.size()).status().code() == StatusCode::kCorruption);
+    auto b = protocol::EncodeSuperblock(bad);
+    CHECK(protocol::DecodeSuperblock(b.data(), b.size()).status().code() == StatusCode::kCorruption);
   }
 }
 
 TEST_CASE("FormatPool writes a readable superblock and refuses to overwrite it") {
   testing::TempDir dir;
-  FormatOptions options;
+  protocol::FormatOptions options;
   options.path = dir.path() + "/pool";
   options.size_bytes = 16 << 20;
   options.block_size = 4096;
-  auto sb = FormatPool(options);
+  auto sb = protocol::FormatPool(options);
   REQUIRE(sb.ok());
-  CHECK(sb->total_blocks == ((16 << 20) - kDataOffset) / 4096);
-  auto read = ReadPoolSuperblock(options.path);
+  CHECK(sb->total_blocks == ((16 << 20) - protocol::kDataOffset) / 4096);
+  auto read = protocol::ReadPoolSuperblock(options.path);
   REQUIRE(read.ok());
   CHECK(read->uuid == sb->uuid);
 
-  auto again = FormatPool(options);
+  auto again = protocol::FormatPool(options);
   CHECK(again.status().code() == StatusCode::kAlreadyExists);
   options.force = true;
-  auto forced = FormatPool(options);
+  auto forced = protocol::FormatPool(options);
   REQUIRE(forced.ok());
   CHECK(forced->uuid != sb->uuid);
 }
 
 TEST_CASE("FormatPool leaves a pool file sparse unless asked to preallocate it") {
   testing::TempDir dir;
-  FormatOptions options;
+  protocol::FormatOptions options;
   options.path = dir.path() + "/sparse";
   options.size_bytes = 32 << 20;
-  REQUIRE(FormatPool(options).ok());
+  REQUIRE(protocol::FormatPool(options).ok());
   struct stat sparse;
   REQUIRE(::stat(options.path.c_str(), &sparse) == 0);
   CHECK(static_cast<uint64_t>(sparse.st_size) == options.size_bytes);
@@ -92,42 +92,42 @@ TEST_CASE("FormatPool leaves a pool file sparse unless asked to preallocate it")
 
   options.path = dir.path() + "/preallocated";
   options.preallocate = true;
-  auto sb = FormatPool(options);
+  auto sb = protocol::FormatPool(options);
   REQUIRE(sb.ok());
   struct stat full;
   REQUIRE(::stat(options.path.c_str(), &full) == 0);
   CHECK(static_cast<uint64_t>(full.st_size) == options.size_bytes);
   CHECK(static_cast<uint64_t>(full.st_blocks) * 512 >= options.size_bytes);
-  auto read = ReadPoolSuperblock(options.path);  // preallocation keeps the superblock
+  auto read = protocol::ReadPoolSuperblock(options.path);  // preallocation keeps the superblock
   REQUIRE(read.ok());
   CHECK(read->uuid == sb->uuid);
 }
 
 TEST_CASE("FormatPool validates its arguments") {
   testing::TempDir dir;
-  FormatOptions options;
+  protocol::FormatOptions options;
   options.path = dir.path() + "/pool";
   options.size_bytes = 16 << 20;
   options.block_size = 3000;
-  CHECK(FormatPool(options).status().code() == StatusCode::kInvalidArgument);
+  CHECK(protocol::FormatPool(options).status().code() == StatusCode::kInvalidArgument);
   options.block_size = 2 << 20;
-  CHECK(FormatPool(options).status().code() == StatusCode::kInvalidArgument);
+  CHECK(protocol::FormatPool(options).status().code() == StatusCode::kInvalidArgument);
   options.block_size = 4096;
-  options.size_bytes = kDataOffset;  // no room for a block
-  CHECK(FormatPool(options).status().code() == StatusCode::kInvalidArgument);
+  options.size_bytes = protocol::kDataOffset;  // no room for a block
+  CHECK(protocol::FormatPool(options).status().code() == StatusCode::kInvalidArgument);
   options.size_bytes = 0;  // required for files
-  CHECK(FormatPool(options).status().code() == StatusCode::kInvalidArgument);
+  CHECK(protocol::FormatPool(options).status().code() == StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("ReadPoolSuperblock notices a truncated pool") {
   testing::TempDir dir;
-  FormatOptions options;
+  protocol::FormatOptions options;
   options.path = dir.path() + "/pool";
   options.size_bytes = 16 << 20;
   options.block_size = 4096;
-  REQUIRE(FormatPool(options).ok());
+  REQUIRE(protocol::FormatPool(options).ok());
   REQUIRE(::truncate(options.path.c_str(), 8 << 20) == 0);
-  CHECK(ReadPoolSuperblock(options.path).status().code() == StatusCode::kCorruption);
+  CHECK(protocol::ReadPoolSuperblock(options.path).status().code() == StatusCode::kCorruption);
 }
 
 }  // namespace

@@ -69,10 +69,10 @@ class RpcFixture {
                                                 Logger("mapserver", LogLevel::kError), options);
     server_ = std::make_unique<Server>(io_, *service_, Logger("mapserver", LogLevel::kError),
                                        500 * kj::MILLISECONDS);
-    auto address = ParseServerAddress(listen.empty() ? "unix:" + meta_parent() + "/sock" : listen);
+    auto address = protocol::ParseServerAddress(listen.empty() ? "unix:" + meta_parent() + "/sock" : listen);
     REQUIRE(address.ok());
     REQUIRE(server_->Listen(*address, io_.waitScope).ok());
-    address_ = *ParseServerAddress(server_->bound_address());
+    address_ = *protocol::ParseServerAddress(server_->bound_address());
   }
   ~RpcFixture() {
     server_.reset();
@@ -84,11 +84,11 @@ class RpcFixture {
   StoreFixture& store() { return store_; }
   MappingService& service() { return *service_; }
   Server& server() { return *server_; }
-  const ServerAddress& address() const { return address_; }
+  const protocol::ServerAddress& address() const { return address_; }
 
-  kj::Own<Connection> Connect(const std::string& host = "host1",
+  kj::Own<protocol::Connection> Connect(const std::string& host = "host1",
                               const std::string& secret = kSecret) {
-    auto conn = Connection::ConnectBlocking(io_, address_, host, secret);
+    auto conn = protocol::Connection::ConnectBlocking(io_, address_, host, secret);
     INFO(conn.status().ToString());
     REQUIRE(conn.ok());
     return kj::mv(*conn);
@@ -111,13 +111,13 @@ class RpcFixture {
   kj::AsyncIoContext io_;
   std::unique_ptr<MappingService> service_;
   std::unique_ptr<Server> server_;
-  ServerAddress address_;
+  protocol::ServerAddress address_;
 };
 
 // The Status a promise settles with.
 template <typename T>
 Status StatusOf(kj::Promise<T>&& promise, kj::WaitScope& ws) {
-  return RunCatching([&] { promise.wait(ws); });
+  return protocol::RunCatching([&] { promise.wait(ws); });
 }
 
 }  // namespace tapmap::mapserver::testing

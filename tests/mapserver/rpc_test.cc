@@ -117,7 +117,7 @@ TEST_CASE("Login succeeds with the shared secret and fails without it", "[rpc]")
   auto good = f.Connect("hostA");
   CHECK(StatusOf(good->session().listRequest().send(), f.ws()).ok());
 
-  auto bad = Connection::ConnectBlocking(f.io(), f.address(), "hostB", "wrong secret");
+  auto bad = protocol::Connection::ConnectBlocking(f.io(), f.address(), "hostB", "wrong secret");
   CHECK(bad.status().code() == StatusCode::kPermissionDenied);
 }
 
@@ -128,13 +128,13 @@ TEST_CASE("The Gate refuses logins without a challenge and closes after three fa
   capnp::TwoPartyClient client(*stream);
   auto gate = client.bootstrap().castAs<proto::Gate>();
   auto login = [&](bool with_challenge, const std::string& secret) {
-    std::vector<uint8_t> nonce(kNonceSize, 0);
+    std::vector<uint8_t> nonce(protocol::kNonceSize, 0);
     if (with_challenge) {
       auto c = gate.challengeRequest().send().wait(f.ws());
       CHECK(c.getServerVersion() == proto::PROTOCOL_VERSION);
       nonce.assign(c.getNonce().begin(), c.getNonce().end());
     }
-    auto proof = ComputeLoginProof(secret, nonce.data(), nonce.size(), "h");
+    auto proof = protocol::ComputeLoginProof(secret, nonce.data(), nonce.size(), "h");
     auto req = gate.loginRequest();
     req.setHost("h");
     req.setProof(kj::arrayPtr(proof.data(), proof.size()));
@@ -512,7 +512,7 @@ TEST_CASE("Concurrent commits are group-committed and fail independently", "[rpc
       e.setGeneration(extents[i].generation);
     }
     return req.send().then([](auto) { return Status::Ok(); },
-                           [](kj::Exception&& e) { return StatusFromException(e); });
+                           [](kj::Exception&& e) { return protocol::StatusFromException(e); });
   };
   for (int i = 0; i < 8; ++i) inflight.add(send(i % 2 ? vb.volume : va.volume, prepared[i]));
   auto bogus = prepared[0];
@@ -529,19 +529,19 @@ TEST_CASE("Concurrent commits are group-committed and fail independently", "[rpc
 
 TEST_CASE("The protocol works over TCP too", "[rpc]") {
   RpcFixture f(4096, 4096, "tcp:127.0.0.1:0");
-  CHECK(f.address().kind == ServerAddress::Kind::kTcp);
+  CHECK(f.address().kind == protocol::ServerAddress::Kind::kTcp);
   CHECK(f.address().port != 0);
   auto c = f.Connect();
   Create(f, c->session(), "t", kBs);
-  auto bad = Connection::ConnectBlocking(f.io(), f.address(), "h", "bad");
+  auto bad = protocol::Connection::ConnectBlocking(f.io(), f.address(), "h", "bad");
   CHECK(bad.status().code() == StatusCode::kPermissionDenied);
 }
 
 TEST_CASE("Connecting to nothing gives unavailable", "[rpc]") {
   auto io = kj::setupAsyncIo();
-  auto addr = ParseServerAddress("unix:/tmp/tapmap-no-such-socket-here");
+  auto addr = protocol::ParseServerAddress("unix:/tmp/tapmap-no-such-socket-here");
   REQUIRE(addr.ok());
-  auto conn = Connection::ConnectBlocking(io, *addr, "h", "s");
+  auto conn = protocol::Connection::ConnectBlocking(io, *addr, "h", "s");
   CHECK(conn.status().code() == StatusCode::kUnavailable);
 }
 

@@ -34,11 +34,11 @@ class StoreFixture {
  public:
   // A pool of `blocks` blocks of `block_size` bytes.
   explicit StoreFixture(uint64_t blocks = 4096, uint32_t block_size = 4096) {
-    FormatOptions options;
+    protocol::FormatOptions options;
     options.path = pool_path();
-    options.size_bytes = kDataOffset + blocks * block_size;
+    options.size_bytes = protocol::kDataOffset + blocks * block_size;
     options.block_size = block_size;
-    auto sb = FormatPool(options);
+    auto sb = protocol::FormatPool(options);
     REQUIRE(sb.ok());
     sb_ = *sb;
     REQUIRE(VolumeStore::InitMetadata(sb_, meta_dir(), false).ok());
@@ -47,7 +47,7 @@ class StoreFixture {
 
   std::string pool_path() const { return dir_.path() + "/pool"; }
   std::string meta_dir() const { return dir_.path() + "/meta"; }
-  const Superblock& sb() const { return sb_; }
+  const protocol::Superblock& sb() const { return sb_; }
   VolumeStore& store() { return *store_; }
 
   // Closes and reopens the store (as a server restart would).
@@ -73,7 +73,7 @@ class StoreFixture {
 
  private:
   TempDir dir_;
-  Superblock sb_;
+  protocol::Superblock sb_;
   std::unique_ptr<VolumeStore> store_;
 };
 

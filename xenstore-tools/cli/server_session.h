@@ -32,7 +32,7 @@ class ServerSession {
   Result<T> Wait(kj::Promise<T> promise) {
     kj::Maybe<T> value;
     Status status =
-        mapserver::RunCatching([&] { value = Bounded(kj::mv(promise)).wait(io_.waitScope); });
+        protocol::RunCatching([&] { value = Bounded(kj::mv(promise)).wait(io_.waitScope); });
     if (!status.ok()) return status;
     KJ_IF_MAYBE (v, value) {
       return kj::mv(*v);
@@ -50,7 +50,7 @@ class ServerSession {
     return promise.exclusiveJoin(io_.provider->getTimer()
                                      .afterDelay(timeout_ms_ * kj::MILLISECONDS)
                                      .then([seconds]() -> kj::Promise<T> {
-                                       return mapserver::ToException(
+                                       return protocol::ToException(
                                            Status::Unavailable("no answer from mapserver within " +
                                                                std::to_string(seconds) + "s"));
                                      }));
@@ -58,7 +58,7 @@ class ServerSession {
 
   uint64_t timeout_ms_;
   kj::AsyncIoContext io_;
-  kj::Own<mapserver::Connection> conn_;
+  kj::Own<protocol::Connection> conn_;
 };
 
 }  // namespace tapmap::cli
