@@ -181,6 +181,25 @@ void Checker::Run() {
     Problem("generation " + std::to_string(max_generation_) + " beyond next-generation");
   }
 
+  // Held rw lease records (leases.md): an existing volume, an epoch handed out.
+  auto lease_cursor = txn_->OpenCursor(Table::kMeta);
+  for (bool ok = lease_cursor->SeekAtOrAfter(kMetaLeasePrefix); ok; ok = lease_cursor->Next()) {
+    std::string_view key = lease_cursor->key();
+    if (key.substr(0, kMetaLeasePrefix.size()) != kMetaLeasePrefix) break;
+    auto record = DecodeLeaseRecord(key.substr(kMetaLeasePrefix.size()), lease_cursor->value());
+    if (!record.ok()) {
+      Problem(record.status().message());
+      continue;
+    }
+    if (!txn_->Get(Table::kVolumes, record->volume)) {
+      Problem("lease record of a volume that does not exist: " + record->volume);
+    }
+    if (record->epoch == 0 || record->epoch >= txn_->GetMetaU64(kMetaNextGeneration, 1)) {
+      Problem("lease record of " + record->volume + " with epoch beyond next-generation");
+    }
+  }
+  lease_cursor.reset();
+
   // Blocks: stored vs counted references.
   for (auto& [block, counted] : block_refs_) {
     uint32_t stored = tree.BlockRefs(block);

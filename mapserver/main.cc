@@ -55,6 +55,7 @@ std::vector<OptionSpec> Specs() {
       {"listen", std::string(protocol::kDefaultServerAddress), "serve: unix:PATH or tcp:HOST:PORT"},
       {"secret-file", std::string(protocol::kDefaultSecretFile), "serve: shared secret of the hosts"},
       {"recall-timeout", "10", "serve: seconds an opener has to answer a recall"},
+      {"lease-seconds", "15", "serve: host lease time T (0.2..600, decimals allowed; doc/leases.md)"},
       {"log-level", "info", "debug, info, warning or error"},
   };
 }
@@ -136,6 +137,17 @@ int Serve(const Options& options, const Logger& logger) {
   if (*timeout == 0 || *timeout > 3600) {
     return Fail(Status::InvalidArgument("--recall-timeout must be 1..3600 seconds"));
   }
+  double lease_seconds = 0;
+  try {
+    size_t used = 0;
+    lease_seconds = std::stod(options.Get("lease-seconds"), &used);
+    if (used != options.Get("lease-seconds").size()) lease_seconds = -1;
+  } catch (const std::exception&) {
+    lease_seconds = -1;
+  }
+  if (!(lease_seconds >= 0.2 && lease_seconds <= 600)) {
+    return Fail(Status::InvalidArgument("--lease-seconds must be a number of seconds in 0.2..600"));
+  }
   auto secret = protocol::ReadSecretFile(options.Get("secret-file"));
   if (!secret.ok()) return Fail(secret.status());
   auto sb = protocol::ReadPoolSuperblock(options.Get("pool"));
@@ -150,6 +162,7 @@ int Serve(const Options& options, const Logger& logger) {
   auto io = kj::setupAsyncIo();
   ServiceOptions service_options;
   service_options.callback_timeout = *timeout * kj::SECONDS;
+  service_options.lease_time = static_cast<int64_t>(lease_seconds * 1000) * kj::MILLISECONDS;
   auto service = std::make_unique<MappingService>(**store, *secret, io.provider->getTimer(), logger,
                                                   service_options);
   auto server = std::make_unique<Server>(io, *service, logger);
@@ -164,7 +177,7 @@ int Serve(const Options& options, const Logger& logger) {
   auto stop = io.unixEventPort.onSignal(SIGTERM).exclusiveJoin(io.unixEventPort.onSignal(SIGINT));
   siginfo_t info = stop.wait(io.waitScope);
   logger.Infof("signal %d: closing connections and exiting", info.si_signo);
-  server.reset();  // drops connections: leases end, reservations are reclaimed
+  server.reset();  // drops connections; held rw leases stay recorded for the next grace period
   service.reset();
   store->reset();  // every acknowledged change is already durable
   return 0;

@@ -40,18 +40,24 @@ std::vector<ByteRange> RangesOf(capnp::List<proto::Range>::Reader ranges) {
 
 class VolumeImpl final : public proto::Volume::Server {
  public:
-  VolumeImpl(MappingService& service, Opener opener)
-      : service_(service), opener_(std::move(opener)) {
-    service_.Register(&opener_);
+  // Serves the registered opener `id`, which it attaches (gives its callback).
+  VolumeImpl(MappingService& service, OpenerId id, uint64_t attachment,
+             std::shared_ptr<ConnectionState> connection)
+      : service_(service), id_(id), attachment_(attachment), connection_(std::move(connection)) {}
+  ~VolumeImpl() {
+    if (closed_ || Mine() == nullptr) return;
+    // Dropped by the host over a live connection: a close. Dropped because the
+    // connection is gone: the opener stays, orphaned (leases.md).
+    if (connection_->ended) service_.Orphan(id_);
+    else service_.Release(id_);
   }
-  ~VolumeImpl() { service_.Release(&opener_); }
 
   kj::Promise<void> map(MapContext context) override {
-    CheckUsable(false);
+    Opener& opener = Usable(false);
     auto params = context.getParams();
     uint64_t size = 0;
-    auto extents = OrFail(service_.store().Map(opener_.volume, params.getOffset(), params.getLength(),
-                                              service_.leases().WriterEpochOf(opener_.volume), &size));
+    auto extents = OrFail(service_.store().Map(opener.volume, params.getOffset(), params.getLength(),
+                                              service_.leases().WriterEpochOf(opener.volume), &size));
     auto results = context.getResults();
     ToProto(extents, results.initExtents(static_cast<unsigned>(extents.size())));
     results.setSizeBytes(size);
@@ -59,16 +65,16 @@ class VolumeImpl final : public proto::Volume::Server {
   }
 
   kj::Promise<void> prepareWrite(PrepareWriteContext context) override {
-    CheckUsable(true);
+    Opener& opener = Usable(true);
     auto ranges = RangesOf(context.getParams().getRanges());
     auto extents = OrFail(
-        service_.store().PrepareWrite(opener_.id, opener_.volume, ranges, opener_.lease_epoch));
+        service_.store().PrepareWrite(opener.id, opener.volume, ranges, opener.lease_epoch));
     ToProto(extents, context.getResults().initExtents(static_cast<unsigned>(extents.size())));
     return kj::READY_NOW;
   }
 
   kj::Promise<void> commit(CommitContext context) override {
-    CheckUsable(true);
+    Opener& opener = Usable(true);
     auto list = context.getParams().getExtents();
     if (list.size() > kMaxExtentsPerCommit) {
       Fail(Status::InvalidArgument("at most " + std::to_string(kMaxExtentsPerCommit) +
@@ -77,42 +83,56 @@ class VolumeImpl final : public proto::Volume::Server {
     std::vector<MapExtent> extents = FromProto(list);
     for (MapExtent& e : extents) e.state = ExtentState::kOwned;  // all a commit can install
     return service_.QueueCommit(
-        VolumeStore::CommitRequest{opener_.id, opener_.volume, std::move(extents)});
+        VolumeStore::CommitRequest{opener.id, opener.volume, std::move(extents)});
   }
 
   kj::Promise<void> discard(DiscardContext context) override {
-    CheckUsable(true);
+    Opener& opener = Usable(true);
     auto ranges = RangesOf(context.getParams().getRanges());
     std::vector<uint64_t> freed;
-    OrFail(service_.store().Discard(opener_.volume, ranges, &freed));
+    OrFail(service_.store().Discard(opener.volume, ranges, &freed));
     // Other openers may hold maps of what was just unmapped.
-    return service_.RecallFromOthers(opener_.volume, opener_.id, kj::mv(ranges), kj::mv(freed),
+    return service_.RecallFromOthers(opener.volume, opener.id, kj::mv(ranges), kj::mv(freed),
                                      "recall(discard)");
   }
 
   kj::Promise<void> close(CloseContext) override {
-    CheckUsable(false);
-    service_.Release(&opener_);
-    opener_.state = Opener::State::kClosed;
+    if (closed_) Fail(Status::InvalidArgument("volume was closed by this opener"));
+    closed_ = true;
+    // Also ends a revoked opener: the host says it stopped using it.
+    if (Mine() != nullptr) service_.Release(id_);
     return kj::READY_NOW;
   }
 
  private:
-  void CheckUsable(bool write) {
-    using State = Opener::State;
-    if (opener_.state == State::kClosed) {
-      Fail(Status::InvalidArgument("volume '" + opener_.volume + "' was closed by this opener"));
+  // The opener, if this capability may still use it; renews its host lease.
+  Opener& Usable(bool write) {
+    if (closed_) Fail(Status::InvalidArgument("volume was closed by this opener"));
+    Opener* opener = Mine();
+    if (opener == nullptr) {
+      Fail(Status::Aborted("the lease on this volume ended (expired or revoked)"));
     }
-    if (opener_.state == State::kRevoked) {
-      Fail(Status::Aborted("the lease on volume '" + opener_.volume + "' was revoked"));
+    if (opener->revoked) {
+      Fail(Status::Aborted("the lease on volume '" + opener->volume + "' was revoked"));
     }
-    if (write && !opener_.writable) {
-      Fail(Status::ReadOnly("volume '" + opener_.volume + "' is open read-only"));
+    if (write && !opener->writable) {
+      Fail(Status::ReadOnly("volume '" + opener->volume + "' is open read-only"));
     }
+    service_.Touch(opener->holder);
+    return *opener;
+  }
+
+  // The opener while this capability is its attachment; null otherwise.
+  Opener* Mine() {
+    Opener* o = service_.leases().Find(id_);
+    return o != nullptr && o->attached && o->attachment == attachment_ ? o : nullptr;
   }
 
   MappingService& service_;
-  Opener opener_;
+  const OpenerId id_;
+  const uint64_t attachment_;
+  const std::shared_ptr<ConnectionState> connection_;
+  bool closed_ = false;
 };
 
 // ---------------------------------------------------------------------------------------
@@ -120,35 +140,35 @@ class VolumeImpl final : public proto::Volume::Server {
 
 class SessionImpl final : public proto::Session::Server {
  public:
-  SessionImpl(MappingService& service, std::string host)
+  SessionImpl(MappingService& service, std::string host, HostLeaseId lease,
+              std::shared_ptr<ConnectionState> connection)
       : service_(service),
         host_(std::move(host)),
+        lease_(lease),
+        connection_(std::move(connection)),
         logger_(service.logger().WithContext("host", host_)) {}
 
   kj::Promise<void> open(OpenContext context) override {
+    service_.Touch(lease_);
     auto params = context.getParams();
-    std::string name = ToStd(params.getName());
-    bool writable = params.getMode() == proto::OpenMode::READ_WRITE;
-    auto d = OrFail(service_.store().Describe(name));
-    if (writable) {
-      if (d.record.read_only) {
-        Fail(Status::ReadOnly("volume '" + name + "' is a snapshot; open it read-only"));
-      }
-      if (auto* w = service_.leases().WriterOf(name)) {
-        Fail(Status::Busy("volume '" + name + "' is already open read-write by host " + w->host));
-      }
+    OpenArgs a;
+    a.name = ToStd(params.getName());
+    a.writable = params.getMode() == proto::OpenMode::READ_WRITE;
+    a.reclaim = params.getReclaim();
+    a.reclaim_epoch = params.getReclaimEpoch();
+    a.callback = params.getCallback();
+    // Waits (an orphaned holder, the grace period) are bounded by one expiry time.
+    a.deadline = service_.timer().now() + service_.expiry() + 1 * kj::SECONDS;
+    return TryOpen(context, kj::mv(a));
+  }
+
+  kj::Promise<void> renew(RenewContext context) override {
+    if (!service_.Renew(lease_)) {
+      Fail(Status::Aborted("host lease of " + host_ +
+                           " expired or revoked: fence, drop every lease and log in afresh"));
     }
-    Opener opener;
-    if (writable) opener.lease_epoch = OrFail(service_.store().NewLeaseEpoch());
-    opener.id = service_.leases().NextId();
-    opener.volume = name;
-    opener.host = host_;
-    opener.writable = writable;
-    opener.callback = params.getCallback();
-    auto results = context.getResults();
-    results.setVolume(kj::heap<VolumeImpl>(service_, kj::mv(opener)));
-    service_.FillInfo(results.initInfo(), d);
-    logger_.Infof("opened %s %s", name.c_str(), writable ? "rw" : "ro");
+    context.getResults().setLeaseMs(
+        static_cast<uint32_t>(service_.lease_time() / kj::MILLISECONDS));
     return kj::READY_NOW;
   }
 
@@ -159,11 +179,29 @@ class SessionImpl final : public proto::Session::Server {
     return kj::READY_NOW;
   }
 
-  kj::Promise<void> snapshot(SnapshotContext context) override { return Copy(context, true); }
+  // Snapshot, clone, delete and resize wait for the end of a grace period: the volume's
+  // holder may not have reclaimed it yet (leases.md).
+  kj::Promise<void> snapshot(SnapshotContext context) override {
+    service_.Touch(lease_);
+    return service_.GraceOver().then([this, context]() mutable { return Copy(context, true); });
+  }
 
-  kj::Promise<void> clone(CloneContext context) override { return Copy(context, false); }
+  kj::Promise<void> clone(CloneContext context) override {
+    service_.Touch(lease_);
+    return service_.GraceOver().then([this, context]() mutable { return Copy(context, false); });
+  }
 
   kj::Promise<void> delete_(DeleteContext context) override {
+    service_.Touch(lease_);
+    return service_.GraceOver().then([this, context]() mutable { return Delete(context); });
+  }
+
+  kj::Promise<void> resize(ResizeContext context) override {
+    service_.Touch(lease_);
+    return service_.GraceOver().then([this, context]() mutable { return Resize(context); });
+  }
+
+  kj::Promise<void> Delete(DeleteContext context) {
     std::string name = ToStd(context.getParams().getName());
     OrFail(ValidateVolumeName(name));
     auto openers = service_.leases().OpenersOf(name);
@@ -175,7 +213,7 @@ class SessionImpl final : public proto::Session::Server {
     return kj::READY_NOW;
   }
 
-  kj::Promise<void> resize(ResizeContext context) override {
+  kj::Promise<void> Resize(ResizeContext context) {
     auto params = context.getParams();
     std::string name = ToStd(params.getName());
     uint64_t size = params.getSizeBytes();
@@ -253,6 +291,103 @@ class SessionImpl final : public proto::Session::Server {
   }
 
  private:
+  struct OpenArgs {
+    std::string name;
+    bool writable = false;
+    bool reclaim = false;
+    uint64_t reclaim_epoch = 0;
+    proto::MapCallback::Client callback = nullptr;
+    kj::TimePoint deadline = kj::origin<kj::TimePoint>();
+  };
+
+  // One attempt at an open (leases.md "Who may write when", "Reclaim"); waits and
+  // tries again while an orphaned holder or the grace period stands in the way.
+  kj::Promise<void> TryOpen(OpenContext context, OpenArgs a) {
+    auto d = OrFail(service_.store().Describe(a.name));
+    if (a.writable && d.record.read_only) {
+      Fail(Status::ReadOnly("volume '" + a.name + "' is a snapshot; open it read-only"));
+    }
+    LeaseTable& table = service_.leases();
+    HostLease* me = table.FindHost(lease_);
+    if (me == nullptr || me->blocklisted) {
+      Fail(Status::Aborted("host lease of " + host_ + " expired or revoked: log in afresh"));
+    }
+    // This instance's own opener (orphaned by a lost connection, or attached to a
+    // connection the server has not yet seen die): take it over.
+    if (Opener* mine = table.FindReclaimable(lease_, a.name, a.writable)) {
+      if (a.reclaim || !mine->attached) return Attach(context, *mine, d, true, "reclaimed");
+    }
+    if (a.writable && a.reclaim) {
+      // No opener left: in the grace period the durable record may vouch for it.
+      if (table.WriterOf(a.name) == nullptr && service_.in_grace() &&
+          service_.ClaimRecordedLease(a.name, *me, a.reclaim_epoch)) {
+        uint64_t epoch = a.reclaim_epoch;
+        return Grant(context, kj::mv(a), d, epoch, "reclaimed after restart");
+      }
+      Fail(Status::Aborted("lease on '" + a.name + "' lost: it expired or the server forgot it"));
+    }
+    if (a.writable) {
+      if (Opener* w = table.WriterOf(a.name)) {
+        HostLease* holder = table.FindHost(w->holder);
+        bool alive = w->attached && !w->revoked && holder != nullptr && !holder->blocklisted;
+        if (alive || service_.timer().now() >= a.deadline) {
+          Fail(Status::Busy("volume '" + a.name + "' is already open read-write by host " + w->host));
+        }
+        // Orphaned or revoked: it is reclaimed (busy then) or expires (ours then).
+        return WaitAndRetry(context, kj::mv(a), service_.LeaseChanged());
+      }
+      if (service_.in_grace()) {
+        return WaitAndRetry(context, kj::mv(a), service_.GraceOver());
+      }
+      uint64_t epoch = OrFail(service_.store().NewLeaseEpoch());
+      return Grant(context, kj::mv(a), d, epoch, "opened");
+    }
+    return Grant(context, kj::mv(a), d, kNoWriter, "opened");
+  }
+
+  // Waits for `event`, at most a quarter lease (the waiting host's own lease is renewed
+  // at each try: a host waiting in an open is alive), then tries again.
+  kj::Promise<void> WaitAndRetry(OpenContext context, OpenArgs a, kj::Promise<void> event) {
+    kj::TimePoint wake = std::min(a.deadline, service_.timer().now() + service_.lease_time() / 4);
+    return event.exclusiveJoin(service_.timer().atTime(wake))
+        .then([this, context, a = kj::mv(a)]() mutable {
+          service_.Touch(lease_);
+          return TryOpen(context, kj::mv(a));
+        });
+  }
+
+  kj::Promise<void> Grant(OpenContext context, OpenArgs a, const VolumeDescription& d, uint64_t epoch,
+                          const char* what) {
+    Opener opener;
+    opener.id = service_.leases().NextId();
+    opener.volume = a.name;
+    opener.holder = lease_;
+    opener.host = host_;
+    opener.writable = a.writable;
+    opener.lease_epoch = a.writable ? epoch : kNoWriter;
+    if (a.writable) OrFail(service_.RecordWriter(opener));
+    Opener& registered = service_.Register(kj::mv(opener));
+    registered.callback = kj::mv(a.callback);
+    return Attach(context, registered, d, false, what);
+  }
+
+  // Gives `opener` a new Volume capability (taking it over from an older one).
+  kj::Promise<void> Attach(OpenContext context, Opener& opener, const VolumeDescription& d,
+                           bool kept, const char* what) {
+    auto params = context.getParams();
+    if (kept) opener.callback = params.getCallback();
+    opener.attached = true;
+    ++opener.attachment;
+    auto results = context.getResults();
+    results.setVolume(kj::heap<VolumeImpl>(service_, opener.id, opener.attachment, connection_));
+    service_.FillInfo(results.initInfo(), d);
+    results.setLeaseEpoch(opener.writable ? opener.lease_epoch : 0);
+    results.setReservationsKept(kept);
+    logger_.Infof("%s %s %s", what, opener.volume.c_str(), opener.writable ? "rw" : "ro");
+    service_.NotifyChanged();
+    return kj::READY_NOW;
+  }
+
   template <typename Context>
   kj::Promise<void> Copy(Context context, bool snapshot) {
     auto params = context.getParams();
@@ -283,6 +418,7 @@ class SessionImpl final : public proto::Session::Server {
       // a new epoch, after all of them, so none of them is owned by it any more.
       if (auto* writer = service_.leases().WriterOf(source)) {
         writer->lease_epoch = OrFail(service_.store().NewLeaseEpoch());
+        OrFail(service_.RecordWriter(*writer));
       }
       auto made = OrFail(snapshot ? service_.store().Snapshot(source, name)
                                   : service_.store().Clone(source, name));
@@ -292,6 +428,8 @@ class SessionImpl final : public proto::Session::Server {
 
   MappingService& service_;
   std::string host_;
+  const HostLeaseId lease_;
+  const std::shared_ptr<ConnectionState> connection_;
   Logger logger_;
 };
 
@@ -301,11 +439,11 @@ class SessionImpl final : public proto::Session::Server {
 class GateImpl final : public proto::Gate::Server {
  public:
   GateImpl(MappingService& service, std::string peer, kj::Own<kj::PromiseFulfiller<void>> close,
-           std::shared_ptr<bool> authenticated)
+           std::shared_ptr<ConnectionState> state)
       : service_(service),
         peer_(std::move(peer)),
         close_(kj::mv(close)),
-        authenticated_(std::move(authenticated)) {}
+        state_(std::move(state)) {}
 
   kj::Promise<void> challenge(ChallengeContext context) override {
     nonce_ = protocol::GenerateNonce();
@@ -330,9 +468,17 @@ class GateImpl final : public proto::Gate::Server {
       }
       Fail(denied);
     }
-    service_.logger().Infof("host %s logged in from %s", host.c_str(), peer_.c_str());
-    *authenticated_ = true;
-    context.getResults().setSession(kj::heap<SessionImpl>(service_, host));
+    uint64_t instance = params.getInstance();
+    bool resumed = false;
+    HostLeaseId lease = service_.Login(host, instance, &resumed);
+    service_.logger().Infof("host %s logged in from %s (instance %016llx%s)", host.c_str(), peer_.c_str(),
+                            static_cast<unsigned long long>(instance), resumed ? ", resumed" : "");
+    state_->authenticated = true;
+    auto results = context.getResults();
+    results.setSession(kj::heap<SessionImpl>(service_, host, lease, state_));
+    results.setLeaseMs(static_cast<uint32_t>(service_.lease_time() / kj::MILLISECONDS));
+    results.setResumed(resumed);
+    results.setInGrace(service_.in_grace());
     return kj::READY_NOW;
   }
 
@@ -340,7 +486,7 @@ class GateImpl final : public proto::Gate::Server {
   MappingService& service_;
   std::string peer_;
   kj::Own<kj::PromiseFulfiller<void>> close_;  // null once used
-  std::shared_ptr<bool> authenticated_;
+  std::shared_ptr<ConnectionState> state_;
   std::vector<uint8_t> nonce_;
   uint32_t failures_ = 0;
 };
@@ -355,15 +501,32 @@ MappingService::MappingService(VolumeStore& store, std::string secret, kj::Timer
       timer_(timer),
       logger_(std::move(logger)),
       options_(options),
-      tasks_(*this) {}
+      changed_promise_(nullptr),
+      tasks_(*this) {
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  changed_ = kj::mv(paf.fulfiller);
+  changed_promise_ = paf.promise.fork();
+  // A grace period if the previous run left rw leases that hosts may reclaim.
+  auto records = store_.LeaseRecords();
+  if (!records.ok()) {
+    logger_.Errorf("reading the recorded leases: %s; no grace period", records.status().ToString().c_str());
+  } else if (!records->empty()) {
+    in_grace_ = true;
+    grace_end_ = timer_.now() + expiry();
+    for (auto& r : *records) unclaimed_.emplace(r.volume, std::move(r));
+    logger_.Infof("grace period of %lld ms: waiting for %zu rw lease(s) to be reclaimed",
+                  static_cast<long long>(expiry() / kj::MILLISECONDS), unclaimed_.size());
+  }
+  tasks_.add(ExpiryLoop());
+}
 
 MappingService::~MappingService() = default;
 
 proto::Gate::Client MappingService::NewGate(std::string peer,
                                             kj::Own<kj::PromiseFulfiller<void>> close_connection,
-                                            std::shared_ptr<bool> authenticated) {
+                                            std::shared_ptr<ConnectionState> state) {
   return kj::heap<GateImpl>(*this, std::move(peer), kj::mv(close_connection),
-                            std::move(authenticated));
+                            std::move(state));
 }
 
 Status MappingService::CheckLogin(const std::string& peer, uint32_t client_version,
@@ -399,25 +562,153 @@ void MappingService::CloseSoon(kj::Own<kj::PromiseFulfiller<void>> close) {
   }));
 }
 
-void MappingService::Register(Opener* opener) { leases_.Add(opener); }
+// ---- host leases ----
 
-void MappingService::Release(Opener* opener) {
-  if (!leases_.Remove(opener->id)) return;
-  store_.DropReservations(opener->id);
-  logger_.Infof("host %s closed %s", opener->host.c_str(), opener->volume.c_str());
+HostLeaseId MappingService::Login(const std::string& host, uint64_t instance, bool* resumed) {
+  std::vector<HostLeaseId> superseded;
+  HostLeaseId id = leases_.Login(host, instance, timer_.now(), resumed, &superseded);
+  for (HostLeaseId old : superseded) Expire(old, "superseded by a new instance of the host (restarted)");
+  return id;
+}
+
+bool MappingService::Renew(HostLeaseId id) { return leases_.Renew(id, timer_.now()); }
+
+kj::Promise<void> MappingService::GraceOver() {
+  if (!in_grace_) return kj::READY_NOW;
+  return LeaseChanged().then([this]() { return GraceOver(); });
+}
+
+kj::Promise<void> MappingService::LeaseChanged() { return changed_promise_.addBranch(); }
+
+void MappingService::NotifyChanged() {
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  auto old = kj::mv(changed_);
+  changed_ = kj::mv(paf.fulfiller);
+  changed_promise_ = paf.promise.fork();
+  old->fulfill();
+}
+
+bool MappingService::ClaimRecordedLease(const std::string& volume, const HostLease& holder,
+                                        uint64_t epoch) {
+  auto it = unclaimed_.find(volume);
+  if (it == unclaimed_.end()) return false;
+  const LeaseRecord& r = it->second;
+  if (r.host != holder.host || r.instance != holder.instance || r.epoch != epoch ||
+      !store_.EpochIssued(epoch)) {
+    return false;
+  }
+  unclaimed_.erase(it);
+  if (unclaimed_.empty()) EndGrace("every recorded rw lease was reclaimed");
+  return true;
+}
+
+Status MappingService::RecordWriter(const Opener& opener) {
+  const HostLease* holder = leases_.FindHost(opener.holder);
+  if (holder == nullptr || !holder->resumable()) return Status::Ok();
+  return store_.RecordLease(LeaseRecord{opener.volume, holder->host, holder->instance, opener.lease_epoch});
+}
+
+void MappingService::EndGrace(const std::string& why) {
+  if (!in_grace_) return;
+  in_grace_ = false;
+  for (const auto& [volume, r] : unclaimed_) {
+    logger_.Warnf("grace period over: host %s did not reclaim its rw lease on %s; it is lost",
+                  r.host.c_str(), volume.c_str());
+    Status s = store_.ForgetLease(volume);
+    if (!s.ok()) logger_.Errorf("forgetting the lease record of %s: %s", volume.c_str(), s.ToString().c_str());
+  }
+  unclaimed_.clear();
+  logger_.Infof("grace period over: %s", why.c_str());
+  NotifyChanged();
+}
+
+kj::Promise<void> MappingService::ExpiryLoop() {
+  kj::Duration tick = std::min<kj::Duration>(options_.lease_time / 10, 250 * kj::MILLISECONDS);
+  return timer_.afterDelay(tick).then([this]() {
+    kj::TimePoint now = timer_.now();
+    for (HostLeaseId id : leases_.RenewedBefore(now - expiry())) {
+      Expire(id, "no renewal for " + std::to_string(expiry() / kj::MILLISECONDS) + " ms");
+    }
+    if (in_grace_ && now >= grace_end_) EndGrace("its time ran out");
+    return ExpiryLoop();
+  });
+}
+
+void MappingService::Expire(HostLeaseId id, const std::string& why) {
+  HostLease* h = leases_.FindHost(id);
+  if (h == nullptr) return;
+  std::vector<OpenerId> held = leases_.OpenersHeldBy(id);
+  logger_.Warnf("host %s (instance %016llx) expired: %s; %zu opener(s) released", h->host.c_str(),
+                static_cast<unsigned long long>(h->instance), why.c_str(), held.size());
+  for (OpenerId o : held) DropOpener(o);
+  leases_.EraseHost(id);
+  NotifyChanged();
+}
+
+// ---- openers ----
+
+Opener& MappingService::Register(Opener opener) { return leases_.Add(std::move(opener)); }
+
+void MappingService::Orphan(OpenerId id) {
+  Opener* o = leases_.Find(id);
+  if (o == nullptr) return;
+  o->attached = false;
+  o->callback = nullptr;
+  logger_.Infof("host %s lost its connection; %s stays %s until reclaimed or expired", o->host.c_str(),
+                o->volume.c_str(), o->writable ? "rw" : "ro");
+  NotifyChanged();
+}
+
+void MappingService::Release(OpenerId id) {
+  Opener* o = leases_.Find(id);
+  if (o == nullptr) return;
+  logger_.Infof("host %s closed %s", o->host.c_str(), o->volume.c_str());
+  DropOpener(id);
+  NotifyChanged();
+}
+
+void MappingService::DropOpener(OpenerId id) {
+  Opener* o = leases_.Find(id);
+  if (o == nullptr) return;
+  std::string volume = o->volume;
+  bool writable = o->writable;
+  store_.DropReservations(id);
+  leases_.Remove(id);
+  if (writable) {
+    Status s = store_.ForgetLease(volume);
+    if (!s.ok()) logger_.Errorf("forgetting the lease record of %s: %s", volume.c_str(), s.ToString().c_str());
+  }
 }
 
 void MappingService::Revoke(OpenerId id, const std::string& why) {
   Opener* opener = leases_.Find(id);
-  if (opener == nullptr) return;
+  if (opener == nullptr || opener->revoked) return;
   logger_.Warnf("revoking host %s's lease on %s: %s", opener->host.c_str(), opener->volume.c_str(),
                 why.c_str());
-  leases_.Remove(id);
-  store_.DropReservations(id);
-  opener->state = Opener::State::kRevoked;
-  auto req = opener->callback.revokeRequest();
-  req.setReason(why);
-  tasks_.add(req.send().ignoreResult().catch_([](kj::Exception&&) {}));
+  opener->revoked = true;
+  HostLeaseId holder = opener->holder;
+  kj::Promise<bool> answered = kj::Promise<bool>(false);
+  if (opener->attached) {
+    auto req = opener->callback.revokeRequest();
+    req.setReason(why);
+    answered = req.send().then([](auto) { return true; }, [](kj::Exception&&) { return false; });
+  }
+  // The host answers once it stopped using the volume: then the opener ends. If it
+  // does not, it cannot be trusted to stop: its instance is blocklisted (renewals
+  // refused) and expires, fencing itself first.
+  auto timed = answered.exclusiveJoin(timer_.afterDelay(options_.callback_timeout).then([]() { return false; }));
+  tasks_.add(timed.then([this, id, holder](bool ok) {
+    if (ok) {
+      Release(id);
+      return;
+    }
+    HostLease* h = leases_.FindHost(holder);
+    if (h == nullptr || h->blocklisted) return;
+    logger_.Warnf("blocklisting host %s (instance %016llx): it did not answer a revoke; it expires in %lld ms",
+                  h->host.c_str(), static_cast<unsigned long long>(h->instance),
+                  static_cast<long long>(expiry() / kj::MILLISECONDS));
+    h->blocklisted = true;
+  }));
 }
 
 void MappingService::FillInfo(proto::VolumeInfo::Builder b, const VolumeDescription& d) {
@@ -449,23 +740,49 @@ void MappingService::FillInfo(proto::VolumeInfo::Builder b, const VolumeDescript
   }
 }
 
-kj::Promise<void> MappingService::CallOpeners(
-    std::vector<OpenerId> ids, std::string what,
-    kj::Function<kj::Promise<void>(proto::MapCallback::Client&)> make_call) {
+kj::Promise<void> MappingService::CallOpeners(std::vector<OpenerId> ids, std::string what,
+                                              MakeCall make_call) {
+  auto shared_what = std::make_shared<std::string>(kj::mv(what));
+  auto shared_call = std::make_shared<MakeCall>(kj::mv(make_call));
   kj::Vector<kj::Promise<void>> calls;
-  for (OpenerId id : ids) {
-    Opener* opener = leases_.Find(id);
-    if (opener == nullptr) continue;
-    kj::Promise<bool> answered =
-        make_call(opener->callback)
-            .then([]() { return true; }, [](kj::Exception&&) { return false; });
-    auto timed = answered.exclusiveJoin(
-        timer_.afterDelay(options_.callback_timeout).then([]() { return false; }));
-    calls.add(timed.then([this, id, what](bool ok) {
-      if (!ok) Revoke(id, what + " was not answered in time or failed");
-    }));
-  }
+  for (OpenerId id : ids) calls.add(CallOpener(id, shared_what, shared_call));
   return kj::joinPromises(calls.releaseAsArray());
+}
+
+kj::Promise<void> MappingService::CallOpener(OpenerId id, std::shared_ptr<std::string> what,
+                                             std::shared_ptr<MakeCall> make_call) {
+  Opener* opener = leases_.Find(id);
+  if (opener == nullptr) return kj::READY_NOW;  // ended: nothing of it is left to recall
+  if (opener->revoked || !opener->attached) {
+    // Unreachable: it is called again once reclaimed, or counts as answered once
+    // released or expired (it may read its old maps until it fences, before that).
+    return LeaseChanged().then([this, id, what, make_call]() { return CallOpener(id, what, make_call); });
+  }
+  const uint64_t attachment = opener->attachment;
+  enum class Outcome { kAnswered, kDisconnected, kFailed };
+  kj::Promise<Outcome> answered = (*make_call)(opener->callback)
+                                      .then([]() { return Outcome::kAnswered; },
+                                            [](kj::Exception&& e) {
+                                              return e.getType() == kj::Exception::Type::DISCONNECTED
+                                                         ? Outcome::kDisconnected
+                                                         : Outcome::kFailed;
+                                            });
+  auto timed = answered.exclusiveJoin(
+      timer_.afterDelay(options_.callback_timeout).then([]() { return Outcome::kFailed; }));
+  return timed.then([this, id, what, make_call, attachment](Outcome outcome) -> kj::Promise<void> {
+    if (outcome == Outcome::kAnswered) return kj::READY_NOW;
+    Opener* o = leases_.Find(id);
+    if (o == nullptr) return kj::READY_NOW;
+    if (outcome == Outcome::kDisconnected) {
+      // Its connection is going: wait for the orphaning (or a reclaim) and go again.
+      if (o->attached && o->attachment == attachment) {
+        return LeaseChanged().then([this, id, what, make_call]() { return CallOpener(id, what, make_call); });
+      }
+      return CallOpener(id, what, make_call);
+    }
+    Revoke(id, *what + " was not answered in time or failed");
+    return CallOpener(id, what, make_call);
+  });
 }
 
 kj::Promise<void> MappingService::QueueCommit(VolumeStore::CommitRequest request) {

@@ -3,13 +3,15 @@
 // (Gate), sessions, openers and the one-writer lease per volume, and the callbacks
 // to openers (recall before snapshot/clone/shrink/discard, sizeChanged, revoke).
 //
-// Leases (recorded in a LeaseTable): at most one rw opener per volume. The lease ends when its Volume
-// capability is closed or dropped (the connection's loss drops it); its uncommitted
-// reservations are then reclaimed. Before a snapshot or clone of a volume that has a
-// writer, the writer's MapCallback.recall(whole volume, snapshot|clone) must answer
-// within the recall timeout; if it fails or times out the lease is revoked (revoke()
-// is sent, reservations are dropped, and every later call on that Volume fails with
-// aborted) and the snapshot proceeds.
+// Leases (mapserver/doc/leases.md; recorded in a LeaseTable): host leases renewed by
+// each host instance, expired 1.1 lease times after the last renewal; at most one rw
+// opener per volume. An opener ends when closed, revoked or expired; a lost connection
+// only orphans it (reclaimable by the same instance). Callbacks (recall, sizeChanged)
+// to an orphaned opener wait for its reclaim or expiry; a callback a connected opener
+// fails or does not answer within the recall timeout revokes it (revoke() is sent;
+// if that is not answered either, its host instance is blocklisted and expires).
+// After a restart with recorded rw holders, a grace period admits only their
+// reclaims until they all reclaimed or 1.1 lease times passed.
 //
 // Commits are group-committed: all commits that arrive before the event queue drains
 // share one LMDB transaction (one fsync); each is still answered only once durable.
@@ -26,6 +28,7 @@
 #include <kj/timer.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -37,9 +40,21 @@
 
 namespace tapmap::mapserver {
 
+// What the server knows of one connection, shared by the capabilities served on it.
+struct ConnectionState {
+  bool authenticated = false;  // a login succeeded
+  // The connection is gone (set before its capabilities are dropped): a Volume
+  // capability dropped now orphans its opener; one dropped while the connection lives
+  // was released by the host, which is a close.
+  bool ended = false;
+};
+
 struct ServiceOptions {
   // How long a recall/sizeChanged callback may take before the lease is revoked.
   kj::Duration callback_timeout = 10 * kj::SECONDS;
+  // The host lease time T (leases.md): an instance expires 1.1 T after its last
+  // renewal; the grace period after a restart lasts at most 1.1 T.
+  kj::Duration lease_time = 15 * kj::SECONDS;
   // Failed logins after which a connection is closed.
   uint32_t max_login_failures = 3;
 };
@@ -55,11 +70,13 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
 
   // The bootstrap capability for a new connection from `peer` (for logs).
   // `close_connection` is fulfilled when the connection must be closed (too many
-  // failed logins); the caller then drops the connection. `*authenticated` becomes
-  // true once a login succeeds (the caller closes connections that stay anonymous).
+  // failed logins); the caller then drops the connection. `state->authenticated`
+  // becomes true once a login succeeds (the caller closes connections that stay
+  // anonymous); the caller sets `state->ended` when the connection is lost, before
+  // dropping it.
   proto::Gate::Client NewGate(std::string peer,
                               kj::Own<kj::PromiseFulfiller<void>> close_connection,
-                              std::shared_ptr<bool> authenticated);
+                              std::shared_ptr<ConnectionState> state);
 
   VolumeStore& store() { return store_; }
   size_t opener_count() const { return leases_.size(); }
@@ -75,11 +92,43 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
   // Fulfills `close` a moment later (so that a last refusal still reaches the peer).
   void CloseSoon(kj::Own<kj::PromiseFulfiller<void>> close);
 
-  void Register(Opener* opener);
-  // Ends `opener`'s registration (close, drop): lease and reservations go.
-  void Release(Opener* opener);
-  // Revokes a lease: reservations dropped, revoke() sent, later calls fail aborted.
+  // ---- host leases (leases.md) ----
+  kj::Timer& timer() { return timer_; }
+  kj::Duration lease_time() const { return options_.lease_time; }
+  // How long after its last renewal an instance expires (1.1 T).
+  kj::Duration expiry() const { return options_.lease_time * 11 / 10; }
+  // A login of `host`'s `instance`: renews or creates its host lease (`*resumed` says
+  // which); other instances of the host are expired at once.
+  HostLeaseId Login(const std::string& host, uint64_t instance, bool* resumed);
+  // Explicit renewal (Session.renew): false if the instance expired or is blocklisted.
+  bool Renew(HostLeaseId id);
+  // Implicit renewal by any call of the instance.
+  void Touch(HostLeaseId id) { leases_.Renew(id, timer_.now()); }
+  bool in_grace() const { return in_grace_; }
+  // Resolves when the grace period is over (at once if there is none).
+  kj::Promise<void> GraceOver();
+  // Resolves at the next change of any opener (released, orphaned, reclaimed, expired)
+  // or of the grace period: waiters re-check their condition.
+  kj::Promise<void> LeaseChanged();
+  void NotifyChanged();
+  // In the grace period: whether `holder` may reclaim `volume`'s rw lease with
+  // `epoch` (the durable record says it held it); consumes the record's claim.
+  bool ClaimRecordedLease(const std::string& volume, const HostLease& holder, uint64_t epoch);
+  // Durably records a new rw opener (resumable holders only) before it is granted.
+  Status RecordWriter(const Opener& opener);
+
+  // ---- openers ----
+  Opener& Register(Opener opener);
+  // The opener's Volume capability was dropped without close (connection lost): the
+  // opener stays, orphaned, until reclaimed or expired.
+  void Orphan(OpenerId id);
+  // Ends an opener (close): lease, record and reservations go.
+  void Release(OpenerId id);
+  // Revokes a lease: later calls fail aborted and revoke() is sent; once answered the
+  // opener is released; unanswered, its instance is blocklisted and expires.
   void Revoke(OpenerId id, const std::string& why);
+  // Expires a host instance: every opener it held is released.
+  void Expire(HostLeaseId id, const std::string& why);
   // Recalls `ranges` of `volume` from its openers other than `except` (their cached
   // maps), keeping `freed` pool blocks out of allocation until every one answered
   // (or was revoked): a host must never read a block through a stale map after the
@@ -88,11 +137,12 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
                                      std::vector<ByteRange> ranges, std::vector<uint64_t> freed,
                                      std::string what);
   void FillInfo(proto::VolumeInfo::Builder builder, const VolumeDescription& d);
-  // Calls `make_call(callback)` on each listed opener (by id) and waits for all;
-  // an opener that fails or times out is revoked.
-  kj::Promise<void> CallOpeners(
-      std::vector<OpenerId> ids, std::string what,
-      kj::Function<kj::Promise<void>(proto::MapCallback::Client&)> make_call);
+  // Calls `make_call(callback)` on each listed opener (by id) and waits for all: an
+  // orphaned opener is called once reclaimed (or counts as answered once expired); a
+  // connected one that fails or times out is revoked and counts as answered once
+  // released.
+  using MakeCall = std::function<kj::Promise<void>(proto::MapCallback::Client&)>;
+  kj::Promise<void> CallOpeners(std::vector<OpenerId> ids, std::string what, MakeCall make_call);
   // Group commit: commits arriving while the event queue is busy are applied together
   // in one durable transaction when it drains (kj::evalLast), so concurrent writers
   // share one fsync. Each commit still succeeds or fails on its own, and is answered
@@ -102,6 +152,11 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
  private:
   void taskFailed(kj::Exception&& exception) override;
   void FlushCommits();
+  kj::Promise<void> CallOpener(OpenerId id, std::shared_ptr<std::string> what,
+                               std::shared_ptr<MakeCall> make_call);
+  void DropOpener(OpenerId id);
+  void EndGrace(const std::string& why);
+  kj::Promise<void> ExpiryLoop();
   struct PendingCommit {
     VolumeStore::CommitRequest request;
     kj::Own<kj::PromiseFulfiller<void>> done;
@@ -114,6 +169,12 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
   ServiceOptions options_;
   RateLimiter auth_log_limiter_{10, std::chrono::seconds(60)};
   LeaseTable leases_;
+  // The grace period after a restart: recorded rw holders not yet reclaimed.
+  bool in_grace_ = false;
+  kj::TimePoint grace_end_ = kj::origin<kj::TimePoint>();
+  std::unordered_map<std::string, LeaseRecord> unclaimed_;
+  kj::Own<kj::PromiseFulfiller<void>> changed_;
+  kj::ForkedPromise<void> changed_promise_;
   std::vector<PendingCommit> pending_commits_;
   bool flush_scheduled_ = false;
   kj::TaskSet tasks_;

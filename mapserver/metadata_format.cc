@@ -162,4 +162,26 @@ Result<MapNode> DecodeMapNode(std::string_view in) {
   return node;
 }
 
+std::string EncodeLeaseRecord(const LeaseRecord& record) {
+  std::string out;
+  PutLE(&out, record.instance, 8);
+  PutLE(&out, record.epoch, 8);
+  out += record.host;
+  return out;
+}
+
+Result<LeaseRecord> DecodeLeaseRecord(std::string_view volume, std::string_view bytes) {
+  if (bytes.size() < 17 || bytes.size() > 16 + 255) {
+    return Status::Corruption("lease record of " + std::string(volume) + ": " +
+                              std::to_string(bytes.size()) + " bytes");
+  }
+  LeaseRecord r;
+  r.volume = std::string(volume);
+  r.instance = GetLE(bytes, 0, 8);
+  r.epoch = GetLE(bytes, 8, 8);
+  r.host = std::string(bytes.substr(16));
+  if (r.instance == 0) return Status::Corruption("lease record of " + r.volume + ": instance 0");
+  return r;
+}
+
 }  // namespace tapmap::mapserver

@@ -52,6 +52,26 @@ inline constexpr std::string_view kMetaNextVersionSet = "next-version-set";  // 
 
 inline constexpr uint64_t kGenerationBatch = 4096;
 
+// Held rw leases (mapserver/doc/leases.md), one key per volume whose rw lease is held
+// by a host instance that can reclaim it after a restart: "lease/" + volume name ->
+// LeaseRecord. Written before the lease is granted, deleted when it ends, so after a
+// restart the grace period knows whom to wait for.
+inline constexpr std::string_view kMetaLeasePrefix = "lease/";
+
+//   offset size field
+//        0    8 instance (the holder's login instance, != 0)
+//        8    8 lease epoch
+//       16    n host name (the rest of the value, 1..255 bytes)
+struct LeaseRecord {
+  std::string volume;  // from the key
+  std::string host;
+  uint64_t instance = 0;
+  uint64_t epoch = 0;
+};
+std::string EncodeLeaseRecord(const LeaseRecord& record);
+// `volume` is taken from the key.
+Result<LeaseRecord> DecodeLeaseRecord(std::string_view volume, std::string_view bytes);
+
 // ---------------------------------------------------------------------------------------
 // Map tree geometry: a radix tree of fanout 256. Level 0 nodes are leaves whose slots
 // are logical blocks; a level-L node's slot i covers 256^L logical blocks. A volume of

@@ -36,6 +36,56 @@ std::string PeerName(kj::AsyncIoStream& stream) {
   return "unix";
 }
 
+// The connection's stream, marking the connection ended as soon as a read or write
+// finds it gone — before the RPC system learns of it and drops the capabilities it
+// serves, so that their openers are orphaned rather than released (leases.md).
+class WatchedStream final : public kj::AsyncIoStream {
+ public:
+  WatchedStream(kj::Own<kj::AsyncIoStream> inner, std::shared_ptr<ConnectionState> state)
+      : inner_(kj::mv(inner)), state_(std::move(state)) {}
+
+  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
+    return inner_->tryRead(buffer, min_bytes, max_bytes)
+        .then(
+            [this, min_bytes](size_t n) {
+              if (n < min_bytes) state_->ended = true;  // end of stream
+              return n;
+            },
+            [this](kj::Exception&& e) -> size_t {
+              state_->ended = true;
+              kj::throwFatalException(kj::mv(e));
+            });
+  }
+  kj::Promise<void> write(const void* buffer, size_t size) override {
+    return Watch(inner_->write(buffer, size));
+  }
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    return Watch(inner_->write(pieces));
+  }
+  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
+  void shutdownWrite() override { inner_->shutdownWrite(); }
+  void abortRead() override { inner_->abortRead(); }
+  void getsockopt(int level, int option, void* value, kj::uint* length) override {
+    inner_->getsockopt(level, option, value, length);
+  }
+  void setsockopt(int level, int option, const void* value, kj::uint length) override {
+    inner_->setsockopt(level, option, value, length);
+  }
+  void getsockname(struct sockaddr* addr, kj::uint* length) override { inner_->getsockname(addr, length); }
+  void getpeername(struct sockaddr* addr, kj::uint* length) override { inner_->getpeername(addr, length); }
+
+ private:
+  kj::Promise<void> Watch(kj::Promise<void> p) {
+    return p.catch_([this](kj::Exception&& e) {
+      state_->ended = true;
+      kj::throwFatalException(kj::mv(e));
+    });
+  }
+
+  kj::Own<kj::AsyncIoStream> inner_;
+  std::shared_ptr<ConnectionState> state_;
+};
+
 }  // namespace
 
 struct Server::Connection {
@@ -63,6 +113,9 @@ Server::Server(kj::AsyncIoContext& io, MappingService& service, Logger logger,
       tasks_(*this) {}
 
 Server::~Server() {
+  for (auto& weak : states_) {
+    if (auto state = weak.lock()) state->ended = true;
+  }
   if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
 }
 
@@ -100,15 +153,18 @@ kj::Promise<void> Server::AcceptLoop() {
   return listener_->accept().then([this](kj::Own<kj::AsyncIoStream> stream) {
     std::string peer = PeerName(*stream);
     auto close = kj::newPromiseAndFulfiller<void>();
-    auto authenticated = std::make_shared<bool>(false);
-    auto gate = service_.NewGate(peer, kj::mv(close.fulfiller), authenticated);
+    auto state = std::make_shared<ConnectionState>();
+    std::erase_if(states_, [](const std::weak_ptr<ConnectionState>& w) { return w.expired(); });
+    states_.push_back(state);
+    stream = kj::heap<WatchedStream>(kj::mv(stream), state);
+    auto gate = service_.NewGate(peer, kj::mv(close.fulfiller), state);
     auto connection = kj::heap<Connection>(kj::mv(stream), kj::mv(gate), &connections_);
     // An anonymous connection may not linger: close it if no login succeeded in time.
     auto login_deadline =
         io_.provider->getTimer()
             .afterDelay(login_timeout_)
-            .then([this, authenticated, peer]() -> kj::Promise<void> {
-              if (*authenticated) return kj::NEVER_DONE;
+            .then([this, state, peer]() -> kj::Promise<void> {
+              if (state->authenticated) return kj::NEVER_DONE;
               logger_.Warnf("closing connection from %s: no login within the timeout",
                             peer.c_str());
               return kj::READY_NOW;
@@ -116,7 +172,8 @@ kj::Promise<void> Server::AcceptLoop() {
     auto ended = connection->network.onDisconnect()
                      .exclusiveJoin(kj::mv(close.promise))
                      .exclusiveJoin(kj::mv(login_deadline));
-    tasks_.add(ended.attach(kj::mv(connection)));
+    // `ended` is set before the connection (and the capabilities it serves) goes.
+    tasks_.add(ended.then([state]() { state->ended = true; }).attach(kj::mv(connection)));
     return AcceptLoop();
   });
 }

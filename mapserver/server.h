@@ -10,6 +10,7 @@
 #include <kj/async-io.h>
 
 #include <string>
+#include <vector>
 
 #include "common/logging.h"
 #include "common/status.h"
@@ -48,6 +49,9 @@ class Server final : private kj::TaskSet::ErrorHandler {
   std::string bound_address_;
   std::string unix_path_;  // unlinked at destruction
   size_t connections_ = 0;
+  // Each connection's state, to mark them ended when the server goes (so their
+  // openers are orphaned, and their rw lease records kept for the next grace period).
+  std::vector<std::weak_ptr<ConnectionState>> states_;
   kj::TaskSet tasks_;
 };
 

@@ -235,6 +235,43 @@ Result<std::vector<VolumeDescription>> VolumeStore::List() {
   }
 }
 
+Status VolumeStore::RecordLease(const LeaseRecord& record) {
+  return InWriteTxn([&](Txn* txn) -> Status {
+    txn->Put(Table::kMeta, std::string(kMetaLeasePrefix) + record.volume, EncodeLeaseRecord(record));
+    return Status::Ok();
+  });
+}
+
+Status VolumeStore::ForgetLease(std::string_view volume) {
+  const std::string key = std::string(kMetaLeasePrefix) + std::string(volume);
+  {
+    auto txn = meta_->BeginRead();
+    if (!txn->Get(Table::kMeta, key)) return Status::Ok();
+  }
+  return InWriteTxn([&](Txn* txn) -> Status {
+    txn->Delete(Table::kMeta, key);
+    return Status::Ok();
+  });
+}
+
+Result<std::vector<LeaseRecord>> VolumeStore::LeaseRecords() {
+  std::vector<LeaseRecord> out;
+  try {
+    auto txn = meta_->BeginRead();
+    auto cursor = txn->OpenCursor(Table::kMeta);
+    for (bool ok = cursor->SeekAtOrAfter(kMetaLeasePrefix); ok; ok = cursor->Next()) {
+      std::string_view key = cursor->key();
+      if (key.substr(0, kMetaLeasePrefix.size()) != kMetaLeasePrefix) break;
+      auto record = DecodeLeaseRecord(key.substr(kMetaLeasePrefix.size()), cursor->value());
+      if (!record.ok()) return record.status();
+      out.push_back(std::move(*record));
+    }
+  } catch (const StatusError& e) {
+    return e.status();
+  }
+  return out;
+}
+
 Result<PoolFigures> VolumeStore::Stats() {
   try {
     PoolFigures f;
@@ -338,6 +375,7 @@ Status VolumeStore::Delete(std::string_view name) {
     tree.Flush();
     free_space.Flush();
     txn->Delete(Table::kVolumes, name);
+    txn->Delete(Table::kMeta, std::string(kMetaLeasePrefix) + std::string(name));  // if any
     return Status::Ok();
   });
   if (!s.ok()) return s;

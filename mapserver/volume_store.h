@@ -123,6 +123,15 @@ class VolumeStore {
   // every generation handed out before and smaller than every one handed out after
   // (durable: never handed out again after a restart).
   Result<uint64_t> NewLeaseEpoch() { return NextGeneration(); }
+  // True if `epoch` may have been handed out as a lease epoch (is below the counter).
+  bool EpochIssued(uint64_t epoch) const { return epoch >= 1 && epoch < next_generation_; }
+
+  // ---- held rw leases (mapserver/doc/leases.md) -------------------------------------
+  // The durable record of who holds a volume's rw lease, for the grace period after a
+  // restart. Each call is one durable transaction.
+  Status RecordLease(const LeaseRecord& record);
+  Status ForgetLease(std::string_view volume);  // no-op if there is none
+  Result<std::vector<LeaseRecord>> LeaseRecords();
 
   // Extents covering [offset, offset+length) rounded out to blocks (at most
   // kMaxExtentsPerMap of them). A block is kOwned iff it is exclusive to the volume

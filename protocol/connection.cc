@@ -21,10 +21,10 @@ Connection::~Connection() {
   stream_ = nullptr;
 }
 
-kj::Promise<void> Connection::Login(std::string secret) {
+kj::Promise<void> Connection::Login(std::string secret, uint64_t instance) {
   auto gate = rpc_->bootstrap().castAs<proto::Gate>();
   auto challenge = gate.challengeRequest().send();
-  return challenge.then([this, gate, secret = kj::mv(secret)](auto response) mutable {
+  return challenge.then([this, gate, secret = kj::mv(secret), instance](auto response) mutable {
     if (response.getServerVersion() != proto::PROTOCOL_VERSION) {
       throw ToException(Status::NotSupported(
           "server speaks protocol version " + std::to_string(response.getServerVersion()) +
@@ -36,13 +36,17 @@ kj::Promise<void> Connection::Login(std::string secret) {
     login.setHost(host_);
     login.setProof(kj::arrayPtr(proof.data(), proof.size()));
     login.setClientVersion(proto::PROTOCOL_VERSION);
-    return login.send().then([this](auto reply) { session_ = reply.getSession(); });
+    login.setInstance(instance);
+    return login.send().then([this](auto reply) {
+      session_ = reply.getSession();
+      login_ = LoginAnswer{reply.getLeaseMs(), reply.getResumed(), reply.getInGrace()};
+    });
   });
 }
 
 kj::Promise<kj::Own<Connection>> Connection::Connect(kj::AsyncIoContext& io,
                                                      const ServerAddress& address, std::string host,
-                                                     std::string secret) {
+                                                     std::string secret, uint64_t instance) {
   if (!IsValidHostName(host)) {
     return ToException(Status::InvalidArgument("bad host name '" + host + "'"));
   }
@@ -57,10 +61,10 @@ kj::Promise<kj::Own<Connection>> Connection::Connect(kj::AsyncIoContext& io,
         return ToException(Status::Unavailable("cannot connect to mapserver at " + where + ": " +
                                                e.getDescription().cStr()));
       })
-      .then([address, host = kj::mv(host),
-             secret = kj::mv(secret)](kj::Own<kj::AsyncIoStream> stream) mutable {
+      .then([address, host = kj::mv(host), secret = kj::mv(secret),
+             instance](kj::Own<kj::AsyncIoStream> stream) mutable {
         auto conn = kj::heap<Connection>(address, kj::mv(host), kj::mv(stream));
-        auto login = conn->Login(kj::mv(secret));
+        auto login = conn->Login(kj::mv(secret), instance);
         return login.then([conn = kj::mv(conn)]() mutable { return kj::mv(conn); });
       });
 }

@@ -31,14 +31,24 @@
 
 namespace tapmap::protocol {
 
+// What the server said at login about this instance's host lease
+// (mapserver/doc/leases.md).
+struct LoginAnswer {
+  uint32_t lease_ms = 0;
+  bool resumed = false;   // the server still held this instance's openers
+  bool in_grace = false;  // the server restarted recently: reclaim now
+};
+
 class Connection {
  public:
   // Connects to `address`, asks the Gate for a challenge and logs in as `host` with
   // the proof HMAC-SHA256(secret, nonce || host). The promise resolves once the
   // Session capability is held. `io` must outlive the returned Connection.
+  // `instance`: this process's random host-lease instance (0 for a tool that holds no
+  // lease across connections; see mapping.capnp Gate.login).
   static kj::Promise<kj::Own<Connection>> Connect(kj::AsyncIoContext& io,
                                                   const ServerAddress& address, std::string host,
-                                                  std::string secret);
+                                                  std::string secret, uint64_t instance = 0);
 
   // Blocking convenience for command-line tools: Connect(...).wait(io.waitScope),
   // with any failure returned as a Status.
@@ -48,7 +58,8 @@ class Connection {
 
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
-  // Closes the connection; the server drops this host's leases and reservations.
+  // Closes the connection; the server keeps this instance's openers (orphaned) until
+  // they are reclaimed or its host lease expires (mapserver/doc/leases.md).
   ~Connection();
 
   // The logged-in session (a cheap reference-counted capability handle).
@@ -61,18 +72,20 @@ class Connection {
 
   const ServerAddress& address() const { return address_; }
   const std::string& host() const { return host_; }
+  const LoginAnswer& login() const { return login_; }
 
   // Use Connect(); public only for kj::heap.
   Connection(ServerAddress address, std::string host, kj::Own<kj::AsyncIoStream> stream);
 
  private:
-  kj::Promise<void> Login(std::string secret);
+  kj::Promise<void> Login(std::string secret, uint64_t instance);
 
   ServerAddress address_;
   std::string host_;
   kj::Own<kj::AsyncIoStream> stream_;
   kj::Own<capnp::TwoPartyClient> rpc_;
   proto::Session::Client session_;
+  LoginAnswer login_;
 };
 
 // This machine's host name (gethostname), for use as the login host; "localhost" if

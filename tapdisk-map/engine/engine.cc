@@ -30,6 +30,7 @@ Engine::Engine(boost::asio::io_context& io, EngineOptions options, const Logger&
 Engine::~Engine() {
   writers_->Abandon();  // parked Opens are dropped, like callbacks of a stopped io_context
   client_.reset();  // stops the RPC thread first: no more events into volumes
+  fenced_pool_.reset();
   pool_.reset();
 }
 
@@ -67,6 +68,8 @@ Result<std::unique_ptr<Engine>> Engine::Create(boost::asio::io_context& io, Engi
   auto client = MappingClient::Create(io, std::move(client_options), log.WithContext("server", options.server));
   if (!client.ok()) return client.status();
   engine->client_ = std::move(*client);
+  engine->fenced_pool_ =
+      std::make_unique<FencedPoolIo>(*engine->pool_, engine->client_->lease(), options.unavailable_timeout);
   return engine;
 }
 
@@ -180,7 +183,8 @@ void Engine::OpenAtServer(const std::string& name, bool read_only, OpenDone done
     }
     VolumeContext ctx;
     ctx.io = &io_;
-    ctx.pool = pool_.get();
+    ctx.pool = fenced_pool_.get();
+    ctx.lease = client_->lease();
     {
       std::lock_guard<std::mutex> lock(mu_);
       ctx.cache = cache_;

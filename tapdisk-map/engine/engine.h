@@ -29,6 +29,7 @@
 #include "common/status.h"
 #include "tapdisk-map/engine/block_device.h"
 #include "tapdisk-map/engine/data_cache.h"
+#include "tapdisk-map/engine/fenced_pool_io.h"
 #include "tapdisk-map/engine/mapping_client.h"
 #include "tapdisk-map/engine/stats.h"
 #include "tapdisk-map/engine/writer_volumes.h"
@@ -108,6 +109,8 @@ class Engine final : public BlockDeviceOpener {
   uint64_t data_start_ = 0, data_end_ = 0;
   std::unique_ptr<pool::PoolIo> pool_;
   std::unique_ptr<MappingClient> client_;
+  // The pool as volumes see it: no I/O while the host lease is fenced.
+  std::unique_ptr<FencedPoolIo> fenced_pool_;
   std::shared_ptr<IoCounters> host_counters_;
   std::shared_ptr<std::atomic<uint64_t>> pinned_bytes_;
 

@@ -12,6 +12,7 @@
 #include <kj/async-unix.h>
 #include <map>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "protocol/connection.h"
@@ -93,15 +94,26 @@ struct VolumeState {
   bool reopening = false;
   bool reopen_warned = false;
   bool closed = false;
+  uint64_t epoch = 0;                    // the rw lease's epoch (for a reclaim); 0 if ro
   Status failed;                         // reopening failed for good
 };
+
+// A random, non-zero host-lease instance for this process (mapping.capnp Gate.login).
+static uint64_t NewInstance() {
+  std::random_device rd;
+  uint64_t v = 0;
+  while (v == 0) v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  return v;
+}
 
 class MappingClient::Impl : public kj::TaskSet::ErrorHandler,
                             public std::enable_shared_from_this<MappingClient::Impl> {
  public:
   Impl(boost::asio::io_context& io, Options options, protocol::ServerAddress address, Logger log)
       : io_(io), options_(std::move(options)), address_(std::move(address)), log_(std::move(log)),
-        queue_(std::make_shared<RpcQueue>()) {}
+        queue_(std::make_shared<RpcQueue>()),
+        lease_(std::make_shared<HostLease>(io, log_)),
+        instance_(NewInstance()) {}
 
   void Start() { thread_ = std::thread([this] { Run(); }); }
   void Stop() {
@@ -118,6 +130,7 @@ class MappingClient::Impl : public kj::TaskSet::ErrorHandler,
   const std::shared_ptr<RpcQueue>& queue() const { return queue_; }
   boost::asio::io_context& io() { return io_; }
   bool connected() const { return connected_.load(); }
+  const std::shared_ptr<HostLease>& lease() const { return lease_; }
   Clock::time_point Deadline() const { return Clock::now() + options_.unavailable_timeout; }
 
   // ---- RPC thread only ----
@@ -226,6 +239,7 @@ class MappingClient::Impl : public kj::TaskSet::ErrorHandler,
   void Run();
   kj::Promise<void> ConnectLoop();
   kj::Promise<void> TickLoop();
+  kj::Promise<void> RenewLoop();
   void LoseConnection();
 
   boost::asio::io_context& io_;
@@ -233,6 +247,8 @@ class MappingClient::Impl : public kj::TaskSet::ErrorHandler,
   const protocol::ServerAddress address_;
   const Logger log_;
   std::shared_ptr<RpcQueue> queue_;
+  const std::shared_ptr<HostLease> lease_;
+  const uint64_t instance_;
   std::thread thread_;
   std::atomic<bool> connected_{false};
 
@@ -242,6 +258,9 @@ class MappingClient::Impl : public kj::TaskSet::ErrorHandler,
   kj::Own<kj::TaskSet> tasks_;
   kj::Own<protocol::Connection> conn_;
   std::optional<PoolInfo> pool_info_;
+  std::chrono::milliseconds lease_time_{0};  // the server's, from the login
+  // Fulfilled to drop the connection (a refused renewal: start over).
+  kj::Own<kj::PromiseFulfiller<void>> drop_connection_;
   std::chrono::milliseconds backoff_{0};
   std::vector<std::shared_ptr<VolumeState>> volumes_;
   std::vector<Parked> parked_;
@@ -283,11 +302,23 @@ class MapCallbackImpl final : public proto::MapCallback::Server {
   kj::Promise<void> revoke(RevokeContext context) override {
     auto impl = impl_.lock();
     auto events = Events();
-    if (impl && events) {
-      std::string reason = context.getParams().getReason();
-      impl->PostToIo([events, reason]() { events->OnRevoke(reason); });
-    }
-    return kj::READY_NOW;
+    if (!impl || !events) return kj::READY_NOW;
+    // Answered once the volume refuses new writes and none is in flight (a recall of
+    // everything waits for them): the server then lets another host have the volume.
+    std::string reason = context.getParams().getReason();
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    uint64_t id = impl->AddRecallWaiter(kj::mv(paf.fulfiller));
+    std::shared_ptr<RpcQueue> queue = impl->queue();
+    std::weak_ptr<MappingClient::Impl> weak = impl_;
+    impl->PostToIo([events, reason, queue, weak, id]() {
+      events->OnRevoke(reason);
+      events->OnRecall({ByteRange{0, uint64_t{1} << 62}}, RecallReason::kDelete, [queue, weak, id]() {
+        queue->Post([weak, id]() {
+          if (auto impl = weak.lock()) impl->FinishRecall(id);
+        });
+      });
+    });
+    return kj::mv(paf.promise);
   }
 
   kj::Promise<void> sizeChanged(SizeChangedContext context) override {
@@ -432,9 +463,11 @@ void MappingClient::Impl::Open(std::string name, bool read_only, std::weak_ptr<V
   req.setName(name);
   req.setMode(ModeOf(read_only));
   req.setCallback(kj::heap<MapCallbackImpl>(weak_from_this(), v));
+  req.setReclaim(false);
   tasks_->add(req.send().then(
       [this, v, done](auto reply) {
         v->cap = reply.getVolume();
+        v->epoch = reply.getLeaseEpoch();
         volumes_.push_back(v);
         auto info = reply.getInfo();
         VolumeOpenInfo oi{info.getName(), info.getSizeBytes(), info.getReadOnly() || v->read_only};
@@ -482,16 +515,21 @@ void MappingClient::Impl::Reopen(std::shared_ptr<VolumeState> v) {
   req.setName(v->name);
   req.setMode(ModeOf(v->read_only));
   req.setCallback(kj::heap<MapCallbackImpl>(weak_from_this(), v));
+  req.setReclaim(true);  // leases.md "Reclaim": the same opener if the server kept it
+  req.setReclaimEpoch(v->epoch);
   tasks_->add(req.send().then(
       [this, v](auto reply) {
         v->reopening = false;
         if (v->closed) return;  // closed meanwhile: the new capability is dropped here
         v->cap = reply.getVolume();
+        v->epoch = reply.getLeaseEpoch();
         v->needs_reopen = false;
         v->reopen_warned = false;
         uint64_t size = reply.getInfo().getSizeBytes();
-        log_.Infof("volume %s re-opened on the new connection", v->name.c_str());
-        if (auto events = v->events.lock()) PostToIo([events, size]() { events->OnReopened(size); });
+        bool kept = reply.getReservationsKept();
+        log_.Infof("volume %s re-opened on the new connection (%s)", v->name.c_str(),
+                   kept ? "same opener, reclaimed" : "new opener");
+        if (auto events = v->events.lock()) PostToIo([events, size, kept]() { events->OnReopened(size, kept); });
         Kick();
       },
       [this, v](kj::Exception&& e) {
@@ -531,10 +569,25 @@ void MappingClient::Impl::LoseConnection() {
 
 kj::Promise<void> MappingClient::Impl::ConnectLoop() {
   if (stopping_) return kj::READY_NOW;
-  return protocol::Connection::Connect(*aio_, address_, options_.host, options_.secret)
-      .then([this](kj::Own<protocol::Connection> conn) {
+  const Clock::time_point sent_at = Clock::now();
+  return protocol::Connection::Connect(*aio_, address_, options_.host, options_.secret, instance_)
+      .then([this, sent_at](kj::Own<protocol::Connection> conn) {
         conn_ = kj::mv(conn);
-        return conn_->session().poolStatsRequest().send().then([this](auto reply) {
+        const protocol::LoginAnswer& login = conn_->login();
+        lease_time_ = std::chrono::milliseconds(login.lease_ms);
+        if (!login.resumed) {
+          // The server holds nothing of ours any more (it expired us, or restarted):
+          // every opener is in doubt until re-opened — before the lease turns valid.
+          for (auto& v : volumes_) {
+            if (auto events = v->events.lock()) events->SuspendLease();
+          }
+        }
+        lease_->Renewed(sent_at, lease_time_, login.resumed);
+        log_.Infof("lease: %s (lease %u ms%s)", login.resumed ? "resumed" : "new", login.lease_ms,
+                   login.in_grace ? ", server in its grace period" : "");
+        auto dropped = kj::newPromiseAndFulfiller<void>();
+        drop_connection_ = kj::mv(dropped.fulfiller);
+        return conn_->session().poolStatsRequest().send().then([this, dropped = kj::mv(dropped.promise)](auto reply) mutable {
           auto stats = reply.getStats();
           pool_info_ = PoolInfo{stats.getBlockSize(), stats.getUuid()};
           connected_ = true;
@@ -545,7 +598,7 @@ kj::Promise<void> MappingClient::Impl::ConnectLoop() {
             if (v->needs_reopen) Reopen(v);
           }
           Kick();
-          return conn_->onDisconnect();
+          return conn_->onDisconnect().exclusiveJoin(kj::mv(dropped));
         });
       })
       .then(
@@ -566,6 +619,27 @@ kj::Promise<void> MappingClient::Impl::ConnectLoop() {
           });
 }
 
+kj::Promise<void> MappingClient::Impl::RenewLoop() {
+  // Every lease/5 (leases.md "Timers"); until the first login, once a second.
+  auto interval = lease_time_.count() > 0 ? std::max<int64_t>(lease_time_.count() / 5, 20) : 1000;
+  return aio_->provider->getTimer().afterDelay(interval * kj::MILLISECONDS).then([this]() {
+    if (connected_ && conn_.get() != nullptr) {
+      const Clock::time_point sent_at = Clock::now();
+      tasks_->add(conn_->session().renewRequest().send().then(
+          [this, sent_at](auto reply) {
+            lease_->Renewed(sent_at, std::chrono::milliseconds(reply.getLeaseMs()), true);
+          },
+          [this](kj::Exception&& e) {
+            if (e.getType() == kj::Exception::Type::DISCONNECTED) return;  // the connect loop sees it
+            log_.Errorf("lease: renewal refused (%s); starting over with a new login",
+                        StatusFromException(e).ToString().c_str());
+            if (drop_connection_.get() != nullptr) drop_connection_->fulfill();
+          }));
+    }
+    return RenewLoop();
+  });
+}
+
 kj::Promise<void> MappingClient::Impl::TickLoop() {
   return aio_->provider->getTimer().afterDelay(250 * kj::MILLISECONDS).then([this]() {
     if (connected_) {
@@ -584,6 +658,7 @@ void MappingClient::Impl::Run() {
   tasks_ = kj::heap<kj::TaskSet>(*this);
   tasks_->add(ConnectLoop());
   tasks_->add(TickLoop());
+  tasks_->add(RenewLoop());
   auto wake = aio.lowLevelProvider->wrapInputFd(queue_->fd());
   uint64_t counter = 0;
   while (!stopping_) {
@@ -603,6 +678,7 @@ void MappingClient::Impl::Run() {
   parked_.clear();
   for (auto& p : parked) p.fail(Status::Aborted("mapping client is shutting down"));
   recall_waiters_.clear();
+  drop_connection_ = nullptr;
   for (auto& v : volumes_) {
     v->closed = true;
     v->cap = nullptr;
@@ -630,6 +706,8 @@ Result<std::unique_ptr<MappingClient>> MappingClient::Create(boost::asio::io_con
 MappingClient::~MappingClient() { impl_->Stop(); }
 
 bool MappingClient::connected() const { return impl_->connected(); }
+
+std::shared_ptr<HostLease> MappingClient::lease() const { return impl_->lease(); }
 
 void MappingClient::GetPoolInfo(std::function<void(Result<PoolInfo>)> done) {
   std::shared_ptr<Impl> impl = impl_;

@@ -30,6 +30,7 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "tapdisk-map/engine/extent.h"
+#include "tapdisk-map/engine/host_lease.h"
 
 namespace tapmap::engine {
 
@@ -61,9 +62,15 @@ class VolumeEvents {
   // The rw lease is gone; uncommitted reservations are void.
   virtual void OnRevoke(std::string reason) = 0;
   virtual void OnSizeChanged(uint64_t size_bytes) = 0;
-  // The volume was opened again on a new connection (after a loss): cached maps may be
-  // stale and uncommitted reservations are gone.
-  virtual void OnReopened(uint64_t size_bytes) = 0;
+  // The volume was opened again on a new connection (after a loss). `kept`: the
+  // server resumed the same opener (mapserver/doc/leases.md "Reclaim"): maps and
+  // reservations are still good. Otherwise cached maps may be stale and uncommitted
+  // reservations are gone.
+  virtual void OnReopened(uint64_t size_bytes, bool kept) = 0;
+  // Called on the RPC thread (unlike the others), before the host lease is renewed
+  // after a login the server did not resume: the opener may be gone, so new requests
+  // must wait until OnReopened or OnRevoke. Must not block.
+  virtual void SuspendLease() = 0;
 };
 
 // One open volume on the server. Methods may be called from any thread; `done` is
@@ -100,6 +107,8 @@ class MappingClient {
   MappingClient& operator=(const MappingClient&) = delete;
 
   bool connected() const;
+  // This host's lease at the server (mapserver/doc/leases.md), renewed by the client.
+  std::shared_ptr<HostLease> lease() const;
 
   // The pool's block size and uuid, once logged in (waits up to unavailable_timeout).
   void GetPoolInfo(std::function<void(Result<PoolInfo>)> done);

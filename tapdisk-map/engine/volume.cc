@@ -121,7 +121,8 @@ Volume::Volume(const VolumeContext& context, std::string name, bool read_only)
           context.host_counters)),
       retry_timer_(*context.io),
       commit_timer_(*context.io),
-      pending_(context.block_size, context.pinned_bytes) {}
+      pending_(context.block_size, context.pinned_bytes),
+      suspend_timer_(*context.io) {}
 
 Volume::~Volume() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -199,6 +200,19 @@ void Volume::EnsureMapped(uint64_t offset, uint64_t length, std::function<void(S
 void Volume::Read(uint64_t offset, std::span<uint8_t> buffer, IoDone done) {
   Status s = CheckIo(offset, buffer.size(), false);
   if (!s.ok()) return Complete(std::move(done), std::move(s));
+  if (!Usable()) {
+    // Fenced (or the opener in doubt): cached maps may be stale now.
+    auto self = shared_from_this();
+    return WaitUsable(std::chrono::steady_clock::now() + ctx_.unavailable_timeout,
+                      [self, offset, buffer, done](Status s) mutable {
+                        if (!s.ok()) return self->Complete(std::move(done), std::move(s));
+                        self->ReadUsable(offset, buffer, std::move(done));
+                      });
+  }
+  ReadUsable(offset, buffer, std::move(done));
+}
+
+void Volume::ReadUsable(uint64_t offset, std::span<uint8_t> buffer, IoDone done) {
   Count(&IoCounters::logical_read_ops, 1);
   Count(&IoCounters::logical_bytes_read, buffer.size());
   if (buffer.empty()) return Complete(std::move(done), Status::Ok());
@@ -340,6 +354,13 @@ void Volume::StartWrite(uint64_t offset, std::span<const uint8_t> data, std::sha
   op->done = std::move(done);
   op->lock_start = AlignDown(offset, ctx_.block_size);
   op->lock_end = AlignUp(offset + data.size(), ctx_.block_size);
+  if (!Usable()) {
+    auto self = shared_from_this();
+    return WaitUsable(std::chrono::steady_clock::now() + ctx_.unavailable_timeout, [self, op](Status s) {
+      if (!s.ok()) return self->Complete(std::move(op->done), std::move(s));
+      self->AdmitWrite(op);
+    });
+  }
   AdmitWrite(op);
 }
 
@@ -809,6 +830,14 @@ void Volume::CycleFailed(uint64_t cycle, Status status) {
 void Volume::Discard(uint64_t offset, uint64_t length, IoDone done) {
   Status s = CheckIo(offset, length, true);
   if (!s.ok()) return Complete(std::move(done), std::move(s));
+  if (!Usable()) {
+    auto self = shared_from_this();
+    return WaitUsable(std::chrono::steady_clock::now() + ctx_.unavailable_timeout,
+                      [self, offset, length, done](Status s) mutable {
+                        if (!s.ok()) return self->Complete(std::move(done), std::move(s));
+                        self->Discard(offset, length, std::move(done));
+                      });
+  }
   const uint64_t bs = ctx_.block_size;
   uint64_t first = AlignUp(offset, bs);
   uint64_t last = AlignDown(offset + length, bs);
@@ -901,12 +930,82 @@ void Volume::OnRecall(std::vector<ByteRange> ranges, RecallReason reason, std::f
 void Volume::OnRevoke(std::string reason) {
   log_.Errorf("lease revoked: %s; writes now fail", reason.c_str());
   std::vector<IoDone> failed;
+  std::vector<SuspendedWaiter> waiting;
   {
     std::lock_guard<std::mutex> lock(mu_);
     revoked_ = Status::Aborted("lease on " + name_ + " revoked: " + reason);
     failed = commits_.TakeAll();
+    waiting.swap(suspended_waiters_);
+    suspended_ = false;  // requests now fail on revoked_ instead of waiting
   }
   for (auto& d : failed) Complete(std::move(d), revoked_);
+  for (auto& w : waiting) w.go(revoked_);
+}
+
+void Volume::SuspendLease() {
+  if (!suspended_.exchange(true)) log_.Warnf("lease in doubt (the mapserver did not resume this host): requests wait for the re-open");
+}
+
+void Volume::WaitUsable(std::chrono::steady_clock::time_point deadline, std::function<void(Status)> go) {
+  auto self = shared_from_this();
+  if (suspended_.load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!revoked_.ok()) {
+      boost::asio::post(*ctx_.io, [go = std::move(go), s = revoked_]() { go(s); });
+      return;
+    }
+    if (suspended_.load()) {
+      suspended_waiters_.push_back(SuspendedWaiter{deadline, std::move(go)});
+      auto earliest = deadline;
+      for (const auto& w : suspended_waiters_) earliest = std::min(earliest, w.deadline);
+      suspend_timer_.expires_at(earliest);
+      suspend_timer_.async_wait([self](const boost::system::error_code& ec) {
+        if (!ec) self->ReleaseSuspended();
+      });
+      return;
+    }
+  }
+  if (ctx_.lease != nullptr && !ctx_.lease->Valid()) {
+    ctx_.lease->WhenValid(deadline, [self, deadline, go = std::move(go)](Status s) mutable {
+      if (!s.ok()) return go(s);
+      if (self->Usable()) return go(Status::Ok());
+      self->WaitUsable(deadline, std::move(go));  // suspended meanwhile
+    });
+    return;
+  }
+  boost::asio::post(*ctx_.io, [go = std::move(go)]() { go(Status::Ok()); });
+}
+
+void Volume::ReleaseSuspended() {
+  // Runs the waiters once the opener is back, fails those past their deadline.
+  std::vector<SuspendedWaiter> ready, expired;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<SuspendedWaiter> keep;
+    std::optional<std::chrono::steady_clock::time_point> next;
+    for (auto& w : suspended_waiters_) {
+      if (!suspended_) ready.push_back(std::move(w));
+      else if (now >= w.deadline) expired.push_back(std::move(w));
+      else {
+        next = next ? std::min(*next, w.deadline) : w.deadline;
+        keep.push_back(std::move(w));
+      }
+    }
+    suspended_waiters_ = std::move(keep);
+    if (next) {
+      auto self = shared_from_this();
+      suspend_timer_.expires_at(*next);
+      suspend_timer_.async_wait([self](const boost::system::error_code& ec) {
+        if (!ec) self->ReleaseSuspended();
+      });
+    }
+  }
+  for (auto& w : expired) w.go(Status::Unavailable("lease on " + name_ + " not re-established in time"));
+  for (auto& w : ready) {
+    auto self = shared_from_this();
+    self->WaitUsable(w.deadline, std::move(w.go));  // the host lease may still be fenced
+  }
 }
 
 void Volume::OnSizeChanged(uint64_t size_bytes) {
@@ -925,17 +1024,22 @@ void Volume::OnSizeChanged(uint64_t size_bytes) {
   }
 }
 
-void Volume::OnReopened(uint64_t size_bytes) {
-  // Maps may have changed while we were away, and every reservation is gone.
-  map_->Clear();
+void Volume::OnReopened(uint64_t size_bytes, bool kept) {
   size_t stale = 0;
-  {
+  if (!kept) {
+    // Maps may have changed while we were away, and every reservation is gone.
+    map_->Clear();
     std::lock_guard<std::mutex> lock(mu_);
     pending_.MarkAllNeedPrepare();
     stale = pending_.size();
   }
   if (size_bytes != size_bytes_.load()) OnSizeChanged(size_bytes);
   if (stale) log_.Infof("re-opened: %zu uncommitted blocks will be written to new reservations", stale);
+  if (kept) log_.Infof("re-opened: the server kept this opener (maps and reservations still good)");
+  if (suspended_.exchange(false)) {
+    log_.Infof("lease re-established; waiting requests go on");
+    ReleaseSuspended();
+  }
   KickCommit();
 }
 

@@ -36,6 +36,7 @@
 #include "tapdisk-map/engine/block_device.h"
 #include "tapdisk-map/engine/commit_scheduler.h"
 #include "tapdisk-map/engine/data_cache.h"
+#include "tapdisk-map/engine/host_lease.h"
 #include "tapdisk-map/engine/map_cache.h"
 #include "tapdisk-map/engine/map_fetcher.h"
 #include "tapdisk-map/engine/mapping_client.h"
@@ -64,6 +65,8 @@ struct VolumeContext {
   // never touches freed counters.
   std::shared_ptr<IoCounters> host_counters;
   std::shared_ptr<std::atomic<uint64_t>> pinned_bytes;  // host-wide total of pinned copies
+  // This host's lease at the mapserver (null: never fenced, e.g. in unit tests).
+  std::shared_ptr<HostLease> lease;
   uint32_t pool_id = 0;
   uint32_t block_size = 0;
   uint64_t pool_data_start = 0;  // physical offsets the server may hand out:
@@ -119,7 +122,8 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   void OnRecall(std::vector<ByteRange> ranges, RecallReason reason, std::function<void()> done) override;
   void OnRevoke(std::string reason) override;
   void OnSizeChanged(uint64_t size_bytes) override;
-  void OnReopened(uint64_t size_bytes) override;
+  void OnReopened(uint64_t size_bytes, bool kept) override;
+  void SuspendLease() override;
 
  private:
   // Where a block's new bytes go inside it and which part of the write they are.
@@ -132,6 +136,15 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   struct ReadOp;
 
   Status CheckIo(uint64_t offset, uint64_t length, bool is_write) const;
+  // Whether requests may start now: the host lease is valid (not fenced) and this
+  // opener's lease is not in doubt (SuspendLease). Cheap: checked on every request.
+  bool Usable() const {
+    return !suspended_.load(std::memory_order_acquire) && (ctx_.lease == nullptr || ctx_.lease->Valid());
+  }
+  // Calls go(Ok) once Usable(), or go(error) after unavailable_timeout or on revocation.
+  void WaitUsable(std::chrono::steady_clock::time_point deadline, std::function<void(Status)> go);
+  void ReleaseSuspended();
+  void ReadUsable(uint64_t offset, std::span<uint8_t> buffer, IoDone done);
   void Complete(IoDone done, Status status);
   void Count(std::atomic<uint64_t> IoCounters::*field, uint64_t n);
   BlockKey KeyOf(const Extent& block_extent) const;
@@ -198,6 +211,14 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   bool closing_ = false;
   Status revoked_;
   std::map<const void*, std::function<void(uint64_t)>> resize_listeners_;  // guarded by mu_
+  // Requests waiting while the opener's lease is in doubt (SuspendLease .. OnReopened).
+  std::atomic<bool> suspended_{false};
+  struct SuspendedWaiter {
+    std::chrono::steady_clock::time_point deadline;
+    std::function<void(Status)> go;
+  };
+  std::vector<SuspendedWaiter> suspended_waiters_;  // guarded by mu_
+  boost::asio::steady_timer suspend_timer_;         // guarded by mu_
 };
 
 // The open volume behind front-end handles: closes the Volume (committing what is

@@ -349,7 +349,7 @@ TEST_CASE("after a reconnection pending blocks go to new reservations", "[volume
   // Stop the first commit from winning the race: reservations are lost at commit.
   rig.remote->lose_reservations_before_next_commit = true;
   REQUIRE(rig.Write(5 * kBlock, data).ok());
-  rig.volume->OnReopened(4 << 20);
+  rig.volume->OnReopened(4 << 20, false);
   REQUIRE(rig.Flush().ok());
   Extent e = rig.remote->BlockAt(5);
   REQUIRE(e.state == ExtentState::kOwned);

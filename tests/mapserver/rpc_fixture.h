@@ -65,6 +65,7 @@ class RpcFixture {
       : store_(blocks, block_size), io_(kj::setupAsyncIo()) {
     ServiceOptions options;
     options.callback_timeout = 300 * kj::MILLISECONDS;
+    options.lease_time = kLeaseTime;
     service_ = std::make_unique<MappingService>(store_.store(), kSecret, io_.provider->getTimer(),
                                                 Logger("mapserver", LogLevel::kError), options);
     server_ = std::make_unique<Server>(io_, *service_, Logger("mapserver", LogLevel::kError),
@@ -93,6 +94,19 @@ class RpcFixture {
     REQUIRE(conn.ok());
     return kj::mv(*conn);
   }
+
+  // Runs the event loop until `pred` holds (true) or `timeout` passes (false).
+  bool WaitUntil(const std::function<bool()>& pred, kj::Duration timeout = 10 * kj::SECONDS) {
+    auto deadline = io_.provider->getTimer().now() + timeout;
+    while (!pred()) {
+      if (io_.provider->getTimer().now() >= deadline) return false;
+      io_.provider->getTimer().afterDelay(5 * kj::MILLISECONDS).wait(io_.waitScope);
+    }
+    return true;
+  }
+
+  // The host lease time of the fixture's server (instances expire 1.1x after).
+  static constexpr kj::Duration kLeaseTime = 1 * kj::SECONDS;
 
   // Runs the event loop a little (lets fire-and-forget calls land).
   void Spin() {

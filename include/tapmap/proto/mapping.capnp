@@ -23,7 +23,8 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("tapmap::proto");
 
-const protocolVersion :UInt32 = 1;
+const protocolVersion :UInt32 = 2;
+# 2: host leases (login.instance, Session.renew, open.reclaimEpoch; mapserver/doc/leases.md).
 
 # Limits of one call (a call beyond one fails with invalid-argument). Defined here
 # once; the server and the hosts both use these constants.
@@ -128,20 +129,46 @@ interface Gate {
   challenge @0 () -> (nonce :Data, serverVersion :UInt32);
   # A fresh random nonce (32 bytes) bound to this connection.
 
-  login @1 (host :Text, proof :Data, clientVersion :UInt32) -> (session :Session);
+  login @1 (host :Text, proof :Data, clientVersion :UInt32, instance :UInt64)
+      -> (session :Session, leaseMs :UInt32, resumed :Bool, inGrace :Bool);
   # proof = HMAC-SHA256(shared secret, nonce || host). `host` names the client in logs
   # and in VolumeInfo.writer. Fails with permission-denied on a wrong proof, a reused
   # or missing nonce; the connection is closed after 3 failures.
+  #
+  # Host leases (mapserver/doc/leases.md, the one description): `instance` is a random
+  # number the client process chose at its start (0: a tool that will hold nothing
+  # across connections). The login renews the instance's host lease, of `leaseMs`;
+  # `resumed` says the server still held the instance's state (its orphaned openers
+  # can be reclaimed with their reservations); a login of a new instance of a host
+  # releases the openers of the host's previous instance at once. `inGrace`: the
+  # server restarted less than 1.1 lease times ago and admits only reclaims of rw
+  # leases.
 }
 
 interface Session {
   # What an authenticated host may do. Admin calls complete only when durable.
 
-  open @0 (name :Text, mode :OpenMode, callback :MapCallback) -> (volume :Volume, info :VolumeInfo);
+  open @0 (name :Text, mode :OpenMode, callback :MapCallback, reclaim :Bool, reclaimEpoch :UInt64)
+      -> (volume :Volume, info :VolumeInfo, leaseEpoch :UInt64, reservationsKept :Bool);
   # Opens a volume. At most one rw opener per volume at a time (the rw lease, with a
-  # fresh lease epoch: see ExtentState); a second rw open fails with busy.
-  # Snapshots can only be opened ro. The lease ends when the Volume capability is
-  # closed or dropped, or the connection is lost; the server may revoke it (revoke()).
+  # fresh lease epoch: see ExtentState). A second rw open fails with busy while the
+  # holder's instance is connected and renewing; if the holder is orphaned (its
+  # connection is gone) the open waits until the holder reclaims (then busy) or its
+  # host lease expires (then granted). During the grace period a new rw open waits
+  # for its end. Snapshots can only be opened ro.
+  #
+  # reclaim = true re-attaches this instance's orphaned opener of the volume in this
+  # mode (same id, epoch and reservations: reservationsKept), or, in the grace period,
+  # grants the rw lease with reclaimEpoch; otherwise it fails with aborted ("lease
+  # lost"). leaseEpoch is the opener's epoch (0 for read-only).
+  #
+  # An opener ends when it is closed, revoked (revoke()), or its instance's host lease
+  # expires; losing the connection only orphans it.
+
+  renew @9 () -> (leaseMs :UInt32);
+  # Renews the session's host lease (one call per host, every lease/5). Fails with
+  # aborted once the server gave up on this instance (expired or blocklisted): the
+  # host must fence at once and start over.
 
   create @1 (name :Text, sizeBytes :UInt64) -> (info :VolumeInfo);
   # A new empty volume in a new version set. sizeBytes > 0, multiple of 512.
