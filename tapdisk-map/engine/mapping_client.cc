@@ -12,6 +12,7 @@
 #include <kj/async-unix.h>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -259,8 +260,9 @@ class MappingClient::Impl : public kj::TaskSet::ErrorHandler,
   kj::Own<protocol::Connection> conn_;
   std::optional<PoolInfo> pool_info_;
   std::chrono::milliseconds lease_time_{0};  // the server's, from the login
-  // Fulfilled to drop the connection (a refused renewal: start over).
+  // Fulfilled to drop the connection (a refused or long unanswered renewal).
   kj::Own<kj::PromiseFulfiller<void>> drop_connection_;
+  std::optional<Clock::time_point> renew_outstanding_;  // when the pending renewal was sent
   std::chrono::milliseconds backoff_{0};
   std::vector<std::shared_ptr<VolumeState>> volumes_;
   std::vector<Parked> parked_;
@@ -587,6 +589,7 @@ kj::Promise<void> MappingClient::Impl::ConnectLoop() {
                    login.in_grace ? ", server in its grace period" : "");
         auto dropped = kj::newPromiseAndFulfiller<void>();
         drop_connection_ = kj::mv(dropped.fulfiller);
+        renew_outstanding_.reset();
         return conn_->session().poolStatsRequest().send().then([this, dropped = kj::mv(dropped.promise)](auto reply) mutable {
           auto stats = reply.getStats();
           pool_info_ = PoolInfo{stats.getBlockSize(), stats.getUuid()};
@@ -623,13 +626,27 @@ kj::Promise<void> MappingClient::Impl::RenewLoop() {
   // Every lease/5 (leases.md "Timers"); until the first login, once a second.
   auto interval = lease_time_.count() > 0 ? std::max<int64_t>(lease_time_.count() / 5, 20) : 1000;
   return aio_->provider->getTimer().afterDelay(interval * kj::MILLISECONDS).then([this]() {
-    if (connected_ && conn_.get() != nullptr) {
+    if (connected_ && conn_.get() != nullptr && renew_outstanding_) {
+      // A renewal unanswered for 0.4 T: the connection is as good as dead (a cut link
+      // keeps TCP quiet for many minutes). Drop it, so that a new one can resume the
+      // lease as soon as the server is reachable again.
+      auto waited = Clock::now() - *renew_outstanding_;
+      if (waited > lease_time_ * 2 / 5 && drop_connection_.get() != nullptr) {
+        log_.Warnf("lease: renewal unanswered for %lld ms; dropping the connection",
+                   static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()));
+        drop_connection_->fulfill();
+        renew_outstanding_.reset();
+      }
+    } else if (connected_ && conn_.get() != nullptr) {
       const Clock::time_point sent_at = Clock::now();
+      renew_outstanding_ = sent_at;
       tasks_->add(conn_->session().renewRequest().send().then(
           [this, sent_at](auto reply) {
+            renew_outstanding_.reset();
             lease_->Renewed(sent_at, std::chrono::milliseconds(reply.getLeaseMs()), true);
           },
           [this](kj::Exception&& e) {
+            renew_outstanding_.reset();
             if (e.getType() == kj::Exception::Type::DISCONNECTED) return;  // the connect loop sees it
             log_.Errorf("lease: renewal refused (%s); starting over with a new login",
                         StatusFromException(e).ToString().c_str());

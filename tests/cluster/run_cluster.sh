@@ -504,6 +504,137 @@ replay_case() {  # FILE: model_check.py --replay FILE on this rig
 case_m_replay_flushed_hole_stale_on_reader() { replay_case flushed_hole_stale_on_reader.json; }
 case_m_replay_flushed_rewrite_stale_on_reader() { replay_case flushed_rewrite_stale_on_reader.json; }
 
+# ---------------------------------------------------------------------------------------
+# f. Leases that survive failures (mapserver/doc/leases.md; T = RIG_LEASE_SECONDS).
+
+# python3 with libnbd (Debian's python3-libnbd is for /usr/bin/python3)
+PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
+now_s() { python3 -c 'import time; print("%.6f" % time.monotonic())'; }
+# at_least A B: A >= B (decimal seconds)
+at_least() { python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) else 1)' "$1" "$2"; }
+# The earliest a lease held by a host that renewed every T/5 can expire after an event:
+# 1.1 T after its last renewal, which was at most T/5 before it.
+min_expiry() { python3 -c "print($RIG_LEASE_SECONDS * 0.9)"; }
+ft() { "$PY" "$here/fence_tools.py" "$@"; }
+# fsck_clean: the mapserver stopped, fsck'd and started again (hosts reconnect).
+fsck_clean() {
+  rig_stop_mapserver || { why "the mapserver did not stop"; return 1; }
+  local out
+  out=$(rig_exec_ms "$RIG_BIN/mapserver" fsck --config "$RIG_DIR/ms/tapmap.conf" 2>&1)
+  local rc=$?
+  rig_start_mapserver || { why "the mapserver did not start again"; return 1; }
+  [ $rc -eq 0 ] || why "fsck: $(tr '\n' ' ' <<<"$out" | cut -c1-300)"
+}
+
+# f1. Fencing on partition: h1 streams writes (and flushes) to a volume; its link is
+#     cut; h2 opens the volume rw and is granted it only after h1's lease ran out; h2
+#     reads it and writes markers; the link heals and h1, told its lease is gone, fails
+#     its held writes. fence_tools.py check: no write acknowledged to h1 after h2's
+#     grant, h2 read every flushed write, and the blocks as a third host reads them
+#     from the pool afterwards are what h2 saw (no late write of h1 landed).
+case_f_partition_fences_writer() {
+  local vol=f_part d="$RIG_DIR/clients/f_part"
+  mkdir -p "$d"
+  cli 1 volume create "$vol" 4M || return
+  rig_exec 1 "$PY" "$here/fence_tools.py" writer "$(rig_nbd_url 1 "$vol")" "$d/writer.log" \
+    >"$d/writer.out" 2>&1 &
+  local wpid=$!
+  rig_wait_for "$RIG_WAIT_S" "h1's writer to flush 4 times" _f_flushes "$d/writer.log" 4 ||
+    { kill $wpid 2>/dev/null; why "h1's writer did not get going: $(tail -c 300 "$d/writer.out" "$d/writer.log" 2>/dev/null | tr '\n' ' ')"; return 1; }
+  local cut
+  cut=$(now_s)
+  rig_cut 1
+  if ! rig_exec 2 "$PY" "$here/fence_tools.py" takeover "$(rig_nbd_url 2 "$vol")" "$d/takeover.json" \
+       "$d/snapshot" --mark-blocks 0,5 >"$d/takeover.out" 2>&1; then
+    rig_heal 1; kill $wpid 2>/dev/null
+    why "h2's takeover of $vol failed: $(tr '\n' ' ' <<<"$(cat "$d/takeover.out")" | cut -c1-300)"; return 1
+  fi
+  local granted
+  granted=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["granted"])' "$d/takeover.json")
+  rig_heal 1
+  # h1 learns its lease is gone: its held and later writes fail, the writer stops.
+  rig_wait_for "$RIG_WAIT_S" "h1's writer to give up" _f_gone "$wpid" ||
+    { kill $wpid 2>/dev/null; why "h1's writer kept going after its lease was lost: $(tail -3 "$d/writer.log" | tr '\n' ' ')"; return 1; }
+  closed "$vol" || return
+  ft dump "$(rig_nbd_url 3 "$vol@ro")" "$d/final" >"$d/dump.out" 2>&1 ||
+    { why "h3 could not read $vol: $(cat "$d/dump.out" | tr '\n' ' ' | cut -c1-300)"; return 1; }
+  closed "$vol" || return
+  local verdict
+  if ! verdict=$(ft check "$d/writer.log" "$d/takeover.json" "$d/snapshot" "$d/final" 2>&1); then
+    why "$(tr '\n' ' ' <<<"$verdict" | cut -c1-400)"; return 1
+  fi
+  local waited
+  waited=$(python3 -c "print('%.2f' % ($granted - $cut))")
+  at_least "$waited" "$(min_expiry)" ||
+    { why "h2 got $vol rw ${waited} s after h1's link was cut, before h1's lease could run out ($(min_expiry) s)"; return 1; }
+  grep -q 'lease: fenced' "$(rig_hdir 1)/tapdisk-map.log" ||
+    { why "h1's log does not say it fenced itself"; return 1; }
+  echo "  $verdict; h2 granted ${waited} s after the cut" >&2
+}
+_f_flushes() { [ "$(grep -c '^F ' "$1" 2>/dev/null)" -ge "$2" ]; }
+_f_gone() { ! kill -0 "$1" 2>/dev/null; }
+
+# f2. kill -9 of a writer host: h1 holds a volume rw with flushed data and dies; h2's
+#     rw open is granted only after h1's lease ran out and reads the flushed data;
+#     h1 started again writes it; fsck clean.
+case_f_kill9_writer_takeover() {
+  local vol=f_kill d="$RIG_DIR/clients/f_kill"
+  mkdir -p "$d"
+  cli 1 volume create "$vol" 1M || return
+  hold 1 "$vol" || return
+  local holder=$RIG_HOLD_PID
+  io 1 "$vol" "write -P 0x5a 0 $BS" flush || { rig_release $holder; return 1; }
+  local killed
+  killed=$(now_s)
+  rig_kill_host 1
+  rig_release $holder
+  if ! rig_exec 2 "$PY" "$here/fence_tools.py" takeover "$(rig_nbd_url 2 "$vol")" "$d/takeover.json" \
+       "$d/snapshot" --blocks 1 --mark-blocks "" >"$d/takeover.out" 2>&1; then
+    rig_start_host 1 >/dev/null 2>&1
+    why "h2's takeover failed: $(tr '\n' ' ' <<<"$(cat "$d/takeover.out")" | cut -c1-300)"; return 1
+  fi
+  local waited
+  waited=$(python3 -c 'import json,sys; print("%.2f" % (json.load(open(sys.argv[1]))["granted"] - float(sys.argv[2])))' \
+    "$d/takeover.json" "$killed")
+  rig_start_host 1 || { why "h1 did not start again"; return 1; }
+  at_least "$waited" "$(min_expiry)" ||
+    { why "h2 got $vol rw ${waited} s after h1 was killed, before its lease could run out"; return 1; }
+  expect 2 "$vol" 0 0x5a "h2 after h1 was killed -9 holding $vol" || return
+  closed "$vol" || return
+  write_owned 1 "$vol" 0 0x5b 0x5c && closed "$vol" || return
+  expect 3 "$vol" 0 0x5c "h1 restarted and wrote $vol" && closed "$vol" || return
+  fsck_clean || return
+  echo "  h2 granted ${waited} s after the kill" >&2
+}
+
+# g. Mapserver restart with a grace period: h1 holds a volume rw and has written it
+#    (unflushed); the mapserver is killed -9 and started again; h1 reclaims its lease,
+#    so h2's rw open (which waits out the grace period) is refused busy and a delete
+#    too; h1's flush then succeeds and a third host reads the data.
+case_g_mapserver_restart_grace() {
+  local vol=g_grace
+  cli 1 volume create "$vol" 1M || return
+  hold 1 "$vol" || return
+  local holder=$RIG_HOLD_PID
+  io 1 "$vol" "write -P 0x61 0 $BS" flush "write -P 0x62 $BS $BS" || { rig_release $holder; return 1; }
+  rig_kill_mapserver
+  rig_start_mapserver || { rig_release $holder; why "the mapserver did not start again"; return 1; }
+  grep -q 'grace period' "$RIG_DIR/ms/mapserver.log" ||
+    { rig_release $holder; why "the restarted mapserver announced no grace period"; return 1; }
+  local out
+  out=$(rig_tapmap 2 volume delete "$vol" 2>&1) &&
+    { rig_release $holder; why "a delete of $vol right after the restart succeeded while h1 held it"; return 1; }
+  if io 2 "$vol" "write -P 0x66 0 $BS"; then
+    rig_release $holder; why "h2 wrote $vol after the restart while h1 held it"; return 1
+  fi
+  io 1 "$vol" flush "read -P 0x61 0 $BS" "read -P 0x62 $BS $BS" ||
+    { rig_release $holder; why "h1 after reclaiming: $WHY"; return 1; }
+  rig_release $holder
+  closed "$vol" || return
+  expect 3 "$vol" 0 0x61 "h3 after the restart" && expect 3 "$vol" 1 0x62 "h3 after the restart" &&
+    closed "$vol"
+}
+
 cases=(
   case_a_migrate_h1_h2_h1 case_a_migrate_h2_h1_h2
   case_b_clone_held_h1_read_h2 case_b_clone_held_h2_read_h1
@@ -516,6 +647,7 @@ cases=(
   case_b_blkif_clone_held_n1_read_b2 case_b_blkif_clone_held_b1_read_n2 case_b_blkif_clone_held_b2_read_b1
   case_c_blkif_ro_reader_b3_writer_n1 case_c_blkif_ro_reader_b3_writer_b1
   case_r_blkif_kill9_holder
+  case_f_partition_fences_writer case_f_kill9_writer_takeover case_g_mapserver_restart_grace
 )
 cases+=(case_m_model_check case_m_replay_shrink_into_block_regrow
         case_m_replay_flushed_hole_stale_on_reader case_m_replay_flushed_rewrite_stale_on_reader)
