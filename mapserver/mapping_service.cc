@@ -638,8 +638,10 @@ void MappingService::Expire(HostLeaseId id, const std::string& why) {
   HostLease* h = leases_.FindHost(id);
   if (h == nullptr) return;
   std::vector<OpenerId> held = leases_.OpenersHeldBy(id);
-  logger_.Warnf("host %s (instance %016llx) expired: %s; %zu opener(s) released", h->host.c_str(),
-                static_cast<unsigned long long>(h->instance), why.c_str(), held.size());
+  if (!held.empty() || h->resumable()) {  // (a tool session that held nothing goes quietly)
+    logger_.Warnf("host %s (instance %016llx) expired: %s; %zu opener(s) released", h->host.c_str(),
+                  static_cast<unsigned long long>(h->instance), why.c_str(), held.size());
+  }
   for (OpenerId o : held) DropOpener(o);
   leases_.EraseHost(id);
   NotifyChanged();

@@ -255,6 +255,13 @@ StatsSnapshot Engine::Stats() const {
   s.host = host_counters_->Snapshot();
   s.pinned_bytes = pinned_bytes_->load();
   s.connected = client_->connected();
+  HostLease::Figures lease = client_->lease()->figures();
+  s.lease_state = ToString(lease.state);
+  s.lease_ms = lease.lease_ms;
+  s.lease_ms_since_renewal = lease.ms_since_renewal;
+  s.lease_renewals = lease.renewals;
+  s.lease_fences = lease.fences;
+  s.lease_waiting = lease.waiting;
   s.pool_io = std::string(pool_->kind());
   s.pool_direct = pool_->direct();
   std::lock_guard<std::mutex> lock(mu_);

@@ -88,26 +88,34 @@ void HostLease::ArmLocked() {
 }
 
 void HostLease::OnTimer() {
+  ReleaseWaiters();
+  std::lock_guard<std::mutex> lock(mu_);
+  ArmLocked();
+}
+
+void HostLease::NoticeFence() {
   bool fenced_now = false;
+  Clock::time_point last_sent;
+  uint32_t lease_ms = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!fenced_ && renewals_ > 0 && !Valid()) {
       fenced_ = true;
       ++fences_;
       fenced_now = true;
+      last_sent = last_sent_;
+      lease_ms = lease_ms_;
     }
   }
   if (fenced_now) {
-    auto since = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last_sent_).count();
+    auto since = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last_sent).count();
     log_.Errorf("lease: fenced (no renewal answered for %lld ms, lease %u ms): pool I/O stopped, requests held",
-                static_cast<long long>(since), lease_ms_);
+                static_cast<long long>(since), lease_ms);
   }
-  ReleaseWaiters();
-  std::lock_guard<std::mutex> lock(mu_);
-  ArmLocked();
 }
 
 void HostLease::ReleaseWaiters() {
+  NoticeFence();
   std::vector<Waiter> ready, expired;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -67,6 +67,7 @@ class HostLease {
   };
   void ArmLocked();       // mu_ held
   void OnTimer();
+  void NoticeFence();     // counts and logs the start of a fence
   void ReleaseWaiters();  // runs valid waiters, fails expired ones
 
   boost::asio::io_context& io_;

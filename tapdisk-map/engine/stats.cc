@@ -48,6 +48,12 @@ nlohmann::json StatsToJson(const StatsSnapshot& stats) {
   j["connected"] = stats.connected;
   j["pool_io"] = stats.pool_io;
   j["pool_direct"] = stats.pool_direct;
+  j["lease"] = {{"state", stats.lease_state},
+                {"lease_ms", stats.lease_ms},
+                {"ms_since_renewal", stats.lease_ms_since_renewal},
+                {"renewals", stats.lease_renewals},
+                {"fences", stats.lease_fences},
+                {"waiting", stats.lease_waiting}};
   nlohmann::json volumes = nlohmann::json::object();
   for (const auto& [name, s] : stats.volumes) volumes[name] = IoStatsToJson(s);
   j["volumes"] = std::move(volumes);
@@ -64,6 +70,12 @@ std::string StatsToPrometheus(const StatsSnapshot& stats) {
   Metric(out, "pinned_bytes", "gauge", "written bytes kept in memory until committed", stats.pinned_bytes);
   Metric(out, "volumes_open", "gauge", "volumes open", stats.volumes_open);
   Metric(out, "connected", "gauge", "1 if connected to the mapserver", stats.connected ? 1 : 0);
+  Metric(out, "lease_valid", "gauge", "1 while this host's lease at the mapserver is valid (0: fenced or none)",
+         stats.lease_state == "valid" ? 1 : 0);
+  Metric(out, "lease_renewals", "counter", "answered lease renewals", stats.lease_renewals);
+  Metric(out, "lease_fences", "counter", "times this host fenced itself (lease not renewed in time)",
+         stats.lease_fences);
+  Metric(out, "lease_waiting_requests", "gauge", "requests held by a fence", stats.lease_waiting);
 #define TAPMAP_X(name, help)                                                              \
   out += "# HELP tapmap_volume_" #name " " help " (per volume)\n";                  \
   out += "# TYPE tapmap_volume_" #name " counter\n";                                \

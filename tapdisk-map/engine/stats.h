@@ -57,12 +57,20 @@ struct StatsSnapshot {
   bool connected = false;                // to the mapserver
   std::string pool_io;                   // "io_uring" or "threads"
   bool pool_direct = false;              // pool opened with O_DIRECT
+  // This host's lease at the mapserver (mapserver/doc/leases.md).
+  std::string lease_state = "none";      // "none" (never logged in), "valid", "fenced"
+  uint32_t lease_ms = 0;                 // the server's lease time T
+  int64_t lease_ms_since_renewal = -1;   // since the last answered renewal was sent
+  uint64_t lease_renewals = 0;
+  uint64_t lease_fences = 0;             // times the host fenced itself
+  uint64_t lease_waiting = 0;            // requests held by a fence now
   std::map<std::string, IoStats> volumes;  // open volumes by name
 };
 
 // {"logical_bytes_read": N, ..., "volumes": {"<name>": {...}}} plus the extra host
 // fields above (cache_bytes, cache_capacity_bytes, pinned_bytes, volumes_open,
-// connected, pool_io, pool_direct).
+// connected, pool_io, pool_direct, and "lease": {state, lease_ms, ms_since_renewal,
+// renewals, fences, waiting}).
 nlohmann::json StatsToJson(const StatsSnapshot& stats);
 
 // Prometheus text exposition format 0.0.4: tapmap_<key> for host counters and gauges,

@@ -549,8 +549,10 @@ case_f_partition_fences_writer() {
     rig_heal 1; kill $wpid 2>/dev/null
     why "h2's takeover of $vol failed: $(tr '\n' ' ' <<<"$(cat "$d/takeover.out")" | cut -c1-300)"; return 1
   fi
-  local granted
+  local granted lease_state
   granted=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["granted"])' "$d/takeover.json")
+  # h1 (its control socket is local) says it is fenced.
+  lease_state=$(rig_tapmap 1 --json stats | python3 -c 'import json,sys; l=json.load(sys.stdin)["stats"]["lease"]; print(l["state"], l["fences"])')
   rig_heal 1
   # h1 learns its lease is gone: its held and later writes fail, the writer stops.
   rig_wait_for "$RIG_WAIT_S" "h1's writer to give up" _f_gone "$wpid" ||
@@ -569,6 +571,8 @@ case_f_partition_fences_writer() {
     { why "h2 got $vol rw ${waited} s after h1's link was cut, before h1's lease could run out ($(min_expiry) s)"; return 1; }
   grep -q 'lease: fenced' "$(rig_hdir 1)/tapdisk-map.log" ||
     { why "h1's log does not say it fenced itself"; return 1; }
+  [ "$lease_state" = "fenced 1" ] ||
+    { why "tapmap stats on h1 said lease '$lease_state' while it was cut off, not 'fenced 1'"; return 1; }
   echo "  $verdict; h2 granted ${waited} s after the cut" >&2
 }
 _f_flushes() { [ "$(grep -c '^F ' "$1" 2>/dev/null)" -ge "$2" ]; }

@@ -57,6 +57,28 @@ void AddTotalsRow(Table* t, const std::string& name, const nlohmann::json& s) {
              FormatSize(JsonUint(s, "io_eliminated_bytes"))});
 }
 
+// "lease: valid (T 15 s, renewed 2.1 s ago, 523 renewals, 0 fences)"; a fenced host
+// says what it means (mapserver/doc/leases.md).
+std::string RenderLease(const nlohmann::json& stats) {
+  if (!stats.contains("lease") || !stats["lease"].is_object()) return "";
+  const nlohmann::json& l = stats["lease"];
+  std::string state = l.value("state", "?");
+  char buf[256];
+  std::snprintf(buf, sizeof(buf), "lease: %s (T %.1f s, renewed %.1f s ago, %llu renewals, %llu fences",
+                state.c_str(), static_cast<double>(JsonUint(l, "lease_ms")) / 1000.0,
+                static_cast<double>(l.value("ms_since_renewal", int64_t{-1})) / 1000.0,
+                static_cast<unsigned long long>(JsonUint(l, "renewals")),
+                static_cast<unsigned long long>(JsonUint(l, "fences")));
+  std::string text = buf;
+  if (JsonUint(l, "waiting") > 0) text += ", " + std::to_string(JsonUint(l, "waiting")) + " requests held";
+  text += ")\n";
+  if (state == "fenced") {
+    text += "  FENCED: the mapserver has not answered a renewal in time; guests' I/O is held and fails\n"
+            "  if the lease is not resumed (see mapserver/doc/leases.md, \"What an operator sees\")\n";
+  }
+  return text;
+}
+
 std::string RenderTotals(const nlohmann::json& stats) {
   Table t({{"VOLUME"},
            {"READ", true},
@@ -80,6 +102,7 @@ std::string RenderTotals(const nlohmann::json& stats) {
   text += "maps: " + std::to_string(JsonUint(stats, "map_fetches")) + " fetched, " +
           std::to_string(JsonUint(stats, "map_recalls")) + " recalled, " +
           std::to_string(JsonUint(stats, "commits")) + " commits\n";
+  text += RenderLease(stats);
   return text;
 }
 
