@@ -88,10 +88,18 @@ std::vector<OpenerId> LeaseTable::OpenersHeldBy(HostLeaseId holder) const {
   return out;
 }
 
+Opener* LeaseTable::StandbyOf(const std::string& volume) {
+  for (auto& [id, o] : openers_) {
+    if (o.volume == volume && o.standby) return &o;
+  }
+  return nullptr;
+}
+
 Opener* LeaseTable::FindReclaimable(HostLeaseId holder, const std::string& volume, bool writable) {
   Opener* attached = nullptr;
   for (auto& [id, o] : openers_) {
-    if (o.holder != holder || o.volume != volume || o.writable != writable || o.revoked) continue;
+    if (o.holder != holder || o.volume != volume || o.revoked) continue;
+    if ((o.writable || o.standby) != writable) continue;
     if (!o.attached) return &o;
     if (attached == nullptr) attached = &o;
   }

@@ -56,6 +56,9 @@ struct Opener {
   // alive takes the opener over from the stale capability).
   uint64_t attachment = 0;
   bool revoked = false;  // calls fail with aborted; stays until its host lease expires
+  // A rw open made while another host held the lease (live migration): reads like a
+  // read-only opener (writable is false) until promoted to the lease.
+  bool standby = false;
 };
 
 class LeaseTable {
@@ -89,8 +92,10 @@ class LeaseTable {
   uint64_t WriterEpochOf(const std::string& volume);
   std::vector<Opener*> OpenersOf(const std::string& volume);
   std::vector<OpenerId> OpenersHeldBy(HostLeaseId holder) const;
-  // An opener of `holder` for `volume` in this mode that is not revoked, orphaned ones
-  // first, or null.
+  // The standby rw opener of `volume`, or null.
+  Opener* StandbyOf(const std::string& volume);
+  // An opener of `holder` for `volume` in this mode (a standby counts as rw) that is
+  // not revoked, orphaned ones first, or null.
   Opener* FindReclaimable(HostLeaseId holder, const std::string& volume, bool writable);
   size_t size() const { return openers_.size(); }
 

@@ -317,6 +317,9 @@ class SessionImpl final : public proto::Session::Server {
     if (Opener* mine = table.FindReclaimable(lease_, a.name, a.writable)) {
       if (a.reclaim || !mine->attached) return Attach(context, *mine, d, true, "reclaimed");
     }
+    if (a.writable && a.reclaim && a.reclaim_epoch == 0) {
+      a.reclaim = false;  // a standby that was never promoted: nothing to reclaim, open again
+    }
     if (a.writable && a.reclaim) {
       // No opener left: in the grace period the durable record may vouch for it.
       if (table.WriterOf(a.name) == nullptr && service_.in_grace() &&
@@ -330,8 +333,14 @@ class SessionImpl final : public proto::Session::Server {
       if (Opener* w = table.WriterOf(a.name)) {
         HostLease* holder = table.FindHost(w->holder);
         bool alive = w->attached && !w->revoked && holder != nullptr && !holder->blocklisted;
+        if (alive && w->holder != lease_ && table.StandbyOf(a.name) == nullptr) {
+          // Live migration: the destination's open waits as a standby for the
+          // source's release (leases.md "Standby").
+          return Grant(context, kj::mv(a), d, kNoWriter, "opened (standby: another host holds it rw)", true);
+        }
         if (alive || service_.timer().now() >= a.deadline) {
-          Fail(Status::Busy("volume '" + a.name + "' is already open read-write by host " + w->host));
+          Fail(Status::Busy("volume '" + a.name + "' is already open read-write by host " + w->host +
+                            (table.StandbyOf(a.name) != nullptr ? " (with a standby)" : "")));
         }
         // Orphaned or revoked: it is reclaimed (busy then) or expires (ours then).
         return WaitAndRetry(context, kj::mv(a), service_.LeaseChanged());
@@ -357,15 +366,16 @@ class SessionImpl final : public proto::Session::Server {
   }
 
   kj::Promise<void> Grant(OpenContext context, OpenArgs a, const VolumeDescription& d, uint64_t epoch,
-                          const char* what) {
+                          const char* what, bool standby = false) {
     Opener opener;
     opener.id = service_.leases().NextId();
     opener.volume = a.name;
     opener.holder = lease_;
     opener.host = host_;
-    opener.writable = a.writable;
-    opener.lease_epoch = a.writable ? epoch : kNoWriter;
-    if (a.writable) OrFail(service_.RecordWriter(opener));
+    opener.writable = a.writable && !standby;
+    opener.standby = standby;
+    opener.lease_epoch = opener.writable ? epoch : kNoWriter;
+    if (opener.writable) OrFail(service_.RecordWriter(opener));
     Opener& registered = service_.Register(kj::mv(opener));
     registered.callback = kj::mv(a.callback);
     return Attach(context, registered, d, false, what);
@@ -383,7 +393,9 @@ class SessionImpl final : public proto::Session::Server {
     service_.FillInfo(results.initInfo(), d);
     results.setLeaseEpoch(opener.writable ? opener.lease_epoch : 0);
     results.setReservationsKept(kept);
-    logger_.Infof("%s %s %s", what, opener.volume.c_str(), opener.writable ? "rw" : "ro");
+    results.setStandby(opener.standby);
+    logger_.Infof("%s %s %s", what, opener.volume.c_str(),
+                  opener.writable ? "rw" : opener.standby ? "standby" : "ro");
     service_.NotifyChanged();
     return kj::READY_NOW;
   }
@@ -679,6 +691,28 @@ void MappingService::DropOpener(OpenerId id) {
   if (writable) {
     Status s = store_.ForgetLease(volume);
     if (!s.ok()) logger_.Errorf("forgetting the lease record of %s: %s", volume.c_str(), s.ToString().c_str());
+    if (Opener* standby = leases_.StandbyOf(volume)) Promote(*standby);
+  }
+}
+
+void MappingService::Promote(Opener& opener) {
+  auto epoch = store_.NewLeaseEpoch();
+  if (!epoch.ok()) {
+    logger_.Errorf("promoting host %s's standby open of %s: %s", opener.host.c_str(), opener.volume.c_str(),
+                   epoch.status().ToString().c_str());
+    return;
+  }
+  opener.standby = false;
+  opener.writable = true;
+  opener.lease_epoch = *epoch;
+  Status s = RecordWriter(opener);
+  if (!s.ok()) logger_.Errorf("recording the lease of %s: %s", opener.volume.c_str(), s.ToString().c_str());
+  logger_.Infof("host %s's standby open of %s now holds the rw lease", opener.host.c_str(), opener.volume.c_str());
+  if (opener.attached) {
+    // (If it is orphaned, its reclaim tells it: the answer says standby = false.)
+    auto req = opener.callback.promotedRequest();
+    req.setLeaseEpoch(*epoch);
+    tasks_.add(req.send().ignoreResult().catch_([](kj::Exception&&) {}));
   }
 }
 
@@ -739,6 +773,7 @@ void MappingService::FillInfo(proto::VolumeInfo::Builder b, const VolumeDescript
   b.setOpeners(static_cast<uint32_t>(openers.size()));
   for (auto* o : openers) {
     if (o->writable) b.setWriter(o->host);
+    if (o->standby) b.setStandby(o->host);
   }
 }
 

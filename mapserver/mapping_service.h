@@ -155,6 +155,7 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> CallOpener(OpenerId id, std::shared_ptr<std::string> what,
                                std::shared_ptr<MakeCall> make_call);
   void DropOpener(OpenerId id);
+  void Promote(Opener& standby);
   void EndGrace(const std::string& why);
   kj::Promise<void> ExpiryLoop();
   struct PendingCommit {

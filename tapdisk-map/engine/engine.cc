@@ -217,6 +217,7 @@ void Engine::OpenAtServer(const std::string& name, bool read_only, OpenDone done
         return FinishOpening(name);
       }
       volume->Attach(r->first, r->second.size_bytes);
+      if (r->second.standby) volume->SetStandby();
       auto open = std::make_shared<OpenVolume>(volume);
       {
         std::lock_guard<std::mutex> lock(mu_);

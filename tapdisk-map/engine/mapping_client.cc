@@ -96,6 +96,7 @@ struct VolumeState {
   bool reopen_warned = false;
   bool closed = false;
   uint64_t epoch = 0;                    // the rw lease's epoch (for a reclaim); 0 if ro
+  bool standby = false;                  // a standby rw opener (live migration)
   Status failed;                         // reopening failed for good
 };
 
@@ -323,6 +324,19 @@ class MapCallbackImpl final : public proto::MapCallback::Server {
     return kj::mv(paf.promise);
   }
 
+  kj::Promise<void> promoted(PromotedContext context) override {
+    auto impl = impl_.lock();
+    auto events = Events();
+    if (!impl || !events) return kj::READY_NOW;
+    if (auto v = volume_.lock()) {
+      v->epoch = context.getParams().getLeaseEpoch();
+      v->standby = false;
+    }
+    impl->log().Infof("a standby open was promoted: this host holds the rw lease now");
+    impl->PostToIo([events]() { events->OnPromoted(); });
+    return kj::READY_NOW;
+  }
+
   kj::Promise<void> sizeChanged(SizeChangedContext context) override {
     auto impl = impl_.lock();
     auto events = Events();
@@ -472,7 +486,9 @@ void MappingClient::Impl::Open(std::string name, bool read_only, std::weak_ptr<V
         v->epoch = reply.getLeaseEpoch();
         volumes_.push_back(v);
         auto info = reply.getInfo();
-        VolumeOpenInfo oi{info.getName(), info.getSizeBytes(), info.getReadOnly() || v->read_only};
+        VolumeOpenInfo oi{info.getName(), info.getSizeBytes(), info.getReadOnly() || v->read_only,
+                          reply.getStandby()};
+        v->standby = reply.getStandby();
         auto handle = std::make_shared<RemoteVolumeImpl>(shared_from_this(), v);
         PostToIo([done, handle, oi]() { done(OpenResult{handle, oi}); });
       },
@@ -529,9 +545,17 @@ void MappingClient::Impl::Reopen(std::shared_ptr<VolumeState> v) {
         v->reopen_warned = false;
         uint64_t size = reply.getInfo().getSizeBytes();
         bool kept = reply.getReservationsKept();
+        // A standby promoted while the connection was down learns it here.
+        bool promoted = v->standby && !reply.getStandby();
+        v->standby = reply.getStandby();
         log_.Infof("volume %s re-opened on the new connection (%s)", v->name.c_str(),
                    kept ? "same opener, reclaimed" : "new opener");
-        if (auto events = v->events.lock()) PostToIo([events, size, kept]() { events->OnReopened(size, kept); });
+        if (auto events = v->events.lock()) {
+          PostToIo([events, size, kept, promoted]() {
+            events->OnReopened(size, kept);
+            if (promoted) events->OnPromoted();
+          });
+        }
         Kick();
       },
       [this, v](kj::Exception&& e) {

@@ -43,6 +43,7 @@ struct VolumeOpenInfo {
   std::string name;
   uint64_t size_bytes = 0;
   bool read_only = false;
+  bool standby = false;  // a rw open made a standby: another host holds the lease
 };
 
 struct MapReply {
@@ -71,6 +72,8 @@ class VolumeEvents {
   // after a login the server did not resume: the opener may be gone, so new requests
   // must wait until OnReopened or OnRevoke. Must not block.
   virtual void SuspendLease() = 0;
+  // This opener, a standby, now holds the rw lease (mapping.capnp MapCallback.promoted).
+  virtual void OnPromoted() = 0;
 };
 
 // One open volume on the server. Methods may be called from any thread; `done` is

@@ -122,7 +122,8 @@ Volume::Volume(const VolumeContext& context, std::string name, bool read_only)
       retry_timer_(*context.io),
       commit_timer_(*context.io),
       pending_(context.block_size, context.pinned_bytes),
-      suspend_timer_(*context.io) {}
+      suspended_waiters_(*context.io),
+      standby_waiters_(*context.io) {}
 
 Volume::~Volume() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -183,8 +184,8 @@ Status Volume::CheckPhysical(uint64_t physical, uint64_t length) const {
 }
 
 bool Volume::Cacheable(const Extent& e) const {
-  // Never an owned block seen by a read-only opener: its writer may change it.
-  return e.state == ExtentState::kShared || (e.state == ExtentState::kOwned && !read_only_);
+  // Never an owned block seen by a read-only (or standby) opener: its writer may change it.
+  return e.state == ExtentState::kShared || (e.state == ExtentState::kOwned && !read_only_ && !standby_.load());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -354,6 +355,13 @@ void Volume::StartWrite(uint64_t offset, std::span<const uint8_t> data, std::sha
   op->done = std::move(done);
   op->lock_start = AlignDown(offset, ctx_.block_size);
   op->lock_end = AlignUp(offset + data.size(), ctx_.block_size);
+  if (standby_.load(std::memory_order_acquire)) {
+    auto self = shared_from_this();
+    return WaitPromoted([self, op](Status s) {
+      if (!s.ok()) return self->Complete(std::move(op->done), std::move(s));
+      self->AdmitWrite(op);  // (re-checks nothing: the lease gate is the pool's, below)
+    });
+  }
   if (!Usable()) {
     auto self = shared_from_this();
     return WaitUsable(std::chrono::steady_clock::now() + ctx_.unavailable_timeout, [self, op](Status s) {
@@ -830,13 +838,14 @@ void Volume::CycleFailed(uint64_t cycle, Status status) {
 void Volume::Discard(uint64_t offset, uint64_t length, IoDone done) {
   Status s = CheckIo(offset, length, true);
   if (!s.ok()) return Complete(std::move(done), std::move(s));
-  if (!Usable()) {
+  if (standby_.load(std::memory_order_acquire) || !Usable()) {
     auto self = shared_from_this();
-    return WaitUsable(std::chrono::steady_clock::now() + ctx_.unavailable_timeout,
-                      [self, offset, length, done](Status s) mutable {
-                        if (!s.ok()) return self->Complete(std::move(done), std::move(s));
-                        self->Discard(offset, length, std::move(done));
-                      });
+    auto again = [self, offset, length, done](Status s) mutable {
+      if (!s.ok()) return self->Complete(std::move(done), std::move(s));
+      self->Discard(offset, length, std::move(done));
+    };
+    if (standby_.load()) return WaitPromoted(std::move(again));
+    return WaitUsable(std::chrono::steady_clock::now() + ctx_.unavailable_timeout, std::move(again));
   }
   const uint64_t bs = ctx_.block_size;
   uint64_t first = AlignUp(offset, bs);
@@ -930,16 +939,18 @@ void Volume::OnRecall(std::vector<ByteRange> ranges, RecallReason reason, std::f
 void Volume::OnRevoke(std::string reason) {
   log_.Errorf("lease revoked: %s; writes now fail", reason.c_str());
   std::vector<IoDone> failed;
-  std::vector<SuspendedWaiter> waiting;
+  std::vector<WaiterList::Waiter> waiting, standby;
   {
     std::lock_guard<std::mutex> lock(mu_);
     revoked_ = Status::Aborted("lease on " + name_ + " revoked: " + reason);
     failed = commits_.TakeAll();
-    waiting.swap(suspended_waiters_);
+    waiting = suspended_waiters_.TakeAll();
+    standby = standby_waiters_.TakeAll();
     suspended_ = false;  // requests now fail on revoked_ instead of waiting
   }
   for (auto& d : failed) Complete(std::move(d), revoked_);
   for (auto& w : waiting) w.go(revoked_);
+  for (auto& w : standby) w.go(revoked_);
 }
 
 void Volume::SuspendLease() {
@@ -955,13 +966,8 @@ void Volume::WaitUsable(std::chrono::steady_clock::time_point deadline, std::fun
       return;
     }
     if (suspended_.load()) {
-      suspended_waiters_.push_back(SuspendedWaiter{deadline, std::move(go)});
-      auto earliest = deadline;
-      for (const auto& w : suspended_waiters_) earliest = std::min(earliest, w.deadline);
-      suspend_timer_.expires_at(earliest);
-      suspend_timer_.async_wait([self](const boost::system::error_code& ec) {
-        if (!ec) self->ReleaseSuspended();
-      });
+      // (Re-checked by OnReopened, which takes mu_ to release the list.)
+      suspended_waiters_.Add(deadline, std::move(go), [self]() { self->ExpireSuspended(); });
       return;
     }
   }
@@ -976,36 +982,71 @@ void Volume::WaitUsable(std::chrono::steady_clock::time_point deadline, std::fun
   boost::asio::post(*ctx_.io, [go = std::move(go)]() { go(Status::Ok()); });
 }
 
-void Volume::ReleaseSuspended() {
-  // Runs the waiters once the opener is back, fails those past their deadline.
-  std::vector<SuspendedWaiter> ready, expired;
+void Volume::ExpireSuspended() {
+  std::vector<WaiterList::Waiter> expired;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    const auto now = std::chrono::steady_clock::now();
-    std::vector<SuspendedWaiter> keep;
-    std::optional<std::chrono::steady_clock::time_point> next;
-    for (auto& w : suspended_waiters_) {
-      if (!suspended_) ready.push_back(std::move(w));
-      else if (now >= w.deadline) expired.push_back(std::move(w));
-      else {
-        next = next ? std::min(*next, w.deadline) : w.deadline;
-        keep.push_back(std::move(w));
-      }
-    }
-    suspended_waiters_ = std::move(keep);
-    if (next) {
-      auto self = shared_from_this();
-      suspend_timer_.expires_at(*next);
-      suspend_timer_.async_wait([self](const boost::system::error_code& ec) {
-        if (!ec) self->ReleaseSuspended();
-      });
-    }
+    auto self = shared_from_this();
+    expired = suspended_waiters_.TakeExpired([self]() { self->ExpireSuspended(); });
   }
   for (auto& w : expired) w.go(Status::Unavailable("lease on " + name_ + " not re-established in time"));
-  for (auto& w : ready) {
-    auto self = shared_from_this();
-    self->WaitUsable(w.deadline, std::move(w.go));  // the host lease may still be fenced
+}
+
+void Volume::SetStandby() {
+  // (The promotion may have overtaken the open's answer on another io thread.)
+  if (promoted_.load()) return;
+  standby_ = true;
+  if (promoted_.load()) {
+    standby_ = false;
+    return;
   }
+  log_.Warnf("open as a standby: another host holds the rw lease (live migration); reads go on, "
+             "writes wait until it releases the volume (at most %lld s)",
+             static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(ctx_.unavailable_timeout).count()));
+}
+
+void Volume::WaitPromoted(std::function<void(Status)> go) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!revoked_.ok()) {
+    boost::asio::post(*ctx_.io, [go = std::move(go), s = revoked_]() { go(s); });
+    return;
+  }
+  if (!standby_.load()) {
+    boost::asio::post(*ctx_.io, [go = std::move(go)]() { go(Status::Ok()); });
+    return;
+  }
+  auto self = shared_from_this();
+  standby_waiters_.Add(std::chrono::steady_clock::now() + ctx_.unavailable_timeout, std::move(go),
+                       [self]() { self->ExpireStandby(); });
+}
+
+void Volume::ExpireStandby() {
+  std::vector<WaiterList::Waiter> expired;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto self = shared_from_this();
+    expired = standby_waiters_.TakeExpired([self]() { self->ExpireStandby(); });
+  }
+  for (auto& w : expired) {
+    w.go(Status::Busy(name_ + " is held read-write by another host and this host's open is a standby "
+                      "(live migration); the holder did not release it within " +
+                      std::to_string(std::chrono::duration_cast<std::chrono::seconds>(ctx_.unavailable_timeout).count()) +
+                      " s"));
+  }
+}
+
+void Volume::OnPromoted() {
+  // The previous holder's owned blocks are shared now: no cached map may say otherwise.
+  map_->Clear();
+  std::vector<WaiterList::Waiter> ready;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    promoted_ = true;
+    standby_ = false;
+    ready = standby_waiters_.TakeAll();
+  }
+  log_.Infof("promoted from standby: this host holds the rw lease now; %zu waiting write(s) go on", ready.size());
+  for (auto& w : ready) w.go(Status::Ok());
 }
 
 void Volume::OnSizeChanged(uint64_t size_bytes) {
@@ -1037,8 +1078,14 @@ void Volume::OnReopened(uint64_t size_bytes, bool kept) {
   if (stale) log_.Infof("re-opened: %zu uncommitted blocks will be written to new reservations", stale);
   if (kept) log_.Infof("re-opened: the server kept this opener (maps and reservations still good)");
   if (suspended_.exchange(false)) {
-    log_.Infof("lease re-established; waiting requests go on");
-    ReleaseSuspended();
+    std::vector<WaiterList::Waiter> ready;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ready = suspended_waiters_.TakeAll();
+    }
+    log_.Infof("lease re-established; %zu waiting request(s) go on", ready.size());
+    // (The host lease itself may still be fenced: they wait for it then.)
+    for (auto& w : ready) WaitUsable(w.deadline, std::move(w.go));
   }
   KickCommit();
 }

@@ -43,6 +43,7 @@
 #include "tapdisk-map/engine/pending_blocks.h"
 #include "tapdisk-map/engine/range_lock.h"
 #include "tapdisk-map/engine/stats.h"
+#include "tapdisk-map/engine/waiter_list.h"
 #include "tapdisk-map/engine/write_plan.h"
 #include "tapdisk-map/pool/pool_io.h"
 
@@ -124,6 +125,10 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   void OnSizeChanged(uint64_t size_bytes) override;
   void OnReopened(uint64_t size_bytes, bool kept) override;
   void SuspendLease() override;
+  void OnPromoted() override;
+  // Called once after Attach when the server made this rw open a standby.
+  void SetStandby();
+  bool standby() const { return standby_.load(); }
 
  private:
   // Where a block's new bytes go inside it and which part of the write they are.
@@ -143,7 +148,10 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   }
   // Calls go(Ok) once Usable(), or go(error) after unavailable_timeout or on revocation.
   void WaitUsable(std::chrono::steady_clock::time_point deadline, std::function<void(Status)> go);
-  void ReleaseSuspended();
+  void ExpireSuspended();
+  // Writes of a standby: go(Ok) once promoted, an error at the deadline or revocation.
+  void WaitPromoted(std::function<void(Status)> go);
+  void ExpireStandby();
   void ReadUsable(uint64_t offset, std::span<uint8_t> buffer, IoDone done);
   void Complete(IoDone done, Status status);
   void Count(std::atomic<uint64_t> IoCounters::*field, uint64_t n);
@@ -213,12 +221,12 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   std::map<const void*, std::function<void(uint64_t)>> resize_listeners_;  // guarded by mu_
   // Requests waiting while the opener's lease is in doubt (SuspendLease .. OnReopened).
   std::atomic<bool> suspended_{false};
-  struct SuspendedWaiter {
-    std::chrono::steady_clock::time_point deadline;
-    std::function<void(Status)> go;
-  };
-  std::vector<SuspendedWaiter> suspended_waiters_;  // guarded by mu_
-  boost::asio::steady_timer suspend_timer_;         // guarded by mu_
+  WaiterList suspended_waiters_;  // guarded by mu_
+  // A standby rw opener (live migration: another host holds the lease) reads like a
+  // read-only one; its writes wait for OnPromoted.
+  std::atomic<bool> standby_{false};
+  std::atomic<bool> promoted_{false};  // OnPromoted ran (possibly before SetStandby)
+  WaiterList standby_waiters_;  // guarded by mu_
 };
 
 // The open volume behind front-end handles: closes the Volume (committing what is

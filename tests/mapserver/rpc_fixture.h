@@ -32,6 +32,7 @@ class RecordingCallback final : public proto::MapCallback::Server {
     std::vector<Recall> recalls;
     std::vector<std::string> revokes;
     std::vector<uint64_t> sizes;
+    std::vector<uint64_t> promotions;  // lease epochs
     bool stall_recalls = false;
   };
   explicit RecordingCallback(std::shared_ptr<Log> log) : log_(std::move(log)) {}
@@ -52,6 +53,10 @@ class RecordingCallback final : public proto::MapCallback::Server {
   }
   kj::Promise<void> sizeChanged(SizeChangedContext context) override {
     log_->sizes.push_back(context.getParams().getSizeBytes());
+    return kj::READY_NOW;
+  }
+  kj::Promise<void> promoted(PromotedContext context) override {
+    log_->promotions.push_back(context.getParams().getLeaseEpoch());
     return kj::READY_NOW;
   }
 

@@ -16,6 +16,8 @@ constexpr uint64_t kBs = 4096;
 struct Opened {
   proto::Volume::Client volume;
   std::shared_ptr<RecordingCallback::Log> log;
+  bool standby = false;
+  uint64_t lease_epoch = 0;
 };
 
 Opened Open(RpcFixture& f, proto::Session::Client session, const std::string& name,
@@ -26,7 +28,7 @@ Opened Open(RpcFixture& f, proto::Session::Client session, const std::string& na
   req.setMode(mode);
   req.setCallback(kj::heap<RecordingCallback>(log));
   auto resp = req.send().wait(f.ws());
-  return Opened{resp.getVolume(), log};
+  return Opened{resp.getVolume(), log, resp.getStandby(), resp.getLeaseEpoch()};
 }
 
 Status OpenStatus(RpcFixture& f, proto::Session::Client session, const std::string& name,
@@ -227,9 +229,14 @@ TEST_CASE("One writer per volume and read-only openers", "[rpc]") {
   auto c2 = f.Connect("h2");
   Create(f, c1->session(), "v", 64 * kBs);
   auto w = Open(f, c1->session(), "v", proto::OpenMode::READ_WRITE);
+  // A second host's rw open is a standby (live migration); a third's is busy.
+  auto c3 = f.Connect("h3");
+  auto standby = Open(f, c3->session(), "v", proto::OpenMode::READ_WRITE);
+  CHECK(standby.standby);
   Status busy = OpenStatus(f, c2->session(), "v", proto::OpenMode::READ_WRITE);
   CHECK(busy.code() == StatusCode::kBusy);
   CHECK(busy.message().find("h1") != std::string::npos);
+  REQUIRE(StatusOf(standby.volume.closeRequest().send(), f.ws()).ok());
   auto r = Open(f, c2->session(), "v", proto::OpenMode::READ_ONLY);
   auto info_req = c1->session().infoRequest();
   info_req.setName("v");
@@ -588,6 +595,49 @@ TEST_CASE("Each rw lease writes in place only the blocks it allocated", "[rpc]")
   CHECK(e[0].physical != a_block.physical);
   CHECK(e[0].generation > a_block.generation);
   REQUIRE(CommitStatus(f, b.volume, e).ok());
+  CHECK(Map(f, b.volume, 0, kBs)[0].state == ExtentState::kOwned);
+  f.store().RequireClean();
+}
+
+// Live migration (leases.md "Standby"): a destination's rw open while the source holds
+// the lease is a standby that maps and reads like a reader, may not write, sees the
+// source's blocks as owned (not cacheable), and becomes the holder with a new epoch
+// when the source closes; the source's blocks are then shared to it.
+TEST_CASE("A standby rw open is promoted when the holder closes", "[rpc]") {
+  RpcFixture f;
+  auto src = f.Connect("source");
+  auto dst = f.Connect("destination");
+  Create(f, src->session(), "vm", 64 * kBs);
+  auto a = Open(f, src->session(), "vm", proto::OpenMode::READ_WRITE);
+  CHECK_FALSE(a.standby);
+  auto e = Prepare(f, a.volume, 0, kBs);
+  REQUIRE(CommitStatus(f, a.volume, e).ok());
+  auto b = Open(f, dst->session(), "vm", proto::OpenMode::READ_WRITE);
+  REQUIRE(b.standby);
+  CHECK(b.lease_epoch == 0);
+  auto info_req = src->session().infoRequest();
+  info_req.setName("vm");
+  auto info = info_req.send().wait(f.ws());
+  CHECK(std::string(info.getInfo().getWriter().cStr()) == "source");
+  CHECK(std::string(info.getInfo().getStandby().cStr()) == "destination");
+  CHECK(Map(f, b.volume, 0, kBs)[0].state == ExtentState::kOwned);  // the source may change it
+  auto pw = b.volume.prepareWriteRequest();
+  pw.initRanges(1)[0].setLength(kBs);
+  CHECK(StatusOf(pw.send(), f.ws()).code() == StatusCode::kReadOnly);
+  // The source's commit is recalled from the standby, as from any reader.
+  auto e2 = Prepare(f, a.volume, kBs, kBs);
+  REQUIRE(CommitStatus(f, a.volume, e2).ok());
+  CHECK(b.log->recalls.size() == 1);
+  CHECK(b.log->promotions.empty());
+  // The source closes (its domain was destroyed after the migration): promoted.
+  REQUIRE(StatusOf(a.volume.closeRequest().send(), f.ws()).ok());
+  REQUIRE(f.WaitUntil([&] { return !b.log->promotions.empty(); }));
+  CHECK(b.log->promotions[0] > e2[0].generation);
+  auto mapped = Map(f, b.volume, 0, kBs)[0];
+  CHECK(mapped.state == ExtentState::kShared);  // the source's block: copy on write
+  auto mine = Prepare(f, b.volume, 0, kBs);
+  CHECK(mine[0].physical != e[0].physical);
+  REQUIRE(CommitStatus(f, b.volume, mine).ok());
   CHECK(Map(f, b.volume, 0, kBs)[0].state == ExtentState::kOwned);
   f.store().RequireClean();
 }

@@ -82,13 +82,13 @@ class MapserverFixture {
 void CheckVolumeSchema(const json& v) {
   INFO(v.dump());
   REQUIRE(v.is_object());
-  for (const char* k : {"name", "kind", "parent", "writer"}) CHECK(v[k].is_string());
+  for (const char* k : {"name", "kind", "parent", "writer", "standby"}) CHECK(v[k].is_string());
   CHECK(v["read_only"].is_boolean());
   for (const char* k : {"size_bytes", "version_set", "mapped_bytes", "exclusive_bytes",
                         "shared_bytes", "created_unix_seconds", "openers"}) {
     CHECK(v[k].is_number_unsigned());
   }
-  CHECK(v.size() == 12);
+  CHECK(v.size() == 13);
 }
 
 void CheckError(const json& doc, const std::string& code) {

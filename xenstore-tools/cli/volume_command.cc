@@ -169,6 +169,7 @@ Status RunList(Invocation& inv) {
       doc["volumes"].push_back(VolumeJson(v));
       std::string parent = Text(v.getParent());
       std::string writer = Text(v.getWriter());
+      if (!Text(v.getStandby()).empty()) writer += " (standby " + Text(v.getStandby()) + ")";
       t.AddRow({Text(v.getName()), FormatSize(v.getSizeBytes()), KindName(v.getKind()),
                 YesNo(v.getReadOnly()), parent.empty() ? "-" : parent,
                 FormatSize(v.getMappedBytes()), FormatSize(v.getExclusiveBytes()),
@@ -217,6 +218,7 @@ Json VolumeJson(proto::VolumeInfo::Reader info) {
   j["created_unix_seconds"] = info.getCreatedUnixSeconds();
   j["openers"] = info.getOpeners();
   j["writer"] = Text(info.getWriter());
+  j["standby"] = Text(info.getStandby());
   return j;
 }
 
@@ -236,6 +238,7 @@ std::string VolumeText(proto::VolumeInfo::Reader info) {
   t.AddRow({"created", TimeText(info.getCreatedUnixSeconds())});
   t.AddRow({"openers", std::to_string(info.getOpeners())});
   t.AddRow({"writer", or_dash(Text(info.getWriter()))});
+  t.AddRow({"standby", or_dash(Text(info.getStandby()))});  // live migration's destination
   // Drop the header line: a key/value listing reads better without it.
   std::string text = t.Render();
   return text.substr(text.find('\n') + 1);

@@ -106,6 +106,7 @@ struct VolumeInfo {
   createdUnixSeconds @9 :UInt64;
   openers @10 :UInt32;         # current number of open Volume capabilities
   writer @11 :Text;            # host name of the rw lease holder, "" if none
+  standby @12 :Text;           # host name of a standby rw opener (live migration), "" if none
 }
 
 struct PoolStats {
@@ -149,7 +150,7 @@ interface Session {
   # What an authenticated host may do. Admin calls complete only when durable.
 
   open @0 (name :Text, mode :OpenMode, callback :MapCallback, reclaim :Bool, reclaimEpoch :UInt64)
-      -> (volume :Volume, info :VolumeInfo, leaseEpoch :UInt64, reservationsKept :Bool);
+      -> (volume :Volume, info :VolumeInfo, leaseEpoch :UInt64, reservationsKept :Bool, standby :Bool);
   # Opens a volume. At most one rw opener per volume at a time (the rw lease, with a
   # fresh lease epoch: see ExtentState). A second rw open fails with busy while the
   # holder's instance is connected and renewing; if the holder is orphaned (its
@@ -161,6 +162,13 @@ interface Session {
   # mode (same id, epoch and reservations: reservationsKept), or, in the grace period,
   # grants the rw lease with reclaimEpoch; otherwise it fails with aborted ("lease
   # lost"). leaseEpoch is the opener's epoch (0 for read-only).
+  #
+  # Live migration (leases.md "Standby"): a rw open of a volume whose holder is another,
+  # live host instance gets a *standby* opener (standby = true) instead of busy, when
+  # the volume has none yet: it may map and read like a read-only opener (recalls
+  # included) and may not write; when the holder's lease ends (close, expiry,
+  # revocation) the standby becomes the holder with a new epoch (MapCallback.promoted).
+  # A second standby gets busy.
   #
   # An opener ends when it is closed, revoked (revoke()), or its instance's host lease
   # expires; losing the connection only orphans it.
@@ -250,6 +258,10 @@ interface MapCallback {
 
   sizeChanged @2 (sizeBytes :UInt64) -> ();
   # The volume was resized (after any recall of the cut-off part).
+
+  promoted @3 (leaseEpoch :UInt64) -> ();
+  # A standby opener (Session.open) now holds the rw lease, with this epoch: drop every
+  # cached map (the blocks the previous holder owned are shared now), then write.
 }
 
 enum RecallReason {
