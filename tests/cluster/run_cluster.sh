@@ -639,6 +639,59 @@ case_g_mapserver_restart_grace() {
     closed "$vol"
 }
 
+# l. Live migration with blkif front ends (leases.md "Standby"), A -> B -> A: the
+#    destination attaches the disk while the source still holds it (a standby: reads
+#    go, writes wait); the source has writes in flight when the guest suspends (its
+#    answers are never collected); the source closes the disk (domain destroyed); the
+#    destination, promoted, gets the unanswered writes re-issued (as blkfront's
+#    recovery does) and the guest reads everything back; then back to A. 0 acknowledged
+#    writes lost, 0 wrong reads; a third host reads the same afterwards.
+migrate_blkif() {  # VOL SRC DST STEP: blkif host SRC holds VOL rw; move the guest to DST
+  local vol=$1 src=$2 dst=$3 step=$4 reply w
+  bcmd "$dst" "open $vol rw" || return
+  [ "$(rig_volume_field 3 "$vol" standby)" = "h$dst-blkif" ] ||
+    { why "h$dst-blkif's open of $vol (held by h$src-blkif) is not a standby: $(rig_tapmap 3 volume info "$vol" | tr '\n' ' ')"; return 1; }
+  blkif_cmd "$dst" "read 0 $BS" >/dev/null && [ "$BLKIF_REPLY" != "" ] || { why "the standby could not read: $BLKIF_REPLY"; return 1; }
+  # Writes in flight on the source when the guest suspends.
+  bcmd "$src" "submit $((2 * BS)) $BS $((0x20 + step))" || return
+  bcmd "$src" "submit 0 4096 $((0x30 + step))" || return
+  blkif_cmd "$src" suspend >/dev/null || { why "h$src-blkif suspend: $BLKIF_REPLY"; return 1; }
+  reply=$BLKIF_REPLY
+  [[ $reply == unanswered* ]] || { why "h$src-blkif suspend answered '$reply'"; return 1; }
+  # The destination's front end re-issues what was unanswered, in order.
+  for w in ${reply#unanswered}; do
+    IFS=: read -r off len byte <<<"$w"
+    bcmd "$dst" "write $off $len $byte" || return
+  done
+  bcmd "$dst" flush || return
+  [ "$(rig_volume_field 3 "$vol" writer)" = "h$dst-blkif" ] ||
+    { why "h$dst-blkif does not hold $vol rw after the source closed it"; return 1; }
+}
+blkif_pattern() {  # N OFF LEN BYTE WHAT: blkif host N reads the range as all BYTE
+  blkif_cmd "$1" "read $2 $3" >/dev/null
+  [ "$BLKIF_REPLY" = "$(printf 'pattern 0x%02x' "$4")" ] ||
+    { why "$5: h$1-blkif read [$2, +$3) as '$BLKIF_REPLY', expected $(printf '0x%02x' "$4")"; return 1; }
+}
+case_l_blkif_live_migration_a_b_a() {
+  local vol=l_mig
+  cli 3 volume create "$vol" 4M || return
+  bhost 1 && bhost 2 || return
+  bcmd 1 "open $vol rw" && bcmd 1 "write 0 $BS 0x11" && bcmd 1 flush && bcmd 1 "write $BS $BS 0x12" || return
+  migrate_blkif "$vol" 1 2 1 || return
+  blkif_pattern 2 0 4096 0x31 "after A->B" && blkif_pattern 2 4096 $((BS - 4096)) 0x11 "after A->B" &&
+    blkif_pattern 2 "$BS" "$BS" 0x12 "after A->B (written on A, acknowledged, not flushed)" &&
+    blkif_pattern 2 $((2 * BS)) "$BS" 0x21 "after A->B (in flight on A)" || return
+  bcmd 2 "write $((3 * BS)) $BS 0x13" || return
+  migrate_blkif "$vol" 2 1 2 || return
+  blkif_pattern 1 0 4096 0x32 "after B->A" && blkif_pattern 1 4096 $((BS - 4096)) 0x11 "after B->A" &&
+    blkif_pattern 1 "$BS" "$BS" 0x12 "after B->A" && blkif_pattern 1 $((2 * BS)) "$BS" 0x22 "after B->A" &&
+    blkif_pattern 1 $((3 * BS)) "$BS" 0x13 "after B->A (written on B, not flushed)" || return
+  bcmd 1 close || return
+  closed "$vol" || return
+  expect 3 "$vol" 1 0x12 "h3 after the migrations" && expect 3 "$vol" 2 0x22 "h3 after the migrations" &&
+    expect 3 "$vol" 3 0x13 "h3 after the migrations" && closed "$vol"
+}
+
 cases=(
   case_a_migrate_h1_h2_h1 case_a_migrate_h2_h1_h2
   case_b_clone_held_h1_read_h2 case_b_clone_held_h2_read_h1
@@ -652,6 +705,7 @@ cases=(
   case_c_blkif_ro_reader_b3_writer_n1 case_c_blkif_ro_reader_b3_writer_b1
   case_r_blkif_kill9_holder
   case_f_partition_fences_writer case_f_kill9_writer_takeover case_g_mapserver_restart_grace
+  case_l_blkif_live_migration_a_b_a
 )
 cases+=(case_m_model_check case_m_replay_shrink_into_block_regrow
         case_m_replay_flushed_hole_stale_on_reader case_m_replay_flushed_rewrite_stale_on_reader)

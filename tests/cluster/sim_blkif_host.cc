@@ -15,6 +15,14 @@
 //   read OFFSET LEN       -> pattern 0xNN        every byte read is 0xNN
 //                         -> mixed HASH          else: FNV-1a 64 of the bytes, 16 hex digits
 //   flush                 -> ok                  BLKIF_OP_FLUSH_DISKCACHE
+//   submit OFFSET LEN BYTE -> ok                 queues a write (<= 1 MiB) and kicks the
+//                                                ring without waiting: it is in flight
+//   suspend               -> unanswered [OFFSET:LEN:BYTE ...]
+//                                                the guest suspends for a live migration:
+//                                                its front end stops collecting answers,
+//                                                so every submitted write is unanswered
+//                                                (blkfront re-issues those on the new
+//                                                back end); then as close
 //   close                 -> ok                  ring stopped, device dropped, and the
 //                                                volume's final commit and close at the
 //                                                server done
@@ -163,6 +171,26 @@ class SimBlkifHost {
       TAPMAP_RETURN_IF_ERROR(Answered(rig_->front->Simple(0, BLKIF_OP_FLUSH_DISKCACHE), "flush"));
       return std::string("ok");
     }
+    if (cmd == "submit") {
+      TAPMAP_RETURN_IF_ERROR(want(3, "submit OFFSET LEN BYTE"));
+      auto offset = Number(args[0], "OFFSET");
+      auto length = Number(args[1], "LEN");
+      auto byte = Number(args[2], "BYTE");
+      for (const auto* n : {&offset, &length, &byte}) TAPMAP_RETURN_IF_ERROR(n->status());
+      if (*byte > 0xff) return Status::InvalidArgument("BYTE " + args[2] + " is not 0..255");
+      return Submit(*offset, *length, static_cast<uint8_t>(*byte));
+    }
+    if (cmd == "suspend") {
+      TAPMAP_RETURN_IF_ERROR(want(0, "suspend"));
+      TAPMAP_RETURN_IF_ERROR(RequireOpen());
+      std::string reply = "unanswered";
+      for (const auto& w : submitted_) {
+        reply += " " + std::to_string(w.offset) + ":" + std::to_string(w.length) + ":" + std::to_string(w.byte);
+      }
+      submitted_.clear();
+      TAPMAP_RETURN_IF_ERROR(Close(false));
+      return reply;
+    }
     if (cmd == "close") {
       TAPMAP_RETURN_IF_ERROR(want(0, "close"));
       TAPMAP_RETURN_IF_ERROR(Close(false));
@@ -173,7 +201,8 @@ class SimBlkifHost {
       TAPMAP_RETURN_IF_ERROR(Quit());
       return std::string("ok");
     }
-    return Status::InvalidArgument("unknown command '" + cmd + "' (open, write, read, flush, close, quit)");
+    return Status::InvalidArgument("unknown command '" + cmd +
+                                   "' (open, write, read, flush, submit, suspend, close, quit)");
   }
 
   // Decimal with an optional K/M/G suffix (ParseSize), or 0x-prefixed hex.
@@ -266,6 +295,22 @@ class SimBlkifHost {
     return std::string("ok");
   }
 
+  // A write put on the ring and kicked; its answer is never collected (see suspend).
+  Result<std::string> Submit(uint64_t offset, uint64_t length, uint8_t byte) {
+    TAPMAP_RETURN_IF_ERROR(CheckRange(offset, length));
+    if (length > kMaxRequestBytes) return Status::InvalidArgument("submit: LEN above 1 MiB");
+    std::vector<uint8_t> data(length, byte);
+    SimIo io;
+    io.operation = BLKIF_OP_WRITE;
+    io.sector = offset / kSector;
+    io.sectors = static_cast<uint32_t>(length / kSector);
+    auto id = rig_->front->Submit(0, io, data);
+    if (!id.ok()) return id.status();
+    TAPMAP_RETURN_IF_ERROR(rig_->front->Kick(0));
+    submitted_.push_back(Submitted{offset, length, byte});
+    return std::string("ok");
+  }
+
   Result<std::string> Read(uint64_t offset, uint64_t length) {
     TAPMAP_RETURN_IF_ERROR(CheckRange(offset, length));
     std::vector<uint8_t> data(length);
@@ -292,6 +337,7 @@ class SimBlkifHost {
     rig_->front.reset();
     hv_->DestroyDomain(guest_);
     rig_.reset();
+    submitted_.clear();
     device_.reset();
     std::promise<void> closed;
     auto f = closed.get_future();
@@ -313,6 +359,11 @@ class SimBlkifHost {
   xen::DomainId guest_ = 0;
   xen::DomainId next_guest_ = 1;
   bool quitting_ = false;
+  struct Submitted {
+    uint64_t offset, length;
+    uint8_t byte;
+  };
+  std::vector<Submitted> submitted_;  // writes in flight whose answers the guest never took
 };
 
 int Run(int argc, char** argv) {
