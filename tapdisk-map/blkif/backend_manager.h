@@ -80,6 +80,7 @@ struct VbdInfo {
   std::string backend_path;  // "backend/vbd/1/51712" (relative to the backend domain)
   std::string state;         // "initialising", "initwait", "connected", "closing", "closed", ...
   bool paused = false;
+  bool standby = false;      // the volume is a standby rw open (live migration)
   uint32_t rings = 0;        // queues connected
   std::string protocol;      // "native", "x86_32-abi", "x86_64-abi" once connected; else ""
   std::vector<QueueStatus> queues;  // one per connected ring

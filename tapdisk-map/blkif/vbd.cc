@@ -457,6 +457,7 @@ VbdInfo Vbd::Info() const {
                       std::to_string(key_.devid);
   info.state = StateName(state_);
   info.paused = paused_;
+  info.standby = device_ != nullptr && device_->standby();
   info.rings = static_cast<uint32_t>(rings_.size());
   info.protocol = protocol_;
   for (const auto& ring : rings_) {

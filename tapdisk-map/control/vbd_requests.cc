@@ -57,6 +57,7 @@ json VbdToJson(const blkif::VbdInfo& info) {
               {"backend_path", info.backend_path},
               {"state", info.state},
               {"paused", info.paused},
+              {"standby", info.standby},
               {"rings", info.rings},
               {"protocol", info.protocol},
               {"queues", std::move(queues)}};

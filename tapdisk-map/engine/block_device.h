@@ -35,6 +35,9 @@ class BlockDevice {
   // The pool's block size: I/O aligned to it avoids read-modify-write.
   virtual uint32_t block_size() const = 0;
   virtual bool read_only() const = 0;
+  // A writable device whose volume another host still holds rw: reads go, writes wait
+  // (live migration's destination; mapserver/doc/leases.md "Standby").
+  virtual bool standby() const { return false; }
 
   // Reads [offset, offset + buffer.size()) into `buffer`, which must stay valid until
   // `done` runs. Holes read as zeros.

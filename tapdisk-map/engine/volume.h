@@ -258,6 +258,7 @@ class FrontHandle final : public BlockDevice {
   uint64_t size_bytes() const override { return volume_->size_bytes(); }
   uint32_t block_size() const override { return volume_->block_size(); }
   bool read_only() const override { return read_only_; }
+  bool standby() const override { return !read_only_ && volume_->standby(); }
   void Read(uint64_t offset, std::span<uint8_t> buffer, IoDone done) override {
     volume_->Read(offset, buffer, std::move(done));
   }

@@ -41,7 +41,8 @@ Status RunList(Invocation& inv) {
                {"PROTOCOL"}});
   for (const auto& v : vbds) {
     table.AddRow({DiskName(v), JsonString(v, "layout", "vbd"), JsonString(v, "volume"),
-                  JsonString(v, "mode"), JsonString(v, "state"), YesNo(JsonBool(v, "paused")),
+                  JsonString(v, "mode") + (JsonBool(v, "standby") ? " (standby)" : ""), JsonString(v, "state"),
+                  YesNo(JsonBool(v, "paused")),
                   std::to_string(JsonUint(v, "rings")), JsonString(v, "protocol")});
   }
   inv.Print(table.rows() == 0 ? "no disks attached\n" : table.Render());
