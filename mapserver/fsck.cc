@@ -199,6 +199,13 @@ void Checker::Run() {
     }
   }
   lease_cursor.reset();
+  auto instance_cursor = txn_->OpenCursor(Table::kMeta);
+  for (bool ok = instance_cursor->SeekAtOrAfter(kMetaInstancePrefix); ok; ok = instance_cursor->Next()) {
+    if (instance_cursor->key().substr(0, kMetaInstancePrefix.size()) != kMetaInstancePrefix) break;
+    auto record = DecodeInstanceKey(instance_cursor->key());
+    if (!record.ok()) Problem(record.status().message());
+  }
+  instance_cursor.reset();
 
   // Blocks: stored vs counted references.
   for (auto& [block, counted] : block_refs_) {

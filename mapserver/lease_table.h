@@ -36,6 +36,7 @@ struct HostLease {
   uint64_t instance = 0;      // the client's; 0 for a tool session (cannot reclaim)
   kj::TimePoint renewed = kj::origin<kj::TimePoint>();  // last login/renew/call
   bool blocklisted = false;   // renewals refused; expires on its own
+  bool recorded = false;      // its instance record is durable (metadata_format.h)
   bool resumable() const { return instance != 0; }
 };
 

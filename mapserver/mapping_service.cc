@@ -162,6 +162,12 @@ class SessionImpl final : public proto::Session::Server {
     return TryOpen(context, kj::mv(a));
   }
 
+  kj::Promise<void> reclaimComplete(ReclaimCompleteContext) override {
+    service_.Touch(lease_);
+    service_.ReclaimComplete(lease_);
+    return kj::READY_NOW;
+  }
+
   kj::Promise<void> renew(RenewContext context) override {
     if (!service_.Renew(lease_)) {
       Fail(Status::Aborted("host lease of " + host_ +
@@ -375,6 +381,7 @@ class SessionImpl final : public proto::Session::Server {
     opener.writable = a.writable && !standby;
     opener.standby = standby;
     opener.lease_epoch = opener.writable ? epoch : kNoWriter;
+    OrFail(service_.RecordHolder(lease_));
     if (opener.writable) OrFail(service_.RecordWriter(opener));
     Opener& registered = service_.Register(kj::mv(opener));
     registered.callback = kj::mv(a.callback);
@@ -518,16 +525,25 @@ MappingService::MappingService(VolumeStore& store, std::string secret, kj::Timer
   auto paf = kj::newPromiseAndFulfiller<void>();
   changed_ = kj::mv(paf.fulfiller);
   changed_promise_ = paf.promise.fork();
-  // A grace period if the previous run left rw leases that hosts may reclaim.
+  // A grace period if the previous run left host instances with openers (and rw leases)
+  // that may reclaim them (leases.md "Grace period").
   auto records = store_.LeaseRecords();
-  if (!records.ok()) {
-    logger_.Errorf("reading the recorded leases: %s; no grace period", records.status().ToString().c_str());
-  } else if (!records->empty()) {
+  auto instances = store_.InstanceRecords();
+  if (!records.ok() || !instances.ok()) {
+    logger_.Errorf("reading the recorded leases: %s; no grace period",
+                   (!records.ok() ? records.status() : instances.status()).ToString().c_str());
+  } else if (!records->empty() || !instances->empty()) {
     in_grace_ = true;
     grace_end_ = timer_.now() + expiry();
-    for (auto& r : *records) unclaimed_.emplace(r.volume, std::move(r));
-    logger_.Infof("grace period of %lld ms: waiting for %zu rw lease(s) to be reclaimed",
-                  static_cast<long long>(expiry() / kj::MILLISECONDS), unclaimed_.size());
+    for (auto& r : *records) {
+      unreclaimed_instances_.emplace(r.host, r.instance);
+      unclaimed_.emplace(r.volume, std::move(r));
+    }
+    for (auto& i : *instances) unreclaimed_instances_.emplace(i.host, i.instance);
+    logger_.Infof("grace period of at most %lld ms: waiting for %zu host instance(s) to reclaim "
+                  "(%zu rw lease(s))",
+                  static_cast<long long>(expiry() / kj::MILLISECONDS), unreclaimed_instances_.size(),
+                  unclaimed_.size());
   }
   tasks_.add(ExpiryLoop());
 }
@@ -580,7 +596,39 @@ HostLeaseId MappingService::Login(const std::string& host, uint64_t instance, bo
   std::vector<HostLeaseId> superseded;
   HostLeaseId id = leases_.Login(host, instance, timer_.now(), resumed, &superseded);
   for (HostLeaseId old : superseded) Expire(old, "superseded by a new instance of the host (restarted)");
+  if (instance != 0 && in_grace_) {
+    // A recorded instance of this host other than this one died: nothing to wait for.
+    for (auto it = unreclaimed_instances_.begin(); it != unreclaimed_instances_.end();) {
+      if (it->first == host && it->second != instance) {
+        Status s = store_.ForgetInstance(InstanceRecord{it->first, it->second});
+        if (!s.ok()) logger_.Errorf("forgetting an instance record of %s: %s", host.c_str(), s.ToString().c_str());
+        it = unreclaimed_instances_.erase(it);
+      } else {
+        if (it->first == host) leases_.FindHost(id)->recorded = true;  // its record is still there
+        ++it;
+      }
+    }
+    if (unreclaimed_instances_.empty()) EndGrace("every recorded host instance reclaimed or restarted");
+  }
   return id;
+}
+
+void MappingService::ReclaimComplete(HostLeaseId id) {
+  HostLease* h = leases_.FindHost(id);
+  if (h == nullptr || !in_grace_) return;
+  if (unreclaimed_instances_.erase({h->host, h->instance}) != 0) {
+    logger_.Infof("host %s reclaimed everything (%zu instance(s) still to come)", h->host.c_str(),
+                  unreclaimed_instances_.size());
+  }
+  if (unreclaimed_instances_.empty()) EndGrace("every recorded host instance reclaimed");
+}
+
+Status MappingService::RecordHolder(HostLeaseId holder) {
+  HostLease* h = leases_.FindHost(holder);
+  if (h == nullptr || !h->resumable() || h->recorded) return Status::Ok();
+  Status s = store_.RecordInstance(InstanceRecord{h->host, h->instance});
+  if (s.ok()) h->recorded = true;
+  return s;
 }
 
 bool MappingService::Renew(HostLeaseId id) { return leases_.Renew(id, timer_.now()); }
@@ -610,7 +658,6 @@ bool MappingService::ClaimRecordedLease(const std::string& volume, const HostLea
     return false;
   }
   unclaimed_.erase(it);
-  if (unclaimed_.empty()) EndGrace("every recorded rw lease was reclaimed");
   return true;
 }
 
@@ -630,6 +677,13 @@ void MappingService::EndGrace(const std::string& why) {
     if (!s.ok()) logger_.Errorf("forgetting the lease record of %s: %s", volume.c_str(), s.ToString().c_str());
   }
   unclaimed_.clear();
+  for (const auto& [host, instance] : unreclaimed_instances_) {
+    logger_.Warnf("grace period over: host %s (instance %016llx) did not come back", host.c_str(),
+                  static_cast<unsigned long long>(instance));
+    Status s = store_.ForgetInstance(InstanceRecord{host, instance});
+    if (!s.ok()) logger_.Errorf("forgetting an instance record of %s: %s", host.c_str(), s.ToString().c_str());
+  }
+  unreclaimed_instances_.clear();
   logger_.Infof("grace period over: %s", why.c_str());
   NotifyChanged();
 }
@@ -655,6 +709,10 @@ void MappingService::Expire(HostLeaseId id, const std::string& why) {
                   static_cast<unsigned long long>(h->instance), why.c_str(), held.size());
   }
   for (OpenerId o : held) DropOpener(o);
+  if (h->recorded) {
+    Status s = store_.ForgetInstance(InstanceRecord{h->host, h->instance});
+    if (!s.ok()) logger_.Errorf("forgetting an instance record of %s: %s", h->host.c_str(), s.ToString().c_str());
+  }
   leases_.EraseHost(id);
   NotifyChanged();
 }

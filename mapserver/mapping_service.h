@@ -31,6 +31,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <set>
 #include <unordered_map>
 
 #include "common/logging.h"
@@ -116,6 +117,10 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
   bool ClaimRecordedLease(const std::string& volume, const HostLease& holder, uint64_t epoch);
   // Durably records a new rw opener (resumable holders only) before it is granted.
   Status RecordWriter(const Opener& opener);
+  // Durably records that `holder` (if resumable) holds openers, once per instance.
+  Status RecordHolder(HostLeaseId holder);
+  // Session.reclaimComplete: the instance re-opened all it had (grace period).
+  void ReclaimComplete(HostLeaseId id);
 
   // ---- openers ----
   Opener& Register(Opener opener);
@@ -170,10 +175,12 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
   ServiceOptions options_;
   RateLimiter auth_log_limiter_{10, std::chrono::seconds(60)};
   LeaseTable leases_;
-  // The grace period after a restart: recorded rw holders not yet reclaimed.
+  // The grace period after a restart: recorded rw leases not yet reclaimed, and the
+  // recorded host instances that have not said reclaimComplete (nor died).
   bool in_grace_ = false;
   kj::TimePoint grace_end_ = kj::origin<kj::TimePoint>();
   std::unordered_map<std::string, LeaseRecord> unclaimed_;
+  std::set<std::pair<std::string, uint64_t>> unreclaimed_instances_;
   kj::Own<kj::PromiseFulfiller<void>> changed_;
   kj::ForkedPromise<void> changed_promise_;
   std::vector<PendingCommit> pending_commits_;

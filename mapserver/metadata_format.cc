@@ -1,5 +1,7 @@
 #include "mapserver/metadata_format.h"
 
+#include <cstdio>
+
 namespace tapmap::mapserver {
 namespace {
 
@@ -181,6 +183,29 @@ Result<LeaseRecord> DecodeLeaseRecord(std::string_view volume, std::string_view 
   r.epoch = GetLE(bytes, 8, 8);
   r.host = std::string(bytes.substr(16));
   if (r.instance == 0) return Status::Corruption("lease record of " + r.volume + ": instance 0");
+  return r;
+}
+
+std::string InstanceKey(const InstanceRecord& record) {
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(record.instance));
+  return std::string(kMetaInstancePrefix) + record.host + "/" + hex;
+}
+
+Result<InstanceRecord> DecodeInstanceKey(std::string_view key) {
+  auto bad = [&]() { return Status::Corruption("instance record key '" + std::string(key) + "'"); };
+  if (key.substr(0, kMetaInstancePrefix.size()) != kMetaInstancePrefix) return bad();
+  std::string_view rest = key.substr(kMetaInstancePrefix.size());
+  size_t slash = rest.rfind('/');
+  if (slash == std::string_view::npos || slash == 0 || rest.size() - slash - 1 != 16) return bad();
+  InstanceRecord r;
+  r.host = std::string(rest.substr(0, slash));
+  for (char c : rest.substr(slash + 1)) {
+    int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (v < 0) return bad();
+    r.instance = (r.instance << 4) | static_cast<uint64_t>(v);
+  }
+  if (r.instance == 0) return bad();
   return r;
 }
 

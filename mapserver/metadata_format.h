@@ -69,6 +69,19 @@ struct LeaseRecord {
   uint64_t epoch = 0;
 };
 std::string EncodeLeaseRecord(const LeaseRecord& record);
+
+// Host instances that have held openers (leases.md "Grace period"): "instance/" + host +
+// "/" + 16 hex digits of the instance -> empty. Written when an instance (instance != 0)
+// gets its first opener, deleted when it expires or a new instance of its host logs
+// in; after a restart the grace period waits for each to reclaim (or 1.1 T).
+inline constexpr std::string_view kMetaInstancePrefix = "instance/";
+struct InstanceRecord {
+  std::string host;
+  uint64_t instance = 0;
+};
+std::string InstanceKey(const InstanceRecord& record);
+// From a key (with its prefix); kCorruption if malformed.
+Result<InstanceRecord> DecodeInstanceKey(std::string_view key);
 // `volume` is taken from the key.
 Result<LeaseRecord> DecodeLeaseRecord(std::string_view volume, std::string_view bytes);
 

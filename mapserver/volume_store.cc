@@ -272,6 +272,42 @@ Result<std::vector<LeaseRecord>> VolumeStore::LeaseRecords() {
   return out;
 }
 
+Status VolumeStore::RecordInstance(const InstanceRecord& record) {
+  return InWriteTxn([&](Txn* txn) -> Status {
+    txn->Put(Table::kMeta, InstanceKey(record), "");
+    return Status::Ok();
+  });
+}
+
+Status VolumeStore::ForgetInstance(const InstanceRecord& record) {
+  const std::string key = InstanceKey(record);
+  {
+    auto txn = meta_->BeginRead();
+    if (!txn->Get(Table::kMeta, key)) return Status::Ok();
+  }
+  return InWriteTxn([&](Txn* txn) -> Status {
+    txn->Delete(Table::kMeta, key);
+    return Status::Ok();
+  });
+}
+
+Result<std::vector<InstanceRecord>> VolumeStore::InstanceRecords() {
+  std::vector<InstanceRecord> out;
+  try {
+    auto txn = meta_->BeginRead();
+    auto cursor = txn->OpenCursor(Table::kMeta);
+    for (bool ok = cursor->SeekAtOrAfter(kMetaInstancePrefix); ok; ok = cursor->Next()) {
+      if (cursor->key().substr(0, kMetaInstancePrefix.size()) != kMetaInstancePrefix) break;
+      auto record = DecodeInstanceKey(cursor->key());
+      if (!record.ok()) return record.status();
+      out.push_back(std::move(*record));
+    }
+  } catch (const StatusError& e) {
+    return e.status();
+  }
+  return out;
+}
+
 Result<PoolFigures> VolumeStore::Stats() {
   try {
     PoolFigures f;

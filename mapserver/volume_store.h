@@ -132,6 +132,9 @@ class VolumeStore {
   Status RecordLease(const LeaseRecord& record);
   Status ForgetLease(std::string_view volume);  // no-op if there is none
   Result<std::vector<LeaseRecord>> LeaseRecords();
+  Status RecordInstance(const InstanceRecord& record);
+  Status ForgetInstance(const InstanceRecord& record);  // no-op if there is none
+  Result<std::vector<InstanceRecord>> InstanceRecords();
 
   // Extents covering [offset, offset+length) rounded out to blocks (at most
   // kMaxExtentsPerMap of them). A block is kOwned iff it is exclusive to the volume

@@ -71,10 +71,11 @@ kj::Promise<kj::Own<Connection>> Connection::Connect(kj::AsyncIoContext& io,
 
 Result<kj::Own<Connection>> Connection::ConnectBlocking(kj::AsyncIoContext& io,
                                                         const ServerAddress& address,
-                                                        std::string host, std::string secret) {
+                                                        std::string host, std::string secret,
+                                                        uint64_t instance) {
   kj::Own<Connection> conn;
   Status status = RunCatching(
-      [&] { conn = Connect(io, address, kj::mv(host), kj::mv(secret)).wait(io.waitScope); });
+      [&] { conn = Connect(io, address, kj::mv(host), kj::mv(secret), instance).wait(io.waitScope); });
   if (!status.ok()) return status;
   return kj::mv(conn);
 }

@@ -54,7 +54,7 @@ class Connection {
   // with any failure returned as a Status.
   static Result<kj::Own<Connection>> ConnectBlocking(kj::AsyncIoContext& io,
                                                      const ServerAddress& address, std::string host,
-                                                     std::string secret);
+                                                     std::string secret, uint64_t instance = 0);
 
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;

@@ -30,7 +30,11 @@ void HostLease::Renewed(Clock::time_point sent_at, std::chrono::milliseconds lea
     std::lock_guard<std::mutex> lock(mu_);
     // Held requests of a lost lease must not see it valid again: taken out first, in
     // the same critical section that makes it valid.
-    if (!continued) lost.swap(waiters_);
+    if (!continued) {
+      std::vector<Waiter> keep;
+      for (Waiter& w : waiters_) (w.survives_loss ? keep : lost).push_back(std::move(w));
+      waiters_ = std::move(keep);  // released below, as the lease is valid again
+    }
     // Answers may arrive out of order: the lease only ever moves forward.
     if (until > valid_until_.load()) valid_until_.store(until, std::memory_order_release);
     if (sent_at > last_sent_) last_sent_ = sent_at;
@@ -56,14 +60,14 @@ void HostLease::Renewed(Clock::time_point sent_at, std::chrono::milliseconds lea
   });
 }
 
-void HostLease::WhenValid(Clock::time_point deadline, std::function<void(Status)> fn) {
+void HostLease::WhenValid(Clock::time_point deadline, std::function<void(Status)> fn, bool survives_loss) {
   if (Valid()) {
     boost::asio::post(io_, [fn = std::move(fn)]() { fn(Status::Ok()); });
     return;
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    waiters_.push_back(Waiter{deadline, std::move(fn)});
+    waiters_.push_back(Waiter{deadline, std::move(fn), survives_loss});
     ArmLocked();
   }
   // The lease may have been renewed between the check and the push.

@@ -56,14 +56,18 @@ class HostLease {
   // lost lease and fail with aborted instead of going on.
   void Renewed(Clock::time_point sent_at, std::chrono::milliseconds lease, bool continued);
   // Calls fn(Ok) on the io_context once the lease is valid (at once if it is), or
-  // fn(Unavailable) when `deadline` passes first.
-  void WhenValid(Clock::time_point deadline, std::function<void(Status)> fn);
+  // fn(Unavailable) when `deadline` passes first. When the lease turns out lost
+  // (Renewed with continued = false), a waiter fails with aborted, unless it
+  // `survives_loss`: a request not yet started, which its volume re-checks (the
+  // volume's own lease may have been reclaimed).
+  void WhenValid(Clock::time_point deadline, std::function<void(Status)> fn, bool survives_loss = false);
   Figures figures() const;
 
  private:
   struct Waiter {
     Clock::time_point deadline;
     std::function<void(Status)> fn;
+    bool survives_loss = false;
   };
   void ArmLocked();       // mu_ held
   void OnTimer();

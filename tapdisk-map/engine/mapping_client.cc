@@ -243,6 +243,7 @@ class MappingClient::Impl : public kj::TaskSet::ErrorHandler,
   kj::Promise<void> TickLoop();
   kj::Promise<void> RenewLoop();
   void LoseConnection();
+  void MaybeReclaimComplete();
 
   boost::asio::io_context& io_;
   const Options options_;
@@ -264,6 +265,9 @@ class MappingClient::Impl : public kj::TaskSet::ErrorHandler,
   // Fulfilled to drop the connection (a refused or long unanswered renewal).
   kj::Own<kj::PromiseFulfiller<void>> drop_connection_;
   std::optional<Clock::time_point> renew_outstanding_;  // when the pending renewal was sent
+  // After a login the server did not resume: tell it (Session.reclaimComplete) once every
+  // volume is re-opened or failed for good, so that its grace period can end.
+  bool reclaim_complete_pending_ = false;
   std::chrono::milliseconds backoff_{0};
   std::vector<std::shared_ptr<VolumeState>> volumes_;
   std::vector<Parked> parked_;
@@ -550,6 +554,7 @@ void MappingClient::Impl::Reopen(std::shared_ptr<VolumeState> v) {
         v->standby = reply.getStandby();
         log_.Infof("volume %s re-opened on the new connection (%s)", v->name.c_str(),
                    kept ? "same opener, reclaimed" : "new opener");
+        MaybeReclaimComplete();
         if (auto events = v->events.lock()) {
           PostToIo([events, size, kept, promoted]() {
             events->OnReopened(size, kept);
@@ -573,12 +578,22 @@ void MappingClient::Impl::Reopen(std::shared_ptr<VolumeState> v) {
         }
         log_.Errorf("re-opening volume %s failed: %s", v->name.c_str(), s.ToString().c_str());
         v->failed = s;
+        MaybeReclaimComplete();
         if (auto events = v->events.lock()) {
           std::string reason = "re-open failed: " + s.ToString();
           PostToIo([events, reason]() { events->OnRevoke(reason); });
         }
         Kick();
       }));
+}
+
+void MappingClient::Impl::MaybeReclaimComplete() {
+  if (!reclaim_complete_pending_ || !connected_ || conn_.get() == nullptr) return;
+  for (auto& v : volumes_) {
+    if (v->reopening || (v->needs_reopen && v->failed.ok())) return;
+  }
+  reclaim_complete_pending_ = false;
+  tasks_->add(conn_->session().reclaimCompleteRequest().send().ignoreResult().catch_([](kj::Exception&&) {}));
 }
 
 void MappingClient::Impl::LoseConnection() {
@@ -609,6 +624,7 @@ kj::Promise<void> MappingClient::Impl::ConnectLoop() {
           }
         }
         lease_->Renewed(sent_at, lease_time_, login.resumed);
+        reclaim_complete_pending_ = !login.resumed;
         log_.Infof("lease: %s (lease %u ms%s)", login.resumed ? "resumed" : "new", login.lease_ms,
                    login.in_grace ? ", server in its grace period" : "");
         auto dropped = kj::newPromiseAndFulfiller<void>();
@@ -624,6 +640,7 @@ kj::Promise<void> MappingClient::Impl::ConnectLoop() {
           for (auto& v : volumes_) {
             if (v->needs_reopen) Reopen(v);
           }
+          MaybeReclaimComplete();
           Kick();
           return conn_->onDisconnect().exclusiveJoin(kj::mv(dropped));
         });
@@ -636,8 +653,11 @@ kj::Promise<void> MappingClient::Impl::ConnectLoop() {
           [this](kj::Exception&& e) -> kj::Promise<void> {
             Status s = StatusFromException(e);
             LoseConnection();
-            backoff_ = backoff_.count() == 0 ? options_.min_backoff
-                                             : std::min(options_.max_backoff, backoff_ * 2);
+            // (At most a quarter lease once the lease time is known: a host must be
+            // back within a restarted server's grace period, 1.1 T.)
+            auto max_backoff = options_.max_backoff;
+            if (lease_time_.count() > 0) max_backoff = std::min(max_backoff, std::max(options_.min_backoff, lease_time_ / 4));
+            backoff_ = backoff_.count() == 0 ? options_.min_backoff : std::min(max_backoff, backoff_ * 2);
             log_.Warnf("mapserver at %s: %s; retrying in %lld ms", address_.ToString().c_str(),
                        s.ToString().c_str(), static_cast<long long>(backoff_.count()));
             return aio_->provider->getTimer()
@@ -687,6 +707,7 @@ kj::Promise<void> MappingClient::Impl::TickLoop() {
       for (auto& v : volumes_) {
         if (v->needs_reopen && !v->reopening && v->failed.ok()) Reopen(v);
       }
+      MaybeReclaimComplete();
     }
     Kick();
     return TickLoop();

@@ -972,11 +972,16 @@ void Volume::WaitUsable(std::chrono::steady_clock::time_point deadline, std::fun
     }
   }
   if (ctx_.lease != nullptr && !ctx_.lease->Valid()) {
-    ctx_.lease->WhenValid(deadline, [self, deadline, go = std::move(go)](Status s) mutable {
-      if (!s.ok()) return go(s);
-      if (self->Usable()) return go(Status::Ok());
-      self->WaitUsable(deadline, std::move(go));  // suspended meanwhile
-    });
+    // (Not started yet: if the host lease turns out lost, this request survives it and
+    // waits for the volume's re-open, which may reclaim the volume's own lease.)
+    ctx_.lease->WhenValid(
+        deadline,
+        [self, deadline, go = std::move(go)](Status s) mutable {
+          if (!s.ok()) return go(s);
+          if (self->Usable()) return go(Status::Ok());
+          self->WaitUsable(deadline, std::move(go));  // suspended meanwhile
+        },
+        /*survives_loss=*/true);
     return;
   }
   boost::asio::post(*ctx_.io, [go = std::move(go)]() { go(Status::Ok()); });

@@ -73,6 +73,19 @@ TEST_CASE("host lease: held requests fail when the lease was lost, not resumed",
   CHECK(later->ok());
 }
 
+TEST_CASE("host lease: a request not yet started survives a lost lease", "[lease]") {
+  Rig r;
+  r.lease->Renewed(Clock::now() - kHour, kHour, true);
+  std::optional<Status> started, issued;
+  r.lease->WhenValid(Clock::now() + kHour, [&](Status s) { started = s; }, /*survives_loss=*/true);
+  r.lease->WhenValid(Clock::now() + kHour, [&](Status s) { issued = s; });
+  r.lease->Renewed(Clock::now(), kHour, /*continued=*/false);
+  r.RunUntil(started);
+  r.RunUntil(issued);
+  CHECK(started->ok());  // its volume re-checks its own lease
+  CHECK(issued->code() == StatusCode::kAborted);
+}
+
 TEST_CASE("host lease: a held request fails at its deadline", "[lease]") {
   Rig r;
   r.lease->Renewed(Clock::now() - kHour, kHour, true);

@@ -68,17 +68,16 @@ class RpcFixture {
  public:
   explicit RpcFixture(uint64_t blocks = 4096, uint32_t block_size = 4096, std::string listen = "")
       : store_(blocks, block_size), io_(kj::setupAsyncIo()) {
-    ServiceOptions options;
-    options.callback_timeout = 300 * kj::MILLISECONDS;
-    options.lease_time = kLeaseTime;
-    service_ = std::make_unique<MappingService>(store_.store(), kSecret, io_.provider->getTimer(),
-                                                Logger("mapserver", LogLevel::kError), options);
-    server_ = std::make_unique<Server>(io_, *service_, Logger("mapserver", LogLevel::kError),
-                                       500 * kj::MILLISECONDS);
-    auto address = protocol::ParseServerAddress(listen.empty() ? "unix:" + meta_parent() + "/sock" : listen);
-    REQUIRE(address.ok());
-    REQUIRE(server_->Listen(*address, io_.waitScope).ok());
-    address_ = *protocol::ParseServerAddress(server_->bound_address());
+    Start(listen.empty() ? "unix:" + meta_parent() + "/sock" : listen);
+  }
+
+  // A restart of the server: every connection and all in-memory state go; the metadata
+  // (and so the durable lease records) stays. Listens at the same address again.
+  void Restart() {
+    server_.reset();
+    service_.reset();
+    store_.Reopen();
+    Start(address_.ToString());
   }
   ~RpcFixture() {
     server_.reset();
@@ -93,8 +92,8 @@ class RpcFixture {
   const protocol::ServerAddress& address() const { return address_; }
 
   kj::Own<protocol::Connection> Connect(const std::string& host = "host1",
-                              const std::string& secret = kSecret) {
-    auto conn = protocol::Connection::ConnectBlocking(io_, address_, host, secret);
+                              const std::string& secret = kSecret, uint64_t instance = 0) {
+    auto conn = protocol::Connection::ConnectBlocking(io_, address_, host, secret, instance);
     INFO(conn.status().ToString());
     REQUIRE(conn.ok());
     return kj::mv(*conn);
@@ -121,6 +120,20 @@ class RpcFixture {
   }
 
  private:
+  void Start(const std::string& listen) {
+    ServiceOptions options;
+    options.callback_timeout = 300 * kj::MILLISECONDS;
+    options.lease_time = kLeaseTime;
+    service_ = std::make_unique<MappingService>(store_.store(), kSecret, io_.provider->getTimer(),
+                                                Logger("mapserver", LogLevel::kError), options);
+    server_ = std::make_unique<Server>(io_, *service_, Logger("mapserver", LogLevel::kError),
+                                       500 * kj::MILLISECONDS);
+    auto address = protocol::ParseServerAddress(listen);
+    REQUIRE(address.ok());
+    REQUIRE(server_->Listen(*address, io_.waitScope).ok());
+    address_ = *protocol::ParseServerAddress(server_->bound_address());
+  }
+
   std::string meta_parent() const {
     std::string m = store_.meta_dir();
     return m.substr(0, m.rfind('/'));

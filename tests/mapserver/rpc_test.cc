@@ -642,6 +642,73 @@ TEST_CASE("A standby rw open is promoted when the holder closes", "[rpc]") {
   f.store().RequireClean();
 }
 
+Opened Reclaim(RpcFixture& f, proto::Session::Client session, const std::string& name,
+               uint64_t epoch, Status* status) {
+  auto log = std::make_shared<RecordingCallback::Log>();
+  auto req = session.openRequest();
+  req.setName(name);
+  req.setMode(proto::OpenMode::READ_WRITE);
+  req.setCallback(kj::heap<RecordingCallback>(log));
+  req.setReclaim(true);
+  req.setReclaimEpoch(epoch);
+  Opened out{nullptr, log};
+  *status = protocol::RunCatching([&] {
+    auto resp = req.send().wait(f.ws());
+    out = Opened{resp.getVolume(), log, resp.getStandby(), resp.getLeaseEpoch()};
+  });
+  return out;
+}
+
+// After a restart (leases.md "Grace period"): the recorded rw holder reclaims its lease
+// with its epoch (a wrong epoch or another host is refused); until every recorded
+// host instance said reclaimComplete, another host's rw open and a delete wait; then
+// the other host's open is a standby and the delete is busy.
+TEST_CASE("A restarted server's grace period admits only reclaims", "[rpc]") {
+  RpcFixture f;
+  auto holder = f.Connect("h1", testing::kSecret, 0x1111);
+  Create(f, holder->session(), "vm", 64 * kBs);
+  Create(f, holder->session(), "other", 64 * kBs);
+  auto w = Open(f, holder->session(), "vm", proto::OpenMode::READ_WRITE);
+  REQUIRE(w.lease_epoch != 0);
+  auto e = Prepare(f, w.volume, 0, kBs);
+  REQUIRE(CommitStatus(f, w.volume, e).ok());
+  w.volume = nullptr;
+  holder = nullptr;
+  f.Restart();
+  CHECK(f.service().in_grace());
+
+  auto h2 = f.Connect("h2", testing::kSecret, 0x2222);
+  Status s;
+  Reclaim(f, h2->session(), "vm", w.lease_epoch, &s);
+  CHECK(s.code() == StatusCode::kAborted);  // not the recorded holder
+  // h2's rw open of another volume (nobody held it) waits for the grace period too.
+  auto other_req = h2->session().openRequest();
+  other_req.setName("other");
+  other_req.setMode(proto::OpenMode::READ_WRITE);
+  other_req.setCallback(kj::heap<RecordingCallback>(std::make_shared<RecordingCallback::Log>()));
+  auto other = other_req.send();
+  auto del_req = h2->session().deleteRequest();
+  del_req.setName("vm");
+  auto del = del_req.send();
+  f.Spin();
+  CHECK(f.service().in_grace());
+
+  auto back = f.Connect("h1", testing::kSecret, 0x1111);  // the same instance, back
+  Reclaim(f, back->session(), "vm", w.lease_epoch + 1, &s);
+  CHECK(s.code() == StatusCode::kAborted);  // wrong epoch
+  auto r = Reclaim(f, back->session(), "vm", w.lease_epoch, &s);
+  REQUIRE(s.ok());
+  CHECK(r.lease_epoch == w.lease_epoch);
+  CHECK(Map(f, r.volume, 0, kBs)[0].state == ExtentState::kOwned);  // still its block
+  CHECK(f.service().in_grace());  // until it says it reclaimed all
+  back->session().reclaimCompleteRequest().send().wait(f.ws());
+  CHECK_FALSE(f.service().in_grace());
+  auto other_resp = other.wait(f.ws());
+  CHECK_FALSE(other_resp.getStandby());
+  CHECK(StatusOf(kj::mv(del), f.ws()).code() == StatusCode::kBusy);  // h1 holds it again
+  f.store().RequireClean();
+}
+
 // A snapshot makes the writer's blocks shared; deleting the snapshot makes them
 // exclusive again, but another host may have cached them meanwhile (reading the
 // snapshot), so the writer must still copy them on write.

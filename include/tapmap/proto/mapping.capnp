@@ -173,6 +173,11 @@ interface Session {
   # An opener ends when it is closed, revoked (revoke()), or its instance's host lease
   # expires; losing the connection only orphans it.
 
+  reclaimComplete @10 ();
+  # After a login that was not resumed: this instance has re-opened (reclaimed) every
+  # volume it had open. A restarted server's grace period ends when every instance it
+  # recorded as holding openers said so, or died (leases.md "Grace period").
+
   renew @9 () -> (leaseMs :UInt32);
   # Renews the session's host lease (one call per host, every lease/5). Fails with
   # aborted once the server gave up on this instance (expired or blocklisted): the
