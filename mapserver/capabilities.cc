@@ -330,10 +330,10 @@ class SessionImpl final : public proto::Session::Server {
     }
     if (a.writable && a.reclaim) {
       // No opener left: in the grace period the durable record may vouch for it.
-      if (table.WriterOf(a.name) == nullptr && service_.in_grace() &&
-          service_.ClaimRecordedLease(a.name, *me, a.reclaim_epoch)) {
-        uint64_t epoch = a.reclaim_epoch;
-        return Grant(context, kj::mv(a), d, epoch, "reclaimed after restart");
+      if (table.WriterOf(a.name) == nullptr && service_.in_grace()) {
+        if (auto epoch = service_.ClaimRecordedLease(a.name, *me, a.reclaim_epoch)) {
+          return Grant(context, kj::mv(a), d, *epoch, "reclaimed after restart");
+        }
       }
       Fail(Status::Aborted("lease on '" + a.name + "' lost: it expired or the server forgot it"));
     }

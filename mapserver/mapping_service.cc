@@ -147,17 +147,19 @@ void MappingService::NotifyChanged() {
   old->fulfill();
 }
 
-bool MappingService::ClaimRecordedLease(const std::string& volume, const HostLease& holder,
-                                        uint64_t epoch) {
+std::optional<uint64_t> MappingService::ClaimRecordedLease(const std::string& volume, const HostLease& holder,
+                                                           uint64_t epoch) {
   auto it = unclaimed_.find(volume);
-  if (it == unclaimed_.end()) return false;
-  const LeaseRecord& r = it->second;
-  if (r.host != holder.host || r.instance != holder.instance || r.epoch != epoch ||
-      !store_.EpochIssued(epoch)) {
-    return false;
+  if (it == unclaimed_.end()) return std::nullopt;
+  const LeaseRecord r = it->second;
+  // The holder's epoch may be older than the record's: a snapshot or clone moved its
+  // lease to a new epoch it was not told about (the record was). Never newer.
+  if (r.host != holder.host || r.instance != holder.instance || epoch > r.epoch ||
+      !store_.EpochIssued(r.epoch)) {
+    return std::nullopt;
   }
   unclaimed_.erase(it);
-  return true;
+  return r.epoch;
 }
 
 Status MappingService::RecordWriter(const Opener& opener) {

@@ -30,6 +30,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <set>
 #include <unordered_map>
@@ -112,9 +113,11 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
   // or of the grace period: waiters re-check their condition.
   kj::Promise<void> LeaseChanged();
   void NotifyChanged();
-  // In the grace period: whether `holder` may reclaim `volume`'s rw lease with
-  // `epoch` (the durable record says it held it); consumes the record's claim.
-  bool ClaimRecordedLease(const std::string& volume, const HostLease& holder, uint64_t epoch);
+  // In the grace period: if `holder` may reclaim `volume`'s rw lease, claimed with
+  // `epoch` (the durable record says it held it, with that epoch or a later one), the
+  // recorded epoch (which the lease goes on with); consumes the record's claim.
+  std::optional<uint64_t> ClaimRecordedLease(const std::string& volume, const HostLease& holder,
+                                             uint64_t epoch);
   // Durably records a new rw opener (resumable holders only) before it is granted.
   Status RecordWriter(const Opener& opener);
   // Durably records that `holder` (if resumable) holds openers, once per instance.
