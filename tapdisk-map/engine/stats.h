@@ -29,7 +29,8 @@ namespace tapmap::engine {
   X(io_eliminated_bytes, "logical bytes read minus pool bytes read for reads")          \
   X(map_fetches, "map RPCs sent to the mapserver")                                      \
   X(map_recalls, "map recalls received from the mapserver")                             \
-  X(commits, "commit RPCs that succeeded")
+  X(commits, "commit RPCs that succeeded")                                              \
+  X(write_throttle_waits, "writes that waited for pinned data to be committed")
 
 // A plain copy of the counters.
 struct IoStats {

@@ -381,7 +381,10 @@ void Volume::AdmitWrite(std::shared_ptr<WriteOp> op) {
   auto self = shared_from_this();
   if (ctx_.max_pinned_bytes != 0 && pinned != 0 && pinned + span > ctx_.max_pinned_bytes) {
     auto now = std::chrono::steady_clock::now();
-    if (!op->throttled_until) op->throttled_until = now + ctx_.unavailable_timeout;
+    if (!op->throttled_until) {
+      op->throttled_until = now + ctx_.unavailable_timeout;
+      Count(&IoCounters::write_throttle_waits, 1);  // once per write
+    }
     if (now >= *op->throttled_until) {
       return Complete(std::move(op->done),
                       Status::Unavailable(std::to_string(pinned) + " written bytes await commit on this host; "

@@ -9,6 +9,7 @@
 #include "tapdisk-map/xen/sim_platform.h"
 #include "tests/blkif/ring_harness.h"
 #include "tests/support/memory_volume_opener.h"
+#include "tests/support/wait_until.h"
 #include "tests/support/xenstored_instance.h"
 
 namespace tapmap::testing {
@@ -114,14 +115,14 @@ class HandshakeRig {
   // Polls `path` until it reads `value` (10 s). Returns what it read last.
   std::string WaitNode(const std::string& path, const std::string& value,
                        std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
     std::string last = "<absent>";
-    while (std::chrono::steady_clock::now() < deadline) {
-      auto v = toolstack->Read(xen::kNoTransaction, path);
-      last = v.ok() ? *v : "<absent>";
-      if (last == value) return last;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    WaitUntil(
+        [&] {
+          auto v = toolstack->Read(xen::kNoTransaction, path);
+          last = v.ok() ? *v : "<absent>";
+          return last == value;
+        },
+        timeout);
     return last;
   }
 

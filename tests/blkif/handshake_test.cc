@@ -9,6 +9,7 @@
 
 #include "common/units.h"
 #include "tests/blkif/handshake_rig.h"
+#include "tests/support/wait_until.h"
 
 namespace tapmap::testing {
 namespace {
@@ -212,8 +213,7 @@ TEST_CASE("blkif handshake: frontend death disconnects and the backend keeps ser
   CHECK(list[0].rings == 0);
   // xl removes the backend directory too: the device is released.
   REQUIRE(rig.toolstack->Remove(0, HandshakeRig::BackendPath(kDom, kDev)).ok());
-  for (int i = 0; i < 1000 && !rig.List().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  CHECK(rig.List().empty());
+  CHECK(WaitUntil([&] { return rig.List().empty(); }));
   CHECK_FALSE(rig.opener.OpenForWrite("vm1"));
 }
 
@@ -251,12 +251,8 @@ TEST_CASE("blkif handshake: a disk abandoned by a failed domain create is releas
     REQUIRE(rig.toolstack->Remove(0, HandshakeRig::FrontendPath(kDom, kDev)).ok());
     auto future = attached->get_future();
     REQUIRE(future.wait_for(std::chrono::seconds(10)) == std::future_status::ready);  // answered, either way
-    for (int i = 0; i < 1000 && !rig.List().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    CHECK(rig.List().empty());
-    for (int i = 0; i < 1000 && rig.opener.OpenForWrite("vm1"); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    CHECK_FALSE(rig.opener.OpenForWrite("vm1"));
+    CHECK(WaitUntil([&] { return rig.List().empty(); }));
+    CHECK(WaitUntil([&] { return !rig.opener.OpenForWrite("vm1"); }));
     CHECK(rig.hv->ActiveMappings(kDom) == 0);
     // Nothing the backend wrote late re-created the removed directory.
     CHECK_FALSE(rig.toolstack->Read(0, HandshakeRig::BackendPath(kDom, kDev)).ok());
@@ -361,7 +357,7 @@ TEST_CASE("blkif handshake: a pause under a guest write stream freezes exactly a
     }
   });
   // Pause once the stream is under way (a readiness wait, not a timing assumption).
-  for (int i = 0; i < 3000 && completed.load() < 50; i++) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  CHECK(WaitUntil([&] { return completed.load() >= 50 || failed.load(); }, std::chrono::seconds(15)));
   REQUIRE(rig.Pause(kDom, kDev).ok());
   std::vector<uint8_t> image = vol->Snapshot();  // what a snapshot taken now holds
   auto list = rig.List();

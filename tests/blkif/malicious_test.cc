@@ -7,6 +7,7 @@
 
 #include "common/units.h"
 #include "tests/blkif/ring_harness.h"
+#include "tests/support/wait_until.h"
 
 namespace tapmap::testing {
 namespace {
@@ -264,7 +265,7 @@ TEST_CASE("malicious: features not offered get EOPNOTSUPP") {
 TEST_CASE("malicious: a producer index more than a ring ahead breaks only that ring") {
   Attack a;
   REQUIRE(a.evil.front->ForceProducer(0, a.evil.front->ring_size() + 5).ok());
-  for (int i = 0; i < 200 && a.evil.broken_count() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(WaitUntil([&] { return a.evil.broken_count() != 0; }));
   REQUIRE(a.evil.broken_count() == 1);
   CHECK(a.evil.broken[0].message().find("ring broken") != std::string::npos);
   CHECK(a.evil_disk->counters().reads + a.evil_disk->counters().writes == 0);

@@ -22,6 +22,7 @@
 #include "tapdisk-map/engine/engine.h"
 #include "tests/engine/test_util.h"
 #include "tests/support/child_process.h"
+#include "tests/support/wait_until.h"
 
 namespace tapmap::testing {
 
@@ -54,11 +55,7 @@ class MapserverFixture {
         dir_ / "mapserver.log");
     REQUIRE(WaitForPath(socket_path(), std::chrono::seconds(30)));
     // The socket file appears at bind(); wait until the server accepts connections.
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (!Connectable()) {
-      REQUIRE(std::chrono::steady_clock::now() < deadline);
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    REQUIRE(WaitUntil([&] { return Connectable(); }, std::chrono::seconds(30), std::chrono::milliseconds(10)));
   }
   bool Connectable() const {
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

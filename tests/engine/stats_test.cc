@@ -18,7 +18,8 @@ TEST_CASE("JSON stats have the PROTOCOL.md keys, host and per volume", "[stats]"
                           "logical_write_ops", "pool_bytes_read", "pool_bytes_written",
                           "pool_read_ops", "pool_write_ops", "cache_hits", "cache_misses",
                           "cache_evictions", "cache_bytes", "cache_capacity_bytes",
-                          "io_eliminated_bytes", "map_fetches", "map_recalls", "commits"}) {
+                          "io_eliminated_bytes", "map_fetches", "map_recalls", "commits",
+                          "write_throttle_waits"}) {
     INFO(key);
     CHECK(j.contains(key));
   }

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/asio/post.hpp>
 #include <catch2/catch.hpp>
 #include <cstring>
@@ -12,12 +13,14 @@
 
 #include "tapdisk-map/engine/volume.h"
 #include "tests/engine/test_util.h"
+#include "tests/support/wait_until.h"
 
 namespace tapmap::engine {
 namespace {
 
 using tapmap::testing::IoThreads;
 using tapmap::testing::TempDir;
+using tapmap::testing::WaitUntil;
 using tapmap::testing::Waiter;
 
 constexpr uint32_t kBlock = 64 * 1024;
@@ -403,10 +406,7 @@ TEST_CASE("lazy commit still commits unflushed writes within the interval", "[vo
   std::vector<uint8_t> data(kBlock, 4);
   REQUIRE(rig.Write(3 * kBlock, data).ok());
   // No flush: the timer starts the cycle (waited for, with a generous bound).
-  for (int i = 0; i < 1000 && rig.volume->pending_blocks() != 0; i++) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  CHECK(rig.volume->pending_blocks() == 0);
+  CHECK(WaitUntil([&] { return rig.volume->pending_blocks() == 0; }));
   CHECK(rig.remote->BlockAt(3).state == ExtentState::kOwned);
 }
 
@@ -416,10 +416,7 @@ TEST_CASE("pinned data past half its bound starts a commit without waiting", "[v
   REQUIRE(rig.Write(0, data).ok());
   CHECK(rig.remote->commit_calls == 0);  // 1 of 4 blocks: below half
   REQUIRE(rig.Write(kBlock, data).ok());  // 2 of 4: a cycle starts now
-  for (int i = 0; i < 1000 && rig.volume->pending_blocks() != 0; i++) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  CHECK(rig.volume->pending_blocks() == 0);
+  CHECK(WaitUntil([&] { return rig.volume->pending_blocks() == 0; }));
   CHECK(rig.remote->commit_calls >= 1);
 }
 
@@ -429,11 +426,18 @@ TEST_CASE("copy-on-write writes wait while too much awaits commit", "[volume]") 
   std::vector<uint8_t> data(kBlock, 3);
   REQUIRE(rig.Write(0, data).ok());
   REQUIRE(rig.Write(kBlock, data).ok());
+  std::atomic<bool> third_done{false};
   Waiter<Status> third;
-  rig.volume->Write(2 * kBlock, data, false, third.Callback());
-  // Nothing can be released while commits are held: the third write must wait.
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  rig.volume->Write(2 * kBlock, data, false, [&](Status s) {
+    third_done = true;
+    third.Set(std::move(s));
+  });
+  // Nothing can be released while commits are held: the third write must wait. The
+  // counter says it reached the wait; from there only a commit (held) lets it go on.
+  REQUIRE(WaitUntil([&] { return rig.volume->stats().write_throttle_waits >= 1; }));
+  CHECK_FALSE(third_done.load());
   CHECK(rig.volume->pending_blocks() == 2);
+  CHECK(rig.volume->stats().write_throttle_waits == 1);  // once per write, not per retry
   rig.remote->ReleaseCommits();
   CHECK(third.Wait().ok());
   REQUIRE(rig.Flush().ok());

@@ -11,12 +11,14 @@
 #include "mapserver/metadata_format.h"
 #include "mapserver/metadata_store.h"
 #include "tests/support/child_process.h"
+#include "tests/support/wait_until.h"
 
 namespace tapmap::mapserver {
 namespace {
 
 using tapmap::testing::ChildProcess;
 using tapmap::testing::RunCommand;
+using tapmap::testing::WaitUntil;
 const std::string kMapserver = std::string(TAPMAP_BIN_DIR) + "/mapserver";
 
 std::vector<std::string> Cmd(std::vector<std::string> args) {
@@ -67,14 +69,13 @@ TEST_CASE("mapserver format, serve, fsck end to end") {
     auto io = kj::setupAsyncIo();
     auto address = *protocol::ParseServerAddress("unix:" + (dir / "sock"));
     kj::Own<protocol::Connection> conn;
-    for (int i = 0; i < 500 && !conn; ++i) {
-      auto c = protocol::Connection::ConnectBlocking(io, address, "cli-test", "topsecret");
-      if (c.ok())
-        conn = kj::mv(*c);
-      else
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    REQUIRE(conn);
+    REQUIRE(WaitUntil(
+        [&] {
+          auto c = protocol::Connection::ConnectBlocking(io, address, "cli-test", "topsecret");
+          if (c.ok()) conn = kj::mv(*c);
+          return conn.get() != nullptr;
+        },
+        std::chrono::seconds(10), std::chrono::milliseconds(20)));
     auto req = conn->session().createRequest();
     req.setName("disk");
     req.setSizeBytes(1 << 20);

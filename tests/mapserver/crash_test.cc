@@ -18,6 +18,7 @@
 #include "protocol/connection.h"
 #include "protocol/remote_status.h"
 #include "tests/support/child_process.h"
+#include "tests/support/wait_until.h"
 
 #ifndef CRASH_ROUNDS
 #define CRASH_ROUNDS 4
@@ -28,6 +29,7 @@ namespace {
 
 using tapmap::testing::ChildProcess;
 using tapmap::testing::RunCommand;
+using tapmap::testing::WaitUntil;
 constexpr uint64_t kBs = 4096;
 constexpr uint64_t kVolumeBlocks = 512;
 const std::string kMapserver = std::string(TAPMAP_BIN_DIR) + "/mapserver";
@@ -96,13 +98,15 @@ class Round {
 
   kj::Own<protocol::Connection> ConnectWithRetry(kj::AsyncIoContext& io) {
     auto address = *protocol::ParseServerAddress("unix:" + dir_ + "/sock");
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    for (;;) {
-      auto conn = protocol::Connection::ConnectBlocking(io, address, "crash-host", "s3cret");
-      if (conn.ok()) return kj::mv(*conn);
-      REQUIRE(std::chrono::steady_clock::now() < deadline);
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    kj::Own<protocol::Connection> conn;
+    REQUIRE(WaitUntil(
+        [&] {
+          auto c = protocol::Connection::ConnectBlocking(io, address, "crash-host", "s3cret");
+          if (c.ok()) conn = kj::mv(*c);
+          return conn.get() != nullptr;
+        },
+        std::chrono::seconds(20), std::chrono::milliseconds(20)));
+    return conn;
   }
 
   // Runs operations until the connection fails; returns the number acknowledged.

@@ -15,6 +15,7 @@
 #include "tapdisk-map/nbd/connection.h"
 #include "tests/nbd/memory_catalog.h"
 #include "tests/nbd/nbd_test_client.h"
+#include "tests/support/wait_until.h"
 
 namespace tapmap::nbd {
 namespace {
@@ -56,10 +57,7 @@ class Harness {
 
   // Bounded wait for every connection to have ended.
   bool WaitAllEnded() {
-    for (int i = 0; i < 2000 && ended_.load() < started_; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    return ended_.load() == started_;
+    return tapmap::testing::WaitUntil([&] { return ended_.load() == started_; });
   }
 
   ConnectionOptions options;

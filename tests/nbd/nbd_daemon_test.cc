@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "tests/nbd/daemon_fixture.h"
+#include "tests/support/wait_until.h"
 
 namespace tapmap::nbd {
 namespace {
@@ -130,10 +131,9 @@ TEST_CASE("mapserver killed mid-workload: I/O resumes, flushed writes survive a 
   {
     ChildProcess workload(QemuIo(f.Url("vm"), writes), f.path("workload.log"));
     // Kill the mapserver once writes are flowing (bounded poll of the daemon's stats).
-    for (int i = 0; i < 500; ++i) {
-      if (f.Tapmap({"stats"})["stats"]["logical_write_ops"].get<uint64_t>() > 0) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    tapmap::testing::WaitUntil(
+        [&] { return f.Tapmap({"stats"})["stats"]["logical_write_ops"].get<uint64_t>() > 0; },
+        std::chrono::seconds(5), std::chrono::milliseconds(10));
     CHECK(workload.Running());  // else this test would not test a loss mid-workload
     f.KillMapserver();
     std::this_thread::sleep_for(std::chrono::milliseconds(500));

@@ -21,12 +21,14 @@
 #include "tests/nbd/nbd_test_client.h"
 #include "tests/support/child_process.h"
 #include "tests/support/memory_volume_opener.h"
+#include "tests/support/wait_until.h"
 
 namespace tapmap::nbd {
 namespace {
 
 namespace asio = boost::asio;
 using testing::NbdTestClient;
+using tapmap::testing::WaitUntil;
 
 struct IoThread {
   asio::io_context io;
@@ -109,15 +111,11 @@ TEST_CASE("NBD_OPT_INFO describes an export without opening it read-write; GO ri
     CHECK(c.PeerClosed());
     }
     // The rw handle is released once the connection has ended.
-    for (int i = 0; i < 2000 && opener.inner.OpenForWrite("disk"); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    REQUIRE_FALSE(opener.inner.OpenForWrite("disk"));
+    REQUIRE(WaitUntil([&] { return !opener.inner.OpenForWrite("disk"); }));
   }
   std::atomic<bool> stopped{false};
   server.Stop([&] { stopped = true; });
-  for (int i = 0; i < 2000 && !stopped; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  CHECK(stopped);
+  CHECK(WaitUntil([&] { return stopped.load(); }));
 }
 
 TEST_CASE("a refused open is logged once with its reason, the client's name made printable") {
@@ -160,8 +158,7 @@ TEST_CASE("a refused open is logged once with its reason, the client's name made
     CHECK(ReadReplies(c) == kRepAck);
     std::atomic<bool> stopped{false};
     server.Stop([&] { stopped = true; });
-    for (int i = 0; i < 2000 && !stopped; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    CHECK(stopped);
+    CHECK(WaitUntil([&] { return stopped.load(); }));
   }
   std::fclose(sink);
   std::ifstream in(log_path);

@@ -15,6 +15,7 @@
 #include "tests/nbd/memory_catalog.h"
 #include "tests/nbd/nbd_test_client.h"
 #include "tests/support/child_process.h"
+#include "tests/support/wait_until.h"
 
 namespace tapmap::nbd {
 namespace {
@@ -22,6 +23,7 @@ namespace {
 namespace asio = boost::asio;
 using testing::MemoryCatalog;
 using testing::NbdTestClient;
+using tapmap::testing::WaitUntil;
 
 UniqueFd ConnectUnix(const std::string& path) {
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -75,8 +77,7 @@ TEST_CASE("server: unix listener, Describe, graceful Stop with a client connecte
     std::atomic<bool> stopped{false};
     server.Stop([&] { stopped = true; });
     CHECK(client.PeerClosed());
-    for (int i = 0; i < 2000 && !stopped; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    CHECK(stopped);
+    CHECK(WaitUntil([&] { return stopped.load(); }));
     CHECK(disk->counters().flushes == 1);  // the connection's unflushed write, at close
     CHECK(::access(path.c_str(), F_OK) != 0);  // socket file removed
   }
@@ -115,8 +116,7 @@ TEST_CASE("server: TCP listener on loopback") {
     CHECK(reply->data.size() == 4096);
     std::atomic<bool> stopped{false};
     server.Stop([&] { stopped = true; });
-    for (int i = 0; i < 2000 && !stopped; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    CHECK(stopped);
+    CHECK(WaitUntil([&] { return stopped.load(); }));
   }
 }
 
@@ -160,21 +160,26 @@ TEST_CASE("server: a per-device listener serves one export, also as the default,
     CHECK(server.Unlisten("unix:" + own).code() == StatusCode::kNotFound);
     CHECK(by_default.PeerClosed());  // its connections end (in-flight answered)
     CHECK(by_name.PeerClosed());
-    for (int i = 0; i < 2000 && server.Describe().size() != 1; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    CHECK(server.Describe().size() == 1);
+    CHECK(WaitUntil([&] { return server.Describe().size() == 1; }));
     // Unlisten then Listen at once on one path (what block-tapmap does): the new
-    // socket file is not removed by the old listener's late close.
+    // socket file is not removed by the old listener's late close. Unlisten unlinks the
+    // file itself and forgets the path; what runs after it returns (the acceptor's
+    // close, posted to the accept strand, then the end of the old accept loop) unlinks
+    // nothing. The close is posted to that strand before the new Listen starts its
+    // accept loop there, so a handshake served on the new socket (accepted on that
+    // strand) is the sign that the old listener's close has run: the file is checked
+    // after it, not after a sleep.
     REQUIRE(server.Listen(*ParseListenAddress("unix:" + own), "disk").ok());
     REQUIRE(server.Unlisten("unix:" + own).ok());
     REQUIRE(server.Listen(*ParseListenAddress("unix:" + own), "disk").ok());
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    CHECK(::access(own.c_str(), F_OK) == 0);
     NbdTestClient again(ConnectUnix(own));
-    CHECK(again.Handshake("", false, &size, &flags));
+    REQUIRE(again.Handshake("", false, &size, &flags));
+    CHECK(::access(own.c_str(), F_OK) == 0);
+    NbdTestClient again2(ConnectUnix(own));  // the file is still the listening socket
+    CHECK(again2.Handshake("disk", false, &size, &flags));
     REQUIRE(server.Unlisten("unix:" + own).ok());
     CHECK(again.PeerClosed());
+    CHECK(again2.PeerClosed());
     // The shared listener's client still works, and the address can be taken again.
     other.SendRequest(static_cast<uint16_t>(Command::kRead), 0, 2, 0, 512);
     CHECK(other.ReadSimpleReply(512)->error == 0);
@@ -182,8 +187,7 @@ TEST_CASE("server: a per-device listener serves one export, also as the default,
 
     std::atomic<bool> stopped{false};
     server.Stop([&] { stopped = true; });
-    for (int i = 0; i < 2000 && !stopped; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    CHECK(stopped);
+    CHECK(WaitUntil([&] { return stopped.load(); }));
   }
 }
 

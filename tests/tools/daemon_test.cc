@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/support/child_process.h"
+#include "tests/support/wait_until.h"
 #include "tests/tools/libxl_replay.h"
 #include "tests/tools/tapmap_stack.h"
 
@@ -42,7 +43,7 @@ void CheckStatsSchema(const json& s) {
        {"logical_bytes_read", "logical_bytes_written", "logical_read_ops", "logical_write_ops",
         "pool_bytes_read", "pool_bytes_written", "pool_read_ops", "pool_write_ops", "cache_hits",
         "cache_misses", "cache_evictions", "cache_bytes", "cache_capacity_bytes",
-        "io_eliminated_bytes", "map_fetches", "map_recalls", "commits"}) {
+        "io_eliminated_bytes", "map_fetches", "map_recalls", "commits", "write_throttle_waits"}) {
     INFO(k);
     CHECK(s[k].is_number_unsigned());
   }
@@ -165,13 +166,12 @@ TEST_CASE("a snapshot taken under a sequential write workload holds exactly a pr
   // Let the workload get going (bounded polling on committed space) so the snapshot
   // usually falls in its middle; correctness does not depend on where it falls.
   std::string out, err;
-  for (int tries = 0; tries < 300; ++tries) {
-    if (stack.Tapmap({"volume", "info", "busy", "--json"}, &out) == 0 &&
-        ParseJson(out)["volume"]["mapped_bytes"].get<uint64_t>() >= 8 * kBlock) {
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  WaitUntil(
+      [&] {
+        return stack.Tapmap({"volume", "info", "busy", "--json"}, &out) == 0 &&
+               ParseJson(out)["volume"]["mapped_bytes"].get<uint64_t>() >= 8 * kBlock;
+      },
+      std::chrono::seconds(6), std::chrono::milliseconds(20));
   int rc = stack.Tapmap({"volume", "snapshot", "busy", "busy-snap"}, &out, &err);
   INFO(err << stack.Logs());
   REQUIRE(rc == 0);

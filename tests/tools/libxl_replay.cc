@@ -5,6 +5,8 @@
 #include <utility>
 #include <vector>
 
+#include "tests/support/wait_until.h"
+
 namespace tapmap::testing {
 namespace {
 
@@ -146,13 +148,12 @@ Status ReplayDiskDestroy(XenStore& xs, const LibxlDisk& disk) {
 }
 
 bool WaitForValue(XenStore& xs, const std::string& path, const std::string& value, int timeout_ms) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (std::chrono::steady_clock::now() < deadline) {
-    auto v = xs.Read(kNoTransaction, path);
-    if (v.ok() && *v == value) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
+  return WaitUntil(
+      [&] {
+        auto v = xs.Read(kNoTransaction, path);
+        return v.ok() && *v == value;
+      },
+      std::chrono::milliseconds(timeout_ms), std::chrono::milliseconds(20));
 }
 
 }  // namespace tapmap::testing
