@@ -23,7 +23,9 @@ RIG_BLOCK_SIZE=${RIG_BLOCK_SIZE:-64K}
 RIG_CACHE_SIZE=${RIG_CACHE_SIZE:-64M}
 RIG_WAIT_S=${RIG_WAIT_S:-20}         # bound of every wait loop, seconds
 RIG_LOG_LEVEL=${RIG_LOG_LEVEL:-info}
-RIG_LEASE_SECONDS=${RIG_LEASE_SECONDS-3}   # the mapserver's host lease time T (leases.md); "" = its default
+RIG_LEASE_SECONDS=${RIG_LEASE_SECONDS:-3}  # the mapserver's host lease time T (leases.md)
+# RIG_OLD_MAPSERVER=1: start a mapserver that predates leases (no --lease-seconds), to
+# see a case fail on the code before a change.
 
 # ---------------------------------------------------------------------------------------
 # Small helpers
@@ -211,7 +213,7 @@ rig_exec_ms() { ip netns exec "$(rig_ns ms)" "$@"; }
 rig_start_mapserver() {
   # (ip netns exec execs the program: $! is the daemon's own pid)
   ip netns exec "$(rig_ns ms)" "$RIG_BIN/mapserver" serve --config "$RIG_DIR/ms/tapmap.conf" --listen "$RIG_SERVER" \
-    ${RIG_RECALL_TIMEOUT:+--recall-timeout "$RIG_RECALL_TIMEOUT"} ${RIG_LEASE_SECONDS:+--lease-seconds "$RIG_LEASE_SECONDS"} \
+    ${RIG_RECALL_TIMEOUT:+--recall-timeout "$RIG_RECALL_TIMEOUT"} $([ -z "${RIG_OLD_MAPSERVER:-}" ] && echo --lease-seconds "$RIG_LEASE_SECONDS") \
     >>"$RIG_DIR/ms/mapserver.log" 2>&1 &
   RIG_MS_PID=$!
   echo "$RIG_MS_PID" >"$RIG_DIR/ms/pid"
