@@ -235,23 +235,30 @@ Result<std::vector<VolumeDescription>> VolumeStore::List() {
   }
 }
 
-Status VolumeStore::RecordLease(const LeaseRecord& record) {
+Status VolumeStore::PutMeta(const std::string& key, const std::string& value) {
   return InWriteTxn([&](Txn* txn) -> Status {
-    txn->Put(Table::kMeta, std::string(kMetaLeasePrefix) + record.volume, EncodeLeaseRecord(record));
+    txn->Put(Table::kMeta, key, value);
     return Status::Ok();
   });
 }
 
-Status VolumeStore::ForgetLease(std::string_view volume) {
-  const std::string key = std::string(kMetaLeasePrefix) + std::string(volume);
+Status VolumeStore::DeleteMeta(const std::string& key) {
   {
     auto txn = meta_->BeginRead();
-    if (!txn->Get(Table::kMeta, key)) return Status::Ok();
+    if (!txn->Get(Table::kMeta, key)) return Status::Ok();  // no write transaction for nothing
   }
   return InWriteTxn([&](Txn* txn) -> Status {
     txn->Delete(Table::kMeta, key);
     return Status::Ok();
   });
+}
+
+Status VolumeStore::RecordLease(const LeaseRecord& record) {
+  return PutMeta(std::string(kMetaLeasePrefix) + record.volume, EncodeLeaseRecord(record));
+}
+
+Status VolumeStore::ForgetLease(std::string_view volume) {
+  return DeleteMeta(std::string(kMetaLeasePrefix) + std::string(volume));
 }
 
 Result<std::vector<LeaseRecord>> VolumeStore::LeaseRecords() {
@@ -272,24 +279,9 @@ Result<std::vector<LeaseRecord>> VolumeStore::LeaseRecords() {
   return out;
 }
 
-Status VolumeStore::RecordInstance(const InstanceRecord& record) {
-  return InWriteTxn([&](Txn* txn) -> Status {
-    txn->Put(Table::kMeta, InstanceKey(record), "");
-    return Status::Ok();
-  });
-}
+Status VolumeStore::RecordInstance(const InstanceRecord& record) { return PutMeta(InstanceKey(record), ""); }
 
-Status VolumeStore::ForgetInstance(const InstanceRecord& record) {
-  const std::string key = InstanceKey(record);
-  {
-    auto txn = meta_->BeginRead();
-    if (!txn->Get(Table::kMeta, key)) return Status::Ok();
-  }
-  return InWriteTxn([&](Txn* txn) -> Status {
-    txn->Delete(Table::kMeta, key);
-    return Status::Ok();
-  });
-}
+Status VolumeStore::ForgetInstance(const InstanceRecord& record) { return DeleteMeta(InstanceKey(record)); }
 
 Result<std::vector<InstanceRecord>> VolumeStore::InstanceRecords() {
   std::vector<InstanceRecord> out;

@@ -228,6 +228,9 @@ class VolumeStore {
   // thrown inside becomes the result.
   template <typename Fn>
   Status InWriteTxn(Fn&& fn);
+  // One durable write of a meta table key; DeleteMeta is a no-op if it is absent.
+  Status PutMeta(const std::string& key, const std::string& value);
+  Status DeleteMeta(const std::string& key);
 
   protocol::Superblock sb_;
   std::unique_ptr<MetadataStore> meta_;
