@@ -1118,10 +1118,18 @@ void Volume::Close(IoDone done) {
       self->Complete(done, flushed.ok() ? s : flushed);
     });
   };
+  std::vector<WaiterList::Waiter> waiting, standby;
   {
     std::lock_guard<std::mutex> lock(mu_);
     closing_ = true;
+    // Requests still waiting for the lease's re-open or a promotion will not see it on
+    // a volume going away (and would keep it alive until their deadline).
+    waiting = suspended_waiters_.TakeAll();
+    standby = standby_waiters_.TakeAll();
   }
+  const Status closing = Status::Aborted(name_ + " is being closed");
+  for (auto& w : waiting) w.go(closing);
+  for (auto& w : standby) w.go(closing);
   if (read_only_ || remote_ == nullptr) return close_remote(Status::Ok());
   Flush(close_remote);
 }
