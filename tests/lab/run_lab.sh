@@ -9,6 +9,8 @@
 #        --storm-blkback: only the kernel-blkback storm (tapmap not started): tells a
 #        lab fault from a tapmap one.
 #        --hvm: only the HVM guest (emulated disk through the NBD export).
+#        --two-host: only the two-host suite (two_host.sh: live migration between two
+#        emulated hosts); the default (full) suite runs it after the single-host cases.
 # Env:   TAPMAP_LAB_CACHE (default /var/cache/tapmap-lab) caches the dom0 root.
 #        TAPMAP_LAB_CPU: QEMU's -cpu model (default below).
 #        TAPMAP_LAB_TCG_THREADS=single|multi (default multi): QEMU's TCG threading.
@@ -24,6 +26,7 @@ while [ $# -gt 0 ]; do
     --storm) suite=storm ;;
     --storm-blkback) suite=storm-blkback ;;
     --hvm) suite=hvm ;;
+    --two-host) suite=two-host ;;
     --results) results=$2; shift ;;
     *) echo "run_lab.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -35,6 +38,7 @@ build=$(cd "$build" && pwd)
 results=${results:-$repo/results/lab-$(date +%Y%m%d-%H%M%S)}
 cache=${TAPMAP_LAB_CACHE:-/var/cache/tapmap-lab}
 skip() { echo "SKIPPED: Xen lab: $*"; exit 77; }
+[ "$suite" = two-host ] && exec "$here/two_host.sh" "$build" --results "$results"
 
 [ "$(id -u)" = 0 ] || skip "needs root (debootstrap, chroot, mkfs)"
 command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 missing (make deps installs it)"
@@ -115,9 +119,14 @@ tr -d '\r' < "$results/serial.log" | grep -a '^LABRESULT' | sed 's/^LABRESULT //
   done < "$results/cases.txt"
 } > "$results/summary.txt"
 cat "$results/summary.txt"
+two_rc=0   # the full suite: then the two-host suite (its SKIPPED line is not a failure)
+if [ "$suite" = full ]; then
+  "$here/two_host.sh" "$build" --results "$results/two-host"; two_rc=$?
+  [ "$two_rc" = 77 ] && two_rc=0
+fi
 if ! tr -d '\r' < "$results/serial.log" | grep -aq '=== LAB LAB DONE'; then
   echo "lab: FAIL: the lab did not finish (see $results/serial.log)"; exit 1
 fi
 [ -s "$results/cases.txt" ] || { echo "lab: FAIL: no case ran"; exit 1; }
 if grep -q ' FAIL ' "$results/cases.txt"; then exit 1; fi
-exit 0
+exit "$two_rc"
