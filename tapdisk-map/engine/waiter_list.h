@@ -34,7 +34,14 @@ class WaiterList {
     waiters_.push_back(Waiter{deadline, std::move(go)});
     Arm(std::move(on_timer));
   }
-  std::vector<Waiter> TakeAll() { return std::move(waiters_); }
+  // Every waiter; the timer is cancelled (its handler holds what `on_timer` captured,
+  // e.g. the volume, until it runs: it must not wait for a deadline nobody has).
+  std::vector<Waiter> TakeAll() {
+    timer_.cancel();
+    std::vector<Waiter> all = std::move(waiters_);
+    waiters_.clear();
+    return all;
+  }
   // The waiters past their deadline; re-arms for the others.
   std::vector<Waiter> TakeExpired(std::function<void()> on_timer) {
     std::vector<Waiter> expired, keep;
@@ -42,6 +49,7 @@ class WaiterList {
     for (Waiter& w : waiters_) (now >= w.deadline ? expired : keep).push_back(std::move(w));
     waiters_ = std::move(keep);
     if (!waiters_.empty()) Arm(std::move(on_timer));
+    else timer_.cancel();
     return expired;
   }
   bool empty() const { return waiters_.empty(); }
