@@ -123,18 +123,11 @@ def dump(args):
     return 0
 
 
-def check(args):
-    with open(args.takeover) as f:
-        t = json.load(f)
-    snap = open(args.snapshot, "rb").read()
-    final = open(args.final, "rb").read()
-    bs = args.block_size
-    problems = []
-    # The writer's log: acknowledged writes per block, flushes.
-    acked = []          # (t, seq, offset)
-    last_flush = 0
-    issued = 0
-    for line in open(args.writer_log):
+def read_log(path):
+    """A writer log: acknowledged writes [(t, seq, offset)], flushes [(t, seq)], the
+    number of errors and the highest seq issued (acknowledged or not)."""
+    acked, flushes, errors, issued = [], [], 0, 0
+    for line in open(path):
         parts = line.split()
         if not parts:
             continue
@@ -142,17 +135,36 @@ def check(args):
             acked.append((float(parts[1]), int(parts[2]), int(parts[3])))
             issued = max(issued, int(parts[2]))
         elif parts[0] == "F":
-            last_flush = max(last_flush, int(parts[2]))
+            flushes.append((float(parts[1]), int(parts[2])))
         elif parts[0] == "E":
+            errors += 1
             issued = max(issued, int(parts[2]))
-    late = [a for a in acked if a[0] > t["granted"]]
-    if late:
-        problems.append("%d write(s) acknowledged to the fenced writer after the takeover was granted "
-                        "(first: seq %d, %.3f s after)" % (len(late), late[0][1], late[0][0] - t["granted"]))
+    return acked, flushes, errors, issued
+
+
+def flushed_per_block(acked, last_flush):
+    """offset -> the newest acknowledged seq at that offset covered by a flush."""
     flushed = {}
     for (_, seq, off) in acked:
         if seq <= last_flush:
             flushed[off] = max(flushed.get(off, 0), seq)
+    return flushed
+
+
+def check(args):
+    with open(args.takeover) as f:
+        t = json.load(f)
+    snap = open(args.snapshot, "rb").read()
+    final = open(args.final, "rb").read()
+    bs = args.block_size
+    problems = []
+    acked, flushes, _, issued = read_log(args.writer_log)
+    last_flush = max((seq for _, seq in flushes), default=0)
+    late = [a for a in acked if a[0] > t["granted"]]
+    if late:
+        problems.append("%d write(s) acknowledged to the fenced writer after the takeover was granted "
+                        "(first: seq %d, %.3f s after)" % (len(late), late[0][1], late[0][0] - t["granted"]))
+    flushed = flushed_per_block(acked, last_flush)
     for b in range(args.blocks):
         off = b * bs
         got = parse_record(snap[off:off + RECORD])

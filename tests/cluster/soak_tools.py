@@ -32,27 +32,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fence_tools import RECORD, parse_record, record  # noqa: E402
-
-
-def read_log(path):
-    acked = []  # (t, seq, offset)
-    flushes = []  # (t, seq)
-    errors = 0
-    issued = 0
-    for line in open(path):
-        parts = line.split()
-        if not parts:
-            continue
-        if parts[0] == "W":
-            acked.append((float(parts[1]), int(parts[2]), int(parts[3])))
-            issued = max(issued, int(parts[2]))
-        elif parts[0] == "F":
-            flushes.append((float(parts[1]), int(parts[2])))
-        elif parts[0] == "E":
-            errors += 1
-            issued = max(issued, int(parts[2]))
-    return acked, flushes, errors, issued
+from fence_tools import RECORD, flushed_per_block, parse_record, read_log, record  # noqa: E402
 
 
 def verify(args):
@@ -68,12 +48,10 @@ def verify(args):
     else:
         seen = final
     problems = []
-    flushed = {}
+    flushed = flushed_per_block(acked, last_flush)
     last_acked = {}
     for (_, seq, off) in acked:
         last_acked[off] = max(last_acked.get(off, 0), seq)
-        if seq <= last_flush:
-            flushed[off] = max(flushed.get(off, 0), seq)
     lost = torn = late_landed = unflushed_missing = 0
     for b in range(args.blocks):
         off = b * bs
