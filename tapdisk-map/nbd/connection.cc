@@ -76,7 +76,8 @@ asio::awaitable<void> Connection::Serve() {
                negotiated->device->read_only() ? "read-only" : "read-write");
   transmission_ = std::make_shared<Transmission>(std::move(stream_), std::move(negotiated->device),
                                                  negotiated->structured_replies,
-                                                 options_.transmission, tx_log, options_.payload_buffers);
+                                                 options_.transmission, tx_log, options_.payload_buffers,
+                                                 options_.reply_backlog);
   if (stopped_) transmission_->Stop();
   Status status = co_await transmission_->Run();
   const TransmissionCounters& c = transmission_->counters();

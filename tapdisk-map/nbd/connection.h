@@ -31,6 +31,8 @@ struct ConnectionOptions {
   // Where WRITE payload buffers come from and go back to (shared by the server's
   // connections); null: a fresh allocation per request.
   std::shared_ptr<pool::BufferRecycler> payload_buffers;
+  // Gauges of the replies not yet written (shared by a server's connections); may be null.
+  std::shared_ptr<ReplyBacklog> reply_backlog;
   std::chrono::milliseconds handshake_timeout{30000};
 };
 

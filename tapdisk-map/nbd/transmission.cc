@@ -23,7 +23,23 @@ constexpr uint64_t kZeroChunkBytes = 1u << 20;
 constexpr size_t kInputBufferBytes = 256 * 1024;
 // Replies gathered into one socket write.
 constexpr size_t kMaxRepliesPerWrite = 64;
+
+void RaisePeak(std::atomic<uint64_t>& peak, uint64_t value) {
+  uint64_t seen = peak.load(std::memory_order_relaxed);
+  while (value > seen && !peak.compare_exchange_weak(seen, value, std::memory_order_relaxed)) {
+  }
+}
 }  // namespace
+
+void ReplyBacklog::Add(uint64_t reply_bytes) {
+  RaisePeak(peak_replies, replies.fetch_add(1, std::memory_order_relaxed) + 1);
+  RaisePeak(peak_bytes, bytes.fetch_add(reply_bytes, std::memory_order_relaxed) + reply_bytes);
+}
+
+void ReplyBacklog::Remove(uint64_t reply_bytes) {
+  replies.fetch_sub(1, std::memory_order_relaxed);
+  bytes.fetch_sub(reply_bytes, std::memory_order_relaxed);
+}
 
 struct Transmission::Pending {
   Request request;
@@ -38,12 +54,14 @@ struct Transmission::Pending {
 
 Transmission::Transmission(Stream stream, std::shared_ptr<engine::BlockDevice> device,
                            bool structured, TransmissionLimits limits, Logger log,
-                           std::shared_ptr<pool::BufferRecycler> payload_buffers)
+                           std::shared_ptr<pool::BufferRecycler> payload_buffers,
+                           std::shared_ptr<ReplyBacklog> backlog)
     : stream_(std::move(stream)),
       device_(std::move(device)),
       structured_(structured),
       limits_(limits),
       payload_buffers_(std::move(payload_buffers)),
+      backlog_(std::move(backlog)),
       log_(std::move(log)),
       error_log_limiter_(10, std::chrono::seconds(10)),
       input_(new uint8_t[kInputBufferBytes]),
@@ -84,10 +102,12 @@ asio::awaitable<Status> Transmission::DeviceCall(std::function<void(engine::IoDo
 }
 
 asio::awaitable<void> Transmission::ReserveBudget(uint64_t bytes) {
-  while (in_flight_requests_ >= limits_.max_in_flight_requests ||
+  while (held_requests_ >= limits_.max_in_flight_requests ||
          (in_flight_bytes_ > 0 && in_flight_bytes_ + bytes > limits_.max_in_flight_bytes)) {
     reader_waiting_ = true;
+    if (backlog_) backlog_->readers_waiting++;
     co_await changed_.Wait();
+    if (backlog_) backlog_->readers_waiting--;
     reader_waiting_ = false;
   }
   in_flight_bytes_ += bytes;
@@ -197,6 +217,7 @@ asio::awaitable<Status> Transmission::ReadRequests() {
     // Validated after waiting: the export may have been resized meanwhile.
     std::tie(pending->error, pending->error_message) = Validate(request);
     in_flight_requests_++;
+    held_requests_++;
     Start(std::move(pending));
   }
 }
@@ -343,7 +364,10 @@ void Transmission::QueueReply(const Request& r, uint32_t error, std::unique_ptr<
     reply.data = std::move(data);
     reply.data_length = r.length;
   }
-  reply.budget_bytes = budget_bytes;
+  // The reply's own bytes are held too until written (the read data's already are).
+  in_flight_bytes_ += reply.head.size();
+  reply.budget_bytes = budget_bytes + reply.head.size();
+  if (backlog_) backlog_->Add(reply.size());
   replies_.push_back(std::move(reply));
   in_flight_requests_--;
   // Wake the writer if it sleeps, and the reader if it waits for a request slot or for
@@ -380,7 +404,13 @@ asio::awaitable<void> Transmission::WriteReplies() {
         stream_.shutdown(Stream::shutdown_both, ec);  // ends the reader too
       }
     }
-    for (const OutgoingReply& reply : batch) ReleaseBudget(reply.budget_bytes);
+    // Written (or dropped with the socket): the requests' slots and bytes are free.
+    for (const OutgoingReply& reply : batch) {
+      if (backlog_) backlog_->Remove(reply.size());
+      ReleaseBudget(reply.budget_bytes);
+    }
+    held_requests_ -= static_cast<uint32_t>(batch.size());
+    if (reader_waiting_) changed_.Notify();
   }
   writer_done_ = true;
   changed_.Notify();

@@ -6,8 +6,12 @@
 // or out-of-range offsets, writes to a read-only export) is answered with an NBD error
 // and the connection goes on. Valid requests go to the BlockDevice concurrently: many
 // requests are in flight at once and replies go out in completion order, matched by
-// handle. Memory per connection is bounded by TransmissionLimits: a new READ/WRITE is
-// not read off the socket until the bytes in flight allow it.
+// handle. Memory per connection is bounded by TransmissionLimits: a request holds one
+// of max_in_flight_requests slots and its payload, read data and reply bytes count
+// against max_in_flight_bytes from the moment it is read off the socket until its
+// reply has been written to the socket (not merely queued), and no request is read
+// while the slots or bytes are taken. A client that does not read its replies thus
+// stalls its own requests instead of growing the server.
 //
 // Threading: all state lives on one strand; device completions are posted to it.
 #pragma once
@@ -16,6 +20,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/strand.hpp>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -34,8 +39,25 @@ namespace tapmap::nbd {
 
 struct TransmissionLimits {
   uint32_t max_request_bytes = 32u << 20;    // largest READ/WRITE (the advertised maximum)
-  uint64_t max_in_flight_bytes = 128u << 20; // READ/WRITE payload bytes held at once
+  // Bytes held at once: WRITE payloads, READ data and replies not yet written.
+  uint64_t max_in_flight_bytes = 128u << 20;
+  // Requests held at once: read off the socket and not yet answered on the socket.
   uint32_t max_in_flight_requests = 512;
+};
+
+// ReplyBacklog: what the connections sharing it hold in replies not yet written to
+// their sockets (a client that does not read its replies makes them pile up), for tests
+// and monitoring. Shared by a server's connections (the gauges are sums); updated on
+// the connections' strands, read from any thread.
+struct ReplyBacklog {
+  std::atomic<uint64_t> replies{0};       // replies queued or being written
+  std::atomic<uint64_t> bytes{0};         // their bytes (headers, error messages, read data)
+  std::atomic<uint64_t> peak_replies{0};  // the most `replies` has been
+  std::atomic<uint64_t> peak_bytes{0};    // the most `bytes` has been
+  std::atomic<uint64_t> readers_waiting{0};  // connections not reading requests for want of budget
+
+  void Add(uint64_t reply_bytes);
+  void Remove(uint64_t reply_bytes);
 };
 
 // Counters of one connection (for logs and tests).
@@ -52,9 +74,11 @@ class Transmission : public std::enable_shared_from_this<Transmission> {
   // says whether structured replies were negotiated. The stream's executor must be a
   // strand (or otherwise serialised). WRITE payloads come from `payload_buffers` if
   // set (see pool/buffer_recycler.h), else each is a fresh allocation.
+  // `backlog`, if set, is kept up to date with this connection's unwritten replies.
   Transmission(Stream stream, std::shared_ptr<engine::BlockDevice> device, bool structured,
                TransmissionLimits limits, Logger log,
-               std::shared_ptr<pool::BufferRecycler> payload_buffers = nullptr);
+               std::shared_ptr<pool::BufferRecycler> payload_buffers = nullptr,
+               std::shared_ptr<ReplyBacklog> backlog = nullptr);
   Transmission(const Transmission&) = delete;
   Transmission& operator=(const Transmission&) = delete;
 
@@ -79,6 +103,7 @@ class Transmission : public std::enable_shared_from_this<Transmission> {
     std::unique_ptr<uint8_t[]> data;    // read data, may be null
     size_t data_length = 0;
     uint64_t budget_bytes = 0;          // in-flight bytes released once sent
+    uint64_t size() const { return head.size() + data_length; }
   };
 
   boost::asio::awaitable<Status> ReadRequests();
@@ -107,6 +132,7 @@ class Transmission : public std::enable_shared_from_this<Transmission> {
   const bool structured_;
   const TransmissionLimits limits_;
   const std::shared_ptr<pool::BufferRecycler> payload_buffers_;  // may be null
+  const std::shared_ptr<ReplyBacklog> backlog_;                   // may be null
   Logger log_;
   RateLimiter error_log_limiter_;
 
@@ -116,8 +142,9 @@ class Transmission : public std::enable_shared_from_this<Transmission> {
 
   AsyncSignal changed_;  // in-flight count, budget, reply queue or stop state changed
   std::deque<OutgoingReply> replies_;
-  uint64_t in_flight_bytes_ = 0;
-  uint32_t in_flight_requests_ = 0;
+  uint64_t in_flight_bytes_ = 0;     // payloads, read data, unwritten replies
+  uint32_t in_flight_requests_ = 0;  // started, not yet answered (reply not queued)
+  uint32_t held_requests_ = 0;       // read off the socket, reply not yet written
   bool stopping_ = false;
   bool reader_waiting_ = false;  // ReadRequests waits for budget or a request slot
   bool writer_waiting_ = false;  // WriteReplies waits for replies

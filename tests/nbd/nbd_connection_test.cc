@@ -482,5 +482,71 @@ TEST_CASE("memory in flight is bounded: a client that does not read replies stal
   CHECK(h.disk->counters().reads == kRequests);
 }
 
+
+TEST_CASE("replies count against the budget until written: a flood of failing requests is bounded") {
+  // Zero-length READs fail at once, without data. A client that sends them without end
+  // and never reads the replies must not make the server queue replies without bound:
+  // a reply holds its request's slot (and its bytes) until it is written, and the
+  // server stops reading requests once the slots are taken.
+  Harness h;
+  constexpr uint32_t kSlots = 64;
+  auto backlog = std::make_shared<ReplyBacklog>();
+  h.options.transmission.max_in_flight_requests = kSlots;
+  h.options.reply_backlog = backlog;
+  NbdTestClient c = h.Connect();
+  uint64_t size = 0;
+  uint16_t flags = 0;
+  REQUIRE(c.Handshake("disk", /*structured=*/true, &size, &flags));
+
+  // The flood: back-to-back zero-length READs, as much as the socket takes.
+  std::vector<uint8_t> flood;
+  for (uint32_t i = 0; i < 1024; ++i) {
+    auto bytes = EncodeRequest({kRequestMagic, 0, kRead, i, 0, 0});
+    flood.insert(flood.end(), bytes.begin(), bytes.end());
+  }
+  uint64_t sent = 0;  // bytes of the endless request stream sent so far
+  auto send_more = [&] {
+    for (;;) {
+      size_t n = c.SendSome(flood.data() + sent % flood.size(), flood.size() - sent % flood.size());
+      if (n == 0) return;
+      sent += n;
+    }
+  };
+  // Until the server holds more replies than it has slots (the bug) or it stopped
+  // reading for want of a slot while the socket towards the client is full (the fix).
+  const bool settled = tapmap::testing::WaitUntil([&] {
+    send_more();
+    return backlog->peak_replies.load() > kSlots || backlog->readers_waiting.load() > 0;
+  });
+  INFO("requests sent: " << sent / kRequestSize << ", peak replies held: " << backlog->peak_replies.load()
+                         << " (" << backlog->peak_bytes.load() << " bytes)");
+  REQUIRE(settled);
+  CHECK(backlog->peak_replies.load() <= kSlots);
+  // An error chunk: header, error, message (at most the protocol's string limit).
+  CHECK(backlog->peak_bytes.load() <= kSlots * (kStructuredReplyHeaderSize + 6 + kMaxStringLength));
+
+  // Once the client reads, the server goes on: every whole request sent is answered,
+  // and the connection still serves data.
+  const uint64_t whole = sent / kRequestSize;
+  for (uint64_t i = 0; i < whole; ++i) {
+    auto r = c.ReadStructuredReply();
+    REQUIRE(r);
+    REQUIRE(r->error == kErrInval);
+  }
+  const size_t partial = sent % kRequestSize;
+  if (partial > 0) {
+    c.WriteRaw(flood.data() + sent % flood.size(), kRequestSize - partial);
+    auto r = c.ReadStructuredReply();
+    REQUIRE(r);
+    CHECK(r->error == kErrInval);
+  }
+  c.SendRequest(kRead, 0, 99, 0, 4096);
+  auto r = c.ReadStructuredReply();
+  REQUIRE(r);
+  CHECK(r->handle == 99);
+  CHECK(r->error == 0);
+  CHECK(r->data.size() == 4096);
+}
+
 }  // namespace
 }  // namespace tapmap::nbd

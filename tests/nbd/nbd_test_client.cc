@@ -26,6 +26,14 @@ void NbdTestClient::WriteRaw(const void* data, size_t size) {
   }
 }
 
+size_t NbdTestClient::SendSome(const void* data, size_t size) {
+  for (;;) {
+    ssize_t n = ::send(fd_.get(), data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    return n < 0 ? 0 : static_cast<size_t>(n);
+  }
+}
+
 bool NbdTestClient::ReadExact(void* data, size_t size) {
   uint8_t* p = static_cast<uint8_t*>(data);
   while (size > 0) {

@@ -20,6 +20,9 @@ class NbdTestClient {
   // Raw I/O. ReadExact returns false on EOF/timeout/error.
   void WriteRaw(const void* data, size_t size);
   bool ReadExact(void* data, size_t size);
+  // Sends what the socket takes now without blocking (MSG_DONTWAIT); returns the
+  // number of bytes sent (0 when the socket buffer is full or on error).
+  size_t SendSome(const void* data, size_t size);
   // True if the peer closed the connection (EOF) within the timeout.
   bool PeerClosed();
 
