@@ -49,6 +49,8 @@ std::vector<OptionSpec> Specs() {
       {"secret-file", "/etc/tapmap/secret", "file holding the shared secret for the mapserver"},
       {"host-name", "", "name this host logs in with (default: the system host name)"},
       {"metrics", "", "Prometheus endpoint: unix:PATH or tcp:HOST:PORT (GET /metrics)"},
+      {"metrics-max-connections", "16", "metrics connections open at once (the oldest idle one gives way)"},
+      {"metrics-request-timeout-ms", "5000", "a metrics connection is closed this long after accept unless answered"},
       {"xen", "auto", "serve Xen blkif rings: on, off, or auto (on when running in a Xen dom0)"},
       {"pool-io", "auto", "pool I/O back end: auto, io_uring or threads"},
       {"threads", "2", "I/O threads running the event loop"},
@@ -161,6 +163,15 @@ int Run(int argc, char** argv) {
     if (!parsed.ok()) return Fail(log, "--metrics: " + parsed.status().ToString());
     metrics_address = *parsed;
   }
+  control::MetricsServerOptions metrics_options;
+  auto metrics_connections = options.GetUint("metrics-max-connections");
+  if (!metrics_connections.ok() || *metrics_connections == 0 || *metrics_connections > 4096)
+    return Fail(log, "--metrics-max-connections must be 1..4096");
+  metrics_options.max_connections = static_cast<uint32_t>(*metrics_connections);
+  auto metrics_timeout = options.GetUint("metrics-request-timeout-ms");
+  if (!metrics_timeout.ok() || *metrics_timeout == 0 || *metrics_timeout > 600000)
+    return Fail(log, "--metrics-request-timeout-ms must be 1..600000");
+  metrics_options.request_timeout = std::chrono::milliseconds(*metrics_timeout);
   const std::string& xen_mode = options.Get("xen");
   if (xen_mode != "on" && xen_mode != "off" && xen_mode != "auto") return Fail(log, "--xen must be on, off or auto");
 
@@ -229,7 +240,7 @@ int Run(int argc, char** argv) {
   if (metrics_address) {
     metrics = std::make_unique<control::MetricsServer>(
         io, [engine_ptr]() { return engine::StatsToPrometheus(engine_ptr->Stats()); },
-        log.WithContext("layer", "metrics"));
+        log.WithContext("layer", "metrics"), metrics_options);
     if (Status s = metrics->Listen(*metrics_address); !s.ok()) return Fail(log, s.ToString());
   }
 

@@ -17,7 +17,9 @@
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <algorithm>
 #include <atomic>
+#include <list>
 
 namespace tapmap::control {
 
@@ -26,9 +28,20 @@ using Socket = asio::generic::stream_protocol::socket;
 
 using Acceptor = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
 
+// One accepted connection; listed in MetricsServerState::connections while its socket is open.
+struct MetricsConnection {
+  explicit MetricsConnection(std::shared_ptr<Socket> s) : socket(std::move(s)) {}
+  std::shared_ptr<Socket> socket;
+  bool answering = false;  // its request was read; it is not displaced any more
+};
+
 struct MetricsServerState {
-  MetricsServerState(asio::io_context& io_in, std::function<std::string()> render_in, Logger log_in)
-      : io(io_in), strand(asio::make_strand(io_in)), render(std::move(render_in)), log(std::move(log_in)), acceptor(strand) {}
+  MetricsServerState(asio::io_context& io_in, std::function<std::string()> render_in, Logger log_in,
+                     MetricsServerOptions options_in)
+      : io(io_in), strand(asio::make_strand(io_in)), render(std::move(render_in)), log(std::move(log_in)),
+        options(options_in), acceptor(strand), accept_backoff(strand) {
+    options.max_connections = std::max<uint32_t>(options.max_connections, 1);
+  }
   ~MetricsServerState() {
     if (!unix_path.empty() && !unlinked) ::unlink(unix_path.c_str());
   }
@@ -37,7 +50,15 @@ struct MetricsServerState {
   asio::strand<asio::io_context::executor_type> strand;
   const std::function<std::string()> render;
   Logger log;
+  MetricsServerOptions options;
   Acceptor acceptor;
+  asio::steady_timer accept_backoff;  // after an accept error (EMFILE): retry later, do not spin
+  RateLimiter limit_log{5, std::chrono::seconds(60)};
+  std::list<std::shared_ptr<MetricsConnection>> connections;  // on the strand; oldest first
+  struct {
+    std::atomic<uint64_t> accepted{0}, answered{0}, displaced{0}, refused{0}, timed_out{0};
+    std::atomic<uint32_t> open{0};
+  } counters;
   std::string unix_path;  // set by Listen before the accept loop starts; then read-only
   std::atomic<bool> stop_requested{false};
   bool unlinked = false;  // on the strand only
@@ -45,7 +66,47 @@ struct MetricsServerState {
 
 namespace {
 
-asio::awaitable<void> Serve(std::shared_ptr<MetricsServerState> state, std::shared_ptr<Socket> socket);
+asio::awaitable<void> Serve(std::shared_ptr<MetricsServerState> state, std::shared_ptr<MetricsConnection> conn);
+
+void CloseSocket(Socket& socket) {
+  boost::system::error_code ignored;
+  socket.shutdown(Socket::shutdown_both, ignored);
+  socket.close(ignored);
+}
+
+// Closes `conn` and unlists it; false if it was no longer listed. On the strand.
+bool Forget(MetricsServerState& state, const std::shared_ptr<MetricsConnection>& conn) {
+  auto it = std::find(state.connections.begin(), state.connections.end(), conn);
+  if (it == state.connections.end()) return false;
+  state.connections.erase(it);
+  state.counters.open.fetch_sub(1, std::memory_order_relaxed);
+  CloseSocket(*conn->socket);
+  return true;
+}
+
+// Makes room for one more connection: below the cap there is room; at the cap the
+// oldest connection still waiting for its request is closed. False if every
+// connection is being answered. On the strand.
+bool MakeRoom(MetricsServerState& state) {
+  if (state.connections.size() < state.options.max_connections) return true;
+  auto idle = std::find_if(state.connections.begin(), state.connections.end(),
+                           [](const auto& c) { return !c->answering; });
+  bool room = idle != state.connections.end();
+  if (room) {
+    Forget(state, std::shared_ptr<MetricsConnection>(*idle));
+    state.counters.displaced.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    state.counters.refused.fetch_add(1, std::memory_order_relaxed);
+  }
+  uint64_t suppressed = 0;
+  if (state.limit_log.Allow(&suppressed)) {
+    state.log.Warnf("%u connections open (--metrics-max-connections): %s (%llu similar messages suppressed)",
+                    state.options.max_connections,
+                    room ? "closed the oldest one still waiting for its request" : "refused a new one",
+                    static_cast<unsigned long long>(suppressed));
+  }
+  return room;
+}
 
 asio::awaitable<void> AcceptLoop(std::shared_ptr<MetricsServerState> state) {
   for (;;) {
@@ -53,15 +114,43 @@ asio::awaitable<void> AcceptLoop(std::shared_ptr<MetricsServerState> state) {
     boost::system::error_code ec;
     co_await state->acceptor.async_accept(*socket, asio::redirect_error(asio::use_awaitable, ec));
     if (ec == asio::error::operation_aborted || !state->acceptor.is_open()) co_return;
-    if (ec) continue;
-    asio::co_spawn(state->strand, Serve(state, socket), asio::detached);
+    if (ec) {
+      // EMFILE, ENFILE, ENOBUFS...: the connection stays in the backlog; retrying at
+      // once would spin.
+      uint64_t suppressed = 0;
+      if (state->limit_log.Allow(&suppressed)) {
+        state->log.Warnf("accept: %s (%llu similar messages suppressed)", ec.message().c_str(),
+                         static_cast<unsigned long long>(suppressed));
+      }
+      state->accept_backoff.expires_after(std::chrono::milliseconds(100));
+      co_await state->accept_backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (!state->acceptor.is_open()) co_return;
+      continue;
+    }
+    state->counters.accepted.fetch_add(1, std::memory_order_relaxed);
+    if (!MakeRoom(*state)) {
+      CloseSocket(*socket);
+      continue;
+    }
+    auto conn = std::make_shared<MetricsConnection>(std::move(socket));
+    state->connections.push_back(conn);
+    state->counters.open.fetch_add(1, std::memory_order_relaxed);
+    asio::co_spawn(state->strand, Serve(state, conn), asio::detached);
   }
 }
 
 }  // namespace
 
-MetricsServer::MetricsServer(asio::io_context& io, std::function<std::string()> render, Logger log)
-    : state_(std::make_shared<MetricsServerState>(io, std::move(render), std::move(log))) {}
+MetricsServer::MetricsServer(asio::io_context& io, std::function<std::string()> render, Logger log,
+                             MetricsServerOptions options)
+    : state_(std::make_shared<MetricsServerState>(io, std::move(render), std::move(log), options)) {}
+
+MetricsServer::Counters MetricsServer::counters() const {
+  constexpr auto r = std::memory_order_relaxed;
+  const auto& c = state_->counters;
+  return Counters{c.accepted.load(r), c.answered.load(r), c.displaced.load(r),
+                  c.refused.load(r),  c.timed_out.load(r), c.open.load(r)};
+}
 
 MetricsServer::~MetricsServer() { Stop(); }
 
@@ -98,6 +187,7 @@ void MetricsServer::Stop() {
   asio::post(state_->strand, [state = state_]() {
     boost::system::error_code ec;
     state->acceptor.close(ec);
+    state->accept_backoff.cancel();
     if (!state->unix_path.empty()) ::unlink(state->unix_path.c_str());
     state->unlinked = true;
   });
@@ -105,13 +195,11 @@ void MetricsServer::Stop() {
 
 namespace {
 
-asio::awaitable<void> Serve(std::shared_ptr<MetricsServerState> state, std::shared_ptr<Socket> socket) {
-  asio::steady_timer deadline(state->strand, std::chrono::seconds(10));
-  deadline.async_wait([socket](boost::system::error_code ec) {
-    if (!ec) {
-      boost::system::error_code ignored;
-      socket->close(ignored);
-    }
+asio::awaitable<void> Serve(std::shared_ptr<MetricsServerState> state, std::shared_ptr<MetricsConnection> conn) {
+  Socket* socket = conn->socket.get();
+  asio::steady_timer deadline(state->strand, state->options.request_timeout);
+  deadline.async_wait([state, conn](boost::system::error_code ec) {
+    if (!ec && Forget(*state, conn)) state->counters.timed_out.fetch_add(1, std::memory_order_relaxed);
   });
   asio::streambuf buffer(8192);
   boost::system::error_code ec;
@@ -120,10 +208,13 @@ asio::awaitable<void> Serve(std::shared_ptr<MetricsServerState> state, std::shar
   if (ec) {
     if (ec != asio::error::not_found) {
       deadline.cancel();
+      Forget(*state, conn);
       co_return;
     }
     status_line = "431 Request Header Fields Too Large";
+    conn->answering = true;
   } else {
+    conn->answering = true;
     std::string head(asio::buffers_begin(buffer.data()), asio::buffers_begin(buffer.data()) + n);
     std::string request_line = head.substr(0, head.find("\r\n"));
     size_t sp1 = request_line.find(' ');
@@ -146,8 +237,8 @@ asio::awaitable<void> Serve(std::shared_ptr<MetricsServerState> state, std::shar
                          "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
   co_await asio::async_write(*socket, asio::buffer(response), asio::redirect_error(asio::use_awaitable, ec));
   deadline.cancel();
-  socket->shutdown(Socket::shutdown_both, ec);
-  socket->close(ec);
+  if (!ec) state->counters.answered.fetch_add(1, std::memory_order_relaxed);
+  Forget(*state, conn);
 }
 
 }  // namespace
