@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -56,6 +57,9 @@ std::vector<OptionSpec> Specs() {
       {"secret-file", std::string(protocol::kDefaultSecretFile), "serve: shared secret of the hosts"},
       {"recall-timeout", "10", "serve: seconds an opener has to answer a recall"},
       {"lease-seconds", "15", "serve: host lease time T (0.2..600, decimals allowed; doc/leases.md)"},
+      {"max-connections", "1024", "serve: connections at once, all peers (doc/trust.md)"},
+      {"max-connections-per-address", "64", "serve: connections at once from one IP address"},
+      {"login-timeout", "10", "serve: seconds a new connection has to log in"},
       {"log-level", "info", "debug, info, warning or error"},
   };
 }
@@ -148,6 +152,23 @@ int Serve(const Options& options, const Logger& logger) {
   if (!(lease_seconds >= 0.2 && lease_seconds <= 600)) {
     return Fail(Status::InvalidArgument("--lease-seconds must be a number of seconds in 0.2..600"));
   }
+  ServerLimits limits;
+  for (auto [flag, field] : {std::pair{"max-connections", &limits.max_connections},
+                             std::pair{"max-connections-per-address", &limits.max_connections_per_peer}}) {
+    auto n = options.GetUint(flag);
+    if (!n.ok()) return Fail(n.status());
+    if (*n == 0 || *n > 1000000) {
+      return Fail(Status::InvalidArgument(std::string("--") + flag + " must be 1..1000000"));
+    }
+    *field = *n;
+  }
+  limits.max_anonymous_per_peer = std::min(limits.max_anonymous_per_peer, limits.max_connections_per_peer);
+  auto login_timeout = options.GetUint("login-timeout");
+  if (!login_timeout.ok()) return Fail(login_timeout.status());
+  if (*login_timeout == 0 || *login_timeout > 600) {
+    return Fail(Status::InvalidArgument("--login-timeout must be 1..600 seconds"));
+  }
+  limits.login_timeout = *login_timeout * kj::SECONDS;
   auto secret = protocol::ReadSecretFile(options.Get("secret-file"));
   if (!secret.ok()) return Fail(secret.status());
   auto sb = protocol::ReadPoolSuperblock(options.Get("pool"));
@@ -165,7 +186,7 @@ int Serve(const Options& options, const Logger& logger) {
   service_options.lease_time = static_cast<int64_t>(lease_seconds * 1000) * kj::MILLISECONDS;
   auto service = std::make_unique<MappingService>(**store, *secret, io.provider->getTimer(), logger,
                                                   service_options);
-  auto server = std::make_unique<Server>(io, *service, logger);
+  auto server = std::make_unique<Server>(io, *service, logger, limits);
   Status listening = server->Listen(*address, io.waitScope);
   if (!listening.ok()) return Fail(listening);
   logger.Infof("listening on %s (pool %s, %llu blocks of %s)", server->bound_address().c_str(),

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "protocol/remote_status.h"
@@ -14,40 +15,68 @@
 namespace tapmap::mapserver {
 namespace {
 
-std::string PeerName(kj::AsyncIoStream& stream) {
+// The peer's address: `ip` alone (for per-peer limits; "" for a unix-socket peer) and
+// `name` with the port, for logs.
+struct PeerAddress {
+  std::string ip;
+  std::string name;
+};
+
+PeerAddress PeerOf(kj::AsyncIoStream& stream) {
   struct sockaddr_storage addr;
   kj::uint len = sizeof(addr);
   try {
     stream.getpeername(reinterpret_cast<struct sockaddr*>(&addr), &len);
   } catch (...) {
-    return "unknown";
+    return {"", "unknown"};
   }
   char buf[INET6_ADDRSTRLEN] = {};
   if (addr.ss_family == AF_INET) {
     auto* in = reinterpret_cast<struct sockaddr_in*>(&addr);
     inet_ntop(AF_INET, &in->sin_addr, buf, sizeof(buf));
-    return std::string(buf) + ":" + std::to_string(ntohs(in->sin_port));
+    return {buf, std::string(buf) + ":" + std::to_string(ntohs(in->sin_port))};
   }
   if (addr.ss_family == AF_INET6) {
     auto* in6 = reinterpret_cast<struct sockaddr_in6*>(&addr);
     inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof(buf));
-    return "[" + std::string(buf) + "]:" + std::to_string(ntohs(in6->sin6_port));
+    return {buf, "[" + std::string(buf) + "]:" + std::to_string(ntohs(in6->sin6_port))};
   }
-  return "unix";
+  return {"", "unix"};
 }
 
 // The connection's stream, marking the connection ended as soon as a read or write
 // finds it gone — before the RPC system learns of it and drops the capabilities it
-// serves, so that their openers are orphaned rather than released (leases.md).
+// serves, so that their openers are orphaned rather than released (leases.md). Until a
+// login succeeds it reads at most `pre_login_budget` bytes in all: a read past it fails
+// the connection before the bytes are taken in (ServerLimits::max_bytes_before_login).
 class WatchedStream final : public kj::AsyncIoStream {
  public:
-  WatchedStream(kj::Own<kj::AsyncIoStream> inner, std::shared_ptr<ConnectionState> state)
-      : inner_(kj::mv(inner)), state_(std::move(state)) {}
+  WatchedStream(kj::Own<kj::AsyncIoStream> inner, std::shared_ptr<ConnectionState> state,
+                uint64_t pre_login_budget)
+      : inner_(kj::mv(inner)), state_(std::move(state)), pre_login_left_(pre_login_budget) {}
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
+    bool anonymous = !state_->authenticated;
+    if (anonymous) {
+      if (pre_login_left_ == 0) {
+        state_->ended = true;
+        return KJ_EXCEPTION(DISCONNECTED, "more data than a login takes before logging in");
+      }
+      max_bytes = static_cast<size_t>(std::min<uint64_t>(max_bytes, pre_login_left_));
+    }
+    size_t asked_min = min_bytes;
+    min_bytes = std::min(min_bytes, max_bytes);
     return inner_->tryRead(buffer, min_bytes, max_bytes)
         .then(
-            [this, min_bytes](size_t n) {
+            [this, anonymous, asked_min, min_bytes](size_t n) -> size_t {
+              if (anonymous) {
+                pre_login_left_ -= std::min<uint64_t>(n, pre_login_left_);
+                if (n >= min_bytes && n < asked_min) {  // the budget, not the peer, ended it
+                  state_->ended = true;
+                  kj::throwFatalException(
+                      KJ_EXCEPTION(DISCONNECTED, "more data than a login takes before logging in"));
+                }
+              }
               if (n < min_bytes) state_->ended = true;  // end of stream
               return n;
             },
@@ -84,6 +113,7 @@ class WatchedStream final : public kj::AsyncIoStream {
 
   kj::Own<kj::AsyncIoStream> inner_;
   std::shared_ptr<ConnectionState> state_;
+  uint64_t pre_login_left_;
 };
 
 }  // namespace
@@ -104,17 +134,16 @@ struct Server::Connection {
   size_t* counter;
 };
 
-Server::Server(kj::AsyncIoContext& io, MappingService& service, Logger logger,
-               kj::Duration login_timeout)
+Server::Server(kj::AsyncIoContext& io, MappingService& service, Logger logger, ServerLimits limits)
     : io_(io),
       service_(service),
       logger_(std::move(logger)),
-      login_timeout_(login_timeout),
+      limits_(limits),
       tasks_(*this) {}
 
 Server::~Server() {
-  for (auto& weak : states_) {
-    if (auto state = weak.lock()) state->ended = true;
+  for (auto& live : states_) {
+    if (auto state = live.state.lock()) state->ended = true;
   }
   if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
 }
@@ -149,24 +178,54 @@ Status Server::Listen(const protocol::ServerAddress& address, kj::WaitScope& wai
   return Status::Ok();
 }
 
+const char* Server::LimitReached(const std::string& peer_ip) {
+  std::erase_if(states_, [](const LiveConnection& c) {
+    auto state = c.state.lock();
+    return state == nullptr || state->ended;
+  });
+  size_t all = 0, anonymous = 0, peer_all = 0, peer_anonymous = 0;
+  for (const LiveConnection& c : states_) {
+    bool anon = !c.state.lock()->authenticated;
+    ++all;
+    anonymous += anon;
+    if (!peer_ip.empty() && c.peer_ip == peer_ip) {
+      ++peer_all;
+      peer_anonymous += anon;
+    }
+  }
+  if (all >= limits_.max_connections) return "connections";
+  if (anonymous >= limits_.max_anonymous) return "connections not logged in";
+  if (peer_ip.empty()) return nullptr;
+  if (peer_all >= limits_.max_connections_per_peer) return "connections from one address";
+  if (peer_anonymous >= limits_.max_anonymous_per_peer) return "connections not logged in from one address";
+  return nullptr;
+}
+
 kj::Promise<void> Server::AcceptLoop() {
   return listener_->accept().then([this](kj::Own<kj::AsyncIoStream> stream) {
-    std::string peer = PeerName(*stream);
+    PeerAddress peer = PeerOf(*stream);
+    if (const char* limit = LimitReached(peer.ip)) {
+      ++refused_;
+      uint64_t suppressed = 0;
+      if (refusal_log_.Allow(&suppressed)) {
+        logger_.Warnf("refusing a connection from %s: too many %s (%llu similar refusals suppressed)",
+                      peer.name.c_str(), limit, static_cast<unsigned long long>(suppressed));
+      }
+      return AcceptLoop();  // `stream` is closed here
+    }
     auto close = kj::newPromiseAndFulfiller<void>();
     auto state = std::make_shared<ConnectionState>();
-    std::erase_if(states_, [](const std::weak_ptr<ConnectionState>& w) { return w.expired(); });
-    states_.push_back(state);
-    stream = kj::heap<WatchedStream>(kj::mv(stream), state);
-    auto gate = service_.NewGate(peer, kj::mv(close.fulfiller), state);
+    states_.push_back({state, peer.ip});
+    stream = kj::heap<WatchedStream>(kj::mv(stream), state, limits_.max_bytes_before_login);
+    auto gate = service_.NewGate(peer.name, kj::mv(close.fulfiller), state);
     auto connection = kj::heap<Connection>(kj::mv(stream), kj::mv(gate), &connections_);
     // An anonymous connection may not linger: close it if no login succeeded in time.
     auto login_deadline =
         io_.provider->getTimer()
-            .afterDelay(login_timeout_)
-            .then([this, state, peer]() -> kj::Promise<void> {
+            .afterDelay(limits_.login_timeout)
+            .then([this, state, name = peer.name]() -> kj::Promise<void> {
               if (state->authenticated) return kj::NEVER_DONE;
-              logger_.Warnf("closing connection from %s: no login within the timeout",
-                            peer.c_str());
+              logger_.Warnf("closing connection from %s: no login within the timeout", name.c_str());
               return kj::READY_NOW;
             });
     auto ended = connection->network.onDisconnect()

@@ -19,12 +19,28 @@
 
 namespace tapmap::mapserver {
 
+// What one server lets its peers hold (doc/trust.md, "Bounded resources"). A
+// connection over a limit is accepted and closed at once, with a rate-limited warning,
+// so neither the listen backlog nor this process keeps its fd. "Anonymous" means no
+// login has succeeded on it yet; "peer" is the remote IP address (unix-socket peers
+// count only towards the global limits: the socket's file mode guards them).
+struct ServerLimits {
+  kj::Duration login_timeout = 10 * kj::SECONDS;
+  size_t max_connections = 1024;
+  size_t max_connections_per_peer = 64;
+  size_t max_anonymous = 64;
+  size_t max_anonymous_per_peer = 8;
+  // Bytes a connection may send before a login succeeds; a Gate challenge + login
+  // takes well under 1 KiB. Past it the connection is closed, so a peer that has not
+  // logged in can never make the server buffer one of the large messages that logged
+  // in hosts may send (capnp's reader accepts up to 64 MiB).
+  uint64_t max_bytes_before_login = 16 * 1024;
+};
+
 class Server final : private kj::TaskSet::ErrorHandler {
  public:
-  inline static constexpr kj::Duration kDefaultLoginTimeout = 30 * kj::SECONDS;
-
   Server(kj::AsyncIoContext& io, MappingService& service, Logger logger,
-         kj::Duration login_timeout = kDefaultLoginTimeout);
+         ServerLimits limits = ServerLimits());
   ~Server();
 
   // Binds `address` and starts accepting. A stale unix socket file at the path is
@@ -35,23 +51,35 @@ class Server final : private kj::TaskSet::ErrorHandler {
   // The address actually bound ("tcp:127.0.0.1:41234" when port 0 was asked for).
   const std::string& bound_address() const { return bound_address_; }
   size_t connection_count() const { return connections_; }
+  // Connections closed at accept because a limit was reached (ServerLimits).
+  uint64_t refused_connections() const { return refused_; }
 
  private:
   struct Connection;
+  struct LiveConnection {
+    std::weak_ptr<ConnectionState> state;
+    std::string peer_ip;  // "" for a unix-socket peer
+  };
   kj::Promise<void> AcceptLoop();
+  // Forgets ended connections, then names the limit, if any, that a new connection
+  // from `peer_ip` ("" for unix) would exceed.
+  const char* LimitReached(const std::string& peer_ip);
   void taskFailed(kj::Exception&& exception) override;
 
   kj::AsyncIoContext& io_;
   MappingService& service_;
   Logger logger_;
-  kj::Duration login_timeout_;
+  ServerLimits limits_;
   kj::Own<kj::ConnectionReceiver> listener_;
   std::string bound_address_;
   std::string unix_path_;  // unlinked at destruction
   size_t connections_ = 0;
-  // Each connection's state, to mark them ended when the server goes (so their
-  // openers are orphaned, and their rw lease records kept for the next grace period).
-  std::vector<std::weak_ptr<ConnectionState>> states_;
+  uint64_t refused_ = 0;
+  RateLimiter refusal_log_{5, std::chrono::seconds(10)};
+  // The live connections: counted against ServerLimits, and marked ended when the
+  // server goes (so their openers are orphaned, and their rw lease records kept for
+  // the next grace period).
+  std::vector<LiveConnection> states_;
   kj::TaskSet tasks_;
 };
 

@@ -126,8 +126,9 @@ class RpcFixture {
     options.lease_time = kLeaseTime;
     service_ = std::make_unique<MappingService>(store_.store(), kSecret, io_.provider->getTimer(),
                                                 Logger("mapserver", LogLevel::kError), options);
-    server_ = std::make_unique<Server>(io_, *service_, Logger("mapserver", LogLevel::kError),
-                                       500 * kj::MILLISECONDS);
+    ServerLimits limits;
+    limits.login_timeout = 500 * kj::MILLISECONDS;
+    server_ = std::make_unique<Server>(io_, *service_, Logger("mapserver", LogLevel::kError), limits);
     auto address = protocol::ParseServerAddress(listen);
     REQUIRE(address.ok());
     REQUIRE(server_->Listen(*address, io_.waitScope).ok());
