@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "tests/nbd/daemon_fixture.h"
+#include "tests/nbd/nbd_test_client.h"
 #include "tests/support/wait_until.h"
 
 namespace tapmap::nbd {
@@ -84,6 +85,99 @@ TEST_CASE("clones through NBD: each reads its own data, sibling and golden image
   auto stats = f.Tapmap({"stats"});
   INFO(stats.dump());
   CHECK(stats.dump().find("logical_bytes_read") != std::string::npos);
+  CHECK(f.StopTapdisk() == 0);
+}
+
+// Reads NBD_OPT_INFO/GO replies up to the ACK; the export size, or nullopt if the
+// option was refused (`*error` gets the NBD_REP_ERR_*).
+std::optional<uint64_t> AskExport(testing::NbdTestClient& client, Option option, const std::string& name,
+                                  uint32_t* error = nullptr) {
+  client.SendOption(static_cast<uint32_t>(option), testing::NbdTestClient::GoPayload(name));
+  uint64_t size = 0;
+  for (;;) {
+    auto reply = client.ReadOptionReply();
+    if (!reply) return std::nullopt;
+    if (reply->type == kRepAck) return size;
+    if (reply->type != kRepInfo) {
+      if (error) *error = reply->type;
+      return std::nullopt;
+    }
+    if (Result<InfoExport> info = DecodeInfoExport(reply->data); info.ok()) size = info->size_bytes;
+  }
+}
+
+// A client past the greeting, in the option phase, on the unix socket `path`.
+testing::NbdTestClient Negotiating(const std::string& path) {
+  UniqueFd fd = testing::ConnectUnixSocket(path);
+  REQUIRE(fd.valid());
+  testing::NbdTestClient client(std::move(fd));
+  uint16_t server_flags = 0;
+  REQUIRE(client.ReadGreeting(&server_flags));
+  client.SendClientFlags(kClientFlagFixedNewstyle | kClientFlagNoZeroes);
+  return client;
+}
+
+// Lines of `path` containing every one of `needles`.
+int CountLines(const std::string& path, std::initializer_list<std::string_view> needles) {
+  std::ifstream in(path);
+  int count = 0;
+  for (std::string line; std::getline(in, line);) {
+    bool all = true;
+    for (std::string_view needle : needles) all = all && line.find(needle) != std::string::npos;
+    count += all;
+  }
+  return count;
+}
+
+TEST_CASE("NBD_OPT_INFO takes no lease: it describes a volume another host writes, which keeps it") {
+  DaemonFixture f;
+  f.Tapmap({"volume", "create", "vm", "16M"});
+  // Host "other": a second tapdisk-map on the same mapserver and pool, whose NBD client
+  // holds the volume read-write (GO) for the whole test.
+  const std::string other_nbd = f.path("other-nbd.sock");
+  ChildProcess other({testing::Bin("tapdisk-map"), "--config", f.config(), "--server", "unix:" + f.mapserver_socket(),
+                      "--pool", f.pool(), "--secret-file", f.secret(), "--host-name", "other", "--control",
+                      f.path("other-ctl.sock"), "--nbd", "unix:" + other_nbd, "--cache-size", "64M", "--xen", "off"},
+                     f.path("other.log"));
+  REQUIRE(tapmap::testing::WaitForPath(other_nbd, std::chrono::seconds(30)));
+  testing::NbdTestClient writer = Negotiating(other_nbd);
+  REQUIRE(AskExport(writer, Option::kGo, "vm") == (16u << 20));
+  auto info = f.Tapmap({"volume", "info", "vm"})["volume"];
+  INFO(info.dump());
+  REQUIRE(info["writer"] == "other");
+
+  // This host only asks: it is told the size, and the writer is still "other" with its
+  // one opener; the writer's connection still serves.
+  testing::NbdTestClient asker = Negotiating(f.nbd_socket());
+  uint32_t error = 0;
+  CHECK(AskExport(asker, Option::kInfo, "vm", &error) == (16u << 20));
+  CHECK(error == 0);
+  info = f.Tapmap({"volume", "info", "vm"})["volume"];
+  CHECK(info["writer"] == "other");
+  CHECK(info["openers"] == 1);
+  CHECK(info["standby"] == "");
+  CHECK(f.Tapmap({"stats"})["stats"]["volumes_open"] == 0);
+  // The mapserver logs every open before answering it, and this host's INFO was
+  // answered: had it opened the volume, the line would be there.
+  const std::string mapserver_log = f.path("mapserver.log");
+  CHECK(CountLines(mapserver_log, {"[host=nbd-it]", "opened", " vm "}) == 0);
+  writer.SendRequest(static_cast<uint16_t>(Command::kWrite), 0, 7, 0, 4096, std::vector<uint8_t>(4096, 0x5a));
+  auto written = writer.ReadSimpleReply(0);
+  REQUIRE(written);
+  CHECK(written->error == 0);
+  // Opening it is GO's business, and the same observations see it: this host becomes
+  // the volume's standby (mapserver/doc/leases.md), the writer stays.
+  CHECK(AskExport(asker, Option::kGo, "vm") == (16u << 20));
+  info = f.Tapmap({"volume", "info", "vm"})["volume"];
+  CHECK(info["writer"] == "other");
+  CHECK(info["standby"] == "nbd-it");
+  CHECK(f.Tapmap({"stats"})["stats"]["volumes_open"] == 1);
+  CHECK(CountLines(mapserver_log, {"[host=nbd-it]", "opened", " vm "}) == 1);
+  asker.SendRequest(static_cast<uint16_t>(Command::kDisconnect), 0, 1, 0, 0);
+  CHECK(asker.PeerClosed());
+  writer.SendRequest(static_cast<uint16_t>(Command::kDisconnect), 0, 1, 0, 0);
+  CHECK(writer.PeerClosed());
+  CHECK(other.Stop(std::chrono::seconds(60)) == 0);
   CHECK(f.StopTapdisk() == 0);
 }
 

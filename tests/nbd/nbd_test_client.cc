@@ -2,12 +2,24 @@
 
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/un.h>
 
 #include <array>
 #include <cerrno>
+#include <cstring>
 #include <stdexcept>
 
 namespace tapmap::nbd::testing {
+
+UniqueFd ConnectUnixSocket(const std::string& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) return UniqueFd();
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return UniqueFd();
+  return fd;
+}
 
 NbdTestClient::NbdTestClient(UniqueFd fd) : fd_(std::move(fd)) {
   timeval tv{10, 0};

@@ -13,6 +13,9 @@
 
 namespace tapmap::nbd::testing {
 
+// A connected unix stream socket (an invalid fd if the connect failed).
+UniqueFd ConnectUnixSocket(const std::string& path);
+
 class NbdTestClient {
  public:
   explicit NbdTestClient(UniqueFd fd);
