@@ -15,6 +15,69 @@ bool ParseLogLevel(std::string_view text, LogLevel* level) {
   return true;
 }
 
+namespace {
+
+// Appends `text` to `out` with control characters escaped; with `quoting`, '"' and
+// '\\' are escaped too (the text goes between double quotes).
+void AppendEscaped(std::string& out, std::string_view text, bool quoting) {
+  for (size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 || c == 0x7f) {
+      switch (c) {
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default: {
+          static constexpr char kHex[] = "0123456789abcdef";
+          out += "\\x";
+          out += kHex[c >> 4];
+          out += kHex[c & 0xf];
+        }
+      }
+    } else if (c == 0xc2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) == 0x85) {
+      out += "\\u0085";  // NEL
+      i += 1;
+    } else if (c == 0xe2 && i + 2 < text.size() && static_cast<unsigned char>(text[i + 1]) == 0x80 &&
+               (static_cast<unsigned char>(text[i + 2]) == 0xa8 || static_cast<unsigned char>(text[i + 2]) == 0xa9)) {
+      out += text[i + 2] == '\xa8' ? "\\u2028" : "\\u2029";  // LINE / PARAGRAPH SEPARATOR
+      i += 2;
+    } else if (quoting && (c == '"' || c == '\\')) {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+}
+
+// A context value is written bare only if it is plain ASCII with nothing that could
+// be read as the end of the value or of the context.
+bool NeedsQuotes(std::string_view value) {
+  if (value.empty()) return true;
+  for (unsigned char c : value) {
+    if (c <= ' ' || c >= 0x7f || c == '=' || c == '"' || c == '[' || c == ']') return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string EscapeControlCharacters(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  AppendEscaped(out, text, false);
+  return out;
+}
+
+std::string QuoteForLog(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 2);
+  out += '"';
+  AppendEscaped(out, text, true);
+  out += '"';
+  return out;
+}
+
 Logger::Logger(std::string component, LogLevel min_level, std::FILE* sink)
     : component_(std::move(component)),
       min_level_(min_level),
@@ -26,7 +89,7 @@ Logger Logger::WithContext(std::string_view key, std::string_view value) const {
   if (!copy.context_.empty()) copy.context_ += ' ';
   copy.context_ += key;
   copy.context_ += '=';
-  copy.context_ += value;
+  copy.context_ += NeedsQuotes(value) ? QuoteForLog(value) : std::string(value);
   return copy;
 }
 
@@ -87,7 +150,7 @@ void Logger::Emit(LogLevel level, std::string_view body) const {
   line += ' ';
   line += kNames[static_cast<int>(level)];
   line += ": ";
-  line += body;
+  AppendEscaped(line, body, false);  // one event, one line
   line += '\n';
   std::fwrite(line.data(), 1, line.size(), sink_);
   std::fflush(sink_);

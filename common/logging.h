@@ -5,6 +5,13 @@
 //
 // Under systemd (JOURNAL_STREAM set) lines carry a "<N>" syslog priority prefix, which
 // journald turns into the entry's priority.
+//
+// One event is one line, whatever the text holds: messages and context values often
+// quote what a peer sent (an NBD export name, a guest's xenstore value), so every
+// control character in them is escaped (EscapeControlCharacters) before the line is
+// written, and a context value that could be misread (empty, or holding a space, '=',
+// '"', '[', ']' or anything but printable ASCII) is quoted (QuoteForLog). A forged "\n12:00:00.000 mapserver info:
+// deleted volume prod-db" thus stays inside the line that quotes it.
 #pragma once
 
 #include <cstdarg>
@@ -22,6 +29,16 @@ enum class LogLevel : uint8_t { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 
 // Parses "debug", "info", "warning", "error"; returns false on anything else.
 bool ParseLogLevel(std::string_view text, LogLevel* level);
 
+// `text` with every control character written out: "\n", "\r", "\t", and "\xNN"
+// for the other bytes below 0x20 and 0x7f (ESC is "\x1b"); the Unicode line breaks
+// a log viewer may honour (U+0085, U+2028, U+2029 in UTF-8) as "\u0085" etc.
+// Everything else, including other UTF-8, is kept.
+std::string EscapeControlCharacters(std::string_view text);
+
+// `text` in double quotes, with '"' and '\' backslash-escaped and control characters
+// escaped as above: for a name a peer chose, so its start and end are unambiguous.
+std::string QuoteForLog(std::string_view text);
+
 class Logger {
  public:
   // `component` names the program or layer ("mapserver", "blkif"). Lines below
@@ -29,13 +46,15 @@ class Logger {
   explicit Logger(std::string component, LogLevel min_level = LogLevel::kInfo,
                   std::FILE* sink = stderr);
 
-  // A logger that appends "key=value" to this one's context.
+  // A logger that appends "key=value" to this one's context. `value` is escaped, and
+  // quoted if it could be misread (see the top of this file); `key` is the caller's.
   Logger WithContext(std::string_view key, std::string_view value) const;
   Logger WithContext(std::string_view key, uint64_t value) const;
 
   LogLevel min_level() const { return min_level_; }
   bool Enabled(LogLevel level) const { return level >= min_level_; }
 
+  // Writes one line; control characters in `message` are escaped.
   void Log(LogLevel level, std::string_view message) const;
   void Debugf(const char* fmt, ...) const __attribute__((format(printf, 2, 3)));
   void Infof(const char* fmt, ...) const __attribute__((format(printf, 2, 3)));

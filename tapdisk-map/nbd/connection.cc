@@ -72,7 +72,8 @@ asio::awaitable<void> Connection::Serve() {
     volume_ = negotiated->name;
   }
   Logger tx_log = log_.WithContext("volume", negotiated->name);
-  tx_log.Infof("serving (%s replies, %s)", negotiated->structured_replies ? "structured" : "simple",
+  tx_log.Infof("serving export %s (%s replies, %s)", QuotedExportName(negotiated->name).c_str(),
+               negotiated->structured_replies ? "structured" : "simple",
                negotiated->device->read_only() ? "read-only" : "read-write");
   transmission_ = std::make_shared<Transmission>(std::move(stream_), std::move(negotiated->device),
                                                  negotiated->structured_replies,

@@ -146,7 +146,7 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
         Result<Device> device = co_await OpenExport(catalog, name);
         if (!device.ok()) {
           LogRefusal(options, log, option, name, device.status());
-          co_return device.status().WithContext("export '" + PrintableText(name) + "'");
+          co_return device.status().WithContext("export " + QuotedExportName(name));
         }
         // EXPORT_NAME clients get simple replies only.
         uint16_t flags = TransmissionFlagsFor(**device, false);

@@ -23,6 +23,19 @@ std::string PrintableText(std::string_view text, size_t max_bytes) {
   return out;
 }
 
+std::string QuotedExportName(std::string_view name) {
+  std::string quoted = "'";
+  for (char c : PrintableText(name)) {
+    if (c == '\'') {
+      quoted += "\\x27";
+    } else {
+      quoted += c;
+    }
+  }
+  quoted += '\'';
+  return quoted;
+}
+
 void RefusalLog::Refused(const Logger& log, std::string_view option, std::string_view name, const Status& status) {
   refused_++;
   uint64_t unreported = 0;
@@ -30,8 +43,8 @@ void RefusalLog::Refused(const Logger& log, std::string_view option, std::string
     suppressed_++;
     return;
   }
-  std::string line = "refused " + std::string(option) + " of export '" + PrintableText(name) +
-                     "': " + PrintableText(status.ToString(), 1024);
+  std::string line = "refused " + std::string(option) + " of export " + QuotedExportName(name) + ": " +
+                     PrintableText(status.ToString(), 1024);
   if (unreported > 0) line += " (" + std::to_string(unreported) + " earlier refusals not logged: rate limit)";
   log.Warnf("%s", line.c_str());
 }

@@ -25,6 +25,11 @@ namespace tapmap::nbd {
 // cut to `max_bytes` of input (then "..." is appended).
 std::string PrintableText(std::string_view text, size_t max_bytes = 256);
 
+// An export name as every NBD log line writes it: in single quotes, made printable as
+// above and with a quote in it escaped too ("'vm1'", "'a\\x27b'"), so that where the
+// client's name ends is never in doubt.
+std::string QuotedExportName(std::string_view name);
+
 class RefusalLog {
  public:
   // At most `burst` lines per `period`; refusals beyond are counted and reported in the

@@ -105,8 +105,8 @@ Status NbdServer::Listen(const ListenAddress& address, std::string default_expor
   if (raw->default_export.empty()) {
     log_.Infof("listening on %s", raw->address.c_str());
   } else {
-    log_.Infof("listening on %s for volume %s only (also as the default export)", raw->address.c_str(),
-               raw->default_export.c_str());
+    log_.Infof("listening on %s for export %s only (also as the default export)", raw->address.c_str(),
+               QuotedExportName(raw->default_export).c_str());
   }
   asio::co_spawn(accept_strand_, [this, raw]() { return AcceptLoop(raw); }, asio::detached);
   return Status::Ok();

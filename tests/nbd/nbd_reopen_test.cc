@@ -178,6 +178,9 @@ TEST_CASE("refusal log: printable names, rate limit") {
   CHECK(PrintableText(std::string("a\nb\0c\\", 6)) == "a\\x0ab\\x00c\\x5c");
   CHECK(PrintableText("\xff") == "\\xff");
   CHECK(PrintableText(std::string(300, 'x'), 4) == "xxxx...");
+  CHECK(QuotedExportName("vm1") == "'vm1'");
+  CHECK(QuotedExportName("a' b\n") == "'a\\x27 b\\x0a'");
+  CHECK(QuotedExportName("") == "''");
 
   std::FILE* sink = std::tmpfile();
   REQUIRE(sink != nullptr);
