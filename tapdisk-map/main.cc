@@ -32,6 +32,7 @@
 #include "tapdisk-map/control/vbd_requests.h"
 #include "tapdisk-map/engine/engine.h"
 #include "tapdisk-map/nbd/export_catalog.h"
+#include "tapdisk-map/nbd/listener_spec.h"
 #include "tapdisk-map/nbd/server.h"
 #include "tapdisk-map/xen/real_platform.h"
 
@@ -45,7 +46,10 @@ std::vector<OptionSpec> Specs() {
       {"pool", "", "the storage pool (file or block device) shared with the mapserver"},
       {"cache-size", "", "data cache size, e.g. 4G (default: 1/8 of memory, at least 64M)"},
       {"control", "/run/tapmap/tapdisk-map.sock", "control socket path"},
-      {"nbd", "", "NBD listen addresses: unix:PATH or tcp:HOST:PORT (repeatable or comma list)"},
+      {"nbd", "",
+       "NBD listeners: unix:PATH or tcp:HOST:PORT, each optionally ?exports=NAME[:NAME...] to offer only "
+       "those volumes (names or fnmatch patterns, e.g. tcp:0.0.0.0:10809?exports=vm1:web-*); repeatable or comma "
+       "list"},
       {"secret-file", "/etc/tapmap/secret", "file holding the shared secret for the mapserver"},
       {"host-name", "", "name this host logs in with (default: the system host name)"},
       {"metrics", "", "Prometheus endpoint: unix:PATH or tcp:HOST:PORT (GET /metrics)"},
@@ -151,11 +155,11 @@ int Run(int argc, char** argv) {
   auto threads = options.GetUint("threads");
   if (!threads.ok() || *threads == 0 || *threads > 64) return Fail(log, "--threads must be 1..64");
 
-  std::vector<ListenAddress> nbd_addresses;
+  std::vector<nbd::NbdListenerSpec> nbd_listeners;
   if (!options.Get("nbd").empty()) {
-    auto parsed = ParseListenAddressList(options.Get("nbd"));
+    auto parsed = nbd::ParseNbdListeners(options.Get("nbd"));
     if (!parsed.ok()) return Fail(log, "--nbd: " + parsed.status().ToString());
-    nbd_addresses = std::move(*parsed);
+    nbd_listeners = std::move(*parsed);
   }
   std::optional<ListenAddress> metrics_address;
   if (!options.Get("metrics").empty()) {
@@ -204,8 +208,10 @@ int Run(int argc, char** argv) {
   nbd::NbdServerOptions nbd_options;
   nbd_options.connection.handshake.max_request_bytes = nbd_options.connection.transmission.max_request_bytes;
   nbd::NbdServer nbd_server(io, exports, nbd_options, log.WithContext("layer", "nbd"));
-  for (const auto& address : nbd_addresses) {
-    if (Status s = nbd_server.Listen(address); !s.ok()) return Fail(log, "nbd: " + s.ToString());
+  for (const auto& listener : nbd_listeners) {
+    if (Status s = nbd_server.Listen(listener.address, {.allowed_exports = listener.exports}); !s.ok()) {
+      return Fail(log, "nbd: " + s.ToString());
+    }
   }
 
   // ---- control socket and metrics
@@ -219,6 +225,7 @@ int Run(int argc, char** argv) {
                               {"volumes_open", listener.volumes_open},
                               {"connections", listener.connections}};
       if (!listener.default_export.empty()) entry["export"] = listener.default_export;
+      if (!listener.allowed_exports.empty()) entry["allowed_exports"] = listener.allowed_exports;
       list.push_back(std::move(entry));
     }
     return list;
@@ -226,7 +233,7 @@ int Run(int argc, char** argv) {
   handlers.nbd_listen = [&nbd_server](const std::string& address, const std::string& volume) -> Status {
     auto parsed = ParseListenAddress(address);
     if (!parsed.ok()) return parsed.status();
-    return nbd_server.Listen(*parsed, volume);
+    return nbd_server.Listen(*parsed, {.default_export = volume});
   };
   handlers.nbd_unlisten = [&nbd_server](const std::string& address) -> Status {
     auto parsed = ParseListenAddress(address);

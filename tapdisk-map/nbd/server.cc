@@ -50,12 +50,24 @@ NbdServer::~NbdServer() {
   }
 }
 
-Status NbdServer::Listen(const ListenAddress& address, std::string default_export) {
+Status NbdServer::Listen(const ListenAddress& address, ListenerOptions options) {
   auto listener = std::make_unique<Listener>();
   listener->address = address.ToString();
-  listener->default_export = std::move(default_export);
-  if (!listener->default_export.empty()) {
-    listener->single = std::make_unique<SingleExport>(catalog_, listener->default_export);
+  listener->options = std::move(options);
+  const ListenerOptions& o = listener->options;
+  listener->catalog = &catalog_;
+  if (!o.allowed_exports.empty()) {
+    if (Status s = ValidateExportPatterns(o.allowed_exports); !s.ok()) return s;
+    if (!o.default_export.empty() && !ExportAllowed(o.allowed_exports, o.default_export)) {
+      return Status::InvalidArgument("export " + QuotedExportName(o.default_export) +
+                                     " is not in the listener's allow-list");
+    }
+    listener->allowed = std::make_unique<AllowedExports>(catalog_, o.allowed_exports);
+    listener->catalog = listener->allowed.get();
+  }
+  if (!o.default_export.empty()) {
+    listener->single = std::make_unique<SingleExport>(*listener->catalog, o.default_export);
+    listener->catalog = listener->single.get();
   }
   listener->acceptor = std::make_unique<Acceptor>(accept_strand_);
   {
@@ -102,11 +114,15 @@ Status NbdServer::Listen(const ListenAddress& address, std::string default_expor
     listeners_.push_back(std::move(listener));
     accept_loops_running_++;
   }
-  if (raw->default_export.empty()) {
-    log_.Infof("listening on %s", raw->address.c_str());
-  } else {
+  if (!raw->options.default_export.empty()) {
     log_.Infof("listening on %s for export %s only (also as the default export)", raw->address.c_str(),
-               QuotedExportName(raw->default_export).c_str());
+               QuotedExportName(raw->options.default_export).c_str());
+  } else if (!raw->options.allowed_exports.empty()) {
+    std::string list;
+    for (const std::string& pattern : raw->options.allowed_exports) list += (list.empty() ? "" : " ") + pattern;
+    log_.Infof("listening on %s for the exports %s only", raw->address.c_str(), list.c_str());
+  } else {
+    log_.Infof("listening on %s", raw->address.c_str());
   }
   asio::co_spawn(accept_strand_, [this, raw]() { return AcceptLoop(raw); }, asio::detached);
   return Status::Ok();
@@ -147,8 +163,7 @@ asio::awaitable<void> NbdServer::AcceptLoop(Listener* listener) {
       uint64_t id = next_connection_id_++;
       Logger log = log_.WithContext("conn", id);
       auto holder = std::make_shared<Connection*>(nullptr);
-      ExportCatalog& catalog = listener->single ? *listener->single : catalog_;
-      connection = std::make_shared<Connection>(std::move(peer), catalog, options_.connection, log,
+      connection = std::make_shared<Connection>(std::move(peer), *listener->catalog, options_.connection, log,
                                                 [this, holder]() { ConnectionEnded(*holder); });
       *holder = connection.get();
       connections_[connection.get()] = Live{connection, listener};
@@ -270,7 +285,8 @@ std::vector<NbdServer::ListenerInfo> NbdServer::Describe() const {
     for (const auto& listener : listeners_) {
       if (listener->removed) continue;
       order.push_back(listener.get());
-      out.push_back(ListenerInfo{listener->address, listener->default_export, {}, 0});
+      out.push_back(ListenerInfo{listener->address, listener->options.default_export,
+                                 listener->options.allowed_exports, {}, 0});
     }
     for (const auto& [ptr, entry] : connections_) live.emplace_back(entry.listener, entry.connection);
   }

@@ -23,6 +23,7 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "tapdisk-map/nbd/connection.h"
+#include "tapdisk-map/nbd/export_allow_list.h"
 #include "tapdisk-map/nbd/export_catalog.h"
 
 namespace tapmap::nbd {
@@ -33,6 +34,16 @@ struct NbdServerOptions {
   // WRITE payload buffers kept for reuse by all connections (pool/buffer_recycler.h),
   // unless connection.payload_buffers is given; 0: no reuse.
   size_t payload_buffer_retain_bytes = 128u << 20;
+};
+
+// How one listener serves (NbdServer::Listen).
+struct ListenerOptions {
+  // Non-empty: the listener offers this one export only, also as NBD's default export
+  // (the empty name); see Listen.
+  std::string default_export = {};
+  // Non-empty: the exports this listener offers (export_allow_list.h); others are
+  // not-found and not listed. Must be valid (ValidateExportPatterns).
+  std::vector<std::string> allowed_exports = {};
 };
 
 class NbdServer {
@@ -48,12 +59,14 @@ class NbdServer {
   // exists as a stale socket is replaced; any other existing file is an error, and so
   // is an address this server already listens on (already-exists).
   //
-  // With a non-empty `default_export` the listener offers that one export only: a
-  // client asking for the empty name (NBD's default export, which is what libxl >= 4.19
-  // hands QEMU for the emulated disk of a `backendtype=tap` HVM guest) or for that name
-  // gets it, any other name is not-found, and NBD_OPT_LIST lists just it. Such
-  // per-device listeners come and go with the device (Unlisten).
-  Status Listen(const ListenAddress& address, std::string default_export = {});
+  // With a non-empty `options.default_export` the listener offers that one export
+  // only: a client asking for the empty name (NBD's default export, which is what
+  // libxl >= 4.19 hands QEMU for the emulated disk of a `backendtype=tap` HVM guest) or
+  // for that name gets it, any other name is not-found, and NBD_OPT_LIST lists just it.
+  // Such per-device listeners come and go with the device (Unlisten). With
+  // `options.allowed_exports`, only the exports the list allows are offered (both may
+  // be given: the default export must then be allowed too).
+  Status Listen(const ListenAddress& address, ListenerOptions options = {});
 
   // Stops accepting on the listener of `address` (spelled as ListenerInfo::address),
   // removes its unix socket file and asks its connections to end (in-flight requests
@@ -69,6 +82,7 @@ class NbdServer {
   struct ListenerInfo {
     std::string address;
     std::string default_export;  // "" for a listener that serves every volume
+    std::vector<std::string> allowed_exports;  // the allow-list; empty: no list
     std::vector<std::string> volumes_open;  // sorted, unique
     uint32_t connections = 0;
   };
@@ -80,8 +94,10 @@ class NbdServer {
   struct Listener {
     std::string address;
     std::string unix_path;  // removed at Stop / Unlisten
-    std::string default_export;
-    std::unique_ptr<ExportCatalog> single;  // set iff default_export is: its one export
+    ListenerOptions options;
+    std::unique_ptr<ExportCatalog> allowed;  // set iff options.allowed_exports is
+    std::unique_ptr<ExportCatalog> single;   // set iff options.default_export is: its one export
+    ExportCatalog* catalog = nullptr;        // what the listener's connections open
     std::unique_ptr<Acceptor> acceptor;
     bool removed = false;    // Unlisten was called (mu_)
     bool loop_done = false;  // its accept loop has returned (mu_)

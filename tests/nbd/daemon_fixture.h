@@ -39,8 +39,10 @@ inline int Run(const std::vector<std::string>& argv, std::string* out = nullptr)
 
 class DaemonFixture {
  public:
-  explicit DaemonFixture(std::string pool_size = "1G", std::string cache_size = "64M")
-      : dir_("tapmap-nbd-it"), cache_size_(std::move(cache_size)) {
+  // `tapdisk_args` are added to tapdisk-map's command line (e.g. more --nbd listeners).
+  explicit DaemonFixture(std::string pool_size = "1G", std::string cache_size = "64M",
+                         std::vector<std::string> tapdisk_args = {})
+      : dir_("tapmap-nbd-it"), cache_size_(std::move(cache_size)), tapdisk_args_(std::move(tapdisk_args)) {
     std::ofstream(secret()) << "nbd integration secret\n";
     ::chmod(secret().c_str(), 0600);
     std::ofstream(config()) << "# defaults only\n";
@@ -65,12 +67,12 @@ class DaemonFixture {
   }
 
   void StartTapdisk() {
-    tapdisk_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{Bin("tapdisk-map"), "--config", config(), "--server", "unix:" + mapserver_socket(),
-                                 "--pool", pool(), "--secret-file", secret(), "--host-name", "nbd-it",
-                                 "--control", control_socket(), "--nbd", "unix:" + nbd_socket(), "--cache-size",
-                                 cache_size_, "--xen", "off", "--metrics", "unix:" + (dir_ / "metrics.sock")},
-        dir_ / "tapdisk-map.log");
+    std::vector<std::string> argv{Bin("tapdisk-map"), "--config", config(), "--server", "unix:" + mapserver_socket(),
+                                  "--pool", pool(), "--secret-file", secret(), "--host-name", "nbd-it",
+                                  "--control", control_socket(), "--nbd", "unix:" + nbd_socket(), "--cache-size",
+                                  cache_size_, "--xen", "off", "--metrics", "unix:" + (dir_ / "metrics.sock")};
+    argv.insert(argv.end(), tapdisk_args_.begin(), tapdisk_args_.end());
+    tapdisk_ = std::make_unique<ChildProcess>(std::move(argv), dir_ / "tapdisk-map.log");
     REQUIRE(WaitForPath(nbd_socket(), std::chrono::seconds(30)));
     REQUIRE(WaitForPath(control_socket(), std::chrono::seconds(30)));
   }
@@ -108,6 +110,7 @@ class DaemonFixture {
  private:
   TempDir dir_;
   std::string cache_size_;
+  std::vector<std::string> tapdisk_args_;
   std::unique_ptr<ChildProcess> mapserver_;
   std::unique_ptr<ChildProcess> tapdisk_;
 };

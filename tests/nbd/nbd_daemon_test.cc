@@ -18,6 +18,7 @@ namespace {
 using testing::ChildProcess;
 using testing::DaemonFixture;
 using testing::Run;
+using tapmap::testing::RunCommand;
 
 // A raw image with random data and some zero megabytes.
 void WriteImage(const std::string& path, int megabytes, uint64_t seed) {
@@ -178,6 +179,51 @@ TEST_CASE("NBD_OPT_INFO takes no lease: it describes a volume another host write
   writer.SendRequest(static_cast<uint16_t>(Command::kDisconnect), 0, 1, 0, 0);
   CHECK(writer.PeerClosed());
   CHECK(other.Stop(std::chrono::seconds(60)) == 0);
+  CHECK(f.StopTapdisk() == 0);
+}
+
+TEST_CASE("a listener with an export allow-list: nbdinfo lists and opens only those, others are refused") {
+  // dir_ is only known once the fixture exists: the limited listener goes in /tmp
+  // under a name of its own.
+  tapmap::testing::TempDir sockets("tapmap-nbd-allow");
+  const std::string limited = sockets / "limited.sock";
+  DaemonFixture f("1G", "64M", {"--nbd", "unix:" + limited + "?exports=vm1:web-*"});
+  for (const char* name : {"vm1", "vm2", "web-a", "secret"}) f.Tapmap({"volume", "create", name, "8M"});
+  // NBD_OPT_LIST lists the volumes open here: hold some open on the unlimited socket.
+  std::vector<testing::NbdTestClient> holders;
+  for (const char* name : {"vm1", "vm2", "secret"}) {
+    holders.emplace_back(testing::ConnectUnixSocket(f.nbd_socket()));
+    uint64_t size = 0;
+    uint16_t flags = 0;
+    REQUIRE(holders.back().Handshake(name, false, &size, &flags));
+  }
+  auto list = [&](const std::string& socket) {
+    std::string out;
+    REQUIRE(Run({"nbdinfo", "--list", "--json", "nbd+unix:///?socket=" + socket}, &out) == 0);
+    std::vector<std::string> names;
+    const nlohmann::json listed = nlohmann::json::parse(out);
+    for (const auto& e : listed["exports"]) names.push_back(e["export-name"]);
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  CHECK(list(limited) == std::vector<std::string>{"vm1"});
+  CHECK(list(f.nbd_socket()) == std::vector<std::string>{"secret", "vm1", "vm2"});
+  std::string out;
+  // Listed volumes open for I/O; vm1@ro too (the list names volumes).
+  REQUIRE(Run(QemuIo("nbd+unix:///vm1?socket=" + limited, {"write -P 0x11 0 65536", "read -P 0x11 0 65536"}),
+              &out) == 0);
+  CHECK(Clean(out));
+  REQUIRE(Run({"nbdinfo", "--json", "nbd+unix:///vm1@ro?socket=" + limited}, &out) == 0);
+  CHECK(out.find("\"is_read_only\": true") != std::string::npos);
+  // Others are refused as unknown, through this listener only.
+  CHECK(RunCommand({"nbdinfo", "nbd+unix:///secret?socket=" + limited}, &out) != 0);
+  CHECK(out.find("secret") != std::string::npos);
+  CHECK(RunCommand({"qemu-io", "-f", "raw", "-c", "read 0 512", "nbd+unix:///vm2?socket=" + limited}, &out) != 0);
+  REQUIRE(Run({"nbdinfo", f.Url("secret")}, &out) == 0);
+  auto listeners = f.Tapmap({"nbd", "list"});
+  INFO(listeners.dump());
+  CHECK(listeners.dump().find("\"allowed_exports\":[\"vm1\",\"web-*\"]") != std::string::npos);
+  holders.clear();
   CHECK(f.StopTapdisk() == 0);
 }
 

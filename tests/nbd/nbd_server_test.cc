@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 #include <thread>
 
+#include "tapdisk-map/nbd/listener_spec.h"
 #include "tapdisk-map/nbd/server.h"
 #include "tests/nbd/memory_catalog.h"
 #include "tests/nbd/nbd_test_client.h"
@@ -132,8 +133,8 @@ TEST_CASE("server: a per-device listener serves one export, also as the default,
     std::string shared = dir / "nbd.sock";
     std::string own = dir / "disk.sock";
     REQUIRE(server.Listen(*ParseListenAddress("unix:" + shared)).ok());
-    REQUIRE(server.Listen(*ParseListenAddress("unix:" + own), "disk").ok());
-    CHECK(server.Listen(*ParseListenAddress("unix:" + own), "disk").code() == StatusCode::kAlreadyExists);
+    REQUIRE(server.Listen(*ParseListenAddress("unix:" + own), {.default_export = "disk"}).ok());
+    CHECK(server.Listen(*ParseListenAddress("unix:" + own), {.default_export = "disk"}).code() == StatusCode::kAlreadyExists);
 
     uint64_t size = 0;
     uint16_t flags = 0;
@@ -169,9 +170,9 @@ TEST_CASE("server: a per-device listener serves one export, also as the default,
     // accept loop there, so a handshake served on the new socket (accepted on that
     // strand) is the sign that the old listener's close has run: the file is checked
     // after it, not after a sleep.
-    REQUIRE(server.Listen(*ParseListenAddress("unix:" + own), "disk").ok());
+    REQUIRE(server.Listen(*ParseListenAddress("unix:" + own), {.default_export = "disk"}).ok());
     REQUIRE(server.Unlisten("unix:" + own).ok());
-    REQUIRE(server.Listen(*ParseListenAddress("unix:" + own), "disk").ok());
+    REQUIRE(server.Listen(*ParseListenAddress("unix:" + own), {.default_export = "disk"}).ok());
     NbdTestClient again(ConnectUnix(own));
     REQUIRE(again.Handshake("", false, &size, &flags));
     CHECK(::access(own.c_str(), F_OK) == 0);
@@ -183,11 +184,100 @@ TEST_CASE("server: a per-device listener serves one export, also as the default,
     // The shared listener's client still works, and the address can be taken again.
     other.SendRequest(static_cast<uint16_t>(Command::kRead), 0, 2, 0, 512);
     CHECK(other.ReadSimpleReply(512)->error == 0);
-    CHECK(server.Listen(*ParseListenAddress("unix:" + own), "disk").ok());
+    CHECK(server.Listen(*ParseListenAddress("unix:" + own), {.default_export = "disk"}).ok());
 
     std::atomic<bool> stopped{false};
     server.Stop([&] { stopped = true; });
     CHECK(WaitUntil([&] { return stopped.load(); }));
+  }
+}
+
+
+TEST_CASE("server: a listener's export allow-list: other exports are unknown and not listed") {
+  tapmap::testing::TempDir dir("nbd-server");
+  IoThread runner;
+  asio::io_context& io = runner.io;
+  MemoryCatalog catalog;
+  for (const char* name : {"vm1", "vm2", "web-a", "web-b", "secret"}) catalog.Add(io, name, 1 << 20);
+  {
+    NbdServer server(io, catalog, NbdServerOptions{}, Logger("nbd-server-test", LogLevel::kError));
+    const std::string all = dir / "all.sock", some = dir / "some.sock";
+    REQUIRE(server.Listen(*ParseListenAddress("unix:" + all)).ok());
+    REQUIRE(server.Listen(*ParseListenAddress("unix:" + some), {.allowed_exports = {"vm1", "web-*"}}).ok());
+    // A bad list, or a per-device export outside the list, is refused at Listen.
+    CHECK(server.Listen(*ParseListenAddress("unix:" + (dir / "x.sock")), {.allowed_exports = {"a/b"}}).code() ==
+          StatusCode::kInvalidArgument);
+    CHECK(server.Listen(*ParseListenAddress("unix:" + (dir / "y.sock")),
+                        {.default_export = "secret", .allowed_exports = {"vm1"}})
+              .code() == StatusCode::kInvalidArgument);
+
+    NbdTestClient c(ConnectUnix(some));
+    REQUIRE(c.StartOptions());
+    CHECK(c.List() == std::vector<std::string>{"vm1", "web-a", "web-b"});
+    uint64_t size = 0;
+    CHECK(c.Ask(Option::kInfo, "secret") == kRepErrUnknown);
+    CHECK(c.Ask(Option::kGo, "vm2") == kRepErrUnknown);
+    CHECK(c.Ask(Option::kInfo, "web-b", &size) == kRepAck);
+    CHECK(size == (1u << 20));
+    CHECK(c.Ask(Option::kGo, "vm1") == kRepAck);
+    c.SendRequest(static_cast<uint16_t>(Command::kRead), 0, 3, 0, 512);
+    CHECK(c.ReadSimpleReply(512)->error == 0);
+
+    // NBD_OPT_EXPORT_NAME of an export outside the list: the protocol's only answer
+    // is to close.
+    NbdTestClient old_style(ConnectUnix(some));
+    REQUIRE(old_style.StartOptions());
+    old_style.SendOption(static_cast<uint32_t>(Option::kExportName), EncodeExportNameOption("secret"));
+    CHECK(old_style.PeerClosed());
+
+    // The listener without a list offers everything.
+    NbdTestClient open(ConnectUnix(all));
+    REQUIRE(open.StartOptions());
+    CHECK(open.List() == std::vector<std::string>{"secret", "vm1", "vm2", "web-a", "web-b"});
+    CHECK(open.Ask(Option::kGo, "secret") == kRepAck);
+
+    auto described = server.Describe();
+    REQUIRE(described.size() == 2);
+    CHECK(described[0].allowed_exports.empty());
+    CHECK(described[1].allowed_exports == std::vector<std::string>{"vm1", "web-*"});
+    std::atomic<bool> stopped{false};
+    server.Stop([&] { stopped = true; });
+    CHECK(WaitUntil([&] { return stopped.load(); }));
+  }
+}
+
+TEST_CASE("export allow-lists: patterns, VOLUME@ro, and the --nbd listener syntax") {
+  CHECK(ExportAllowed({"vm1"}, "vm1"));
+  CHECK(ExportAllowed({"vm1"}, "vm1@ro"));  // the volume allows its read-only export
+  CHECK_FALSE(ExportAllowed({"vm1"}, "vm10"));
+  CHECK_FALSE(ExportAllowed({"vm1"}, ""));  // not the default export either
+  CHECK(ExportAllowed({"vm1@ro"}, "vm1@ro"));
+  CHECK_FALSE(ExportAllowed({"vm1@ro"}, "vm1"));  // read-only only
+  CHECK(ExportAllowed({"db", "web-*"}, "web-front"));
+  CHECK(ExportAllowed({"db-[0-9]"}, "db-7@ro"));
+  CHECK_FALSE(ExportAllowed({"db-[0-9]"}, "db-x"));
+  CHECK(ValidateExportPatterns({"vm1", "web-*", "a@ro", "db-[!x]?"}).ok());
+  CHECK_FALSE(ValidateExportPatterns({}).ok());
+  CHECK_FALSE(ValidateExportPatterns({""}).ok());
+  CHECK_FALSE(ValidateExportPatterns({"a b"}).ok());
+  CHECK_FALSE(ValidateExportPatterns({"a\nb"}).ok());
+
+  auto plain = ParseNbdListeners("unix:/run/nbd.sock,tcp:0.0.0.0:10809");
+  REQUIRE(plain.ok());
+  REQUIRE(plain->size() == 2);
+  CHECK((*plain)[0].exports.empty());
+  CHECK((*plain)[1].address.port == 10809);
+  auto listed = ParseNbdListeners("tcp:[::1]:10809?exports=vm1:web-*,unix:/a.sock?exports=db");
+  REQUIRE(listed.ok());
+  CHECK((*listed)[0].address.host == "::1");
+  CHECK((*listed)[0].exports == std::vector<std::string>{"vm1", "web-*"});
+  CHECK((*listed)[0].ToString() == "tcp:[::1]:10809?exports=vm1:web-*");
+  CHECK((*listed)[1].exports == std::vector<std::string>{"db"});
+  for (const char* bad : {"tcp:h:1?", "tcp:h:1?exports", "tcp:h:1?exports=", "tcp:h:1?exports=a::b",
+                          "tcp:h:1?export=a", "tcp:h:1?exports=a&exports=b", "tcp:h:1?exports=a b", "tcp:h?exports=a",
+                          "unix:/a,", ""}) {
+    INFO(bad);
+    CHECK(ParseNbdListeners(bad).status().code() == StatusCode::kInvalidArgument);
   }
 }
 

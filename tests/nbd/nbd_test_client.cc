@@ -105,6 +105,39 @@ std::vector<uint8_t> NbdTestClient::GoPayload(const std::string& name, std::vect
   return EncodeInfoRequest({name, std::move(items)});
 }
 
+bool NbdTestClient::StartOptions() {
+  uint16_t server_flags = 0;
+  if (!ReadGreeting(&server_flags)) return false;
+  SendClientFlags(kClientFlagFixedNewstyle | kClientFlagNoZeroes);
+  return true;
+}
+
+std::optional<std::vector<std::string>> NbdTestClient::List() {
+  SendOption(static_cast<uint32_t>(Option::kList), {});
+  std::vector<std::string> names;
+  for (;;) {
+    auto reply = ReadOptionReply();
+    if (!reply) return std::nullopt;
+    if (reply->type == kRepAck) return names;
+    if (reply->type != kRepServer) return std::nullopt;
+    Result<std::string> name = DecodeServerReply(reply->data);
+    if (!name.ok()) return std::nullopt;
+    names.push_back(*name);
+  }
+}
+
+uint32_t NbdTestClient::Ask(Option option, const std::string& name, uint64_t* size) {
+  SendOption(static_cast<uint32_t>(option), GoPayload(name));
+  for (;;) {
+    auto reply = ReadOptionReply();
+    if (!reply) return 0;
+    if (reply->type != kRepInfo) return reply->type;
+    if (Result<InfoExport> info = DecodeInfoExport(reply->data); info.ok() && size != nullptr) {
+      *size = info->size_bytes;
+    }
+  }
+}
+
 bool NbdTestClient::Handshake(const std::string& name, bool structured, uint64_t* size, uint16_t* flags) {
   uint16_t server_flags = 0;
   if (!ReadGreeting(&server_flags)) return false;

@@ -40,6 +40,13 @@ class NbdTestClient {
   };
   std::optional<OptionReply> ReadOptionReply();
   static std::vector<uint8_t> GoPayload(const std::string& name, std::vector<uint16_t> items = {});
+  // Reads the greeting and answers with the fixed-newstyle and no-zeroes flags.
+  bool StartOptions();
+  // NBD_OPT_LIST: the names listed, or nullopt if refused or the connection ended.
+  std::optional<std::vector<std::string>> List();
+  // NBD_OPT_INFO or NBD_OPT_GO of `name`: kRepAck or the NBD_REP_ERR_* it got (0 if
+  // the connection ended); `*size` gets the export size if one was sent.
+  uint32_t Ask(Option option, const std::string& name, uint64_t* size = nullptr);
   // Full fixed-newstyle handshake with NBD_OPT_GO (and STRUCTURED_REPLY if asked).
   // Returns false if any step fails; fills size and flags.
   bool Handshake(const std::string& name, bool structured, uint64_t* size, uint16_t* flags);

@@ -1,5 +1,7 @@
 #include "xenstore-tools/cli/nbd_command.h"
 
+#include <fnmatch.h>
+
 #include <chrono>
 
 #include "xenstore-tools/cli/control_client.h"
@@ -13,6 +15,16 @@ std::string UrlFor(const std::string& address) {
   if (address.rfind("unix:", 0) == 0) return "nbd+unix:///VOLUME?socket=" + address.substr(5);
   if (address.rfind("tcp:", 0) == 0) return "nbd://" + address.substr(4) + "/VOLUME";
   return "";
+}
+
+// Whether listener entry `e` of nbd-list offers `volume` (its export allow-list, if
+// any: fnmatch patterns, as tapdisk-map/nbd/export_allow_list.h).
+bool Offers(const nlohmann::json& e, const std::string& volume) {
+  if (!e.contains("allowed_exports") || !e["allowed_exports"].is_array()) return true;
+  for (const auto& pattern : e["allowed_exports"]) {
+    if (pattern.is_string() && ::fnmatch(pattern.get<std::string>().c_str(), volume.c_str(), 0) == 0) return true;
+  }
+  return false;
 }
 
 Status RunList(Invocation& inv) {
@@ -53,7 +65,7 @@ Status RunUrl(Invocation& inv) {
   const std::string& volume = inv.args()[0];
   if (r->contains("exports") && (*r)["exports"].is_array()) {
     for (const auto& e : (*r)["exports"]) {
-      if (e.contains("export")) continue;
+      if (e.contains("export") || !Offers(e, volume)) continue;
       std::string url = UrlFor(JsonString(e, "address"));
       if (url.empty()) continue;
       url.replace(url.find("VOLUME"), 6, volume);
