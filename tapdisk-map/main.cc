@@ -56,6 +56,8 @@ std::vector<OptionSpec> Specs() {
       {"metrics-max-connections", "16", "metrics connections open at once (the oldest idle one gives way)"},
       {"metrics-request-timeout-ms", "5000", "a metrics connection is closed this long after accept unless answered"},
       {"xen", "auto", "serve Xen blkif rings: on, off, or auto (on when running in a Xen dom0)"},
+      {"blkif-inflight-per-disk", "64M", "request data held for one guest disk at once; beyond it its rings wait"},
+      {"blkif-inflight-per-host", "512M", "request data held for all guest disks at once"},
       {"pool-io", "auto", "pool I/O back end: auto, io_uring or threads"},
       {"threads", "2", "I/O threads running the event loop"},
       {"commit-interval-ms", "200", "longest a write waits before its map commit starts (0 = at once)"},
@@ -178,6 +180,13 @@ int Run(int argc, char** argv) {
   metrics_options.request_timeout = std::chrono::milliseconds(*metrics_timeout);
   const std::string& xen_mode = options.Get("xen");
   if (xen_mode != "on" && xen_mode != "off" && xen_mode != "auto") return Fail(log, "--xen must be on, off or auto");
+  blkif::BackendOptions blkif_options;
+  for (auto [flag, field] : {std::pair{"blkif-inflight-per-disk", &blkif_options.inflight_bytes_per_disk},
+                             std::pair{"blkif-inflight-per-host", &blkif_options.inflight_bytes_per_host}}) {
+    auto size = options.GetSize(flag);
+    if (!size.ok() || *size < kMiB) return Fail(log, std::string("--") + flag + " must be a size of at least 1M");
+    *field = *size;
+  }
 
   // ---- engine
   boost::asio::io_context io;
@@ -197,7 +206,7 @@ int Run(int argc, char** argv) {
                        "same vbd backends. Unload it (modprobe -r xen_blkback) or run with --xen off.");
     } else {
       platform.emplace(std::move(*opened));
-      vbds = std::make_unique<blkif::BackendManager>(io, *platform, **engine, blkif::BackendOptions{},
+      vbds = std::make_unique<blkif::BackendManager>(io, *platform, **engine, blkif_options,
                                                      log.WithContext("layer", "blkif"));
       if (Status s = vbds->Start(); !s.ok()) return Fail(log, "blkif: " + s.ToString());
     }

@@ -26,6 +26,7 @@
 #include <thread>
 
 #include "common/units.h"
+#include "tapdisk-map/blkif/backend_manager.h"
 #include "tapdisk-map/blkif/ring_worker.h"
 #include "tapdisk-map/xen/sim_platform.h"
 #include "tests/support/memory_block_device.h"
@@ -78,6 +79,10 @@ Figures Run(const Scenario& s, double seconds) {
   SimBlkfront front(hv, 1, 0, o);
   if (!front.SetupRings().ok()) std::abort();
   auto limiter = std::make_shared<RateLimiter>(5, std::chrono::milliseconds(1000));
+  // The daemon's default in-flight budget (its checks are on the hot path).
+  blkif::BackendOptions defaults;
+  auto budget = blkif::InflightBudget::Create(defaults.inflight_bytes_per_host)
+                    ->NewAccount(defaults.inflight_bytes_per_disk);
   std::vector<std::shared_ptr<blkif::RingWorker>> workers;
   for (uint32_t q = 0; q < s.queues; ++q) {
     blkif::RingConfig c;
@@ -86,6 +91,7 @@ Figures Run(const Scenario& s, double seconds) {
     c.event_port = front.event_port(q);
     c.persistent_grants = s.persistent;
     c.persistent_capacity = 4096;
+    c.budget = budget;
     auto w = blkif::RingWorker::Connect(io, platform, device, c, Logger("bench", LogLevel::kError), limiter, nullptr);
     if (!w.ok()) std::abort();
     (*w)->Start();

@@ -42,7 +42,7 @@ class BackendManager::Impl : public std::enable_shared_from_this<Impl> {
   Impl(asio::io_context& io, xen::XenPlatform& platform, engine::BlockDeviceOpener& opener, BackendOptions options,
        Logger logger)
       : io_(io), strand_(asio::make_strand(io)), platform_(platform), opener_(opener), options_(std::move(options)),
-        logger_(std::move(logger)) {}
+        logger_(std::move(logger)), inflight_(InflightBudget::Create(options_.inflight_bytes_per_host)) {}
 
   std::string Root(Layout layout) const {
     return "/local/domain/" + std::to_string(platform_.backend_domid) + "/backend/" + LayoutName(layout);
@@ -191,7 +191,7 @@ class BackendManager::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   Vbd& Create(const VbdKey& key) {
-    auto vbd = std::make_shared<Vbd>(io_, strand_, platform_, options_, key, BackendPath(key),
+    auto vbd = std::make_shared<Vbd>(io_, strand_, platform_, options_, inflight_, key, BackendPath(key),
                                      logger_.WithContext("vbd", Describe(key)));
     Vbd& ref = *vbd;
     vbds_[key] = std::move(vbd);
@@ -373,6 +373,7 @@ class BackendManager::Impl : public std::enable_shared_from_this<Impl> {
   engine::BlockDeviceOpener& opener_;
   const BackendOptions options_;
   Logger logger_;
+  const std::shared_ptr<InflightBudget> inflight_;  // every disk's requests
   std::unique_ptr<asio::posix::stream_descriptor> watch_fd_;
   std::map<VbdKey, std::shared_ptr<Vbd>> vbds_;
   std::set<VbdKey> pending_;

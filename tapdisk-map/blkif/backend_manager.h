@@ -67,6 +67,7 @@ struct AttachSpec {
 // at a glance whether a stalled guest is waiting on us or we on it.
 struct QueueStatus {
   uint64_t requests = 0, rejected = 0, notifications = 0, wakeups = 0;
+  uint64_t budget_waits = 0;  // times the ring stopped consuming for want of in-flight bytes
   uint32_t in_flight = 0;
   uint32_t req_prod = 0, req_cons = 0, req_event = 0;      // requests: guest's, ours, guest's wake-up mark
   uint32_t rsp_prod = 0, rsp_prod_pvt = 0, rsp_event = 0;  // responses: published, written, guest's mark
@@ -82,6 +83,9 @@ struct VbdInfo {
   bool paused = false;
   bool standby = false;      // the volume is a standby rw open (live migration)
   uint32_t rings = 0;        // queues connected
+  // The disk's in-flight request data (inflight_budget.h): now, the most at once, the
+  // limit, and how often a ring stopped consuming for want of bytes.
+  uint64_t inflight_bytes = 0, inflight_bytes_peak = 0, inflight_bytes_limit = 0, budget_waits = 0;
   std::string protocol;      // "native", "x86_32-abi", "x86_64-abi" once connected; else ""
   std::vector<QueueStatus> queues;  // one per connected ring
 };
@@ -94,6 +98,10 @@ struct BackendOptions {
   bool persistent_grants = true;            // advertise feature-persistent
   uint32_t persistent_grants_per_ring = 1024;  // LRU bound of persistently mapped grants
   uint32_t max_requests_per_wakeup = 64;    // bounded work per ring wakeup
+  // Request data held for guests at once (private buffers of requests being executed),
+  // per disk and for all disks of this daemon; beyond it rings stop consuming.
+  uint64_t inflight_bytes_per_disk = 64ull << 20;
+  uint64_t inflight_bytes_per_host = 512ull << 20;
   std::vector<std::string> script_suffixes = {"block-tapmap"};  // devices taken on sight
 };
 

@@ -14,6 +14,7 @@ namespace asio = boost::asio;
 struct RingWorker::InFlight {
   BlkifIo io;
   std::vector<uint8_t> buffer;
+  InflightBudget::Grant grant;  // the buffer's bytes
 };
 
 RingWorker::RingWorker(asio::io_context& io, xen::XenPlatform& platform, std::shared_ptr<engine::BlockDevice> device,
@@ -128,26 +129,55 @@ void RingWorker::OnEvent() {
 
 void RingWorker::Process() {
   process_posted_ = false;
-  if (!started_ || paused_ || stopping_ || broken_) return;
-  batch_.clear();
-  auto fetched = ring_->Fetch(config_.max_per_wakeup, &batch_);
-  if (!fetched.ok()) {
-    Broken(fetched.status());
-    return;
-  }
+  if (!started_ || paused_ || stopping_ || broken_ || budget_waiting_) return;
   config_.limits.sectors = device_->size_bytes() >> kSectorShift;
-  for (const RingRequest& r : batch_) {
-    Bump(counters_.requests);
-    auto verdict = ValidateRequest(r, config_.limits, [this](std::span<const grant_ref_t> refs, std::span<uint8_t> dest) {
-      return transfer_->FetchPages(refs, dest);
-    });
-    if (auto* rej = std::get_if<Rejection>(&verdict)) {
-      Reject(*rej);
-    } else {
-      Execute(std::move(std::get<BlkifIo>(verdict)));
+  uint32_t taken = 0;
+  while (taken < config_.max_per_wakeup) {
+    if (!parked_) {
+      batch_.clear();
+      auto fetched = ring_->Fetch(1, &batch_);
+      if (!fetched.ok()) {
+        Broken(fetched.status());
+        return;
+      }
+      if (*fetched == 0) break;
+      ++taken;
+      Bump(counters_.requests);
+      auto verdict = ValidateRequest(batch_[0], config_.limits,
+                                     [this](std::span<const grant_ref_t> refs, std::span<uint8_t> dest) {
+                                       return transfer_->FetchPages(refs, dest);
+                                     });
+      if (auto* rej = std::get_if<Rejection>(&verdict)) {
+        Reject(*rej);
+        continue;
+      }
+      parked_ = std::move(std::get<BlkifIo>(verdict));
     }
+    InflightBudget::Grant grant;
+    if (parked_grant_) {
+      grant = std::move(*parked_grant_);
+      parked_grant_.reset();
+    } else if (config_.budget && parked_->length > 0) {
+      std::weak_ptr<RingWorker> weak = weak_from_this();
+      auto now = config_.budget->Acquire(parked_->length, [weak](InflightBudget::Grant g) {
+        // Posted: this runs on whichever thread returned the bytes.
+        if (auto self = weak.lock()) {
+          asio::post(self->strand_, [self, g = std::move(g)]() mutable { self->OnGranted(std::move(g)); });
+        }
+      });
+      if (!now) {
+        budget_waiting_ = true;  // OnGranted continues
+        Bump(counters_.budget_waits);
+        NoteIndices();
+        return;
+      }
+      grant = std::move(*now);
+    }
+    BlkifIo io = std::move(*parked_);
+    parked_.reset();
+    Execute(std::move(io), std::move(grant));
   }
-  if (*fetched == config_.max_per_wakeup) {
+  if (taken == config_.max_per_wakeup) {
     // Bounded work per wakeup: let other rings and completions run, then continue.
     if (!process_posted_) {
       process_posted_ = true;
@@ -162,6 +192,13 @@ void RingWorker::Process() {
   NoteIndices();
 }
 
+void RingWorker::OnGranted(InflightBudget::Grant grant) {
+  budget_waiting_ = false;
+  if (!parked_ || stopping_ || broken_) return;  // the bytes go back with `grant`
+  parked_grant_ = std::move(grant);
+  Process();  // executes parked_ unless paused (then it keeps the grant until Resume)
+}
+
 RingWorker::Counters RingWorker::counters() const {
   constexpr auto r = std::memory_order_relaxed;
   Counters c;
@@ -169,6 +206,7 @@ RingWorker::Counters RingWorker::counters() const {
   c.rejected = counters_.rejected.load(r);
   c.notifications = counters_.notifications.load(r);
   c.wakeups = counters_.wakeups.load(r);
+  c.budget_waits = counters_.budget_waits.load(r);
   c.in_flight = counters_.in_flight.load(r);
   c.indices = BackRing::Indices{counters_.req_prod.load(r), counters_.req_event.load(r),
                                 counters_.rsp_prod.load(r), counters_.rsp_event.load(r),
@@ -189,9 +227,10 @@ void RingWorker::NoteIndices() {
   counters_.in_flight.store(in_flight_, r);
 }
 
-void RingWorker::Execute(BlkifIo io) {
+void RingWorker::Execute(BlkifIo io, InflightBudget::Grant grant) {
   auto req = std::make_shared<InFlight>();
   req->io = std::move(io);
+  req->grant = std::move(grant);
   ++in_flight_;
   auto done = [self = shared_from_this(), req](Status s) {
     asio::post(self->strand_, [self, req, s = std::move(s)] { self->Complete(req, s); });
@@ -250,6 +289,8 @@ void RingWorker::Complete(const std::shared_ptr<InFlight>& req, Status status) {
     }
   }
   Respond(req->io.id, req->io.operation, status.ok() ? BLKIF_RSP_OKAY : BLKIF_RSP_ERROR);
+  req->buffer = {};
+  req->grant.Reset();  // may hand the bytes to a ring waiting for them (posted)
   MaybeDrained();
 }
 
@@ -316,6 +357,8 @@ void RingWorker::MaybeDrained() {
 void RingWorker::Release() {
   if (ring_ && ring_->PushResponses()) (void)channel_->Notify();  // nothing stays unpublished
   event_fd_.reset();
+  parked_.reset();  // taken off the ring, never answered: a reconnecting frontend re-issues it
+  parked_grant_.reset();
   transfer_.reset();
   ring_.reset();
   channel_.reset();

@@ -1,8 +1,16 @@
 // RingWorker: serves one blkif ring (one queue of a VBD): waits for the guest's
-// event, fetches requests in batches (at most `max_per_wakeup` per wakeup, then
-// yields to other work), validates each (request_validator), executes it on the
-// BlockDevice with private buffers (segment_transfer), answers in the guest's ABI and
-// notifies the guest only when the ring protocol says so.
+// event, fetches requests (at most `max_per_wakeup` per wakeup, then yields to other
+// work), validates each (request_validator), takes its bytes from the in-flight
+// budget (inflight_budget.h), executes it on the BlockDevice with private buffers
+// (segment_transfer), answers in the guest's ABI and notifies the guest only when the
+// ring protocol says so.
+//
+// When the budget has no room for a request, the worker keeps that one request (taken
+// off the ring, validated, no buffer yet) and consumes nothing more; the guest's other
+// requests stay on the ring. The budget hands the bytes over once they are returned
+// and the worker goes on. A request kept this way is not in flight: Pause and Stop do
+// not wait for it, and Stop leaves it unanswered (a reconnecting frontend re-issues
+// it, as for requests left on the ring).
 //
 // Lifetime: created connected (ring mapped, port bound) by Connect; Stop() releases
 // the ring after the in-flight requests completed. Hold it by shared_ptr; callbacks
@@ -19,10 +27,12 @@
 #include <boost/asio/strand.hpp>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "common/logging.h"
 #include "tapdisk-map/blkif/back_ring.h"
+#include "tapdisk-map/blkif/inflight_budget.h"
 #include "tapdisk-map/blkif/request_validator.h"
 #include "tapdisk-map/blkif/segment_transfer.h"
 #include "tapdisk-map/engine/block_device.h"
@@ -39,6 +49,8 @@ struct RingConfig {
   uint32_t persistent_capacity = 1024;
   uint32_t max_per_wakeup = 64;
   RequestLimits limits;                  // `sectors` is refreshed from the device
+  // The disk's share of the in-flight byte budget (shared by its rings); null: none.
+  std::shared_ptr<InflightBudget::Account> budget;
 };
 
 class RingWorker : public std::enable_shared_from_this<RingWorker> {
@@ -68,6 +80,7 @@ class RingWorker : public std::enable_shared_from_this<RingWorker> {
 
   struct Counters {
     uint64_t requests = 0, rejected = 0, notifications = 0, wakeups = 0;
+    uint64_t budget_waits = 0;  // times consumption stopped for want of in-flight bytes
     uint32_t in_flight = 0;
     BackRing::Indices indices;  // as of the ring's last activity
   };
@@ -84,7 +97,8 @@ class RingWorker : public std::enable_shared_from_this<RingWorker> {
   void ArmWait();                 // strand
   void OnEvent();                 // strand
   void Process();                 // strand
-  void Execute(BlkifIo io);       // strand
+  void Execute(BlkifIo io, InflightBudget::Grant grant);  // strand
+  void OnGranted(InflightBudget::Grant grant);  // strand
   void Complete(const std::shared_ptr<InFlight>& req, Status status);  // strand
   void Respond(uint64_t id, uint8_t op, int16_t status);  // strand
   void SchedulePush();            // strand
@@ -110,6 +124,9 @@ class RingWorker : public std::enable_shared_from_this<RingWorker> {
   std::unique_ptr<SegmentTransfer> transfer_;
 
   std::vector<RingRequest> batch_;
+  std::optional<BlkifIo> parked_;  // validated, waiting for its budget
+  std::optional<InflightBudget::Grant> parked_grant_;  // its bytes, granted while paused
+  bool budget_waiting_ = false;    // the budget owes parked_ a grant
   uint32_t in_flight_ = 0;
   bool started_ = false;
   bool paused_ = false;
@@ -123,7 +140,7 @@ class RingWorker : public std::enable_shared_from_this<RingWorker> {
 
   // Written on the strand, read by counters() from anywhere.
   struct AtomicCounters {
-    std::atomic<uint64_t> requests{0}, rejected{0}, notifications{0}, wakeups{0};
+    std::atomic<uint64_t> requests{0}, rejected{0}, notifications{0}, wakeups{0}, budget_waits{0};
     std::atomic<uint32_t> in_flight{0};
     std::atomic<uint32_t> req_prod{0}, req_event{0}, rsp_prod{0}, rsp_event{0}, req_cons{0}, rsp_prod_pvt{0};
   };

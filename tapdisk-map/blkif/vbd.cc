@@ -47,10 +47,11 @@ struct Vbd::FrontendView {
 };
 
 Vbd::Vbd(asio::io_context& io, Strand& strand, xen::XenPlatform& platform, const BackendOptions& options,
-         VbdKey key, std::string backend_path, Logger logger)
+         std::shared_ptr<InflightBudget> host_inflight, VbdKey key, std::string backend_path, Logger logger)
     : io_(io), strand_(strand), platform_(platform), options_(options), key_(key), be_(std::move(backend_path)),
       logger_(std::move(logger)),
-      reject_limiter_(std::make_shared<RateLimiter>(10, std::chrono::milliseconds(10000))) {}
+      reject_limiter_(std::make_shared<RateLimiter>(10, std::chrono::milliseconds(10000))),
+      inflight_(host_inflight->NewAccount(options.inflight_bytes_per_disk)) {}
 
 Vbd::~Vbd() {
   if (device_) device_->SetResizeListener(nullptr);
@@ -246,6 +247,7 @@ void Vbd::Connect(const FrontendView&) {
     config.persistent_grants = use_persistent;
     config.persistent_capacity = options_.persistent_grants_per_ring;
     config.max_per_wakeup = options_.max_requests_per_wakeup;
+    config.budget = inflight_;
     config.limits.read_only = read_only_;
     config.limits.max_indirect_segments = options_.max_indirect_segments;
     for (uint32_t i = 0; i < pages; ++i) {
@@ -460,9 +462,14 @@ VbdInfo Vbd::Info() const {
   info.standby = device_ != nullptr && device_->standby();
   info.rings = static_cast<uint32_t>(rings_.size());
   info.protocol = protocol_;
+  InflightBudget::Usage usage = inflight_->usage();
+  info.inflight_bytes = usage.in_flight;
+  info.inflight_bytes_peak = usage.peak;
+  info.inflight_bytes_limit = usage.limit;
+  info.budget_waits = usage.waits;
   for (const auto& ring : rings_) {
     RingWorker::Counters c = ring->counters();
-    info.queues.push_back(QueueStatus{c.requests, c.rejected, c.notifications, c.wakeups, c.in_flight,
+    info.queues.push_back(QueueStatus{c.requests, c.rejected, c.notifications, c.wakeups, c.budget_waits, c.in_flight,
                                       c.indices.req_prod, c.indices.req_cons, c.indices.req_event,
                                       c.indices.rsp_prod, c.indices.rsp_prod_pvt, c.indices.rsp_event});
   }

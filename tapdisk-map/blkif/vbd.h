@@ -27,8 +27,10 @@ class Vbd : public std::enable_shared_from_this<Vbd> {
  public:
   using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
   // `backend_path` is absolute. Everything referenced must outlive the Vbd.
+  // `host_inflight` is the budget of all disks (the VBD takes an account of
+  // options.inflight_bytes_per_disk on it).
   Vbd(boost::asio::io_context& io, Strand& strand, xen::XenPlatform& platform, const BackendOptions& options,
-      VbdKey key, std::string backend_path, Logger logger);
+      std::shared_ptr<InflightBudget> host_inflight, VbdKey key, std::string backend_path, Logger logger);
   ~Vbd();
 
   const VbdKey& key() const { return key_; }
@@ -83,6 +85,7 @@ class Vbd : public std::enable_shared_from_this<Vbd> {
   const std::string be_;
   Logger logger_;
   std::shared_ptr<RateLimiter> reject_limiter_;
+  const std::shared_ptr<InflightBudget::Account> inflight_;  // shared by the rings
 
   std::string fe_;  // frontend path, once read
   xen::DomainId fe_domid_ = 0;

@@ -41,6 +41,7 @@ json VbdToJson(const blkif::VbdInfo& info) {
                           {"rejected", q.rejected},
                           {"notifications", q.notifications},
                           {"wakeups", q.wakeups},
+                          {"budget_waits", q.budget_waits},
                           {"in_flight", q.in_flight},
                           {"req_prod", q.req_prod},
                           {"req_cons", q.req_cons},
@@ -60,6 +61,10 @@ json VbdToJson(const blkif::VbdInfo& info) {
               {"standby", info.standby},
               {"rings", info.rings},
               {"protocol", info.protocol},
+              {"inflight_bytes", info.inflight_bytes},
+              {"inflight_bytes_peak", info.inflight_bytes_peak},
+              {"inflight_bytes_limit", info.inflight_bytes_limit},
+              {"budget_waits", info.budget_waits},
               {"queues", std::move(queues)}};
 }
 

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "common/units.h"
+#include "tests/blkif/gated_device.h"
 #include "tests/blkif/ring_harness.h"
 #include "tests/support/wait_until.h"
 
@@ -308,6 +309,94 @@ TEST_CASE("malicious: a flood of invalid requests is answered and the ring stays
   std::vector<uint8_t> buf(4096);
   CHECK(*a.evil.front->Read(0, 0, buf) == BLKIF_RSP_OKAY);
   a.GoodGuestStillServed();
+}
+
+// Fills every slot of every queue with indirect 1 MiB reads that all name the same
+// two guest pages (the guest spends nothing); returns the number of requests.
+uint32_t FillWithLargeReads(RingRig& rig, uint32_t queues) {
+  auto data = rig.front->GrantScratchPage(false);
+  auto ipage = rig.front->GrantScratchPage(true);
+  REQUIRE(data.ok());
+  REQUIRE(ipage.ok());
+  auto* segs = reinterpret_cast<blkif_request_segment*>(ipage->second);
+  for (int i = 0; i < 256; ++i) segs[i] = blkif_request_segment{data->first, 0, 7};
+  uint32_t slots = rig.front->ring_size();
+  for (uint32_t q = 0; q < queues; ++q) {
+    for (uint32_t i = 0; i < slots; ++i) {
+      blkif_request_indirect r;
+      std::memset(&r, 0, sizeof r);
+      r.operation = BLKIF_OP_INDIRECT;
+      r.indirect_op = BLKIF_OP_READ;
+      r.nr_segments = 256;
+      r.id = 1 + q * slots + i;
+      r.sector_number = (i % 4) * 2048;
+      r.indirect_grefs[0] = ipage->first;
+      REQUIRE(rig.front->SubmitRaw(q, {reinterpret_cast<const uint8_t*>(&r), sizeof r}).ok());
+    }
+  }
+  return queues * slots;
+}
+
+// Collects `count` responses over `queues` queues; all must be OKAY.
+void ExpectAllAnswered(RingRig& rig, uint32_t queues, uint32_t count) {
+  uint32_t answered = 0, ok = 0;
+  REQUIRE(WaitUntil(
+      [&] {
+        for (uint32_t q = 0; q < queues; ++q) {
+          auto done = rig.front->Poll(q, std::chrono::milliseconds(0));
+          REQUIRE(done.ok());
+          for (auto& c : *done) ok += c.status == BLKIF_RSP_OKAY;
+          answered += static_cast<uint32_t>(done->size());
+        }
+        return answered == count;
+      },
+      std::chrono::seconds(60)));
+  CHECK(ok == count);
+}
+
+TEST_CASE("malicious: every slot of every queue with 1 MiB requests holds at most the in-flight budget") {
+  constexpr uint64_t kDiskBudget = 8 * kMiB, kHostBudget = 12 * kMiB;
+  boost::asio::io_context io;
+  auto gate_a = std::make_shared<GatedDevice>(std::make_shared<MemoryBlockDevice>(io, "a", kDiskBytes));
+  auto gate_b = std::make_shared<GatedDevice>(std::make_shared<MemoryBlockDevice>(io, "b", kDiskBytes));
+  gate_a->Close();
+  gate_b->Close();
+  auto host = blkif::InflightBudget::Create(kHostBudget);
+  auto threads = std::make_unique<IoRunner>(io, 2);
+  RingRig a, b;
+  a.budget = host->NewAccount(kDiskBudget);
+  b.budget = host->NewAccount(kDiskBudget);
+  SimBlkfrontOptions four_queues;
+  four_queues.queues = 4;
+  REQUIRE(RingRig::Make(&a, io, gate_a, kEvil, four_queues).ok());
+  REQUIRE(RingRig::Make(&b, io, gate_b, kGood, {}, {}, a.hv).ok());
+
+  uint32_t sent_a = FillWithLargeReads(a, 4);
+  uint32_t sent_b = FillWithLargeReads(b, 1);
+  CHECK(sent_a * kMiB >= 16 * kDiskBudget);  // what the rings could make us hold
+  // Every ring stops consuming, for want of its disk's or the host's bytes, and waits.
+  REQUIRE(WaitUntil([&] { return a.Totals().budget_waits == 4 && b.Totals().budget_waits == 1; }));
+  CHECK(gate_a->bytes() + gate_b->bytes() == kHostBudget);
+  CHECK(gate_a->bytes() <= kDiskBudget);
+  CHECK(gate_b->bytes() <= kDiskBudget);
+  CHECK(a.Totals().requests < sent_a);  // the rest stays on the ring
+
+  // Once the device answers, every request completes; the bounds held throughout.
+  gate_a->Open();
+  gate_b->Open();
+  ExpectAllAnswered(a, 4, sent_a);
+  ExpectAllAnswered(b, 1, sent_b);
+  CHECK(gate_a->peak_bytes() <= kDiskBudget);
+  CHECK(gate_b->peak_bytes() <= kDiskBudget);
+  CHECK(gate_a->peak_bytes() + gate_b->peak_bytes() >= kHostBudget);
+  CHECK(a.budget->usage().peak <= kDiskBudget);
+  CHECK(host->usage().peak == kHostBudget);
+  CHECK(host->usage().in_flight == 0);
+  CHECK(a.Totals().requests == sent_a);
+  CHECK(a.broken_count() == 0);
+  a.StopAll();
+  b.StopAll();
+  threads.reset();
 }
 
 }  // namespace

@@ -45,6 +45,7 @@ struct RingRig {
   std::vector<Status> broken;
   std::mutex mu;
   std::FILE* log_sink = stderr;  // where the workers log (set before Make)
+  std::shared_ptr<blkif::InflightBudget::Account> budget;  // the disk's in-flight bytes (set before Make); null: none
 
   static Status Make(RingRig* rig, boost::asio::io_context& io, std::shared_ptr<engine::BlockDevice> device,
                      xen::DomainId guest, SimBlkfrontOptions options, blkif::RequestLimits limits = {},
@@ -68,6 +69,7 @@ struct RingRig {
       c.persistent_grants = options.persistent_grants;
       c.persistent_capacity = 256;
       c.limits = limits;
+      c.budget = rig->budget;
       auto w = blkif::RingWorker::Connect(io, rig->platform, device, c, Logger("blkif-test", LogLevel::kWarning, rig->log_sink),
                                           limiter, [rig](Status s) {
                                             std::lock_guard lock(rig->mu);
@@ -88,6 +90,21 @@ struct RingRig {
       p.get_future().wait();
     }
     workers.clear();
+  }
+
+  // Sum of every worker's counters (requests, budget_waits...).
+  blkif::RingWorker::Counters Totals() const {
+    blkif::RingWorker::Counters t;
+    for (const auto& w : workers) {
+      auto c = w->counters();
+      t.requests += c.requests;
+      t.rejected += c.rejected;
+      t.notifications += c.notifications;
+      t.wakeups += c.wakeups;
+      t.budget_waits += c.budget_waits;
+      t.in_flight += c.in_flight;
+    }
+    return t;
   }
 
   size_t broken_count() {
