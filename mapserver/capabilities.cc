@@ -142,10 +142,11 @@ class VolumeImpl final : public proto::Volume::Server {
 
 class SessionImpl final : public proto::Session::Server {
  public:
-  SessionImpl(MappingService& service, std::string host, HostLeaseId lease,
+  SessionImpl(MappingService& service, Principal principal, HostLeaseId lease,
               std::shared_ptr<ConnectionState> connection)
       : service_(service),
-        host_(std::move(host)),
+        principal_(std::move(principal)),
+        host_(principal_.host),
         lease_(lease),
         connection_(std::move(connection)),
         logger_(service.logger().WithContext("host", host_)) {}
@@ -156,6 +157,7 @@ class SessionImpl final : public proto::Session::Server {
     OpenArgs a;
     a.name = ToStd(params.getName());
     a.writable = params.getMode() == proto::OpenMode::READ_WRITE;
+    Allow(a.writable ? Action::kOpenReadWrite : Action::kOpenReadOnly, a.name);
     a.reclaim = params.getReclaim();
     a.reclaim_epoch = params.getReclaimEpoch();
     a.callback = params.getCallback();
@@ -171,6 +173,12 @@ class SessionImpl final : public proto::Session::Server {
   }
 
   kj::Promise<void> renew(RenewContext context) override {
+    // A revoked credential ends the session at its next renewal (T/5 at most).
+    if (Status s = service_.authority().Check(principal_, Action::kPoolStats, ""); !s.ok()) {
+      logger_.Warnf("ending the session: %s", s.ToString().c_str());
+      service_.Expire(lease_, "credential no longer valid");
+      Fail(s);
+    }
     if (!service_.Renew(lease_)) {
       Fail(Status::Aborted("host lease of " + host_ +
                            " expired or revoked: fence, drop every lease and log in afresh"));
@@ -182,6 +190,7 @@ class SessionImpl final : public proto::Session::Server {
 
   kj::Promise<void> create(CreateContext context) override {
     auto params = context.getParams();
+    Allow(Action::kCreate, ToStd(params.getName()));
     auto d = OrFail(service_.store().Create(ToStd(params.getName()), params.getSizeBytes()));
     service_.FillInfo(context.getResults().initInfo(), d);
     return kj::READY_NOW;
@@ -191,21 +200,25 @@ class SessionImpl final : public proto::Session::Server {
   // holder may not have reclaimed it yet (leases.md).
   kj::Promise<void> snapshot(SnapshotContext context) override {
     service_.Touch(lease_);
+    AllowCopy(Action::kSnapshot, context.getParams());
     return service_.GraceOver().then([this, context]() mutable { return Copy(context, true); });
   }
 
   kj::Promise<void> clone(CloneContext context) override {
     service_.Touch(lease_);
+    AllowCopy(Action::kClone, context.getParams());
     return service_.GraceOver().then([this, context]() mutable { return Copy(context, false); });
   }
 
   kj::Promise<void> delete_(DeleteContext context) override {
     service_.Touch(lease_);
+    Allow(Action::kDelete, ToStd(context.getParams().getName()));
     return service_.GraceOver().then([this, context]() mutable { return Delete(context); });
   }
 
   kj::Promise<void> resize(ResizeContext context) override {
     service_.Touch(lease_);
+    Allow(Action::kResize, ToStd(context.getParams().getName()));
     return service_.GraceOver().then([this, context]() mutable { return Resize(context); });
   }
 
@@ -269,7 +282,9 @@ class SessionImpl final : public proto::Session::Server {
   }
 
   kj::Promise<void> list(ListContext context) override {
+    Allow(Action::kList, "");
     auto all = OrFail(service_.store().List());
+    std::erase_if(all, [this](const auto& d) { return !Authority::InScope(principal_, d.name); });
     auto list = context.getResults().initVolumes(static_cast<unsigned>(all.size()));
     for (size_t i = 0; i < all.size(); ++i)
       service_.FillInfo(list[static_cast<unsigned>(i)], all[i]);
@@ -277,12 +292,14 @@ class SessionImpl final : public proto::Session::Server {
   }
 
   kj::Promise<void> info(InfoContext context) override {
+    Allow(Action::kInfo, ToStd(context.getParams().getName()));
     auto d = OrFail(service_.store().Describe(ToStd(context.getParams().getName())));
     service_.FillInfo(context.getResults().initInfo(), d);
     return kj::READY_NOW;
   }
 
   kj::Promise<void> poolStats(PoolStatsContext context) override {
+    Allow(Action::kPoolStats, "");
     auto f = OrFail(service_.store().Stats());
     const protocol::Superblock& sb = service_.store().superblock();
     auto s = context.getResults().initStats();
@@ -447,7 +464,22 @@ class SessionImpl final : public proto::Session::Server {
     });
   }
 
+  // Fails the call (permission-denied) unless the principal may do `action` to
+  // `volume` (authority.h decides).
+  void Allow(Action action, const std::string& volume) {
+    if (Status s = service_.authority().Check(principal_, action, volume); !s.ok()) {
+      logger_.Warnf("refused %s of '%s': %s", ActionName(action), volume.c_str(), s.message().c_str());
+      Fail(s);
+    }
+  }
+  template <typename Params>
+  void AllowCopy(Action action, Params params) {
+    Allow(action, ToStd(params.getSource()));
+    Allow(action, ToStd(params.getName()));
+  }
+
   MappingService& service_;
+  const Principal principal_;
   std::string host_;
   const HostLeaseId lease_;
   const std::shared_ptr<ConnectionState> connection_;
@@ -480,23 +512,28 @@ class GateImpl final : public proto::Gate::Server {
     auto proof = params.getProof();
     std::vector<uint8_t> nonce = std::move(nonce_);
     nonce_.clear();
-    Status denied = service_.CheckLogin(peer_, params.getClientVersion(), nonce, host,
-                                        kj::arrayPtr(proof.begin(), proof.size()));
-    if (!denied.ok()) {
+    auto principal = service_.CheckLogin(peer_, *state_, params.getClientVersion(), nonce, host,
+                                         kj::arrayPtr(proof.begin(), proof.size()));
+    if (!principal.ok()) {
       ++failures_;
       if (failures_ >= service_.max_login_failures() && close_.get() != nullptr) {
         service_.CloseSoon(kj::mv(close_));
       }
-      Fail(denied);
+      Fail(principal.status());
     }
     uint64_t instance = params.getInstance();
     bool resumed = false;
     HostLeaseId lease = service_.Login(host, instance, &resumed);
-    service_.logger().Infof("host %s logged in from %s (instance %016llx%s)", host.c_str(), peer_.c_str(),
-                            static_cast<unsigned long long>(instance), resumed ? ", resumed" : "");
+    service_.logger().Infof("host %s logged in from %s (instance %016llx%s; %s)", host.c_str(), peer_.c_str(),
+                            static_cast<unsigned long long>(instance), resumed ? ", resumed" : "",
+                            principal->credential_id.empty()
+                                ? "shared secret"
+                                : ("credential " + principal->credential_id + ", role " +
+                                   RoleName(principal->role))
+                                      .c_str());
     state_->authenticated = true;
     auto results = context.getResults();
-    results.setSession(kj::heap<SessionImpl>(service_, host, lease, state_));
+    results.setSession(kj::heap<SessionImpl>(service_, std::move(*principal), lease, state_));
     results.setLeaseMs(static_cast<uint32_t>(service_.lease_time() / kj::MILLISECONDS));
     results.setResumed(resumed);
     results.setInGrace(service_.in_grace());

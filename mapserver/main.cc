@@ -22,9 +22,12 @@
 #include "protocol/auth.h"
 #include "protocol/remote_status.h"
 #include "protocol/server_address.h"
+#include "mapserver/certificate_authority.h"
+#include "mapserver/credential_registry.h"
 #include "mapserver/fsck.h"
 #include "mapserver/mapping_service.h"
 #include "protocol/superblock_file.h"
+#include "protocol/tls.h"
 #include "mapserver/server.h"
 #include "mapserver/volume_store.h"
 
@@ -41,6 +44,14 @@ const char* kUsage =
     "           (--pool, --meta, --size; --block-size, --force, --preallocate)\n"
     "  serve    serve the mapping protocol (--pool, --meta; --listen, --secret-file)\n"
     "  fsck     check the metadata's consistency (--pool, --meta); exit 0 if clean\n"
+    "  credential init-ca      make the cluster CA (--ca; --cluster-name, --days)\n"
+    "  credential issue-server the mapserver's TLS files (--ca, --out; --days)\n"
+    "  credential issue        a host's or admin's TLS files and registry record\n"
+    "                          (--ca, --credentials, --host, --out; --role, --scope, --days)\n"
+    "  credential list         the registry (--credentials)\n"
+    "  credential revoke       revoke --id ID, or every credential of --host (--credentials)\n"
+    "  (doc/trust.md: TCP needs --tls-dir and --credentials, unless\n"
+    "   --insecure-plaintext-tcp; unix sockets use the shared secret)\n"
     "\n"
     "flags (also keys of the [mapserver] section of the config file):\n";
 
@@ -57,6 +68,18 @@ std::vector<OptionSpec> Specs() {
       {"secret-file", std::string(protocol::kDefaultSecretFile), "serve: shared secret of the hosts"},
       {"recall-timeout", "10", "serve: seconds an opener has to answer a recall"},
       {"lease-seconds", "15", "serve: host lease time T (0.2..600, decimals allowed; doc/leases.md)"},
+      {"tls-dir", "", "serve: ca.crt, server.crt, server.key: mutual TLS on TCP (doc/trust.md)"},
+      {"credentials", "", "serve, credential: the credential registry directory"},
+      {"insecure-plaintext-tcp", "",
+       "serve: allow TCP without TLS (shared secret, no encryption, no per-host authority)", true},
+      {"ca", "", "credential: the CA directory (ca.key, ca.crt)"},
+      {"out", "", "credential issue*: directory to write the TLS files into"},
+      {"host", "", "credential issue/revoke: the host name"},
+      {"id", "", "credential revoke: the credential id"},
+      {"role", "host", "credential issue: host (open volumes in scope) or admin (also create/delete/...)"},
+      {"scope", "*", "credential issue: comma-separated volume name patterns the holder may use"},
+      {"days", "825", "credential: validity of a certificate in days (init-ca: 3650 if not given)"},
+      {"cluster-name", "tapmap", "credential init-ca: a name for the CA"},
       {"max-connections", "1024", "serve: connections at once, all peers (doc/trust.md)"},
       {"max-connections-per-address", "64", "serve: connections at once from one IP address"},
       {"login-timeout", "10", "serve: seconds a new connection has to log in"},
@@ -169,8 +192,22 @@ int Serve(const Options& options, const Logger& logger) {
     return Fail(Status::InvalidArgument("--login-timeout must be 1..600 seconds"));
   }
   limits.login_timeout = *login_timeout * kj::SECONDS;
-  auto secret = protocol::ReadSecretFile(options.Get("secret-file"));
-  if (!secret.ok()) return Fail(secret.status());
+  // TCP is TLS unless the operator says, loudly, that it may be plaintext.
+  bool tls = options.Has("tls-dir");
+  if (address->kind == protocol::ServerAddress::Kind::kTcp && !tls && !options.GetBool("insecure-plaintext-tcp")) {
+    return Fail(Status::InvalidArgument(
+        "refusing to serve TCP without TLS: give --tls-dir and --credentials (doc/trust.md), or "
+        "--insecure-plaintext-tcp on a network where every peer is trusted"));
+  }
+  if (tls && !options.Has("credentials")) {
+    return Fail(Status::InvalidArgument("--tls-dir needs --credentials (the registry of host credentials)"));
+  }
+  std::string secret_text;
+  if (address->kind == protocol::ServerAddress::Kind::kUnix || !tls) {
+    auto secret = protocol::ReadSecretFile(options.Get("secret-file"));
+    if (!secret.ok()) return Fail(secret.status());
+    secret_text = *secret;
+  }
   auto sb = protocol::ReadPoolSuperblock(options.Get("pool"));
   if (!sb.ok()) return Fail(sb.status());
   auto store =
@@ -184,12 +221,24 @@ int Serve(const Options& options, const Logger& logger) {
   ServiceOptions service_options;
   service_options.callback_timeout = *timeout * kj::SECONDS;
   service_options.lease_time = static_cast<int64_t>(lease_seconds * 1000) * kj::MILLISECONDS;
-  auto service = std::make_unique<MappingService>(**store, *secret, io.provider->getTimer(), logger,
+  if (options.Has("credentials")) service_options.credentials_dir = options.Get("credentials");
+  std::unique_ptr<protocol::TlsConfig> tls_config;
+  if (tls) {
+    auto loaded = protocol::TlsConfig::LoadServer(options.Get("tls-dir"), io.provider->getTimer(),
+                                                  limits.login_timeout);
+    if (!loaded.ok()) return Fail(loaded.status());
+    tls_config = std::move(*loaded);
+  } else if (address->kind == protocol::ServerAddress::Kind::kTcp) {
+    logger.Warnf("INSECURE: serving plaintext TCP (--insecure-plaintext-tcp): traffic is neither "
+                 "encrypted nor authenticated per host");
+  }
+  auto service = std::make_unique<MappingService>(**store, secret_text, io.provider->getTimer(), logger,
                                                   service_options);
   auto server = std::make_unique<Server>(io, *service, logger, limits);
-  Status listening = server->Listen(*address, io.waitScope);
+  Status listening = server->Listen(*address, io.waitScope, tls_config.get());
   if (!listening.ok()) return Fail(listening);
-  logger.Infof("listening on %s (pool %s, %llu blocks of %s)", server->bound_address().c_str(),
+  logger.Infof("listening on %s%s (pool %s, %llu blocks of %s)", server->bound_address().c_str(),
+               tls ? " with mutual TLS" : "",
                protocol::FormatUuid(sb->uuid).c_str(), static_cast<unsigned long long>(sb->total_blocks),
                FormatSize(sb->block_size).c_str());
   std::printf("listening on %s\n", server->bound_address().c_str());
@@ -202,6 +251,114 @@ int Serve(const Options& options, const Logger& logger) {
   service.reset();
   store->reset();  // every acknowledged change is already durable
   return 0;
+}
+
+Result<int> DaysOf(const Options& options, int default_days) {
+  if (!options.Has("days")) return default_days;
+  auto days = options.GetUint("days");
+  if (!days.ok()) return days.status();
+  if (*days == 0 || *days > 36500) return Status::InvalidArgument("--days must be 1..36500");
+  return static_cast<int>(*days);
+}
+
+int CredentialCommand(const std::string& verb, const Options& options) {
+  if (verb == "init-ca") {
+    if (Status s = Require(options, "ca"); !s.ok()) return Fail(s);
+    auto days = DaysOf(options, 3650);
+    if (!days.ok()) return Fail(days.status());
+    Status s = CertificateAuthority::Init(options.Get("ca"), options.Get("cluster-name"), *days);
+    if (!s.ok()) return Fail(s);
+    std::printf("made the cluster CA in %s (ca.key: keep it off the storage network)\n", options.Get("ca").c_str());
+    return 0;
+  }
+  if (verb == "issue-server") {
+    for (const char* name : {"ca", "out"}) {
+      if (Status s = Require(options, name); !s.ok()) return Fail(s);
+    }
+    auto days = DaysOf(options, 825);
+    if (!days.ok()) return Fail(days.status());
+    auto ca = CertificateAuthority::Load(options.Get("ca"));
+    if (!ca.ok()) return Fail(ca.status());
+    if (Status s = ca->IssueServer(options.Get("out"), *days); !s.ok()) return Fail(s);
+    std::printf("wrote ca.crt, server.crt, server.key to %s (mapserver serve --tls-dir %s)\n",
+                options.Get("out").c_str(), options.Get("out").c_str());
+    return 0;
+  }
+  if (verb == "issue") {
+    for (const char* name : {"ca", "credentials", "host", "out"}) {
+      if (Status s = Require(options, name); !s.ok()) return Fail(s);
+    }
+    auto days = DaysOf(options, 825);
+    if (!days.ok()) return Fail(days.status());
+    Credential c;
+    c.host = options.Get("host");
+    if (!protocol::IsValidHostName(c.host) || c.host.find('/') != std::string::npos) {
+      return Fail(Status::InvalidArgument("bad host name '" + c.host + "'"));
+    }
+    if (!ParseRole(options.Get("role"), &c.role)) {
+      return Fail(Status::InvalidArgument("--role must be host or admin"));
+    }
+    std::string scope = options.Get("scope");
+    for (size_t start = 0; start <= scope.size();) {
+      size_t comma = scope.find(',', start);
+      std::string pattern = scope.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      if (pattern.empty() || pattern.find_first_of(" \t\n") != std::string::npos) {
+        return Fail(Status::InvalidArgument("--scope: empty pattern or one with spaces in '" + scope + "'"));
+      }
+      c.scope.push_back(pattern);
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+    c.id = CredentialRegistry::NewId();
+    c.issued = CredentialRegistry::Now();
+    auto ca = CertificateAuthority::Load(options.Get("ca"));
+    if (!ca.ok()) return Fail(ca.status());
+    CredentialRegistry registry(options.Get("credentials"));
+    // The record first: a certificate without one is useless, never the reverse.
+    if (Status s = registry.Add(c); !s.ok()) return Fail(s);
+    if (Status s = ca->IssueHost({c.host, c.id}, options.Get("out"), *days); !s.ok()) return Fail(s);
+    std::printf("credential %s: host %s, role %s, scope %s; wrote ca.crt, host.crt, host.key to %s\n",
+                c.id.c_str(), c.host.c_str(), RoleName(c.role), scope.c_str(), options.Get("out").c_str());
+    return 0;
+  }
+  if (verb == "list") {
+    if (Status s = Require(options, "credentials"); !s.ok()) return Fail(s);
+    auto all = CredentialRegistry(options.Get("credentials")).List();
+    if (!all.ok()) return Fail(all.status());
+    std::printf("%-16s  %-20s  %-5s  %-20s  %-20s  %s\n", "ID", "HOST", "ROLE", "ISSUED", "REVOKED", "SCOPE");
+    for (const auto& c : *all) {
+      std::string scope;
+      for (const auto& p : c.scope) scope += (scope.empty() ? "" : ",") + p;
+      std::printf("%-16s  %-20s  %-5s  %-20s  %-20s  %s\n", c.id.c_str(), c.host.c_str(), RoleName(c.role),
+                  c.issued.c_str(), c.revoked.empty() ? "-" : c.revoked.c_str(), scope.c_str());
+    }
+    return 0;
+  }
+  if (verb == "revoke") {
+    if (Status s = Require(options, "credentials"); !s.ok()) return Fail(s);
+    if (options.Has("id") == options.Has("host")) {
+      return Fail(Status::InvalidArgument("revoke needs exactly one of --id and --host"));
+    }
+    CredentialRegistry registry(options.Get("credentials"));
+    std::vector<std::string> ids;
+    if (options.Has("id")) {
+      ids.push_back(options.Get("id"));
+    } else {
+      auto all = registry.List();
+      if (!all.ok()) return Fail(all.status());
+      for (const auto& c : *all) {
+        if (c.host == options.Get("host") && c.revoked.empty()) ids.push_back(c.id);
+      }
+      if (ids.empty()) return Fail(Status::NotFound("host " + options.Get("host") + " has no valid credential"));
+    }
+    for (const auto& id : ids) {
+      if (Status s = registry.Revoke(id); !s.ok()) return Fail(s);
+      std::printf("revoked credential %s\n", id.c_str());
+    }
+    return 0;
+  }
+  std::fprintf(stderr, "mapserver: unknown credential command '%s'\n", verb.c_str());
+  return 2;
 }
 
 int Main(int argc, char** argv) {
@@ -223,7 +380,18 @@ int Main(int argc, char** argv) {
     }
   }
   if (Status s = options.LoadFile(config, !config_given); !s.ok()) return Fail(s);
-  if (Status s = options.ParseArgs(argc, argv, 2); !s.ok()) return Fail(s);
+  // "credential VERB": the verb is the second word.
+  int first_flag = 2;
+  std::string verb;
+  if (command == "credential") {
+    if (argc < 3 || argv[2][0] == '-') {
+      std::fprintf(stderr, "mapserver: credential needs a command (init-ca, issue-server, issue, list, revoke)\n");
+      return 2;
+    }
+    verb = argv[2];
+    first_flag = 3;
+  }
+  if (Status s = options.ParseArgs(argc, argv, first_flag); !s.ok()) return Fail(s);
   if (options.help_requested()) return Usage(options, stdout, 0);
   if (!options.positional().empty()) {
     return Fail(Status::InvalidArgument("unexpected argument '" + options.positional()[0] + "'"));
@@ -237,6 +405,7 @@ int Main(int argc, char** argv) {
     if (command == "format") return Format(options);
     if (command == "serve") return Serve(options, logger);
     if (command == "fsck") return Fsck(options, logger);
+    if (command == "credential") return CredentialCommand(verb, options);
   } catch (const StatusError& e) {
     return Fail(e.status());
   } catch (const kj::Exception& e) {

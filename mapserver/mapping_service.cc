@@ -20,6 +20,8 @@ MappingService::MappingService(VolumeStore& store, std::string secret, kj::Timer
       timer_(timer),
       logger_(std::move(logger)),
       options_(options),
+      authority_(options.credentials_dir ? std::optional<CredentialRegistry>(CredentialRegistry(*options.credentials_dir))
+                                         : std::nullopt),
       changed_promise_(nullptr),
       tasks_(*this) {
   auto paf = kj::newPromiseAndFulfiller<void>();
@@ -56,10 +58,11 @@ proto::Gate::Client MappingService::NewGate(std::string peer,
   return NewGateCapability(*this, std::move(peer), kj::mv(close_connection), std::move(state));
 }
 
-Status MappingService::CheckLogin(const std::string& peer, uint32_t client_version,
-                                  const std::vector<uint8_t>& nonce, const std::string& host,
-                                  kj::ArrayPtr<const kj::byte> proof) {
+Result<Principal> MappingService::CheckLogin(const std::string& peer, const ConnectionState& connection,
+                                             uint32_t client_version, const std::vector<uint8_t>& nonce,
+                                             const std::string& host, kj::ArrayPtr<const kj::byte> proof) {
   Status denied;
+  Principal principal;
   if (client_version != proto::PROTOCOL_VERSION) {
     denied = Status::NotSupported("client protocol version " + std::to_string(client_version) +
                                   ", server " + std::to_string(proto::PROTOCOL_VERSION));
@@ -67,10 +70,22 @@ Status MappingService::CheckLogin(const std::string& peer, uint32_t client_versi
     denied = Status::PermissionDenied("login without an outstanding challenge");
   } else if (!protocol::IsValidHostName(host)) {
     denied = Status::PermissionDenied("bad host name");
+  } else if (connection.tls_name.has_value()) {
+    // The certificate says who this is; the client's word must agree with it.
+    if (host != connection.tls_name->host) {
+      denied = Status::PermissionDenied("login as '" + host + "' with the certificate of host " +
+                                        connection.tls_name->host);
+    } else if (auto admitted = authority_.AdmitCertificate(*connection.tls_name); !admitted.ok()) {
+      denied = admitted.status();
+    } else {
+      principal = std::move(*admitted);
+    }
   } else {
     auto expected = protocol::ComputeLoginProof(secret_, nonce.data(), nonce.size(), host);
     if (!protocol::ProofsEqual(expected.data(), expected.size(), proof.begin(), proof.size())) {
       denied = Status::PermissionDenied("wrong proof: host does not know the shared secret");
+    } else {
+      principal = Authority::SharedSecret(host);
     }
   }
   if (!denied.ok()) {
@@ -79,8 +94,9 @@ Status MappingService::CheckLogin(const std::string& peer, uint32_t client_versi
       logger_.Warnf("login from %s refused: %s (%llu similar suppressed)", peer.c_str(),
                     denied.ToString().c_str(), static_cast<unsigned long long>(suppressed));
     }
+    return denied;
   }
-  return denied;
+  return principal;
 }
 
 void MappingService::CloseSoon(kj::Own<kj::PromiseFulfiller<void>> close) {

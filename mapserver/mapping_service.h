@@ -36,6 +36,7 @@
 #include <unordered_map>
 
 #include "common/logging.h"
+#include "mapserver/authority.h"
 #include "mapserver/lease_table.h"
 #include "mapserver/volume_store.h"
 #include "tapmap/proto/mapping.capnp.h"
@@ -44,6 +45,8 @@ namespace tapmap::mapserver {
 
 // What the server knows of one connection, shared by the capabilities served on it.
 struct ConnectionState {
+  // Over mutual TLS: the name in the client's certificate (the host logs in as it).
+  std::optional<protocol::CertificateName> tls_name;
   bool authenticated = false;  // a login succeeded
   // The connection is gone (set before its capabilities are dropped): a Volume
   // capability dropped now orphans its opener; one dropped while the connection lives
@@ -59,6 +62,9 @@ struct ServiceOptions {
   kj::Duration lease_time = 15 * kj::SECONDS;
   // Failed logins after which a connection is closed.
   uint32_t max_login_failures = 3;
+  // The credential registry that TLS logins are checked against (authority.h);
+  // nullopt: no TLS logins.
+  std::optional<std::string> credentials_dir;
 };
 
 class MappingService final : private kj::TaskSet::ErrorHandler {
@@ -86,10 +92,14 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
   // ---- for the capabilities it hands out (Gate, Session, Volume) --------------------
   LeaseTable& leases() { return leases_; }
   const Logger& logger() const { return logger_; }
-  // Checks a login (version, an outstanding challenge, the host name, the proof of the
-  // shared secret); a refusal is logged (rate-limited) with `peer`.
-  Status CheckLogin(const std::string& peer, uint32_t client_version, const std::vector<uint8_t>& nonce,
-                    const std::string& host, kj::ArrayPtr<const kj::byte> proof);
+  // Checks a login (version, an outstanding challenge, the host name, and either the
+  // connection's TLS certificate and its credential record or the proof of the shared
+  // secret) and says who logged in; a refusal is logged (rate-limited) with `peer`.
+  Result<Principal> CheckLogin(const std::string& peer, const ConnectionState& connection,
+                               uint32_t client_version, const std::vector<uint8_t>& nonce,
+                               const std::string& host, kj::ArrayPtr<const kj::byte> proof);
+  // Who may do what (the one place access is decided).
+  const Authority& authority() const { return authority_; }
   uint32_t max_login_failures() const { return options_.max_login_failures; }
   // Fulfills `close` a moment later (so that a last refusal still reaches the peer).
   void CloseSoon(kj::Own<kj::PromiseFulfiller<void>> close);
@@ -176,6 +186,7 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
   kj::Timer& timer_;
   Logger logger_;
   ServiceOptions options_;
+  Authority authority_;
   RateLimiter auth_log_limiter_{10, std::chrono::seconds(60)};
   LeaseTable leases_;
   // The grace period after a restart: recorded rw leases not yet reclaimed, and the

@@ -148,7 +148,9 @@ Server::~Server() {
   if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
 }
 
-Status Server::Listen(const protocol::ServerAddress& address, kj::WaitScope& wait_scope) {
+Status Server::Listen(const protocol::ServerAddress& address, kj::WaitScope& wait_scope,
+                      protocol::TlsConfig* tls) {
+  tls_ = tls;
   if (address.kind == protocol::ServerAddress::Kind::kUnix) {
     struct stat st;
     if (::lstat(address.path.c_str(), &st) == 0) {
@@ -202,8 +204,8 @@ const char* Server::LimitReached(const std::string& peer_ip) {
 }
 
 kj::Promise<void> Server::AcceptLoop() {
-  return listener_->accept().then([this](kj::Own<kj::AsyncIoStream> stream) {
-    PeerAddress peer = PeerOf(*stream);
+  return listener_->acceptAuthenticated().then([this](kj::AuthenticatedStream accepted) {
+    PeerAddress peer = PeerOf(*accepted.stream);
     if (const char* limit = LimitReached(peer.ip)) {
       ++refused_;
       uint64_t suppressed = 0;
@@ -211,30 +213,64 @@ kj::Promise<void> Server::AcceptLoop() {
         logger_.Warnf("refusing a connection from %s: too many %s (%llu similar refusals suppressed)",
                       peer.name.c_str(), limit, static_cast<unsigned long long>(suppressed));
       }
-      return AcceptLoop();  // `stream` is closed here
+      return AcceptLoop();  // `accepted.stream` is closed here
     }
-    auto close = kj::newPromiseAndFulfiller<void>();
     auto state = std::make_shared<ConnectionState>();
-    states_.push_back({state, peer.ip});
-    stream = kj::heap<WatchedStream>(kj::mv(stream), state, limits_.max_bytes_before_login);
-    auto gate = service_.NewGate(peer.name, kj::mv(close.fulfiller), state);
-    auto connection = kj::heap<Connection>(kj::mv(stream), kj::mv(gate), &connections_);
-    // An anonymous connection may not linger: close it if no login succeeded in time.
-    auto login_deadline =
-        io_.provider->getTimer()
-            .afterDelay(limits_.login_timeout)
-            .then([this, state, name = peer.name]() -> kj::Promise<void> {
-              if (state->authenticated) return kj::NEVER_DONE;
-              logger_.Warnf("closing connection from %s: no login within the timeout", name.c_str());
-              return kj::READY_NOW;
-            });
-    auto ended = connection->network.onDisconnect()
-                     .exclusiveJoin(kj::mv(close.promise))
-                     .exclusiveJoin(kj::mv(login_deadline));
-    // `ended` is set before the connection (and the capabilities it serves) goes.
-    tasks_.add(ended.then([state]() { state->ended = true; }).attach(kj::mv(connection)));
+    states_.push_back({state, peer.ip});  // counted as not logged in from now on
+    if (tls_ == nullptr) {
+      Serve(kj::mv(accepted.stream), state, peer.name);
+      return AcceptLoop();
+    }
+    // The handshake runs beside the accept loop; it is bounded by the TLS context's
+    // accept timeout (the login timeout).
+    tasks_.add(tls_->context()
+                   .wrapServer(kj::mv(accepted))
+                   .then(
+                       [this, state, name = peer.name](kj::AuthenticatedStream secured) {
+                         auto& identity = kj::downcast<kj::TlsPeerIdentity>(*secured.peerIdentity);
+                         auto cert_name = protocol::ParseCertificateName(
+                             identity.hasCertificate() ? std::string(identity.getCommonName().cStr()) : "");
+                         if (!cert_name.ok()) {
+                           state->ended = true;
+                           logger_.Warnf("TLS peer %s refused: %s", name.c_str(),
+                                         cert_name.status().message().c_str());
+                           return;
+                         }
+                         state->tls_name = *cert_name;
+                         Serve(kj::mv(secured.stream), state, name + " (" + cert_name->host + ")");
+                       },
+                       [this, state, name = peer.name](kj::Exception&& e) {
+                         state->ended = true;
+                         uint64_t suppressed = 0;
+                         if (refusal_log_.Allow(&suppressed)) {
+                           logger_.Warnf("TLS handshake with %s failed: %s (%llu similar suppressed)",
+                                         name.c_str(), e.getDescription().cStr(),
+                                         static_cast<unsigned long long>(suppressed));
+                         }
+                       }));
     return AcceptLoop();
   });
+}
+
+void Server::Serve(kj::Own<kj::AsyncIoStream> stream, std::shared_ptr<ConnectionState> state, std::string peer) {
+  auto close = kj::newPromiseAndFulfiller<void>();
+  stream = kj::heap<WatchedStream>(kj::mv(stream), state, limits_.max_bytes_before_login);
+  auto gate = service_.NewGate(peer, kj::mv(close.fulfiller), state);
+  auto connection = kj::heap<Connection>(kj::mv(stream), kj::mv(gate), &connections_);
+  // An anonymous connection may not linger: close it if no login succeeded in time.
+  auto login_deadline =
+      io_.provider->getTimer()
+          .afterDelay(limits_.login_timeout)
+          .then([this, state, peer]() -> kj::Promise<void> {
+            if (state->authenticated) return kj::NEVER_DONE;
+            logger_.Warnf("closing connection from %s: no login within the timeout", peer.c_str());
+            return kj::READY_NOW;
+          });
+  auto ended = connection->network.onDisconnect()
+                   .exclusiveJoin(kj::mv(close.promise))
+                   .exclusiveJoin(kj::mv(login_deadline));
+  // `ended` is set before the connection (and the capabilities it serves) goes.
+  tasks_.add(ended.then([state]() { state->ended = true; }).attach(kj::mv(connection)));
 }
 
 void Server::taskFailed(kj::Exception&& exception) {

@@ -15,6 +15,7 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "protocol/server_address.h"
+#include "protocol/tls.h"
 #include "mapserver/mapping_service.h"
 
 namespace tapmap::mapserver {
@@ -45,8 +46,13 @@ class Server final : private kj::TaskSet::ErrorHandler {
 
   // Binds `address` and starts accepting. A stale unix socket file at the path is
   // replaced; the socket is made mode 0660. Blocks on `wait_scope` only to resolve
-  // the address; must not be called from inside a promise callback.
-  Status Listen(const protocol::ServerAddress& address, kj::WaitScope& wait_scope);
+  // the address; must not be called from inside a promise callback. With `tls`
+  // (which must outlive the server) every connection is TLS with a client
+  // certificate of the CA, whose name the connection's logins must use
+  // (protocol/tls.h); a peer that does not complete the handshake within the login
+  // timeout is dropped.
+  Status Listen(const protocol::ServerAddress& address, kj::WaitScope& wait_scope,
+                protocol::TlsConfig* tls = nullptr);
 
   // The address actually bound ("tcp:127.0.0.1:41234" when port 0 was asked for).
   const std::string& bound_address() const { return bound_address_; }
@@ -61,6 +67,8 @@ class Server final : private kj::TaskSet::ErrorHandler {
     std::string peer_ip;  // "" for a unix-socket peer
   };
   kj::Promise<void> AcceptLoop();
+  // Serves the mapping protocol on an accepted (and, with TLS, handshaken) stream.
+  void Serve(kj::Own<kj::AsyncIoStream> stream, std::shared_ptr<ConnectionState> state, std::string peer);
   // Forgets ended connections, then names the limit, if any, that a new connection
   // from `peer_ip` ("" for unix) would exceed.
   const char* LimitReached(const std::string& peer_ip);
@@ -71,6 +79,7 @@ class Server final : private kj::TaskSet::ErrorHandler {
   Logger logger_;
   ServerLimits limits_;
   kj::Own<kj::ConnectionReceiver> listener_;
+  protocol::TlsConfig* tls_ = nullptr;
   std::string bound_address_;
   std::string unix_path_;  // unlinked at destruction
   size_t connections_ = 0;

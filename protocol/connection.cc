@@ -7,9 +7,11 @@
 
 namespace tapmap::protocol {
 
-Connection::Connection(ServerAddress address, std::string host, kj::Own<kj::AsyncIoStream> stream)
+Connection::Connection(ServerAddress address, std::string host, kj::Own<kj::AsyncIoStream> stream,
+                       std::shared_ptr<TlsConfig> tls)
     : address_(std::move(address)),
       host_(std::move(host)),
+      tls_(std::move(tls)),
       stream_(kj::mv(stream)),
       rpc_(kj::heap<capnp::TwoPartyClient>(*stream_)),
       session_(nullptr) {}
@@ -47,8 +49,18 @@ kj::Promise<void> Connection::Login(std::string secret, uint64_t instance) {
 kj::Promise<kj::Own<Connection>> Connection::Connect(kj::AsyncIoContext& io,
                                                      const ServerAddress& address, std::string host,
                                                      std::string secret, uint64_t instance) {
-  if (!IsValidHostName(host)) {
-    return ToException(Status::InvalidArgument("bad host name '" + host + "'"));
+  return Connect(io, address, ClientAuth{kj::mv(host), kj::mv(secret), nullptr}, instance);
+}
+
+kj::Promise<kj::Own<Connection>> Connection::Connect(kj::AsyncIoContext& io, const ServerAddress& address,
+                                                     ClientAuth auth, uint64_t instance) {
+  std::shared_ptr<TlsConfig> tls = address.kind == ServerAddress::Kind::kTcp ? auth.tls : nullptr;
+  if (tls != nullptr && auth.host != tls->name().host) {
+    return ToException(Status::InvalidArgument("host name '" + auth.host + "' differs from the name in " +
+                                               tls->dir() + "/host.crt (" + tls->name().host + ")"));
+  }
+  if (!IsValidHostName(auth.host)) {
+    return ToException(Status::InvalidArgument("bad host name '" + auth.host + "'"));
   }
   std::string where = address.ToString();
   return io.provider->getNetwork()
@@ -57,14 +69,18 @@ kj::Promise<kj::Own<Connection>> Connection::Connect(kj::AsyncIoContext& io,
         auto connecting = addr->connect();
         return connecting.attach(kj::mv(addr));
       })
-      .catch_([where](kj::Exception&& e) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
-        return ToException(Status::Unavailable("cannot connect to mapserver at " + where + ": " +
+      .then([tls](kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
+        if (tls == nullptr) return kj::mv(stream);
+        return tls->WrapClient(kj::mv(stream));
+      })
+      .catch_([where, tls](kj::Exception&& e) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
+        return ToException(Status::Unavailable("cannot connect to mapserver at " + where +
+                                               (tls != nullptr ? " over TLS" : "") + ": " +
                                                e.getDescription().cStr()));
       })
-      .then([address, host = kj::mv(host), secret = kj::mv(secret),
-             instance](kj::Own<kj::AsyncIoStream> stream) mutable {
-        auto conn = kj::heap<Connection>(address, kj::mv(host), kj::mv(stream));
-        auto login = conn->Login(kj::mv(secret), instance);
+      .then([address, auth = kj::mv(auth), tls, instance](kj::Own<kj::AsyncIoStream> stream) mutable {
+        auto conn = kj::heap<Connection>(address, kj::mv(auth.host), kj::mv(stream), tls);
+        auto login = conn->Login(kj::mv(auth.secret), instance);
         return login.then([conn = kj::mv(conn)]() mutable { return kj::mv(conn); });
       });
 }
@@ -73,9 +89,14 @@ Result<kj::Own<Connection>> Connection::ConnectBlocking(kj::AsyncIoContext& io,
                                                         const ServerAddress& address,
                                                         std::string host, std::string secret,
                                                         uint64_t instance) {
+  return ConnectBlocking(io, address, ClientAuth{kj::mv(host), kj::mv(secret), nullptr}, instance);
+}
+
+Result<kj::Own<Connection>> Connection::ConnectBlocking(kj::AsyncIoContext& io, const ServerAddress& address,
+                                                        ClientAuth auth, uint64_t instance) {
   kj::Own<Connection> conn;
-  Status status = RunCatching(
-      [&] { conn = Connect(io, address, kj::mv(host), kj::mv(secret), instance).wait(io.waitScope); });
+  Status status =
+      RunCatching([&] { conn = Connect(io, address, kj::mv(auth), instance).wait(io.waitScope); });
   if (!status.ok()) return status;
   return kj::mv(conn);
 }

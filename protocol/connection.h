@@ -27,6 +27,7 @@
 
 #include "common/status.h"
 #include "protocol/server_address.h"
+#include "protocol/tls.h"
 #include "tapmap/proto/mapping.capnp.h"
 
 namespace tapmap::protocol {
@@ -39,8 +40,25 @@ struct LoginAnswer {
   bool in_grace = false;  // the server restarted recently: reclaim now
 };
 
+// How a client proves who it is (doc/auth.md): mutual TLS on TCP (`tls`: the host
+// name is the one in its certificate) or the shared secret (unix sockets, and plaintext
+// TCP where the server allows it).
+struct ClientAuth {
+  std::string host;
+  std::string secret;
+  std::shared_ptr<TlsConfig> tls;  // used for TCP addresses when set
+};
+
 class Connection {
  public:
+  // Connects to `address` (over TLS for a TCP address when `auth.tls` is set), asks the
+  // Gate for a challenge and logs in as `auth.host`. The promise resolves once the
+  // Session capability is held. `io` must outlive the returned Connection.
+  static kj::Promise<kj::Own<Connection>> Connect(kj::AsyncIoContext& io, const ServerAddress& address,
+                                                  ClientAuth auth, uint64_t instance = 0);
+  static Result<kj::Own<Connection>> ConnectBlocking(kj::AsyncIoContext& io, const ServerAddress& address,
+                                                     ClientAuth auth, uint64_t instance = 0);
+
   // Connects to `address`, asks the Gate for a challenge and logs in as `host` with
   // the proof HMAC-SHA256(secret, nonce || host). The promise resolves once the
   // Session capability is held. `io` must outlive the returned Connection.
@@ -75,13 +93,15 @@ class Connection {
   const LoginAnswer& login() const { return login_; }
 
   // Use Connect(); public only for kj::heap.
-  Connection(ServerAddress address, std::string host, kj::Own<kj::AsyncIoStream> stream);
+  Connection(ServerAddress address, std::string host, kj::Own<kj::AsyncIoStream> stream,
+             std::shared_ptr<TlsConfig> tls = nullptr);
 
  private:
   kj::Promise<void> Login(std::string secret, uint64_t instance);
 
   ServerAddress address_;
   std::string host_;
+  std::shared_ptr<TlsConfig> tls_;  // what the TLS stream was made with
   kj::Own<kj::AsyncIoStream> stream_;
   kj::Own<capnp::TwoPartyClient> rpc_;
   proto::Session::Client session_;

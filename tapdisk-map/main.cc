@@ -51,6 +51,7 @@ std::vector<OptionSpec> Specs() {
        "those volumes (names or fnmatch patterns, e.g. tcp:0.0.0.0:10809?exports=vm1:web-*); repeatable or comma "
        "list"},
       {"secret-file", "/etc/tapmap/secret", "file holding the shared secret for the mapserver"},
+      {"tls-dir", "", "mutual TLS to a tcp: mapserver: ca.crt, host.crt, host.key (mapserver/doc/trust.md)"},
       {"host-name", "", "name this host logs in with (default: the system host name)"},
       {"metrics", "", "Prometheus endpoint: unix:PATH or tcp:HOST:PORT (GET /metrics)"},
       {"metrics-max-connections", "16", "metrics connections open at once (the oldest idle one gives way)"},
@@ -140,6 +141,7 @@ int Run(int argc, char** argv) {
   engine_options.server = options.Get("server");
   engine_options.pool_path = options.Get("pool");
   engine_options.secret_file = options.Get("secret-file");
+  engine_options.tls_dir = options.Get("tls-dir");
   engine_options.host = options.Get("host-name");
   if (engine_options.pool_path.empty()) return Fail(log, "--pool is required");
   if (options.Has("cache-size") && !options.Get("cache-size").empty()) {

@@ -39,9 +39,25 @@ Result<std::unique_ptr<Engine>> Engine::Create(boost::asio::io_context& io, Engi
   if (options.pool_path.empty()) return Status::InvalidArgument("no pool path given");
   if (options.cache_size_bytes == 0) options.cache_size_bytes = DefaultCacheSize();
   if (options.max_pinned_bytes == 0) options.max_pinned_bytes = std::max<uint64_t>(256ull << 20, options.cache_size_bytes / 4);
+  auto address = protocol::ParseServerAddress(options.server);
+  if (!address.ok()) return address.status().WithContext("--server");
+  std::shared_ptr<protocol::TlsConfig> tls;
+  std::string secret;
+  if (!options.tls_dir.empty() && address->kind == protocol::ServerAddress::Kind::kTcp) {
+    auto loaded = protocol::TlsConfig::LoadClient(options.tls_dir);
+    if (!loaded.ok()) return loaded.status();
+    tls = std::move(*loaded);
+    if (!options.host.empty() && options.host != tls->name().host) {
+      return Status::InvalidArgument("host name '" + options.host + "' differs from the name in " +
+                                     options.tls_dir + "/host.crt (" + tls->name().host + ")");
+    }
+    options.host = tls->name().host;
+  } else {
+    auto read = protocol::ReadSecretFile(options.secret_file);
+    if (!read.ok()) return read.status().WithContext("secret file " + options.secret_file);
+    secret = std::move(*read);
+  }
   if (options.host.empty()) options.host = protocol::LocalHostName();
-  auto secret = protocol::ReadSecretFile(options.secret_file);
-  if (!secret.ok()) return secret.status().WithContext("secret file " + options.secret_file);
 
   std::unique_ptr<Engine> engine(new Engine(io, options, log));
   auto sb = protocol::ReadPoolSuperblock(options.pool_path);
@@ -63,7 +79,8 @@ Result<std::unique_ptr<Engine>> Engine::Create(boost::asio::io_context& io, Engi
   MappingClient::Options client_options;
   client_options.server = options.server;
   client_options.host = options.host;
-  client_options.secret = std::move(*secret);
+  client_options.secret = std::move(secret);
+  client_options.tls = std::move(tls);
   client_options.unavailable_timeout = options.unavailable_timeout;
   auto client = MappingClient::Create(io, std::move(client_options), log.WithContext("server", options.server));
   if (!client.ok()) return client.status();

@@ -44,6 +44,10 @@ struct EngineOptions {
   std::string server = "unix:/run/tapmap/mapserver.sock";  // mapserver address
   std::string host;                            // login name; "" = this machine's host name
   std::string secret_file = "/etc/tapmap/secret";
+  // Mutual TLS to a TCP mapserver (protocol/tls.h: ca.crt, host.crt, host.key); "" =
+  // the shared secret. With TLS the login name is the certificate's (`host` must be
+  // "" or the same).
+  std::string tls_dir;
   std::string pool_path;                       // the pool file or device (required)
   uint64_t cache_size_bytes = 0;               // data cache; 0 = DefaultCacheSize()
   pool::PoolIoKind pool_io = pool::PoolIoKind::kAuto;

@@ -611,7 +611,8 @@ void MappingClient::Impl::LoseConnection() {
 kj::Promise<void> MappingClient::Impl::ConnectLoop() {
   if (stopping_) return kj::READY_NOW;
   const Clock::time_point sent_at = Clock::now();
-  return protocol::Connection::Connect(*aio_, address_, options_.host, options_.secret, instance_)
+  return protocol::Connection::Connect(*aio_, address_,
+                                       protocol::ClientAuth{options_.host, options_.secret, options_.tls}, instance_)
       .then([this, sent_at](kj::Own<protocol::Connection> conn) {
         conn_ = kj::mv(conn);
         const protocol::LoginAnswer& login = conn_->login();

@@ -30,6 +30,7 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "tapdisk-map/engine/extent.h"
+#include "protocol/tls.h"
 #include "tapdisk-map/engine/host_lease.h"
 
 namespace tapmap::engine {
@@ -96,6 +97,7 @@ class MappingClient {
     std::string server;    // "unix:PATH" or "tcp:HOST:PORT" (protocol/server_address.h)
     std::string host;      // login host name
     std::string secret;    // shared secret
+    std::shared_ptr<protocol::TlsConfig> tls;  // mutual TLS for a TCP server (null: secret)
     std::chrono::milliseconds unavailable_timeout{60000};
     std::chrono::milliseconds min_backoff{100};
     std::chrono::milliseconds max_backoff{5000};

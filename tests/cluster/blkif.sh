@@ -36,8 +36,14 @@ rig_blkif_host() {
   mkfifo "$d/in" "$d/out" || return 1
   # Both ends opened read-write: opening never blocks, whichever side comes first.
   exec {infd}<>"$d/in" {outfd}<>"$d/out"
+  # A host of its own, with its own credential (role host), as tapdisk-map's (rig.sh).
+  if [ ! -f "$d/tls/host.crt" ]; then
+    "$RIG_BIN/mapserver" credential issue --config /dev/null --ca "$RIG_DIR/ca" \
+      --credentials "$RIG_DIR/ms/credentials" --host "$(rig_blkif_name "$n")" --role host \
+      --out "$d/tls" >>"$d/sim_blkif_host.log" 2>&1 || { rig_log "cannot issue a credential"; return 1; }
+  fi
   ip netns exec "$(rig_ns "$n")" "$RIG_BIN/cluster_sim_blkif_host" --server "$RIG_SERVER" \
-    --pool "$RIG_DIR/pool" --secret-file "$RIG_DIR/secret" --host-name "$(rig_blkif_name "$n")" \
+    --pool "$RIG_DIR/pool" --tls-dir "$d/tls" --host-name "$(rig_blkif_name "$n")" \
     --cache-size "$RIG_CACHE_SIZE" --log-level "$RIG_BLKIF_LOG_LEVEL" \
     <"$d/in" >"$d/out" 2>>"$d/sim_blkif_host.log" &
   pid=$!

@@ -95,8 +95,17 @@ rig_init() {
 pool = $RIG_DIR/pool
 meta = $RIG_DIR/ms/meta
 secret-file = $RIG_DIR/secret
+tls-dir = $RIG_DIR/ms/tls
+credentials = $RIG_DIR/ms/credentials
 log-level = $RIG_LOG_LEVEL
 EOF
+  # Mutual TLS as deployed (mapserver/doc/trust.md): a cluster CA, the server's
+  # certificate, and per host two credentials: the daemon's (role host) and the
+  # operator CLI's (role admin: the rig's hosts create and delete volumes).
+  local ca="$RIG_DIR/ca"
+  { "$RIG_BIN/mapserver" credential init-ca --config /dev/null --ca "$ca" --cluster-name "$RIG_ID" &&
+    "$RIG_BIN/mapserver" credential issue-server --config /dev/null --ca "$ca" --out "$RIG_DIR/ms/tls"; } \
+    >"$RIG_DIR/ca.log" 2>&1 || { cat "$RIG_DIR/ca.log" >&2; return 1; }
 
   _rig_netns_add "$(rig_ns sw)" || return 1
   ip -n "$(rig_ns sw)" link add br0 type bridge || return 1
@@ -107,12 +116,17 @@ EOF
   for n in $(seq 1 "$RIG_HOSTS"); do
     _rig_node_add "$n" "$(rig_host_ip "$n")" "p-h$n" || return 1
     mkdir -p "$(rig_hdir "$n")"
+    { "$RIG_BIN/mapserver" credential issue --config /dev/null --ca "$ca" --credentials "$RIG_DIR/ms/credentials" \
+        --host "h$n" --role host --out "$(rig_hdir "$n")/tls" &&
+      "$RIG_BIN/mapserver" credential issue --config /dev/null --ca "$ca" --credentials "$RIG_DIR/ms/credentials" \
+        --host "h$n" --role admin --out "$(rig_hdir "$n")/admin-tls"; } >>"$RIG_DIR/ca.log" 2>&1 ||
+      { cat "$RIG_DIR/ca.log" >&2; return 1; }
     cat >"$(rig_hdir "$n")/tapmap.conf" <<EOF
 # host h$n of the cluster rig: the daemon's and the CLI's settings
 [tapdisk-map]
 server = $RIG_SERVER
 pool = $RIG_DIR/pool
-secret-file = $RIG_DIR/secret
+tls-dir = $(rig_hdir "$n")/tls
 host-name = h$n
 cache-size = $RIG_CACHE_SIZE
 control = $(rig_hdir "$n")/ctl.sock
@@ -121,7 +135,7 @@ xen = off
 log-level = $RIG_LOG_LEVEL
 [tapmap]
 server = $RIG_SERVER
-secret-file = $RIG_DIR/secret
+tls-dir = $(rig_hdir "$n")/admin-tls
 host-name = h$n
 control = $(rig_hdir "$n")/ctl.sock
 timeout = ${RIG_CLI_TIMEOUT:-20}

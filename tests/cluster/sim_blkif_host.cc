@@ -63,6 +63,7 @@ std::vector<OptionSpec> Specs() {
       {"server", "", "mapserver address: unix:PATH or tcp:HOST:PORT (as tapdisk-map --server)"},
       {"pool", "", "the storage pool shared with the mapserver (as tapdisk-map --pool)"},
       {"secret-file", "", "file holding the shared secret (as tapdisk-map --secret-file)"},
+      {"tls-dir", "", "mutual TLS to a tcp: mapserver (as tapdisk-map --tls-dir); instead of --secret-file"},
       {"host-name", "", "name this host logs in with; a host of its own, e.g. h1-blkif"},
       {"cache-size", "64M", "data cache size (as tapdisk-map --cache-size)"},
       {"unavailable-timeout", "20", "seconds an open or I/O waits for the mapserver"},
@@ -385,8 +386,10 @@ int Run(int argc, char** argv) {
   eo.server = options.Get("server");
   eo.pool_path = options.Get("pool");
   eo.secret_file = options.Get("secret-file");
+  eo.tls_dir = options.Get("tls-dir");
   eo.host = options.Get("host-name");
-  for (const char* required : {"server", "pool", "secret-file", "host-name"}) {
+  const char* credential = eo.tls_dir.empty() ? "secret-file" : "tls-dir";
+  for (const char* required : {"server", "pool", credential, "host-name"}) {
     if (options.Get(required).empty()) {
       std::fprintf(stderr, "cluster_sim_blkif_host: --%s is required\n", required);
       return 2;

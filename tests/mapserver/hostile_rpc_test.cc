@@ -71,7 +71,7 @@ class ServedPool {
     ::chmod((dir_ / "secret").c_str(), 0600);
     std::vector<std::string> argv = {kMapserver, "serve", "--config", "/dev/null", "--pool", dir_ / "pool",
                                      "--meta", dir_ / "meta", "--listen", "tcp:127.0.0.1:0",
-                                     "--secret-file", dir_ / "secret"};
+                                     "--secret-file", dir_ / "secret", "--insecure-plaintext-tcp"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     server_ = std::make_unique<ChildProcess>(argv, dir_ / "serve.log");
     std::smatch m;

@@ -18,6 +18,7 @@ std::vector<OptionSpec> ServerSpecs() {
       {"server", "unix:/run/tapmap/mapserver.sock",
        "mapserver address: unix:PATH or tcp:HOST:PORT"},
       {"secret-file", "/etc/tapmap/secret", "file holding the secret shared with mapserver"},
+      {"tls-dir", "", "mutual TLS to a tcp: mapserver (ca.crt, host.crt, host.key); the name in host.crt is the host name"},
       {"host-name", "", "name this host logs in as (default: the machine's host name)"},
   };
 }

@@ -13,14 +13,24 @@ ServerSession::~ServerSession() { conn_ = nullptr; }
 Result<std::unique_ptr<ServerSession>> ServerSession::Open(Invocation& inv) {
   auto address = protocol::ParseServerAddress(inv.options().Get("server"));
   if (!address.ok()) return inv.UsageError("--server: " + address.status().message());
-  std::string host = inv.host_name();
-  if (!protocol::IsValidHostName(host))
-    return inv.UsageError("--host-name: bad host name '" + host + "'");
-  auto secret = protocol::ReadSecretFile(inv.options().Get("secret-file"));
-  if (!secret.ok()) return secret.status().WithContext("secret file");
+  protocol::ClientAuth auth;
+  auth.host = inv.host_name();
+  std::string tls_dir = inv.options().Get("tls-dir");
+  if (!tls_dir.empty() && address->kind == protocol::ServerAddress::Kind::kTcp) {
+    auto tls = protocol::TlsConfig::LoadClient(tls_dir);
+    if (!tls.ok()) return tls.status();
+    auth.tls = std::move(*tls);
+    if (!inv.options().Has("host-name")) auth.host = auth.tls->name().host;
+  } else {
+    auto secret = protocol::ReadSecretFile(inv.options().Get("secret-file"));
+    if (!secret.ok()) return secret.status().WithContext("secret file");
+    auth.secret = std::move(*secret);
+  }
+  if (!protocol::IsValidHostName(auth.host))
+    return inv.UsageError("--host-name: bad host name '" + auth.host + "'");
 
   std::unique_ptr<ServerSession> s(new ServerSession(inv.timeout_ms()));
-  auto conn = s->Wait(protocol::Connection::Connect(s->io_, *address, host, *secret));
+  auto conn = s->Wait(protocol::Connection::Connect(s->io_, *address, std::move(auth)));
   if (!conn.ok()) return conn.status();
   s->conn_ = kj::mv(*conn);
   return s;

@@ -134,7 +134,10 @@ interface Gate {
       -> (session :Session, leaseMs :UInt32, resumed :Bool, inGrace :Bool);
   # proof = HMAC-SHA256(shared secret, nonce || host). `host` names the client in logs
   # and in VolumeInfo.writer. Fails with permission-denied on a wrong proof, a reused
-  # or missing nonce; the connection is closed after 3 failures.
+  # or missing nonce; the connection is closed after 3 failures. Over mutual TLS
+  # (protocol/doc/auth.md) the proof is ignored and `host` must be the name in the
+  # client's certificate, whose credential (registered, not revoked) decides what the
+  # Session may do (mapserver/doc/trust.md); refusals are permission-denied.
   #
   # Host leases (mapserver/doc/leases.md, the one description): `instance` is a random
   # number the client process chose at its start (0: a tool that will hold nothing

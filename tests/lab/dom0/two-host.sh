@@ -59,6 +59,8 @@ th_setup_tapmap() {   # this host's tapmap.conf; host a formats the pool, starts
 pool = $lun
 meta = /var/lib/tapmap/meta
 listen = $TH_SERVER
+# The lab's private QEMU network only; the cluster rig (tests/cluster) runs mutual TLS.
+insecure-plaintext-tcp = true
 
 CONF
     fi
