@@ -74,7 +74,12 @@ void CloseSocket(Socket& socket) {
   socket.close(ignored);
 }
 
+bool Listed(const MetricsServerState& state, const std::shared_ptr<MetricsConnection>& conn) {
+  return std::find(state.connections.begin(), state.connections.end(), conn) != state.connections.end();
+}
+
 // Closes `conn` and unlists it; false if it was no longer listed. On the strand.
+// Counters are bumped before, so that a peer seeing the close sees them too.
 bool Forget(MetricsServerState& state, const std::shared_ptr<MetricsConnection>& conn) {
   auto it = std::find(state.connections.begin(), state.connections.end(), conn);
   if (it == state.connections.end()) return false;
@@ -93,8 +98,8 @@ bool MakeRoom(MetricsServerState& state) {
                            [](const auto& c) { return !c->answering; });
   bool room = idle != state.connections.end();
   if (room) {
-    Forget(state, std::shared_ptr<MetricsConnection>(*idle));
     state.counters.displaced.fetch_add(1, std::memory_order_relaxed);
+    Forget(state, std::shared_ptr<MetricsConnection>(*idle));
   } else {
     state.counters.refused.fetch_add(1, std::memory_order_relaxed);
   }
@@ -128,13 +133,14 @@ asio::awaitable<void> AcceptLoop(std::shared_ptr<MetricsServerState> state) {
       continue;
     }
     state->counters.accepted.fetch_add(1, std::memory_order_relaxed);
+    state->counters.open.fetch_add(1, std::memory_order_relaxed);  // first: `open` never dips below the truth
     if (!MakeRoom(*state)) {
+      state->counters.open.fetch_sub(1, std::memory_order_relaxed);
       CloseSocket(*socket);
       continue;
     }
     auto conn = std::make_shared<MetricsConnection>(std::move(socket));
     state->connections.push_back(conn);
-    state->counters.open.fetch_add(1, std::memory_order_relaxed);
     asio::co_spawn(state->strand, Serve(state, conn), asio::detached);
   }
 }
@@ -199,7 +205,9 @@ asio::awaitable<void> Serve(std::shared_ptr<MetricsServerState> state, std::shar
   Socket* socket = conn->socket.get();
   asio::steady_timer deadline(state->strand, state->options.request_timeout);
   deadline.async_wait([state, conn](boost::system::error_code ec) {
-    if (!ec && Forget(*state, conn)) state->counters.timed_out.fetch_add(1, std::memory_order_relaxed);
+    if (ec || !Listed(*state, conn)) return;
+    state->counters.timed_out.fetch_add(1, std::memory_order_relaxed);
+    Forget(*state, conn);
   });
   asio::streambuf buffer(8192);
   boost::system::error_code ec;
