@@ -59,6 +59,7 @@ std::vector<OptionSpec> Specs() {
       {"xen", "auto", "serve Xen blkif rings: on, off, or auto (on when running in a Xen dom0)"},
       {"blkif-inflight-per-disk", "64M", "request data held for one guest disk at once; beyond it its rings wait"},
       {"blkif-inflight-per-host", "512M", "request data held for all guest disks at once"},
+      {"blkif-persistent-grants-per-host", "16384", "guest grants kept mapped at once (each one mapping); beyond, copied"},
       {"pool-io", "auto", "pool I/O back end: auto, io_uring or threads"},
       {"threads", "2", "I/O threads running the event loop"},
       {"commit-interval-ms", "200", "longest a write waits before its map commit starts (0 = at once)"},
@@ -189,6 +190,9 @@ int Run(int argc, char** argv) {
     if (!size.ok() || *size < kMiB) return Fail(log, std::string("--") + flag + " must be a size of at least 1M");
     *field = *size;
   }
+  auto grant_cap = options.GetUint("blkif-persistent-grants-per-host");
+  if (!grant_cap.ok()) return Fail(log, "--blkif-persistent-grants-per-host: " + grant_cap.status().ToString());
+  blkif_options.persistent_grants_per_host = *grant_cap;
 
   // ---- engine
   boost::asio::io_context io;

@@ -42,7 +42,8 @@ class BackendManager::Impl : public std::enable_shared_from_this<Impl> {
   Impl(asio::io_context& io, xen::XenPlatform& platform, engine::BlockDeviceOpener& opener, BackendOptions options,
        Logger logger)
       : io_(io), strand_(asio::make_strand(io)), platform_(platform), opener_(opener), options_(std::move(options)),
-        logger_(std::move(logger)), inflight_(InflightBudget::Create(options_.inflight_bytes_per_host)) {}
+        logger_(std::move(logger)), inflight_(InflightBudget::Create(options_.inflight_bytes_per_host)),
+        grant_quota_(std::make_shared<PersistentGrantQuota>(options_.persistent_grants_per_host)) {}
 
   std::string Root(Layout layout) const {
     return "/local/domain/" + std::to_string(platform_.backend_domid) + "/backend/" + LayoutName(layout);
@@ -191,7 +192,7 @@ class BackendManager::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   Vbd& Create(const VbdKey& key) {
-    auto vbd = std::make_shared<Vbd>(io_, strand_, platform_, options_, inflight_, key, BackendPath(key),
+    auto vbd = std::make_shared<Vbd>(io_, strand_, platform_, options_, inflight_, grant_quota_, key, BackendPath(key),
                                      logger_.WithContext("vbd", Describe(key)));
     Vbd& ref = *vbd;
     vbds_[key] = std::move(vbd);
@@ -374,6 +375,7 @@ class BackendManager::Impl : public std::enable_shared_from_this<Impl> {
   const BackendOptions options_;
   Logger logger_;
   const std::shared_ptr<InflightBudget> inflight_;  // every disk's requests
+  const std::shared_ptr<PersistentGrantQuota> grant_quota_;  // every ring's persistent grants
   std::unique_ptr<asio::posix::stream_descriptor> watch_fd_;
   std::map<VbdKey, std::shared_ptr<Vbd>> vbds_;
   std::set<VbdKey> pending_;
@@ -416,6 +418,10 @@ void BackendManager::Resume(VbdKey key, std::function<void(Status)> done) {
   asio::post(impl_->strand_, [impl = impl_, key, done = std::move(done)]() mutable {
     impl->Resume(key, std::move(done));
   });
+}
+
+HostStatus BackendManager::Host() const {
+  return HostStatus{impl_->inflight_->usage(), impl_->grant_quota_->usage()};
 }
 
 void BackendManager::List(std::function<void(std::vector<VbdInfo>)> done) {

@@ -33,6 +33,8 @@
 
 #include "common/logging.h"
 #include "common/status.h"
+#include "tapdisk-map/blkif/inflight_budget.h"
+#include "tapdisk-map/blkif/persistent_grant_quota.h"
 #include "tapdisk-map/engine/block_device.h"
 #include "tapdisk-map/xen/xen_platform.h"
 
@@ -97,12 +99,21 @@ struct BackendOptions {
   uint32_t max_indirect_segments = 256;     // advertised feature-max-indirect-segments
   bool persistent_grants = true;            // advertise feature-persistent
   uint32_t persistent_grants_per_ring = 1024;  // LRU bound of persistently mapped grants
+  // Persistently mapped grants of all rings of all disks (each is one mapping, counted
+  // against vm.max_map_count); beyond it grants are copied per request instead.
+  uint64_t persistent_grants_per_host = 16384;
   uint32_t max_requests_per_wakeup = 64;    // bounded work per ring wakeup
   // Request data held for guests at once (private buffers of requests being executed),
   // per disk and for all disks of this daemon; beyond it rings stop consuming.
   uint64_t inflight_bytes_per_disk = 64ull << 20;
   uint64_t inflight_bytes_per_host = 512ull << 20;
   std::vector<std::string> script_suffixes = {"block-tapmap"};  // devices taken on sight
+};
+
+// What every disk of this daemon shares (thread-safe to read at any time).
+struct HostStatus {
+  InflightBudget::Usage inflight;                // request data held for guests
+  PersistentGrantQuota::Usage persistent_grants;  // persistently mapped grants
 };
 
 class BackendManager {
@@ -146,6 +157,8 @@ class BackendManager {
 
   // vbd-list: every served device.
   void List(std::function<void(std::vector<VbdInfo>)> done);
+  // The host-wide budgets' usage (vbd-list's "host"). Any thread; returns at once.
+  HostStatus Host() const;
 
   class Impl;
 

@@ -49,7 +49,8 @@ Result<std::shared_ptr<RingWorker>> RingWorker::Connect(asio::io_context& io, xe
   w->event_fd_ = std::make_unique<asio::posix::stream_descriptor>(w->strand_, fd);
   w->ring_ = BackRing::Attach(c.abi, w->ring_mapping_->data(), pages);
   if (c.persistent_grants) {
-    w->transfer_ = std::make_unique<PersistentGrantTransfer>(*platform.grants, c.frontend_domid, c.persistent_capacity);
+    w->transfer_ = std::make_unique<PersistentGrantTransfer>(*platform.grants, c.frontend_domid, c.persistent_capacity,
+                                                             c.persistent_quota);
   } else {
     w->transfer_ = std::make_unique<GrantCopyTransfer>(*platform.grants, c.frontend_domid);
   }

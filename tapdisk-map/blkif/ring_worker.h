@@ -46,7 +46,9 @@ struct RingConfig {
   xen::EventPort event_port = 0;         // the frontend's port
   Abi abi = Abi::kNative;
   bool persistent_grants = false;        // negotiated feature-persistent
-  uint32_t persistent_capacity = 1024;
+  uint32_t persistent_capacity = 1024;   // grants kept mapped by this ring at most
+  // The host-wide cap on persistently mapped grants (shared by every ring); null: none.
+  std::shared_ptr<PersistentGrantQuota> persistent_quota;
   uint32_t max_per_wakeup = 64;
   RequestLimits limits;                  // `sectors` is refreshed from the device
   // The disk's share of the in-flight byte budget (shared by its rings); null: none.

@@ -47,11 +47,12 @@ struct Vbd::FrontendView {
 };
 
 Vbd::Vbd(asio::io_context& io, Strand& strand, xen::XenPlatform& platform, const BackendOptions& options,
-         std::shared_ptr<InflightBudget> host_inflight, VbdKey key, std::string backend_path, Logger logger)
+         std::shared_ptr<InflightBudget> host_inflight, std::shared_ptr<PersistentGrantQuota> grant_quota, VbdKey key,
+         std::string backend_path, Logger logger)
     : io_(io), strand_(strand), platform_(platform), options_(options), key_(key), be_(std::move(backend_path)),
       logger_(std::move(logger)),
       reject_limiter_(std::make_shared<RateLimiter>(10, std::chrono::milliseconds(10000))),
-      inflight_(host_inflight->NewAccount(options.inflight_bytes_per_disk)) {}
+      inflight_(host_inflight->NewAccount(options.inflight_bytes_per_disk)), grant_quota_(std::move(grant_quota)) {}
 
 Vbd::~Vbd() {
   if (device_) device_->SetResizeListener(nullptr);
@@ -246,6 +247,7 @@ void Vbd::Connect(const FrontendView&) {
     config.abi = *abi;
     config.persistent_grants = use_persistent;
     config.persistent_capacity = options_.persistent_grants_per_ring;
+    config.persistent_quota = grant_quota_;
     config.max_per_wakeup = options_.max_requests_per_wakeup;
     config.budget = inflight_;
     config.limits.read_only = read_only_;

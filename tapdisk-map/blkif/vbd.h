@@ -28,9 +28,10 @@ class Vbd : public std::enable_shared_from_this<Vbd> {
   using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
   // `backend_path` is absolute. Everything referenced must outlive the Vbd.
   // `host_inflight` is the budget of all disks (the VBD takes an account of
-  // options.inflight_bytes_per_disk on it).
+  // options.inflight_bytes_per_disk on it), `grant_quota` their cap on persistent grants.
   Vbd(boost::asio::io_context& io, Strand& strand, xen::XenPlatform& platform, const BackendOptions& options,
-      std::shared_ptr<InflightBudget> host_inflight, VbdKey key, std::string backend_path, Logger logger);
+      std::shared_ptr<InflightBudget> host_inflight, std::shared_ptr<PersistentGrantQuota> grant_quota, VbdKey key,
+      std::string backend_path, Logger logger);
   ~Vbd();
 
   const VbdKey& key() const { return key_; }
@@ -86,6 +87,7 @@ class Vbd : public std::enable_shared_from_this<Vbd> {
   Logger logger_;
   std::shared_ptr<RateLimiter> reject_limiter_;
   const std::shared_ptr<InflightBudget::Account> inflight_;  // shared by the rings
+  const std::shared_ptr<PersistentGrantQuota> grant_quota_;   // shared by every disk
 
   std::string fe_;  // frontend path, once read
   xen::DomainId fe_domid_ = 0;

@@ -134,10 +134,19 @@ VbdHook KeyedHook(blkif::BackendManager& manager, KeyedMethod method) {
 VbdHandlers MakeVbdHandlers(blkif::BackendManager& manager) {
   VbdHandlers hooks;
   hooks.list = [&manager](const json&, JsonReply reply) {
-    manager.List([reply](std::vector<blkif::VbdInfo> vbds) {
+    manager.List([reply, &manager](std::vector<blkif::VbdInfo> vbds) {
       json list = json::array();
       for (const auto& vbd : vbds) list.push_back(VbdToJson(vbd));
-      reply(json{{"vbds", list}});
+      blkif::HostStatus host = manager.Host();
+      reply(json{{"vbds", list},
+                 {"host", json{{"inflight_bytes", host.inflight.in_flight},
+                               {"inflight_bytes_peak", host.inflight.peak},
+                               {"inflight_bytes_limit", host.inflight.limit},
+                               {"budget_waits", host.inflight.waits},
+                               {"persistent_grants", host.persistent_grants.used},
+                               {"persistent_grants_peak", host.persistent_grants.peak},
+                               {"persistent_grants_limit", host.persistent_grants.limit},
+                               {"persistent_grants_refused", host.persistent_grants.refused}}}});
     });
   };
   hooks.attach = [&manager](const json& request, JsonReply reply) { Attach(manager, request, std::move(reply)); };

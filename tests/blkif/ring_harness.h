@@ -46,6 +46,7 @@ struct RingRig {
   std::mutex mu;
   std::FILE* log_sink = stderr;  // where the workers log (set before Make)
   std::shared_ptr<blkif::InflightBudget::Account> budget;  // the disk's in-flight bytes (set before Make); null: none
+  std::shared_ptr<blkif::PersistentGrantQuota> persistent_quota;  // host cap (set before Make); null: none
 
   static Status Make(RingRig* rig, boost::asio::io_context& io, std::shared_ptr<engine::BlockDevice> device,
                      xen::DomainId guest, SimBlkfrontOptions options, blkif::RequestLimits limits = {},
@@ -70,6 +71,7 @@ struct RingRig {
       c.persistent_capacity = 256;
       c.limits = limits;
       c.budget = rig->budget;
+      c.persistent_quota = rig->persistent_quota;
       auto w = blkif::RingWorker::Connect(io, rig->platform, device, c, Logger("blkif-test", LogLevel::kWarning, rig->log_sink),
                                           limiter, [rig](Status s) {
                                             std::lock_guard lock(rig->mu);
