@@ -49,6 +49,10 @@ PeerAddress PeerOf(kj::AsyncIoStream& stream) {
 // serves, so that their openers are orphaned rather than released (leases.md). Until a
 // login succeeds it reads at most `pre_login_budget` bytes in all: a read past it fails
 // the connection before the bytes are taken in (ServerLimits::max_bytes_before_login).
+// It reads nothing while a write is in progress: a peer that does not read its answers
+// stalls the write, and then the server takes no further calls from it, so answers
+// cannot pile up in the server (the RPC system queues outgoing messages without bound).
+// A peer that reads is not slowed: a write into a socket with room completes at once.
 class WatchedStream final : public kj::AsyncIoStream {
  public:
   WatchedStream(kj::Own<kj::AsyncIoStream> inner, std::shared_ptr<ConnectionState> state,
@@ -56,6 +60,12 @@ class WatchedStream final : public kj::AsyncIoStream {
       : inner_(kj::mv(inner)), state_(std::move(state)), pre_login_left_(pre_login_budget) {}
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
+    if (writing_ > 0) {
+      auto paf = kj::newPromiseAndFulfiller<void>();
+      drained_ = kj::mv(paf.fulfiller);
+      return paf.promise.then(
+          [this, buffer, min_bytes, max_bytes] { return tryRead(buffer, min_bytes, max_bytes); });
+    }
     bool anonymous = !state_->authenticated;
     if (anonymous) {
       if (pre_login_left_ == 0) {
@@ -105,15 +115,29 @@ class WatchedStream final : public kj::AsyncIoStream {
 
  private:
   kj::Promise<void> Watch(kj::Promise<void> p) {
-    return p.catch_([this](kj::Exception&& e) {
-      state_->ended = true;
-      kj::throwFatalException(kj::mv(e));
+    ++writing_;
+    // Runs when the write is done or dropped.
+    auto done = kj::defer([this] {
+      if (--writing_ == 0) {
+        KJ_IF_MAYBE(f, drained_) {
+          (*f)->fulfill();
+          drained_ = nullptr;
+        }
+      }
     });
+    return p
+        .catch_([this](kj::Exception&& e) {
+          state_->ended = true;
+          kj::throwFatalException(kj::mv(e));
+        })
+        .attach(kj::mv(done));
   }
 
   kj::Own<kj::AsyncIoStream> inner_;
   std::shared_ptr<ConnectionState> state_;
   uint64_t pre_login_left_;
+  size_t writing_ = 0;                                      // writes not yet done
+  kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> drained_;  // a read waiting for them
 };
 
 }  // namespace
@@ -257,6 +281,7 @@ void Server::Serve(kj::Own<kj::AsyncIoStream> stream, std::shared_ptr<Connection
   stream = kj::heap<WatchedStream>(kj::mv(stream), state, limits_.max_bytes_before_login);
   auto gate = service_.NewGate(peer, kj::mv(close.fulfiller), state);
   auto connection = kj::heap<Connection>(kj::mv(stream), kj::mv(gate), &connections_);
+  connection->rpc.setFlowLimit(limits_.max_call_words_in_flight);
   // An anonymous connection may not linger: close it if no login succeeded in time.
   auto login_deadline =
       io_.provider->getTimer()

@@ -36,6 +36,12 @@ struct ServerLimits {
   // logged in can never make the server buffer one of the large messages that logged
   // in hosts may send (capnp's reader accepts up to 64 MiB).
   uint64_t max_bytes_before_login = 16 * 1024;
+  // Words of calls a logged-in peer may have in flight (not yet answered) before the
+  // server stops reading from it (capnp's flow limit): 32 MiB, far above what a host
+  // sends (its commits are bounded by its pinned bytes), so a peer that floods calls
+  // cannot grow the server without bound. High enough that a call waiting for a
+  // callback answered on the same connection never starves it.
+  size_t max_call_words_in_flight = 4u << 20;
 };
 
 class Server final : private kj::TaskSet::ErrorHandler {

@@ -14,10 +14,14 @@
 #include <cstring>
 #include <dirent.h>
 #include <fstream>
+#include <optional>
 #include <regex>
 #include <sstream>
 
+#include <capnp/rpc-twoparty.h>
+
 #include "common/unique_fd.h"
+#include "protocol/auth.h"
 #include "protocol/connection.h"
 #include "protocol/remote_status.h"
 #include "tests/support/child_process.h"
@@ -40,13 +44,14 @@ std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
-// Resident set size of `pid` in KiB (VmRSS), 0 if unknown.
-uint64_t RssKiB(pid_t pid) {
+// A line of /proc/PID/status in KiB (VmRSS: resident now, VmHWM: the peak), 0 if unknown.
+uint64_t StatusKiB(pid_t pid, const char* field) {
   std::string status = ReadFile("/proc/" + std::to_string(pid) + "/status");
   std::smatch m;
-  if (!std::regex_search(status, m, std::regex(R"(VmRSS:\s+(\d+) kB)"))) return 0;
+  if (!std::regex_search(status, m, std::regex(std::string(field) + R"(:\s+(\d+) kB)"))) return 0;
   return std::stoull(m[1]);
 }
+uint64_t RssKiB(pid_t pid) { return StatusKiB(pid, "VmRSS"); }
 
 size_t FdCount(pid_t pid) {
   size_t n = 0;
@@ -108,12 +113,14 @@ class ServedPool {
   }
 
   // A good host logs in (from 127.0.0.1) and lists the volumes.
-  Status GoodHostServed() const {
-    auto io = kj::setupAsyncIo();
+  // (`io`: this thread's event loop if it has one already.)
+  Status GoodHostServed(kj::AsyncIoContext* io = nullptr) const {
+    std::optional<kj::AsyncIoContext> own;
+    if (io == nullptr) io = &own.emplace(kj::setupAsyncIo());
     auto address = protocol::ParseServerAddress("tcp:127.0.0.1:" + std::to_string(port_));
-    auto conn = protocol::Connection::ConnectBlocking(io, *address, "good-host", kSecret);
+    auto conn = protocol::Connection::ConnectBlocking(*io, *address, "good-host", kSecret);
     if (!conn.ok()) return conn.status();
-    return protocol::RunCatching([&] { (*conn)->session().listRequest().send().wait(io.waitScope); });
+    return protocol::RunCatching([&] { (*conn)->session().listRequest().send().wait(io->waitScope); });
   }
 
  private:
@@ -211,6 +218,98 @@ TEST_CASE("Connections over the per-address limit are closed at once; other host
   CHECK(FdCount(pool.pid()) <= fds_before + 8);
   CHECK(pool.GoodHostServed().ok());
   CHECK(pool.log().find("refusing a connection from 127.0.0.2") != std::string::npos);
+}
+
+// A stream that stops reading while `deaf` (its reads wait until it hears again).
+class DeafStream final : public kj::AsyncIoStream {
+ public:
+  explicit DeafStream(kj::Own<kj::AsyncIoStream> inner) : inner_(kj::mv(inner)) {}
+  void SetDeaf(bool deaf) {
+    deaf_ = deaf;
+    if (!deaf) {
+      for (auto& f : waiting_) f->fulfill();
+      waiting_.clear();
+    }
+  }
+  uint64_t writes_pending() const { return writes_pending_; }
+
+  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
+    if (!deaf_) return inner_->tryRead(buffer, min_bytes, max_bytes);
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    waiting_.push_back(kj::mv(paf.fulfiller));
+    return paf.promise.then([this, buffer, min_bytes, max_bytes] { return tryRead(buffer, min_bytes, max_bytes); });
+  }
+  kj::Promise<void> write(const void* buffer, size_t size) override {
+    ++writes_pending_;
+    return inner_->write(buffer, size).attach(kj::defer([this] { --writes_pending_; }));
+  }
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    ++writes_pending_;
+    return inner_->write(pieces).attach(kj::defer([this] { --writes_pending_; }));
+  }
+  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
+  void shutdownWrite() override { inner_->shutdownWrite(); }
+
+ private:
+  kj::Own<kj::AsyncIoStream> inner_;
+  bool deaf_ = false;
+  std::vector<kj::Own<kj::PromiseFulfiller<void>>> waiting_;
+  uint64_t writes_pending_ = 0;
+};
+
+TEST_CASE("A logged-in host that does not read its answers cannot grow the mapserver", "[hostile]") {
+  ServedPool pool;
+  auto io = kj::setupAsyncIo();
+  auto address = *protocol::ParseServerAddress("tcp:127.0.0.1:" + std::to_string(pool.port()));
+  // Volumes with long names make every `list` answer ~20 KiB.
+  {
+    auto admin = protocol::Connection::ConnectBlocking(io, address, "admin", kSecret);
+    REQUIRE(admin.ok());
+    for (int i = 0; i < 64; ++i) {
+      auto req = (*admin)->session().createRequest();
+      req.setName("volume-with-a-rather-long-name-to-make-list-answers-large-" + std::to_string(i));
+      req.setSizeBytes(1 << 20);
+      req.send().wait(io.waitScope);
+    }
+  }
+  auto raw = io.provider->getNetwork().parseAddress(address.ToKjAddress()).wait(io.waitScope)->connect().wait(io.waitScope);
+  auto deaf = kj::heap<DeafStream>(kj::mv(raw));
+  DeafStream& stream = *deaf;
+  capnp::TwoPartyClient client(stream);
+  auto gate = client.bootstrap().castAs<proto::Gate>();
+  auto challenge = gate.challengeRequest().send().wait(io.waitScope);
+  auto nonce = challenge.getNonce();
+  auto proof = protocol::ComputeLoginProof(kSecret, nonce.begin(), nonce.size(), "slow-reader");
+  auto login = gate.loginRequest();
+  login.setHost("slow-reader");
+  login.setProof(kj::arrayPtr(proof.data(), proof.size()));
+  login.setClientVersion(proto::PROTOCOL_VERSION);
+  auto session = login.send().wait(io.waitScope).getSession();
+  uint64_t peak_before = StatusKiB(pool.pid(), "VmHWM");
+
+  // 10,000 `list` calls (~1 MB: they fit in the sockets' buffers) while reading
+  // nothing. Before the server stopped reading during a stalled write it took them
+  // all and queued 10,000 answers (~200 MiB).
+  stream.SetDeaf(true);
+  auto answers = kj::heapArrayBuilder<kj::Promise<void>>(10000);
+  for (int i = 0; i < 10000; ++i) {
+    answers.add(session.listRequest().send().ignoreResult());
+    if (i % 100 == 0) io.waitScope.poll();
+  }
+  WaitUntil(
+      [&] {
+        io.waitScope.poll();
+        return stream.writes_pending() == 0 &&
+               RssKiB(pool.pid()) > peak_before + 64 * 1024;  // the old server's growth
+      },
+      std::chrono::seconds(5));
+  // Hear again: every answer arrives, then the server's peak RSS tells what it held.
+  stream.SetDeaf(false);
+  kj::joinPromises(answers.finish()).wait(io.waitScope);
+  uint64_t peak_after = StatusKiB(pool.pid(), "VmHWM");
+  INFO("server peak RSS " << peak_before << " KiB before the flood, " << peak_after << " KiB after");
+  CHECK(peak_after < peak_before + 32 * 1024);
+  CHECK(pool.GoodHostServed(&io).ok());
 }
 
 TEST_CASE("mapserver serve checks its connection limits", "[hostile]") {
