@@ -3,7 +3,11 @@
 // sparse pool file in a temporary directory).
 //
 //   mapserver_bench --mapserver BUILD/bin/mapserver [--extents 1000000] [--clones 1000]
-//                   [--seconds 2]
+//                   [--seconds 2] [--transport unix|tcp|tls]
+//
+// --transport: the shared secret on a unix socket (default), plaintext TCP on 127.0.0.1
+// (--insecure-plaintext-tcp), or mutual TLS on 127.0.0.1 with credentials made by
+// `mapserver credential` (bench/mapserver/tls_overhead.sh compares the last two).
 //
 // Prints one table. Measured:
 //  - map lookups/s: one 4 KiB map() at a time, and 64 in flight (pipelined);
@@ -22,6 +26,9 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <regex>
+#include <sstream>
 
 #include "common/options.h"
 #include "protocol/connection.h"
@@ -110,7 +117,8 @@ int Run(int argc, char** argv) {
   Options options("mapserver_bench", {{"mapserver", "", "path of the mapserver binary"},
                                       {"extents", "1000000", "mapped extents of the big volume"},
                                       {"clones", "1000", "clones to create"},
-                                      {"seconds", "2", "seconds per throughput measurement"}});
+                                      {"seconds", "2", "seconds per throughput measurement"},
+                                      {"transport", "unix", "unix, tcp (plaintext) or tls"}});
   if (Status s = options.ParseArgs(argc, argv); !s.ok() || !options.Has("mapserver")) {
     std::fprintf(stderr, "usage: mapserver_bench --mapserver PATH [flags]\n%s",
                  options.FlagHelp().c_str());
@@ -135,16 +143,57 @@ int Run(int argc, char** argv) {
     std::fprintf(stderr, "format failed: %s\n", out.c_str());
     return 1;
   }
-  tapmap::testing::ChildProcess server(
-      {mapserver, "serve", "--config", "/dev/null", "--pool", dir / "pool", "--meta", dir / "meta",
-       "--listen", "unix:" + (dir / "sock"), "--secret-file", dir / "secret", "--log-level",
-       "warning"},
-      dir / "serve.log");
+  const std::string transport = options.Get("transport");
+  std::vector<std::string> serve = {mapserver, "serve", "--config", "/dev/null", "--pool", dir / "pool",
+                                    "--meta", dir / "meta", "--secret-file", dir / "secret", "--log-level",
+                                    "info", "--listen"};
+  protocol::ClientAuth auth{"bench", "bench-secret", nullptr};
+  if (transport == "unix") {
+    serve.push_back("unix:" + (dir / "sock"));
+  } else if (transport == "tcp" || transport == "tls") {
+    serve.push_back("tcp:127.0.0.1:0");
+    if (transport == "tcp") serve.push_back("--insecure-plaintext-tcp");
+  } else {
+    std::fprintf(stderr, "--transport must be unix, tcp or tls\n");
+    return 2;
+  }
+  if (transport == "tls") {
+    for (std::vector<std::string> cmd :
+         {std::vector<std::string>{mapserver, "credential", "init-ca", "--config", "/dev/null", "--ca", dir / "ca"},
+          {mapserver, "credential", "issue-server", "--config", "/dev/null", "--ca", dir / "ca", "--out", dir / "tls"},
+          {mapserver, "credential", "issue", "--config", "/dev/null", "--ca", dir / "ca", "--credentials",
+           dir / "creds", "--host", "bench", "--role", "admin", "--out", dir / "client"}}) {
+      if (tapmap::testing::RunCommand(cmd, &out) != 0) {
+        std::fprintf(stderr, "%s failed: %s\n", cmd[2].c_str(), out.c_str());
+        return 1;
+      }
+    }
+    serve.insert(serve.end(), {"--tls-dir", dir / "tls", "--credentials", dir / "creds"});
+    auto tls = protocol::TlsConfig::LoadClient(dir / "client");
+    if (!tls.ok()) {
+      std::fprintf(stderr, "%s\n", tls.status().ToString().c_str());
+      return 1;
+    }
+    auth.tls = std::move(*tls);
+  }
+  tapmap::testing::ChildProcess server(serve, dir / "serve.log");
   auto io = kj::setupAsyncIo();
-  auto address = *ParseServerAddress("unix:" + (dir / "sock"));
+  std::string listen = serve[serve.size() - (transport == "unix" ? 1 : transport == "tcp" ? 2 : 5)];
   kj::Own<Connection> conn;
   for (int i = 0; i < 500 && !conn; ++i) {
-    auto c = Connection::ConnectBlocking(io, address, "bench", "bench-secret");
+    if (transport != "unix") {  // the port the server chose
+      std::ifstream log(dir / "serve.log");
+      std::stringstream text;
+      text << log.rdbuf();
+      std::smatch m;
+      std::string t = text.str();
+      if (!std::regex_search(t, m, std::regex(R"(listening on (tcp:127\.0\.0\.1:\d+))"))) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        continue;
+      }
+      listen = m[1];
+    }
+    auto c = Connection::ConnectBlocking(io, *ParseServerAddress(listen), auth);
     if (c.ok())
       conn = kj::mv(*c);
     else
@@ -157,8 +206,12 @@ int Run(int argc, char** argv) {
   Bench b{io, conn->session()};
   auto& ws = io.waitScope;
 
-  std::printf("| %-52s | %16s | %-28s |\n", "measurement (mapserver over a unix socket)", "result",
-              "note");
+  std::printf("| %-52s | %16s | %-28s |\n",
+              ("measurement (mapserver over " +
+               std::string(transport == "unix" ? "a unix socket" : transport == "tcp" ? "plaintext TCP" : "mutual TLS") +
+               ")")
+                  .c_str(),
+              "result", "note");
   std::printf("|%s|%s|%s|\n", std::string(54, '-').c_str(), std::string(18, '-').c_str(),
               std::string(30, '-').c_str());
 
