@@ -70,6 +70,7 @@ struct AttachSpec {
 struct QueueStatus {
   uint64_t requests = 0, rejected = 0, notifications = 0, wakeups = 0;
   uint64_t budget_waits = 0;  // times the ring stopped consuming for want of in-flight bytes
+  uint64_t spurious = 0, storms = 0, damped = 0;  // event-storm damping (ring_worker.h StormDamping)
   uint32_t in_flight = 0;
   uint32_t req_prod = 0, req_cons = 0, req_event = 0;      // requests: guest's, ours, guest's wake-up mark
   uint32_t rsp_prod = 0, rsp_prod_pvt = 0, rsp_event = 0;  // responses: published, written, guest's mark

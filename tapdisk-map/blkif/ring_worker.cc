@@ -48,6 +48,8 @@ Result<std::shared_ptr<RingWorker>> RingWorker::Connect(asio::io_context& io, xe
   if (fd < 0) return Status::FromErrno("dup event channel fd", errno);
   w->event_fd_ = std::make_unique<asio::posix::stream_descriptor>(w->strand_, fd);
   w->ring_ = BackRing::Attach(c.abi, w->ring_mapping_->data(), pages);
+  w->last_req_prod_ = w->ring_->indices().req_prod;
+  w->damp_timer_ = std::make_unique<asio::steady_timer>(w->strand_);
   if (c.persistent_grants) {
     w->transfer_ = std::make_unique<PersistentGrantTransfer>(*platform.grants, c.frontend_domid, c.persistent_capacity,
                                                              c.persistent_quota);
@@ -102,6 +104,7 @@ void RingWorker::Stop(std::function<void()> done) {
       boost::system::error_code ec;
       self->event_fd_->cancel(ec);
     }
+    if (self->damp_timer_) self->damp_timer_->cancel();
     self->MaybeDrained();
   });
 }
@@ -121,11 +124,58 @@ void RingWorker::ArmWait() {
 }
 
 void RingWorker::OnEvent() {
+  if (!damping_) {
+    TakeEvent();
+    return;
+  }
+  // Damped: leave the event pending (the port masked) until the backoff is over.
+  if (damp_waiting_) return;
+  damp_waiting_ = true;
+  Bump(counters_.damped);
+  damp_timer_->expires_after(config_.storm.backoff);
+  damp_timer_->async_wait(asio::bind_executor(strand_, [self = shared_from_this()](boost::system::error_code ec) {
+    self->damp_waiting_ = false;
+    if (ec || self->stopping_ || self->broken_ || !self->channel_) {
+      self->MaybeDrained();
+      return;
+    }
+    self->TakeEvent();
+  }));
+}
+
+void RingWorker::TakeEvent() {
   auto pending = channel_->ConsumePending();
   if (!pending.ok()) logger_.Warnf("event channel: %s", pending.status().ToString().c_str());
-  Bump(counters_.wakeups);
+  NoteEvent();
+  // Last, with release: whoever sees this wakeup also sees what NoteEvent counted.
+  counters_.wakeups.fetch_add(1, std::memory_order_release);
   ArmWait();
   Process();
+}
+
+void RingWorker::NoteEvent() {
+  auto now = std::chrono::steady_clock::now();
+  if (now - window_start_ >= config_.storm.interval) {
+    window_start_ = now;
+    spurious_in_window_ = 0;
+    damping_ = false;
+  }
+  uint32_t prod = ring_->indices().req_prod;
+  bool spurious = prod == last_req_prod_;
+  last_req_prod_ = prod;
+  if (!spurious) return;
+  Bump(counters_.spurious);
+  if (++spurious_in_window_ <= config_.storm.spurious_threshold || damping_) return;
+  damping_ = true;
+  Bump(counters_.storms);
+  uint64_t suppressed = 0;
+  if (storm_log_.Allow(&suppressed)) {
+    logger_.Warnf("event storm: more than %u notifications with nothing new on the ring within %lld ms; "
+                  "handling this ring's events at most every %lld ms until the interval ends "
+                  "(%llu similar messages suppressed)",
+                  config_.storm.spurious_threshold, static_cast<long long>(config_.storm.interval.count()),
+                  static_cast<long long>(config_.storm.backoff.count()), static_cast<unsigned long long>(suppressed));
+  }
 }
 
 void RingWorker::Process() {
@@ -203,11 +253,14 @@ void RingWorker::OnGranted(InflightBudget::Grant grant) {
 RingWorker::Counters RingWorker::counters() const {
   constexpr auto r = std::memory_order_relaxed;
   Counters c;
+  c.wakeups = counters_.wakeups.load(std::memory_order_acquire);
   c.requests = counters_.requests.load(r);
   c.rejected = counters_.rejected.load(r);
   c.notifications = counters_.notifications.load(r);
-  c.wakeups = counters_.wakeups.load(r);
   c.budget_waits = counters_.budget_waits.load(r);
+  c.spurious = counters_.spurious.load(r);
+  c.storms = counters_.storms.load(r);
+  c.damped = counters_.damped.load(r);
   c.in_flight = counters_.in_flight.load(r);
   c.indices = BackRing::Indices{counters_.req_prod.load(r), counters_.req_event.load(r),
                                 counters_.rsp_prod.load(r), counters_.rsp_event.load(r),
@@ -342,6 +395,7 @@ void RingWorker::Broken(Status status) {
     boost::system::error_code ec;
     event_fd_->cancel(ec);
   }
+  if (damp_timer_) damp_timer_->cancel();
   if (on_broken_) asio::post(io_, [cb = std::move(on_broken_), status] { cb(status); });
   MaybeDrained();
 }

@@ -21,9 +21,11 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <functional>
 #include <memory>
@@ -40,6 +42,17 @@
 
 namespace tapmap::blkif {
 
+// Damping of event storms (cf. XSA-332): a notification after which the ring holds
+// nothing new since the previous one is spurious. Beyond `spurious_threshold` of them
+// within `interval`, the ring handles its events at most once per `backoff` for the
+// rest of the interval: the port stays masked meanwhile (notifications coalesce in
+// it) and requests are still taken whenever it is handled or a completion frees a slot.
+struct StormDamping {
+  uint32_t spurious_threshold = 256;
+  std::chrono::milliseconds interval{1000};
+  std::chrono::milliseconds backoff{10};
+};
+
 struct RingConfig {
   xen::DomainId frontend_domid = 0;
   std::vector<xen::GrantRef> ring_refs;  // 1 << ring_page_order references
@@ -53,6 +66,7 @@ struct RingConfig {
   RequestLimits limits;                  // `sectors` is refreshed from the device
   // The disk's share of the in-flight byte budget (shared by its rings); null: none.
   std::shared_ptr<InflightBudget::Account> budget;
+  StormDamping storm;
 };
 
 class RingWorker : public std::enable_shared_from_this<RingWorker> {
@@ -83,6 +97,9 @@ class RingWorker : public std::enable_shared_from_this<RingWorker> {
   struct Counters {
     uint64_t requests = 0, rejected = 0, notifications = 0, wakeups = 0;
     uint64_t budget_waits = 0;  // times consumption stopped for want of in-flight bytes
+    uint64_t spurious = 0;      // events handled (wakeups) that found nothing new on the ring
+    uint64_t storms = 0;        // times damping started (more than the threshold of spurious events)
+    uint64_t damped = 0;        // events whose handling was put off by a backoff
     uint32_t in_flight = 0;
     BackRing::Indices indices;  // as of the ring's last activity
   };
@@ -97,7 +114,9 @@ class RingWorker : public std::enable_shared_from_this<RingWorker> {
              std::function<void(Status)> on_broken);
 
   void ArmWait();                 // strand
-  void OnEvent();                 // strand
+  void OnEvent();                 // strand: the port fired
+  void TakeEvent();               // strand: consume (unmask) and handle it
+  void NoteEvent();               // strand: spurious or not; starts or ends damping
   void Process();                 // strand
   void Execute(BlkifIo io, InflightBudget::Grant grant);  // strand
   void OnGranted(InflightBudget::Grant grant);  // strand
@@ -129,6 +148,14 @@ class RingWorker : public std::enable_shared_from_this<RingWorker> {
   std::optional<BlkifIo> parked_;  // validated, waiting for its budget
   std::optional<InflightBudget::Grant> parked_grant_;  // its bytes, granted while paused
   bool budget_waiting_ = false;    // the budget owes parked_ a grant
+  // Storm damping (StormDamping).
+  uint32_t last_req_prod_ = 0;     // the guest's producer index at the last event
+  std::chrono::steady_clock::time_point window_start_{};
+  uint32_t spurious_in_window_ = 0;
+  bool damping_ = false;
+  std::unique_ptr<boost::asio::steady_timer> damp_timer_;
+  bool damp_waiting_ = false;      // damp_timer_ runs; the port stays masked until it fires
+  RateLimiter storm_log_{1, std::chrono::seconds(60)};
   uint32_t in_flight_ = 0;
   bool started_ = false;
   bool paused_ = false;
@@ -143,6 +170,7 @@ class RingWorker : public std::enable_shared_from_this<RingWorker> {
   // Written on the strand, read by counters() from anywhere.
   struct AtomicCounters {
     std::atomic<uint64_t> requests{0}, rejected{0}, notifications{0}, wakeups{0}, budget_waits{0};
+    std::atomic<uint64_t> spurious{0}, storms{0}, damped{0};
     std::atomic<uint32_t> in_flight{0};
     std::atomic<uint32_t> req_prod{0}, req_event{0}, rsp_prod{0}, rsp_event{0}, req_cons{0}, rsp_prod_pvt{0};
   };

@@ -471,7 +471,8 @@ VbdInfo Vbd::Info() const {
   info.budget_waits = usage.waits;
   for (const auto& ring : rings_) {
     RingWorker::Counters c = ring->counters();
-    info.queues.push_back(QueueStatus{c.requests, c.rejected, c.notifications, c.wakeups, c.budget_waits, c.in_flight,
+    info.queues.push_back(QueueStatus{c.requests, c.rejected, c.notifications, c.wakeups, c.budget_waits,
+                                      c.spurious, c.storms, c.damped, c.in_flight,
                                       c.indices.req_prod, c.indices.req_cons, c.indices.req_event,
                                       c.indices.rsp_prod, c.indices.rsp_prod_pvt, c.indices.rsp_event});
   }

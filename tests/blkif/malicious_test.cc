@@ -399,5 +399,59 @@ TEST_CASE("malicious: every slot of every queue with 1 MiB requests holds at mos
   threads.reset();
 }
 
+TEST_CASE("malicious: an event storm with nothing on the ring is damped, requests are still served") {
+  constexpr uint32_t kThreshold = 16, kStorm = 5000;
+  boost::asio::io_context io;
+  auto disk = std::make_shared<MemoryBlockDevice>(io, "evil", kDiskBytes);
+  auto threads = std::make_unique<IoRunner>(io, 2);
+  RingRig rig;
+  rig.storm.spurious_threshold = kThreshold;
+  rig.storm.interval = std::chrono::hours(1);  // the whole test is one interval: counts, not rates
+  rig.storm.backoff = std::chrono::milliseconds(20);
+  REQUIRE(RingRig::Make(&rig, io, disk, kEvil, {}).ok());
+  blkif::RingWorker& w = *rig.workers[0];
+
+  // Notifications handled one by one (each sent once the previous one was taken):
+  // the first kThreshold spurious ones are only counted, the next starts damping.
+  for (uint32_t i = 1; i <= kThreshold + 1; ++i) {
+    REQUIRE(rig.front->NotifyOnly(0).ok());
+    REQUIRE(WaitUntil([&] { return w.counters().wakeups == i; }));
+    CHECK(w.counters().storms == (i > kThreshold ? 1u : 0u));
+  }
+  CHECK(w.counters().spurious == kThreshold + 1);
+
+  // Damped, a sustained storm (each notification sent once the previous one was taken
+  // or put off) costs one ring pass per two notifications at most: every event the
+  // ring takes is preceded by a backoff during which the port stays masked and the
+  // next notification only marks it pending. Undamped, each one is a pass.
+  constexpr uint32_t kPaced = 60;
+  const auto before = w.counters();
+  for (uint32_t i = 0; i < kPaced; ++i) {
+    auto seen = w.counters();
+    REQUIRE(rig.front->NotifyOnly(0).ok());
+    REQUIRE(WaitUntil([&] {
+      auto c = w.counters();
+      return c.wakeups + c.damped > seen.wakeups + seen.damped;
+    }));
+  }
+  auto paced = w.counters();
+  uint64_t passes = paced.wakeups - before.wakeups;
+  CHECK(passes <= kPaced / 2 + 1);
+  CHECK(passes <= paced.damped - before.damped);
+
+  // A burst, and a request sent amid it is still served (no lost wake-up).
+  for (uint32_t i = 0; i < kStorm; ++i) REQUIRE(rig.front->NotifyOnly(0).ok());
+  auto data = RandomBytes(4096, 5);
+  REQUIRE(*rig.front->Write(0, 8, data) == BLKIF_RSP_OKAY);
+  const auto after = w.counters();
+  uint64_t handled = after.wakeups - paced.wakeups;
+  CHECK(handled >= 1);
+  CHECK(handled <= after.damped - paced.damped);
+  CHECK(after.storms == 1);
+  CHECK(disk->counters().writes == 1);
+  rig.StopAll();
+  threads.reset();
+}
+
 }  // namespace
 }  // namespace tapmap::testing

@@ -47,6 +47,7 @@ struct RingRig {
   std::FILE* log_sink = stderr;  // where the workers log (set before Make)
   std::shared_ptr<blkif::InflightBudget::Account> budget;  // the disk's in-flight bytes (set before Make); null: none
   std::shared_ptr<blkif::PersistentGrantQuota> persistent_quota;  // host cap (set before Make); null: none
+  blkif::StormDamping storm;  // (set before Make)
 
   static Status Make(RingRig* rig, boost::asio::io_context& io, std::shared_ptr<engine::BlockDevice> device,
                      xen::DomainId guest, SimBlkfrontOptions options, blkif::RequestLimits limits = {},
@@ -72,6 +73,7 @@ struct RingRig {
       c.limits = limits;
       c.budget = rig->budget;
       c.persistent_quota = rig->persistent_quota;
+      c.storm = rig->storm;
       auto w = blkif::RingWorker::Connect(io, rig->platform, device, c, Logger("blkif-test", LogLevel::kWarning, rig->log_sink),
                                           limiter, [rig](Status s) {
                                             std::lock_guard lock(rig->mu);

@@ -93,6 +93,8 @@ class SimBlkfront {
   Status SubmitRaw(uint32_t q, std::span<const uint8_t> bytes);
   // Moves the shared producer index by `delta` without writing slots, and notifies.
   Status ForceProducer(uint32_t q, uint32_t delta);
+  // Notifies the backend of queue `q` with nothing new on the ring (an event storm).
+  Status NotifyOnly(uint32_t q) { return ForceProducer(q, 0); }
   // Grants a page of guest memory (to the backend unless `to` given) for crafting
   // requests; returns the ref and the guest's view of the page.
   Result<std::pair<xen::GrantRef, uint8_t*>> GrantScratchPage(bool read_only, std::optional<xen::DomainId> to = {});
