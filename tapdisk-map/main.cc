@@ -50,6 +50,15 @@ std::vector<OptionSpec> Specs() {
        "NBD listeners: unix:PATH or tcp:HOST:PORT, each optionally ?exports=NAME[:NAME...] to offer only "
        "those volumes (names or fnmatch patterns, e.g. tcp:0.0.0.0:10809?exports=vm1:web-*); repeatable or comma "
        "list"},
+      {"nbd-tls-certificates", "",
+       "NBD TLS with x509: DIR holding server-cert.pem, server-key.pem and ca-cert.pem (as qemu-nbd and nbdkit); "
+       "tcp: listeners then require TLS, unix: ones offer it"},
+      {"nbd-tls-verify-peer", "true",
+       "NBD x509 TLS: clients must present a certificate signed by DIR/ca-cert.pem", true},
+      {"nbd-tls-psk", "", "NBD TLS with pre-shared keys: FILE of IDENTITY:HEXKEY lines (psktool format)"},
+      {"nbd-insecure-plaintext-tcp", "false",
+       "serve tcp: NBD listeners without TLS: whoever reaches the port reads and writes every volume it offers",
+       true},
       {"secret-file", "/etc/tapmap/secret", "file holding the shared secret for the mapserver"},
       {"tls-dir", "", "mutual TLS to a tcp: mapserver: ca.crt, host.crt, host.key (mapserver/doc/trust.md)"},
       {"host-name", "", "name this host logs in with (default: the system host name)"},
@@ -222,6 +231,17 @@ int Run(int argc, char** argv) {
   nbd::VolumeExports exports(**engine);
   nbd::NbdServerOptions nbd_options;
   nbd_options.connection.handshake.max_request_bytes = nbd_options.connection.transmission.max_request_bytes;
+  nbd::TlsSettings nbd_tls;
+  nbd_tls.certificates_dir = options.Get("nbd-tls-certificates");
+  nbd_tls.verify_peer = options.GetBool("nbd-tls-verify-peer");
+  nbd_tls.psk_file = options.Get("nbd-tls-psk");
+  if (nbd_tls.enabled()) {
+    auto credentials = nbd::TlsCredentials::Load(nbd_tls);
+    if (!credentials.ok()) return Fail(log, credentials.status().ToString());
+    nbd_options.tls = std::move(*credentials);
+    log.Infof("NBD TLS: %s", nbd_options.tls->description().c_str());
+  }
+  nbd_options.allow_plaintext_tcp = options.GetBool("nbd-insecure-plaintext-tcp");
   nbd::NbdServer nbd_server(io, exports, nbd_options, log.WithContext("layer", "nbd"));
   for (const auto& listener : nbd_listeners) {
     if (Status s = nbd_server.Listen(listener.address, {.allowed_exports = listener.exports}); !s.ok()) {
@@ -241,6 +261,7 @@ int Run(int argc, char** argv) {
                               {"connections", listener.connections}};
       if (!listener.default_export.empty()) entry["export"] = listener.default_export;
       if (!listener.allowed_exports.empty()) entry["allowed_exports"] = listener.allowed_exports;
+      entry["tls"] = nbd::TlsModeName(listener.tls);
       list.push_back(std::move(entry));
     }
     return list;

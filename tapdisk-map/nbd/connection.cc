@@ -72,9 +72,10 @@ asio::awaitable<void> Connection::Serve() {
     volume_ = negotiated->name;
   }
   Logger tx_log = log_.WithContext("volume", negotiated->name);
-  tx_log.Infof("serving export %s (%s replies, %s)", QuotedExportName(negotiated->name).c_str(),
+  tx_log.Infof("serving export %s (%s replies, %s, %s)", QuotedExportName(negotiated->name).c_str(),
                negotiated->structured_replies ? "structured" : "simple",
-               negotiated->device->read_only() ? "read-only" : "read-write");
+               negotiated->device->read_only() ? "read-only" : "read-write",
+               stream_.tls() ? stream_.TlsDescription().c_str() : "no TLS");
   transmission_ = std::make_shared<Transmission>(std::move(stream_), std::move(negotiated->device),
                                                  negotiated->structured_replies,
                                                  options_.transmission, tx_log, options_.payload_buffers,

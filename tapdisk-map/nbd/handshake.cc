@@ -87,6 +87,15 @@ asio::awaitable<Status> SendInfoReplies(Stream& stream, uint32_t option, const I
 
 }  // namespace
 
+const char* TlsModeName(TlsMode mode) {
+  switch (mode) {
+    case TlsMode::kOff: return "off";
+    case TlsMode::kOptional: return "optional";
+    case TlsMode::kRequired: return "required";
+  }
+  return "?";
+}
+
 uint16_t TransmissionFlagsFor(const engine::BlockDevice& device, bool structured_replies) {
   return TransmissionFlagsFor(device.read_only(), structured_replies);
 }
@@ -137,6 +146,18 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
     if (!fixed && option != static_cast<uint32_t>(Option::kExportName)) {
       co_return Status::InvalidArgument("non-fixed newstyle client sent " + OptionName(option));
     }
+    if (options.tls == TlsMode::kRequired && !stream.tls()) {
+      // FORCEDTLS: nothing but STARTTLS (or ABORT) before TLS.
+      if (option == static_cast<uint32_t>(Option::kExportName)) {
+        co_return Status::PermissionDenied("NBD_OPT_EXPORT_NAME before TLS on a listener that requires TLS");
+      }
+      if (option != static_cast<uint32_t>(Option::kStartTls) && option != static_cast<uint32_t>(Option::kAbort)) {
+        log.Debugf("%s before TLS: TLS required", OptionName(option).c_str());
+        TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, kRepErrTlsReqd,
+                                                  "TLS is required: send NBD_OPT_STARTTLS first"));
+        continue;
+      }
+    }
 
     switch (static_cast<Option>(option)) {
       case Option::kExportName: {
@@ -175,9 +196,26 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
         TAPMAP_CO_RETURN_IF_ERROR(co_await SendReply(stream, option, kRepAck));
         break;
       }
-      case Option::kStartTls:
-        TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, kRepErrPolicy, "TLS is not offered by this server"));
+      case Option::kStartTls: {
+        if (options.tls == TlsMode::kOff || options.tls_credentials == nullptr) {
+          TAPMAP_CO_RETURN_IF_ERROR(
+              co_await SendError(stream, option, kRepErrPolicy, "TLS is not offered on this listener"));
+          break;
+        }
+        if (stream.tls()) {
+          TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, kRepErrInvalid, "TLS is already on"));
+          break;
+        }
+        if (!data.empty()) {
+          TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, kRepErrInvalid, "takes no data"));
+          break;
+        }
+        TAPMAP_CO_RETURN_IF_ERROR(co_await SendReply(stream, option, kRepAck));
+        TAPMAP_CO_RETURN_IF_ERROR(co_await stream.StartTls(*options.tls_credentials));
+        log.Debugf("TLS on: %s", stream.TlsDescription().c_str());
+        structured = false;  // what was negotiated in the clear does not count
         break;
+      }
       case Option::kStructuredReply:
         if (!data.empty()) {
           TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, kRepErrInvalid, "takes no data"));

@@ -1,8 +1,19 @@
 // Handshake: the option-negotiation phase of an NBD connection (fixed newstyle), from
 // the server greeting until the client picks an export (NBD_OPT_GO or
 // NBD_OPT_EXPORT_NAME) or goes away. Supported options: EXPORT_NAME, ABORT, LIST, INFO,
-// GO, STRUCTURED_REPLY; every other option is answered NBD_REP_ERR_UNSUP (STARTTLS:
-// NBD_REP_ERR_POLICY). The wire format is in nbd_protocol.h / doc/nbd_wire.md.
+// GO, STRUCTURED_REPLY, STARTTLS; every other option is answered NBD_REP_ERR_UNSUP.
+// The wire format is in nbd_protocol.h / doc/nbd_wire.md.
+//
+// TLS (the NBD spec's "TLS support"), per listener (TlsMode):
+//   kOff       NOTLS: STARTTLS is answered NBD_REP_ERR_POLICY.
+//   kOptional  STARTTLS upgrades the connection; nothing requires it (SELECTIVETLS
+//              with no TLS-only export).
+//   kRequired  FORCEDTLS: before STARTTLS every option but STARTTLS and ABORT is
+//              answered NBD_REP_ERR_TLS_REQD, and NBD_OPT_EXPORT_NAME (which cannot be
+//              refused) closes the connection.
+// After the ACK of STARTTLS the TLS handshake runs; if it fails the connection ends.
+// Options negotiated before TLS (structured replies) are forgotten: a man in the
+// middle could have sent them.
 //
 // Everything the client sends is untrusted: option lengths are bounded, strings are
 // checked, a malformed option is answered NBD_REP_ERR_INVALID; a violation that leaves
@@ -24,8 +35,12 @@
 #include "tapdisk-map/nbd/export_catalog.h"
 #include "tapdisk-map/nbd/refusal_log.h"
 #include "tapdisk-map/nbd/stream.h"
+#include "tapdisk-map/nbd/tls_credentials.h"
 
 namespace tapmap::nbd {
+
+enum class TlsMode : uint8_t { kOff, kOptional, kRequired };
+const char* TlsModeName(TlsMode mode);  // "off", "optional", "required"
 
 struct HandshakeOptions {
   // Largest READ/WRITE payload the transmission phase accepts; advertised as the
@@ -38,6 +53,9 @@ struct HandshakeOptions {
   // Where refused opens are logged (shared by a server's connections, for its rate
   // limit); null: a process-wide one.
   std::shared_ptr<RefusalLog> refusals;
+  // TLS: the mode, and the credentials (required unless the mode is kOff).
+  TlsMode tls = TlsMode::kOff;
+  std::shared_ptr<TlsCredentials> tls_credentials;
 };
 
 // What the negotiation settled on.
@@ -56,11 +74,13 @@ uint16_t TransmissionFlagsFor(bool read_only, bool structured_replies);
 // Runs the negotiation on `stream` (which must stay valid until the coroutine ends),
 // opening the chosen export through `catalog` (NBD_OPT_INFO only describes one: it
 // opens nothing). Every refused INFO, GO or EXPORT_NAME is logged with its reason
-// (options.refusals). Returns the export on success; kAborted
-// when the client aborted or closed the connection; kInvalidArgument/kCorruption on a
-// protocol violation (the caller closes the stream); kNotFound when a client using
-// NBD_OPT_EXPORT_NAME named an unknown export (which the protocol can only answer by
-// closing). Must run on the stream's executor.
+// (options.refusals). Returns the export on success (the stream may now be a TLS
+// stream); kAborted when the client aborted or closed the connection;
+// kInvalidArgument/kCorruption on a protocol violation (the caller closes the stream);
+// kNotFound when a client using NBD_OPT_EXPORT_NAME named an unknown export (which the
+// protocol can only answer by closing); kPermissionDenied when TLS was required and the
+// client chose an export without it, or the TLS handshake failed. Must run on the
+// stream's executor.
 boost::asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalog& catalog,
                                                            const HandshakeOptions& options,
                                                            const Logger& log);

@@ -56,6 +56,16 @@ Status NbdServer::Listen(const ListenAddress& address, ListenerOptions options) 
   listener->options = std::move(options);
   const ListenerOptions& o = listener->options;
   listener->catalog = &catalog_;
+  const bool is_tcp = address.kind == ListenAddress::Kind::kTcp;
+  if (options_.tls != nullptr) {
+    listener->tls = is_tcp ? TlsMode::kRequired : TlsMode::kOptional;
+  } else if (is_tcp && !options_.allow_plaintext_tcp) {
+    return Status::PermissionDenied(
+        "refusing to serve NBD on " + listener->address +
+        " without TLS: anyone who can reach the port could read and write every volume. Give TLS "
+        "credentials (--nbd-tls-certificates DIR or --nbd-tls-psk FILE), listen on a unix socket, or "
+        "accept the risk with --nbd-insecure-plaintext-tcp");
+  }
   if (!o.allowed_exports.empty()) {
     if (Status s = ValidateExportPatterns(o.allowed_exports); !s.ok()) return s;
     if (!o.default_export.empty() && !ExportAllowed(o.allowed_exports, o.default_export)) {
@@ -114,15 +124,23 @@ Status NbdServer::Listen(const ListenAddress& address, ListenerOptions options) 
     listeners_.push_back(std::move(listener));
     accept_loops_running_++;
   }
+  const char* tls = raw->tls == TlsMode::kRequired   ? "TLS required"
+                    : raw->tls == TlsMode::kOptional ? "TLS offered"
+                    : raw->unix_path.empty()         ? "PLAINTEXT TCP (--nbd-insecure-plaintext-tcp)"
+                                                     : "no TLS";
   if (!raw->options.default_export.empty()) {
-    log_.Infof("listening on %s for export %s only (also as the default export)", raw->address.c_str(),
-               QuotedExportName(raw->options.default_export).c_str());
+    log_.Infof("listening on %s for export %s only (also as the default export), %s", raw->address.c_str(),
+               QuotedExportName(raw->options.default_export).c_str(), tls);
   } else if (!raw->options.allowed_exports.empty()) {
     std::string list;
     for (const std::string& pattern : raw->options.allowed_exports) list += (list.empty() ? "" : " ") + pattern;
-    log_.Infof("listening on %s for the exports %s only", raw->address.c_str(), list.c_str());
+    log_.Infof("listening on %s for the exports %s only, %s", raw->address.c_str(), list.c_str(), tls);
   } else {
-    log_.Infof("listening on %s", raw->address.c_str());
+    log_.Infof("listening on %s, %s", raw->address.c_str(), tls);
+  }
+  if (raw->tls == TlsMode::kOff && raw->unix_path.empty()) {
+    log_.Warnf("NBD on %s is plaintext TCP: every client that reaches it may read and write every volume "
+               "it offers", raw->address.c_str());
   }
   asio::co_spawn(accept_strand_, [this, raw]() { return AcceptLoop(raw); }, asio::detached);
   return Status::Ok();
@@ -132,7 +150,7 @@ asio::awaitable<void> NbdServer::AcceptLoop(Listener* listener) {
   // Runs until the server stops; its end may complete the stop (see Stop's contract).
   const bool is_tcp = listener->unix_path.empty();
   for (;;) {
-    Stream peer(asio::make_strand(io_));
+    Stream::Socket peer(asio::make_strand(io_));
     boost::system::error_code ec;
     co_await listener->acceptor->async_accept(peer, asio::redirect_error(asio::use_awaitable, ec));
     {
@@ -163,7 +181,10 @@ asio::awaitable<void> NbdServer::AcceptLoop(Listener* listener) {
       uint64_t id = next_connection_id_++;
       Logger log = log_.WithContext("conn", id);
       auto holder = std::make_shared<Connection*>(nullptr);
-      connection = std::make_shared<Connection>(std::move(peer), *listener->catalog, options_.connection, log,
+      ConnectionOptions connection_options = options_.connection;
+      connection_options.handshake.tls = listener->tls;
+      connection_options.handshake.tls_credentials = options_.tls;
+      connection = std::make_shared<Connection>(Stream(std::move(peer)), *listener->catalog, connection_options, log,
                                                 [this, holder]() { ConnectionEnded(*holder); });
       *holder = connection.get();
       connections_[connection.get()] = Live{connection, listener};
@@ -286,7 +307,7 @@ std::vector<NbdServer::ListenerInfo> NbdServer::Describe() const {
       if (listener->removed) continue;
       order.push_back(listener.get());
       out.push_back(ListenerInfo{listener->address, listener->options.default_export,
-                                 listener->options.allowed_exports, {}, 0});
+                                 listener->options.allowed_exports, listener->tls, {}, 0});
     }
     for (const auto& [ptr, entry] : connections_) live.emplace_back(entry.listener, entry.connection);
   }

@@ -2,6 +2,13 @@
 // addresses (ListenAddress), accepts clients and runs one Connection per client; the
 // export name a client asks for is a volume name, resolved by the ExportCatalog.
 //
+// TLS (handshake.h): with credentials, a TCP listener requires TLS (FORCEDTLS) and a
+// unix socket offers it (a local client may upgrade). Without credentials a TCP
+// listener is refused — anyone who can reach the port could read and write every
+// volume — unless the server was built with allow_plaintext_tcp (tapdisk-map's
+// --nbd-insecure-plaintext-tcp); unix sockets, guarded by file permissions, stay
+// plaintext.
+//
 // Threading: construct, Listen and Stop from any thread; the server's work runs on
 // `io` (any number of threads may run it; each connection is on its own strand).
 #pragma once
@@ -34,6 +41,10 @@ struct NbdServerOptions {
   // WRITE payload buffers kept for reuse by all connections (pool/buffer_recycler.h),
   // unless connection.payload_buffers is given; 0: no reuse.
   size_t payload_buffer_retain_bytes = 128u << 20;
+  // NBD_OPT_STARTTLS credentials; null: no TLS.
+  std::shared_ptr<TlsCredentials> tls;
+  // Serve TCP listeners in plaintext when `tls` is null (otherwise Listen refuses them).
+  bool allow_plaintext_tcp = false;
 };
 
 // How one listener serves (NbdServer::Listen).
@@ -65,7 +76,8 @@ class NbdServer {
   // for that name gets it, any other name is not-found, and NBD_OPT_LIST lists just it.
   // Such per-device listeners come and go with the device (Unlisten). With
   // `options.allowed_exports`, only the exports the list allows are offered (both may
-  // be given: the default export must then be allowed too).
+  // be given: the default export must then be allowed too). A TCP address without TLS
+  // credentials is refused (permission-denied) unless allow_plaintext_tcp.
   Status Listen(const ListenAddress& address, ListenerOptions options = {});
 
   // Stops accepting on the listener of `address` (spelled as ListenerInfo::address),
@@ -83,6 +95,7 @@ class NbdServer {
     std::string address;
     std::string default_export;  // "" for a listener that serves every volume
     std::vector<std::string> allowed_exports;  // the allow-list; empty: no list
+    TlsMode tls = TlsMode::kOff;
     std::vector<std::string> volumes_open;  // sorted, unique
     uint32_t connections = 0;
   };
@@ -98,6 +111,7 @@ class NbdServer {
     std::unique_ptr<ExportCatalog> allowed;  // set iff options.allowed_exports is
     std::unique_ptr<ExportCatalog> single;   // set iff options.default_export is: its one export
     ExportCatalog* catalog = nullptr;        // what the listener's connections open
+    TlsMode tls = TlsMode::kOff;
     std::unique_ptr<Acceptor> acceptor;
     bool removed = false;    // Unlisten was called (mu_)
     bool loop_done = false;  // its accept loop has returned (mu_)

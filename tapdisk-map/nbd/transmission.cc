@@ -24,6 +24,33 @@ constexpr size_t kInputBufferBytes = 256 * 1024;
 // Replies gathered into one socket write.
 constexpr size_t kMaxRepliesPerWrite = 64;
 
+// Replaces runs of buffers smaller than this by one buffer in `*storage`.
+constexpr size_t kCoalesceBelowBytes = 16 * 1024;
+
+void CoalesceSmallBuffers(std::vector<asio::const_buffer>* buffers, std::vector<uint8_t>* storage) {
+  size_t total = 0;
+  for (const auto& b : *buffers) total += b.size() < kCoalesceBelowBytes ? b.size() : 0;
+  storage->clear();
+  storage->reserve(total);  // no reallocation below: the spans taken stay valid
+  std::vector<asio::const_buffer> out;
+  size_t run_start = 0;
+  bool in_run = false;
+  for (const auto& b : *buffers) {
+    if (b.size() < kCoalesceBelowBytes) {
+      if (!in_run) run_start = storage->size();
+      in_run = true;
+      const uint8_t* p = static_cast<const uint8_t*>(b.data());
+      storage->insert(storage->end(), p, p + b.size());
+      continue;
+    }
+    if (in_run) out.push_back(asio::buffer(storage->data() + run_start, storage->size() - run_start));
+    in_run = false;
+    out.push_back(b);
+  }
+  if (in_run) out.push_back(asio::buffer(storage->data() + run_start, storage->size() - run_start));
+  buffers->swap(out);
+}
+
 void RaisePeak(std::atomic<uint64_t>& peak, uint64_t value) {
   uint64_t seen = peak.load(std::memory_order_relaxed);
   while (value > seen && !peak.compare_exchange_weak(seen, value, std::memory_order_relaxed)) {
@@ -71,7 +98,7 @@ void Transmission::Stop() {
   asio::post(stream_.get_executor(), [self = shared_from_this()]() {
     self->stopping_ = true;
     boost::system::error_code ec;
-    self->stream_.shutdown(Stream::shutdown_receive, ec);
+    self->stream_.shutdown(asio::socket_base::shutdown_receive, ec);
     self->changed_.Notify();
   });
 }
@@ -91,9 +118,7 @@ asio::awaitable<Status> Transmission::Run() {
     Status flushed = co_await DeviceCall([this](engine::IoDone done) { device_->Flush(std::move(done)); });
     if (!flushed.ok()) log_.Warnf("flush at disconnect failed: %s", flushed.ToString().c_str());
   }
-  boost::system::error_code ec;
-  stream_.shutdown(Stream::shutdown_both, ec);
-  stream_.close(ec);
+  co_await stream_.GracefulClose(std::chrono::seconds(2));
   co_return status;
 }
 
@@ -395,13 +420,19 @@ asio::awaitable<void> Transmission::WriteReplies() {
       buffers.push_back(asio::buffer(batch.back().head));
       if (batch.back().data_length > 0) buffers.push_back(asio::buffer(batch.back().data.get(), batch.back().data_length));
     }
+    if (stream_.tls() && buffers.size() > 1) {
+      // A TLS stream encrypts one buffer per record: small replies are gathered into
+      // one buffer first, so that a batch of headers is one record, not one each.
+      // (Large read data goes as it is: a copy would cost more than a record.)
+      CoalesceSmallBuffers(&buffers, &tls_gather_);
+    }
     if (!socket_failed_) {
       boost::system::error_code ec;
       co_await asio::async_write(stream_, buffers, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
         socket_failed_ = true;
         log_.Infof("client connection lost while replying: %s", ec.message().c_str());
-        stream_.shutdown(Stream::shutdown_both, ec);  // ends the reader too
+        stream_.shutdown(asio::socket_base::shutdown_both, ec);  // ends the reader too
       }
     }
     // Written (or dropped with the socket): the requests' slots and bytes are free.

@@ -154,6 +154,7 @@ class Transmission : public std::enable_shared_from_this<Transmission> {
   uint64_t writes_completed_ = 0;  // WRITE/TRIM/WRITE_ZEROES executed
   uint64_t writes_flushed_ = 0;    // of those, how many a completed FLUSH covers
   std::shared_ptr<const std::vector<uint8_t>> zero_chunk_;  // for WRITE_ZEROES + NO_HOLE
+  std::vector<uint8_t> tls_gather_;  // small replies gathered for one TLS record
   TransmissionCounters counters_;
 };
 

@@ -4,10 +4,12 @@
 // administration goes through the `tapmap` CLI, as a person would do it.
 #pragma once
 
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <catch2/catch.hpp>
 #include <fstream>
+#include <sstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -96,6 +98,14 @@ class DaemonFixture {
     std::string out;
     REQUIRE(Run(argv, &out) == 0);
     return nlohmann::json::parse(out);
+  }
+
+  // tapdisk-map's log so far (for a failing check's message).
+  std::string TapdiskLog() const {
+    std::ifstream in(dir_ / "tapdisk-map.log");
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
   }
 
   std::string Url(const std::string& volume) const { return "nbd+unix:///" + volume + "?socket=" + nbd_socket(); }

@@ -45,8 +45,9 @@ class Harness {
   NbdTestClient Connect() {
     int fds[2];
     REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
-    Stream stream(asio::make_strand(io_));
-    stream.assign(asio::generic::stream_protocol(AF_UNIX, SOCK_STREAM), fds[0]);
+    Stream::Socket socket(asio::make_strand(io_));
+    socket.assign(asio::generic::stream_protocol(AF_UNIX, SOCK_STREAM), fds[0]);
+    Stream stream(std::move(socket));
     started_++;
     auto connection = std::make_shared<Connection>(std::move(stream), catalog, options, Logger("nbd-test", LogLevel::kError),
                                                    [this] { ended_++; });

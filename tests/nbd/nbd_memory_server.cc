@@ -52,7 +52,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s --listen ADDR --volume NAME:SIZE[:ro]...\n", argv[0]);
     return 2;
   }
-  nbd::NbdServer server(io, catalog, nbd::NbdServerOptions{}, Logger("nbd_memory_server"));
+  nbd::NbdServerOptions server_options;
+  server_options.allow_plaintext_tcp = true;  // a test server of RAM volumes
+  nbd::NbdServer server(io, catalog, server_options, Logger("nbd_memory_server"));
   for (const auto& address : addresses) {
     Status s = server.Listen(address);
     if (!s.ok()) {

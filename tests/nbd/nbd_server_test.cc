@@ -90,7 +90,9 @@ TEST_CASE("server: TCP listener on loopback") {
   MemoryCatalog catalog;
   catalog.Add(io, "disk", 1 << 20);
   {
-    NbdServer server(io, catalog, NbdServerOptions{}, Logger("nbd-server-test", LogLevel::kError));
+    NbdServerOptions options;
+    options.allow_plaintext_tcp = true;
+    NbdServer server(io, catalog, options, Logger("nbd-server-test", LogLevel::kError));
     // Find a free loopback port, then listen on it.
     UniqueFd probe(::socket(AF_INET, SOCK_STREAM, 0));
     sockaddr_in addr{};

@@ -10,10 +10,14 @@
 namespace tapmap::cli {
 namespace {
 
-// The URL template a qemu tool takes for `address` ("" if the form is unknown).
-std::string UrlFor(const std::string& address) {
+// The URL template a qemu tool takes for `address` ("" if the form is unknown); nbds://
+// when the listener requires TLS (the client then needs its credentials, see
+// tapdisk-map/nbd/doc/tls.md).
+std::string UrlFor(const std::string& address, const std::string& tls = "off") {
   if (address.rfind("unix:", 0) == 0) return "nbd+unix:///VOLUME?socket=" + address.substr(5);
-  if (address.rfind("tcp:", 0) == 0) return "nbd://" + address.substr(4) + "/VOLUME";
+  if (address.rfind("tcp:", 0) == 0) {
+    return (tls == "required" ? "nbds://" : "nbd://") + address.substr(4) + "/VOLUME";
+  }
   return "";
 }
 
@@ -49,7 +53,7 @@ Status RunList(Invocation& inv) {
     }
     std::string address = JsonString(e, "address");
     t.AddRow({address, std::to_string(JsonUint(e, "connections")), open.empty() ? "-" : open,
-              UrlFor(address)});
+              UrlFor(address, JsonString(e, "tls"))});
   }
   inv.Print(t.rows() == 0 ? "no NBD export configured (tapdisk-map --nbd)\n" : t.Render());
   return Status::Ok();
@@ -66,7 +70,7 @@ Status RunUrl(Invocation& inv) {
   if (r->contains("exports") && (*r)["exports"].is_array()) {
     for (const auto& e : (*r)["exports"]) {
       if (e.contains("export") || !Offers(e, volume)) continue;
-      std::string url = UrlFor(JsonString(e, "address"));
+      std::string url = UrlFor(JsonString(e, "address"), JsonString(e, "tls"));
       if (url.empty()) continue;
       url.replace(url.find("VOLUME"), 6, volume);
       Json doc;
