@@ -1,6 +1,8 @@
 #include "tapdisk-map/blkif/vbd.h"
 
 #include <boost/asio/post.hpp>
+#include <cstdarg>
+#include <cstdio>
 
 #include "common/units.h"
 
@@ -123,7 +125,7 @@ void Vbd::WriteState(int state) {
     }
     return;
   }
-  if (state != state_) logger_.Infof("state %s -> %s", StateName(state_), StateName(state));
+  if (state != state_) GuestLog(LogLevel::kInfo, "state %s -> %s", StateName(state_), StateName(state));
   state_ = state;
 }
 
@@ -297,12 +299,12 @@ void Vbd::Connect(const FrontendView&) {
 
   rings_ = std::move(rings);
   connected_ = true;
-  if (state_ != XenbusStateConnected) logger_.Infof("state %s -> connected", StateName(state_));
+  if (state_ != XenbusStateConnected) GuestLog(LogLevel::kInfo, "state %s -> connected", StateName(state_));
   state_ = XenbusStateConnected;
   protocol_ = AbiName(*abi);
-  logger_.Infof("connected: %llu queue(s) of %u page(s), protocol %s, %s grants, %llu sectors",
-                static_cast<unsigned long long>(*queues), pages, protocol_.c_str(),
-                use_persistent ? "persistent" : "copied", static_cast<unsigned long long>(size >> kSectorShift));
+  GuestLog(LogLevel::kInfo, "connected: %llu queue(s) of %u page(s), protocol %s, %s grants, %llu sectors",
+           static_cast<unsigned long long>(*queues), pages, protocol_.c_str(),
+           use_persistent ? "persistent" : "copied", static_cast<unsigned long long>(size >> kSectorShift));
   for (auto& r : rings_) {
     if (paused_) r->Pause([] {});
     r->Start();
@@ -327,7 +329,7 @@ void Vbd::Disconnect(std::function<void()> then) {
       asio::post(self->strand_, [self, remaining, shared_then] {
         if (--*remaining != 0) return;
         self->disconnecting_ = false;
-        self->logger_.Infof("rings released");
+        self->GuestLog(LogLevel::kInfo, "rings released");
         (*shared_then)();
         self->Reconcile();
       });
@@ -335,8 +337,22 @@ void Vbd::Disconnect(std::function<void()> then) {
   }
 }
 
+void Vbd::GuestLog(LogLevel level, const char* fmt, ...) {
+  if (!logger_.Enabled(level)) return;  // lines not written use none of the allowance
+  uint64_t suppressed = 0;
+  if (!guest_log_limiter_.Allow(&suppressed)) return;
+  char buffer[1024];
+  va_list args;
+  va_start(args, fmt);
+  std::vsnprintf(buffer, sizeof(buffer), fmt, args);
+  va_end(args);
+  std::string line = buffer;
+  if (suppressed != 0) line += " (" + std::to_string(suppressed) + " lines this guest caused were suppressed)";
+  logger_.Log(level, line);
+}
+
 void Vbd::Fatal(const Status& status) {
-  logger_.Errorf("%s", status.ToString().c_str());
+  GuestLog(LogLevel::kError, "%s", status.ToString().c_str());
   (void)UpdateBackend(
       [&](TransactionId tx) { return platform_.xenstore->Write(tx, Node("error"), status.ToString()); });
   auto self = shared_from_this();

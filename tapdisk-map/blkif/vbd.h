@@ -74,6 +74,10 @@ class Vbd : public std::enable_shared_from_this<Vbd> {
   // removal racing the transaction makes it conflict and be retried.
   Status UpdateBackend(const std::function<Status(xen::TransactionId tx)>& body);
   void Fatal(const Status& status);
+  // Logs a line the guest can cause at will (a fatal error naming its xenstore values,
+  // its state changes): through guest_log_limiter_, so at most 10 a minute per disk
+  // whatever the guest does; the next line allowed says how many were dropped.
+  void GuestLog(LogLevel level, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
   void OnRingBroken(const Status& status);
   void OnResize(uint64_t new_size);
   std::string Node(const std::string& name) const { return be_ + "/" + name; }
@@ -86,6 +90,7 @@ class Vbd : public std::enable_shared_from_this<Vbd> {
   const std::string be_;
   Logger logger_;
   std::shared_ptr<RateLimiter> reject_limiter_;
+  RateLimiter guest_log_limiter_{10, std::chrono::seconds(60)};
   const std::shared_ptr<InflightBudget::Account> inflight_;  // shared by the rings
   const std::shared_ptr<PersistentGrantQuota> grant_quota_;   // shared by every disk
 

@@ -38,12 +38,13 @@ class HandshakeRig {
   MemoryVolumeOpener opener{io};
   std::unique_ptr<blkif::BackendManager> manager;
 
-  Status StartBackend(blkif::BackendOptions options = {}) {
+  // The manager logs to `log_sink` (stderr by default).
+  Status StartBackend(blkif::BackendOptions options = {}, std::FILE* log_sink = stderr) {
     auto store = xsd_->Connect();
     if (!store.ok()) return store.status();
     platform_ = std::make_unique<xen::XenPlatform>(xen::MakeSimulatedPlatform(hv, kBackendDomid, std::move(*store)));
     manager = std::make_unique<blkif::BackendManager>(io, *platform_, opener, options,
-                                                      Logger("blkif", getenv("BLKIF_TEST_DEBUG") ? LogLevel::kDebug : LogLevel::kWarning));
+                                                      Logger("blkif", getenv("BLKIF_TEST_DEBUG") ? LogLevel::kDebug : LogLevel::kWarning, log_sink));
     return manager->Start();
   }
   // Stops the manager (xenstore left as is, like a daemon exiting) and frees it.

@@ -426,6 +426,47 @@ TEST_CASE("blkif handshake: transport parameters beyond what was advertised are 
   CHECK(rig.toolstack->Read(0, Be("error"))->find("multi-queue-num-queues") != std::string::npos);
 }
 
+TEST_CASE("blkif handshake: a guest that keeps sending bad transport parameters cannot flood the log") {
+  // Declared before the rig so that it is closed after the backend is gone.
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> log_file(std::tmpfile(), &std::fclose);
+  REQUIRE(log_file != nullptr);
+  HandshakeRig rig;
+  rig.opener.Add("vm1", 16 * kMiB);
+  blkif::BackendOptions opts;
+  opts.max_ring_page_order = 1;
+  REQUIRE(rig.StartBackend(opts, log_file.get()).ok());
+  REQUIRE(rig.XlAddDisk(kDom, kDev, "vm1").ok());
+  REQUIRE(rig.WaitNode(Be("state"), "2") == "2");
+  REQUIRE(rig.Attach(kDom, kDev, "vm1").ok());
+  SimBlkfrontOptions o;
+  o.ring_page_order = 2;  // above max-ring-page-order: each connect is fatal
+  auto front = rig.Guest(kDom, o);
+  REQUIRE(front->Publish(*rig.toolstack, HandshakeRig::FrontendPath(kDom, kDev)).ok());
+  REQUIRE(rig.WaitNode(Be("state"), "5") == "5");
+  constexpr int kCycles = 25;
+  for (int i = 0; i < kCycles; ++i) {  // Closed, Initialising, Initialised: refused again
+    REQUIRE(rig.toolstack->Write(0, Fe("state"), "6").ok());
+    REQUIRE(rig.WaitNode(Be("state"), "6") == "6");
+    REQUIRE(rig.toolstack->Write(0, Fe("state"), "1").ok());
+    REQUIRE(rig.WaitNode(Be("state"), "2") == "2");
+    REQUIRE(rig.toolstack->Write(0, Fe("state"), "3").ok());
+    REQUIRE(rig.WaitNode(Be("state"), "5") == "5");  // every attempt is still refused
+  }
+  CHECK(rig.toolstack->Read(0, Be("error"))->find("ring-page-order") != std::string::npos);
+  rig.StopBackend();
+  std::fflush(log_file.get());
+  std::rewind(log_file.get());
+  int fatal_lines = 0;
+  char line[4096];
+  while (std::fgets(line, sizeof(line), log_file.get())) {
+    std::string text = line;
+    fatal_lines += text.find("ring-page-order") != std::string::npos;
+  }
+  // 26 refusals; the per-disk limiter lets 10 lines a minute through.
+  CHECK(fatal_lines >= 1);
+  CHECK(fatal_lines <= 10);
+}
+
 TEST_CASE("blkif handshake: 4096-byte sectors are announced, ring sectors stay 512-based") {
   HandshakeRig rig;
   auto vol = rig.opener.Add("vm1", 16 * kMiB);
