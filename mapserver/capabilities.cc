@@ -298,6 +298,28 @@ class SessionImpl final : public proto::Session::Server {
     return kj::READY_NOW;
   }
 
+  kj::Promise<void> diff(DiffContext context) override {
+    auto params = context.getParams();
+    std::string from = ToStd(params.getFrom()), to = ToStd(params.getTo());
+    Allow(Action::kInfo, from);
+    Allow(Action::kInfo, to);
+    uint32_t max = params.getMaxExtents();
+    if (max == 0 || max > 65536) Fail(Status::InvalidArgument("diff: maxExtents must be 1..65536"));
+    const uint64_t bs = service_.store().superblock().block_size;
+    uint64_t next_block = 0;
+    auto extents = OrFail(service_.store().Diff(from, to, params.getStartOffset() / bs, max, &next_block));
+    auto results = context.getResults();
+    auto list = results.initExtents(static_cast<unsigned>(extents.size()));
+    for (size_t i = 0; i < extents.size(); ++i) {
+      auto e = list[static_cast<unsigned>(i)];
+      e.setOffset(extents[i].offset);
+      e.setLength(extents[i].length);
+      e.setZero(extents[i].zero);
+    }
+    results.setNextOffset(next_block * bs);
+    return kj::READY_NOW;
+  }
+
   kj::Promise<void> poolStats(PoolStatsContext context) override {
     Allow(Action::kPoolStats, "");
     auto f = OrFail(service_.store().Stats());

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 
 namespace tapmap::mapserver {
 namespace {
@@ -258,6 +259,55 @@ bool MapTree::Walk(uint64_t id, uint8_t level, uint64_t base, uint64_t first, ui
     }
   }
   return true;
+}
+
+// `a` and `b` are node ids (0: nothing mapped) at levels a_level and b_level; the
+// subtree compared covers SlotSpan(level + 1) blocks from `base`, level = the higher
+// of the two. A node below that level stands for the chain of slot-0 nodes above it
+// that Grow would add.
+bool MapTree::DiffIn(uint64_t a, uint8_t a_level, uint64_t b, uint8_t b_level, uint64_t base, uint64_t first,
+                     uint64_t last, const DiffFn& fn) {
+  if (a == b && (a == 0 || a_level == b_level)) return true;  // shared (or both empty)
+  const uint8_t level = a == 0 ? b_level : b == 0 ? a_level : std::max(a_level, b_level);
+  const uint64_t span = SlotSpan(level);
+  // Copies: the recursion may evict nothing, but grows the cache (references move).
+  std::optional<MapNode> na, nb;
+  if (a != 0 && a_level == level) {
+    na = Load(a);
+    ++diff_nodes_visited_;
+  }
+  if (b != 0 && b_level == level) {
+    nb = Load(b);
+    ++diff_nodes_visited_;
+  }
+  uint32_t i = first > base ? static_cast<uint32_t>(std::min<uint64_t>((first - base) / span, kFanout)) : 0;
+  for (; i < kFanout; ++i) {
+    uint64_t slot_base = base + i * span;
+    if (slot_base >= last) break;
+    if (level == 0) {
+      LeafEntry ea = na && na->SlotUsed(i) ? LeafEntry{na->child[i], na->generation[i]} : LeafEntry{};
+      LeafEntry eb = nb && nb->SlotUsed(i) ? LeafEntry{nb->child[i], nb->generation[i]} : LeafEntry{};
+      bool same = ea.hole() ? eb.hole() : (!eb.hole() && ea.block == eb.block && ea.generation == eb.generation);
+      if (slot_base >= first && !same && !fn(slot_base, eb)) return false;
+      continue;
+    }
+    // The children at slot i: a node's child, or the lower node itself at slot 0.
+    auto child = [&](uint64_t id, uint8_t id_level, const std::optional<MapNode>& node) -> std::pair<uint64_t, uint8_t> {
+      if (id == 0) return {0, 0};
+      if (node) return {node->child[i], static_cast<uint8_t>(level - 1)};
+      return i == 0 ? std::pair<uint64_t, uint8_t>{id, id_level} : std::pair<uint64_t, uint8_t>{0, 0};
+    };
+    auto [ca, cla] = child(a, a_level, na);
+    auto [cb, clb] = child(b, b_level, nb);
+    if (ca == 0 && cb == 0) continue;
+    if (!DiffIn(ca, cla, cb, clb, slot_base, first, last, fn)) return false;
+  }
+  return true;
+}
+
+void MapTree::Diff(const VolumeRecord& a, const VolumeRecord& b, uint64_t first, uint64_t last, const DiffFn& fn) {
+  if (first >= last) return;
+  DiffIn(a.root, static_cast<uint8_t>(a.depth - 1), b.root, static_cast<uint8_t>(b.depth - 1), 0, first, last, fn);
 }
 
 void MapTree::ForEachMapped(const VolumeRecord& volume, uint64_t first, uint64_t last,

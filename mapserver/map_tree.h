@@ -52,6 +52,18 @@ class MapTree {
   // Calls fn for every mapped logical block in [first, last), in increasing order,
   // until fn returns false.
   void ForEachMapped(const VolumeRecord& volume, uint64_t first, uint64_t last, const MappedFn& fn);
+  // Calls fn(lblock, entry of b) for every logical block in [first, last) that `b` maps
+  // differently from `a` (another pool block or generation, or a hole where the other
+  // has data: entry.hole()), in increasing order, until fn returns false. Subtrees the
+  // two share (the same node id) are skipped without being read, so two volumes of one
+  // version set are compared in time proportional to the nodes that differ, not to
+  // their size (the trees may differ in depth: a grown tree's old root is its slot 0
+  // chain).
+  using DiffFn = std::function<bool(uint64_t lblock, const LeafEntry& b_entry)>;
+  void Diff(const VolumeRecord& a, const VolumeRecord& b, uint64_t first, uint64_t last, const DiffFn& fn);
+  // Nodes read by Diff so far (for the O(changed) check in tests and benches).
+  uint64_t diff_nodes_visited() const { return diff_nodes_visited_; }
+
   // Number of mapped blocks exclusive to `volume` (visits only exclusive nodes).
   uint64_t CountExclusive(const VolumeRecord& volume);
   // Number of mapped blocks in the subtree of node `id`.
@@ -103,11 +115,14 @@ class MapTree {
   bool Walk(uint64_t id, uint8_t level, uint64_t base, uint64_t first, uint64_t last, bool shared,
             const MappedFn& fn);
   uint64_t CountExclusiveIn(uint64_t id);
+  bool DiffIn(uint64_t a, uint8_t a_level, uint64_t b, uint8_t b_level, uint64_t base, uint64_t first,
+              uint64_t last, const DiffFn& fn);
 
   Txn* txn_;
   FreeSpace* free_space_;
   std::unordered_map<uint64_t, CachedNode> cache_;
   uint64_t next_node_id_ = 0;  // 0 = not loaded yet
+  uint64_t diff_nodes_visited_ = 0;
 };
 
 }  // namespace tapmap::mapserver

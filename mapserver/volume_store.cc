@@ -219,6 +219,48 @@ Result<VolumeDescription> VolumeStore::Describe(std::string_view name) {
   }
 }
 
+Result<std::vector<VolumeStore::DiffExtent>> VolumeStore::Diff(std::string_view from, std::string_view to,
+                                                                uint64_t first_block, size_t max_extents,
+                                                                uint64_t* next_block, uint64_t* nodes_visited) {
+  TAPMAP_RETURN_IF_ERROR(ValidateVolumeName(from));
+  TAPMAP_RETURN_IF_ERROR(ValidateVolumeName(to));
+  if (max_extents == 0) return Status::InvalidArgument("diff: maxExtents must be at least 1");
+  try {
+    auto txn = meta_->BeginRead();
+    auto a = LoadVolume(txn.get(), from);
+    if (!a.ok()) return a.status();
+    auto b = LoadVolume(txn.get(), to);
+    if (!b.ok()) return b.status();
+    if (a->version_set != b->version_set) {
+      return Status::InvalidArgument("volumes '" + std::string(from) + "' and '" + std::string(to) +
+                                     "' are not of one version set: nothing to compare by the map");
+    }
+    const uint64_t bs = sb_.block_size;
+    const uint64_t last = (b->size_bytes + bs - 1) / bs;
+    std::vector<DiffExtent> out;
+    *next_block = 0;
+    MapTree tree(txn.get(), nullptr);
+    tree.Diff(*a, *b, first_block, last, [&](uint64_t lblock, const LeafEntry& e) {
+      uint64_t offset = lblock * bs;
+      uint64_t length = std::min(bs, b->size_bytes - offset);
+      if (!out.empty() && out.back().offset + out.back().length == offset && out.back().zero == e.hole()) {
+        out.back().length += length;
+        return true;
+      }
+      if (out.size() == max_extents) {
+        *next_block = lblock;
+        return false;
+      }
+      out.push_back(DiffExtent{offset, length, e.hole()});
+      return true;
+    });
+    if (nodes_visited != nullptr) *nodes_visited = tree.diff_nodes_visited();
+    return out;
+  } catch (const StatusError& e) {
+    return e.status();
+  }
+}
+
 Result<std::vector<VolumeDescription>> VolumeStore::List() {
   try {
     std::vector<VolumeDescription> out;

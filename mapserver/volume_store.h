@@ -115,6 +115,20 @@ class VolumeStore {
   // to a multiple of the pool block size (else kInvalidArgument).
   Result<VolumeDescription> Resize(std::string_view name, uint64_t size_bytes, bool allow_shrink);
   Result<VolumeDescription> Describe(std::string_view name);
+  // What changed from `from` to `to` (two volumes of one version set: a snapshot and a
+  // later snapshot or the live volume, or any two): the byte ranges of `to` (merged,
+  // in order, starting at block `first_block`) whose committed mapping differs, each
+  // saying whether `to` reads zeros there (a hole: discarded or never written). Time
+  // is proportional to the map nodes that differ (MapTree::Diff), not to the size. At
+  // most `max_extents` ranges; `*next_block` is where to continue, or 0 when done.
+  // kInvalidArgument for volumes of different version sets.
+  struct DiffExtent {
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    bool zero = false;
+  };
+  Result<std::vector<DiffExtent>> Diff(std::string_view from, std::string_view to, uint64_t first_block,
+                                       size_t max_extents, uint64_t* next_block, uint64_t* nodes_visited = nullptr);
   Result<std::vector<VolumeDescription>> List();
   Result<PoolFigures> Stats();
 

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "protocol/connection.h"
 #include "tests/support/child_process.h"
 
 namespace tapmap::testing {
@@ -177,6 +178,58 @@ TEST_CASE("volume commands print aligned tables and one-line results for people"
   REQUIRE(info.exit_code == 0);
   CHECK(info.out.find("kind") != std::string::npos);
   CHECK(info.out.find("snapshot") != std::string::npos);
+}
+
+// Maps `blocks` (64 KiB pool blocks) of `volume` through the protocol, as a host's
+// writes would (prepareWrite + commit; the data itself does not matter to a diff).
+void WriteBlocks(const MapserverFixture& f, const std::string& volume, std::vector<uint64_t> blocks) {
+  auto io = kj::setupAsyncIo();
+  auto address = protocol::ParseServerAddress("unix:" + f.socket());
+  REQUIRE(address.ok());
+  auto conn = protocol::Connection::ConnectBlocking(io, *address, "writer", "correct horse battery staple");
+  REQUIRE(conn.ok());
+  auto open = (*conn)->session().openRequest();
+  open.setName(volume);
+  open.setMode(proto::OpenMode::READ_WRITE);
+  auto vol = open.send().wait(io.waitScope).getVolume();
+  for (uint64_t b : blocks) {
+    auto prep = vol.prepareWriteRequest();
+    auto r = prep.initRanges(1)[0];
+    r.setOffset(b * 65536);
+    r.setLength(65536);
+    auto extents = prep.send().wait(io.waitScope).getExtents();
+    auto commit = vol.commitRequest();
+    commit.setExtents(extents);
+    commit.send().wait(io.waitScope);
+  }
+}
+
+TEST_CASE("volume diff lists the extents changed between two volumes of a version set") {
+  MapserverFixture f;
+  f.TapmapJson({"volume", "create", "vm", "16M"});
+  WriteBlocks(f, "vm", {0, 1, 2, 10});
+  f.TapmapJson({"volume", "snapshot", "vm", "monday"});
+  WriteBlocks(f, "vm", {2, 3, 100});
+  f.TapmapJson({"volume", "snapshot", "vm", "tuesday"});
+  auto d = f.TapmapJson({"volume", "diff", "monday", "tuesday"});
+  REQUIRE(d["extents"].size() == 2);
+  CHECK(d["extents"][0] == json({{"offset", 2 * 65536}, {"length", 2 * 65536}, {"zero", false}}));
+  CHECK(d["extents"][1] == json({{"offset", 100 * 65536}, {"length", 65536}, {"zero", false}}));
+  CHECK(d["changed_bytes"] == 3 * 65536);
+  CHECK(f.TapmapJson({"volume", "diff", "tuesday", "vm"})["extents"].empty());
+  // Backwards: what monday has that tuesday has not reads as zeros in monday.
+  auto back = f.TapmapJson({"volume", "diff", "tuesday", "monday"});
+  CHECK(back["zero_bytes"] == 2 * 65536);
+  CHECK(back["changed_bytes"] == 65536);
+  CliResult text = f.Tapmap({"volume", "diff", "monday", "tuesday"});
+  CHECK(text.exit_code == 0);
+  CHECK(text.out.find("2 extents: 192 KiB of data and 0 B of zeros changed from monday to tuesday") !=
+        std::string::npos);
+  // Errors: unknown volume, volumes of two version sets.
+  CheckError(f.TapmapJson({"volume", "diff", "monday", "nope"}, 1), "not-found");
+  f.TapmapJson({"volume", "create", "other", "16M"});
+  CheckError(f.TapmapJson({"volume", "diff", "monday", "other"}, 1), "invalid-argument");
+  CHECK(f.Tapmap({"volume", "diff", "monday"}).exit_code == 2);
 }
 
 TEST_CASE("volume command failures exit 1 with the server's status code") {

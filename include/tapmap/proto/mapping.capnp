@@ -212,6 +212,23 @@ interface Session {
   list @6 () -> (volumes :List(VolumeInfo));
   info @7 (name :Text) -> (info :VolumeInfo);
   poolStats @8 () -> (stats :PoolStats);
+
+  diff @11 (from :Text, to :Text, startOffset :UInt64, maxExtents :UInt32)
+      -> (extents :List(DiffExtent), nextOffset :UInt64);
+  # What changed from `from` to `to`, two volumes of one version set (a snapshot and a
+  # later snapshot or the live volume): the byte ranges of `to`, from `startOffset`
+  # (rounded down to a pool block) on, whose committed mapping differs — the blocks an
+  # incremental backup copies. Computed from the map trees by node identity, in time
+  # proportional to what changed. At most maxExtents (1..65536) ranges; nextOffset is
+  # where to continue, 0 when done. Writes not yet committed by `to`'s writer are not
+  # seen (flush it, or diff a snapshot). invalid-argument for volumes of different
+  # version sets.
+}
+
+struct DiffExtent {
+  offset @0 :UInt64;
+  length @1 :UInt64;
+  zero @2 :Bool;   # `to` reads zeros here (a hole: discarded, or never written)
 }
 
 enum OpenMode {
