@@ -262,6 +262,9 @@ int Run(int argc, char** argv) {
       if (!listener.default_export.empty()) entry["export"] = listener.default_export;
       if (!listener.allowed_exports.empty()) entry["allowed_exports"] = listener.allowed_exports;
       entry["tls"] = nbd::TlsModeName(listener.tls);
+      entry["replies_unwritten"] = listener.replies_unwritten;
+      entry["reply_bytes_unwritten"] = listener.reply_bytes_unwritten;
+      entry["readers_waiting"] = listener.readers_waiting;
       list.push_back(std::move(entry));
     }
     return list;

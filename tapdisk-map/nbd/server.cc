@@ -184,6 +184,7 @@ asio::awaitable<void> NbdServer::AcceptLoop(Listener* listener) {
       ConnectionOptions connection_options = options_.connection;
       connection_options.handshake.tls = listener->tls;
       connection_options.handshake.tls_credentials = options_.tls;
+      if (connection_options.reply_backlog == nullptr) connection_options.reply_backlog = listener->backlog;
       connection = std::make_shared<Connection>(Stream(std::move(peer)), *listener->catalog, connection_options, log,
                                                 [this, holder]() { ConnectionEnded(*holder); });
       *holder = connection.get();
@@ -307,7 +308,9 @@ std::vector<NbdServer::ListenerInfo> NbdServer::Describe() const {
       if (listener->removed) continue;
       order.push_back(listener.get());
       out.push_back(ListenerInfo{listener->address, listener->options.default_export,
-                                 listener->options.allowed_exports, listener->tls, {}, 0});
+                                 listener->options.allowed_exports, listener->tls, {}, 0,
+                                 listener->backlog->replies.load(), listener->backlog->bytes.load(),
+                                 listener->backlog->readers_waiting.load()});
     }
     for (const auto& [ptr, entry] : connections_) live.emplace_back(entry.listener, entry.connection);
   }

@@ -98,6 +98,11 @@ class NbdServer {
     TlsMode tls = TlsMode::kOff;
     std::vector<std::string> volumes_open;  // sorted, unique
     uint32_t connections = 0;
+    // Replies the listener's connections have not written yet (clients that do not
+    // read), their bytes, and connections not reading requests for want of budget.
+    uint64_t replies_unwritten = 0;
+    uint64_t reply_bytes_unwritten = 0;
+    uint64_t readers_waiting = 0;
   };
   // One entry per listen address. Thread-safe.
   std::vector<ListenerInfo> Describe() const;
@@ -112,6 +117,7 @@ class NbdServer {
     std::unique_ptr<ExportCatalog> single;   // set iff options.default_export is: its one export
     ExportCatalog* catalog = nullptr;        // what the listener's connections open
     TlsMode tls = TlsMode::kOff;
+    std::shared_ptr<ReplyBacklog> backlog = std::make_shared<ReplyBacklog>();  // its connections'
     std::unique_ptr<Acceptor> acceptor;
     bool removed = false;    // Unlisten was called (mu_)
     bool loop_done = false;  // its accept loop has returned (mu_)

@@ -100,6 +100,8 @@ class DaemonFixture {
     return nlohmann::json::parse(out);
   }
 
+  pid_t tapdisk_pid() const { return tapdisk_->pid(); }
+
   // tapdisk-map's log so far (for a failing check's message).
   std::string TapdiskLog() const {
     std::ifstream in(dir_ / "tapdisk-map.log");
