@@ -76,7 +76,7 @@ uint32_t ReadReplies(NbdTestClient& c, uint64_t* size = nullptr, uint16_t* flags
   }
 }
 
-TEST_CASE("NBD_OPT_INFO describes an export without opening it read-write; GO right after gets it") {
+TEST_CASE("NBD_OPT_INFO describes an export without opening it read-write, GO right after gets it") {
   tapmap::testing::TempDir dir("nbd-reopen");
   IoThread runner;
   CountingOpener opener(runner.io);

@@ -106,7 +106,7 @@ void CheckPlaintextRefused(uint16_t port) {
   CHECK(aborting.ReadOptionReply()->type == kRepAck);
 }
 
-TEST_CASE("NBD TLS with PSK: qemu-io and nbdinfo with the key; no TLS or a wrong key refused") {
+TEST_CASE("NBD TLS with PSK: qemu-io and nbdinfo with the key, no TLS or a wrong key refused") {
   Credentials creds;
   TlsDaemon d(FreePort(), {"--nbd-tls-psk", creds / "server.psk"});
   std::string out;
