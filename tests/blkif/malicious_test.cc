@@ -453,5 +453,50 @@ TEST_CASE("malicious: an event storm with nothing on the ring is damped, request
   threads.reset();
 }
 
+TEST_CASE("malicious: rings paused or stopped while waiting for in-flight bytes give every byte back") {
+  constexpr uint64_t kBudget = 4 * kMiB;
+  boost::asio::io_context io;
+  auto gate = std::make_shared<GatedDevice>(std::make_shared<MemoryBlockDevice>(io, "evil", kDiskBytes));
+  auto host = blkif::InflightBudget::Create(kBudget);
+  auto threads = std::make_unique<IoRunner>(io, 2);
+  RingRig rig;
+  rig.budget = host->NewAccount(kBudget);
+  REQUIRE(RingRig::Make(&rig, io, gate, kEvil, {}).ok());
+  blkif::RingWorker& w = *rig.workers[0];
+
+  // Paused while waiting: the requests in flight drain, the waiting one is not started.
+  gate->Close();
+  uint32_t sent = FillWithLargeReads(rig, 1);
+  REQUIRE(WaitUntil([&] { return w.counters().budget_waits == 1; }));
+  std::promise<void> drained;
+  w.Pause([&drained] { drained.set_value(); });
+  gate->Open();
+  REQUIRE(drained.get_future().wait_for(std::chrono::seconds(30)) == std::future_status::ready);
+  CHECK(gate->bytes() == 0);
+  CHECK(w.counters().requests == 5);  // 4 executed and answered, 1 taken and kept
+  // Resumed: everything completes, within the budget.
+  w.Resume();
+  ExpectAllAnswered(rig, 1, sent);
+  CHECK(gate->peak_bytes() <= kBudget);
+
+  // Stopped while waiting: the in-flight requests are answered, the rest stays on the
+  // ring, and every byte goes back (the kept request's grant included).
+  gate->Close();
+  const uint64_t waits_before = w.counters().budget_waits;
+  sent = FillWithLargeReads(rig, 1);
+  REQUIRE(WaitUntil([&] { return w.counters().budget_waits == waits_before + 1; }));
+  std::promise<void> stopped;
+  w.Stop([&stopped] { stopped.set_value(); });
+  gate->Open();
+  REQUIRE(stopped.get_future().wait_for(std::chrono::seconds(30)) == std::future_status::ready);
+  REQUIRE(WaitUntil([&] { return host->usage().in_flight == 0; }));
+  CHECK(rig.budget->usage().in_flight == 0);
+  auto done = rig.front->Poll(0, std::chrono::milliseconds(0));
+  REQUIRE(done.ok());
+  CHECK(done->size() == kBudget / kMiB);
+  rig.workers.clear();
+  threads.reset();
+}
+
 }  // namespace
 }  // namespace tapmap::testing
