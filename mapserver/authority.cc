@@ -16,6 +16,7 @@ const char* ActionName(Action action) {
     case Action::kResize: return "resize";
     case Action::kSnapshot: return "snapshot";
     case Action::kClone: return "clone";
+    case Action::kRename: return "rename";
   }
   return "?";
 }
@@ -64,7 +65,7 @@ Status Authority::Check(const Principal& principal, Action action, std::string_v
     }
   }
   bool admin_only = action == Action::kCreate || action == Action::kDelete || action == Action::kResize ||
-                    action == Action::kSnapshot || action == Action::kClone;
+                    action == Action::kSnapshot || action == Action::kClone || action == Action::kRename;
   if (admin_only && principal.role != Role::kAdmin) {
     return Status::PermissionDenied(std::string(ActionName(action)) + " needs the admin role; host " +
                                     principal.host + " has the host role");

@@ -40,6 +40,7 @@ enum class Action : uint8_t {
   kResize,
   kSnapshot,
   kClone,
+  kRename,
 };
 const char* ActionName(Action action);
 

@@ -216,6 +216,23 @@ class SessionImpl final : public proto::Session::Server {
     return service_.GraceOver().then([this, context]() mutable { return Delete(context); });
   }
 
+  kj::Promise<void> rename(RenameContext context) override {
+    service_.Touch(lease_);
+    Allow(Action::kRename, ToStd(context.getParams().getName()));
+    Allow(Action::kRename, ToStd(context.getParams().getNewName()));
+    return service_.GraceOver().then([this, context]() mutable {
+      std::string name = ToStd(context.getParams().getName());
+      OrFail(ValidateVolumeName(name));
+      auto openers = service_.leases().OpenersOf(name);
+      if (!openers.empty()) {
+        Fail(Status::Busy("volume '" + name + "' has " + std::to_string(openers.size()) +
+                          " opener(s); close them first"));
+      }
+      auto renamed = OrFail(service_.store().Rename(name, ToStd(context.getParams().getNewName())));
+      service_.FillInfo(context.getResults().initInfo(), renamed);
+    });
+  }
+
   kj::Promise<void> resize(ResizeContext context) override {
     service_.Touch(lease_);
     Allow(Action::kResize, ToStd(context.getParams().getName()));

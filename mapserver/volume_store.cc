@@ -454,6 +454,43 @@ Status VolumeStore::Delete(std::string_view name) {
   return Status::Ok();
 }
 
+Result<VolumeDescription> VolumeStore::Rename(std::string_view name, std::string_view new_name) {
+  TAPMAP_RETURN_IF_ERROR(ValidateVolumeName(name));
+  TAPMAP_RETURN_IF_ERROR(ValidateVolumeName(new_name));
+  VolumeDescription out;
+  Status s = InWriteTxn([&](Txn* txn) -> Status {
+    auto v = LoadVolume(txn, name);
+    if (!v.ok()) return v.status();
+    if (name == new_name) {
+      out = DescribeIn(txn, name, *v);
+      return Status::Ok();
+    }
+    if (txn->Get(Table::kVolumes, new_name)) {
+      return Status::AlreadyExists("volume " + Quote(new_name) + " already exists");
+    }
+    // Children name their parent: follow the rename (a parent that is gone stays gone).
+    std::vector<std::pair<std::string, VolumeRecord>> children;
+    auto cursor = txn->OpenCursor(Table::kVolumes);
+    for (bool ok = cursor->First(); ok; ok = cursor->Next()) {
+      auto child = DecodeVolumeRecord(cursor->value());
+      if (!child.ok()) return child.status();
+      if (child->parent_id == v->id && child->parent_name == name) {
+        child->parent_name = std::string(new_name);
+        children.emplace_back(std::string(cursor->key()), *child);
+      }
+    }
+    for (auto& [child_name, record] : children) txn->Put(Table::kVolumes, child_name, EncodeVolumeRecord(record));
+    txn->Delete(Table::kVolumes, name);
+    txn->Put(Table::kVolumes, new_name, EncodeVolumeRecord(*v));
+    txn->Delete(Table::kMeta, std::string(kMetaLeasePrefix) + std::string(name));  // if any
+    out = DescribeIn(txn, new_name, *v);
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  logger_.Infof("renamed volume %s to %s", Quote(name).c_str(), Quote(new_name).c_str());
+  return out;
+}
+
 Result<VolumeDescription> VolumeStore::Resize(std::string_view name, uint64_t size_bytes,
                                               bool allow_shrink) {
   TAPMAP_RETURN_IF_ERROR(ValidateVolumeName(name));

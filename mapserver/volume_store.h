@@ -111,6 +111,10 @@ class VolumeStore {
   // Frees what only this volume referenced; drops its reservations. Whether it may be
   // deleted (openers) is the caller's check.
   Status Delete(std::string_view name);
+  // Gives volume `name` the name `new_name` (kAlreadyExists if taken); its clones and
+  // snapshots name it as their parent under the new name. Whether it may be renamed
+  // (openers) is the caller's check, as for Delete.
+  Result<VolumeDescription> Rename(std::string_view name, std::string_view new_name);
   // Grows, or with allow_shrink shrinks (unmapping and un-reserving beyond the end)
   // to a multiple of the pool block size (else kInvalidArgument).
   Result<VolumeDescription> Resize(std::string_view name, uint64_t size_bytes, bool allow_shrink);

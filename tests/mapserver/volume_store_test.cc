@@ -742,3 +742,32 @@ TEST_CASE("Diff visits only what changed: a 1 TiB volume with 1,000 changed bloc
 
 }  // namespace
 }  // namespace tapmap::mapserver
+
+namespace tapmap::mapserver {
+namespace {
+
+TEST_CASE("Rename keeps the map, moves the name and fsck stays clean") {
+  testing::StoreFixture f;
+  auto& s = f.store();
+  REQUIRE(s.Create("a", 64 * kBs).ok());
+  auto r = s.PrepareWrite(1, "a", {ByteRange{0, 8 * kBs}}, kLease);
+  REQUIRE(r.ok());
+  REQUIRE(s.Commit(1, "a", *r).ok());
+  s.DropReservations(1);
+  REQUIRE(s.Snapshot("a", "a-snap").ok());
+  REQUIRE(s.Clone("a-snap", "c").ok());
+  auto renamed = s.Rename("a-snap", "base");
+  REQUIRE(renamed.ok());
+  CHECK(renamed->name == "base");
+  CHECK(s.Describe("c")->parent == "base");
+  CHECK(s.Describe("a-snap").status().code() == StatusCode::kNotFound);
+  CHECK(s.Rename("c", "a").status().code() == StatusCode::kAlreadyExists);
+  CHECK(s.Map("base", 0, 8 * kBs, kLease)->front().physical == r->front().physical);
+  f.RequireClean();
+  f.Reopen();
+  CHECK(s.Describe("c")->parent == "base");
+  f.RequireClean();
+}
+
+}  // namespace
+}  // namespace tapmap::mapserver

@@ -232,6 +232,24 @@ TEST_CASE("volume diff lists the extents changed between two volumes of a versio
   CHECK(f.Tapmap({"volume", "diff", "monday"}).exit_code == 2);
 }
 
+TEST_CASE("volume rename renames a closed volume and its clones follow") {
+  MapserverFixture f;
+  f.TapmapJson({"volume", "create", "golden", "16M"});
+  WriteBlocks(f, "golden", {0, 5});
+  f.TapmapJson({"volume", "snapshot", "golden", "golden-snap"});
+  f.TapmapJson({"volume", "clone", "golden-snap", "vm1"});
+  auto r = f.TapmapJson({"volume", "rename", "golden-snap", "gold-2026"});
+  CHECK(r["volume"]["name"] == "gold-2026");
+  CHECK(r["renamed_from"] == "golden-snap");
+  CHECK(f.TapmapJson({"volume", "info", "vm1"})["volume"]["parent"] == "gold-2026");
+  CheckError(f.TapmapJson({"volume", "info", "golden-snap"}, 1), "not-found");
+  CHECK(f.TapmapJson({"volume", "diff", "gold-2026", "golden"})["extents"].empty());
+  CheckError(f.TapmapJson({"volume", "rename", "vm1", "golden"}, 1), "already-exists");
+  CheckError(f.TapmapJson({"volume", "rename", "nope", "x"}, 1), "not-found");
+  CheckError(f.TapmapJson({"volume", "rename", "vm1", "bad name"}, 1), "invalid-argument");
+  CHECK(f.Tapmap({"volume", "rename", "vm1"}).exit_code == 2);
+}
+
 TEST_CASE("volume command failures exit 1 with the server's status code") {
   MapserverFixture f;
   f.TapmapJson({"volume", "create", "golden", "16M"});

@@ -147,6 +147,24 @@ Status RunResize(Invocation& inv) {
   });
 }
 
+Status RunRename(Invocation& inv) {
+  const std::string& name = inv.args()[0];
+  const std::string& new_name = inv.args()[1];
+  return WithSession(inv, "renaming " + name, [&](ServerSession& s) {
+    auto req = s.session().renameRequest();
+    req.setName(name);
+    req.setNewName(new_name);
+    auto r = s.Wait(req.send());
+    if (!r.ok()) return r.status().WithContext("rename " + name);
+    Json doc;
+    doc["volume"] = VolumeJson(r->getInfo());
+    doc["renamed_from"] = name;
+    inv.PrintJson(doc);
+    inv.Print("renamed " + name + " to " + new_name + "\n");
+    return Status::Ok();
+  });
+}
+
 Status RunList(Invocation& inv) {
   return WithSession(inv, "listing volumes", [&](ServerSession& s) {
     auto list = s.Wait(s.session().listRequest().send());
@@ -332,6 +350,15 @@ void AddVolumeCommands(std::vector<CommandSpec>* commands) {
                          "allow making the volume smaller (data beyond the end is lost)", true}},
                        kUsesServer,
                        RunResize});
+  commands->push_back({"volume",
+                       "rename",
+                       "NAME NEW-NAME",
+                       "rename a volume (fails while it is open); its clones follow",
+                       2,
+                       2,
+                       {},
+                       kUsesServer,
+                       RunRename});
   commands->push_back(
       {"volume", "list", "", "list volumes and pool usage", 0, 0, {}, kUsesServer, RunList});
   commands->push_back(

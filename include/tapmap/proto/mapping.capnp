@@ -223,7 +223,13 @@ interface Session {
   # where to continue, 0 when done. Writes not yet committed by `to`'s writer are not
   # seen (flush it, or diff a snapshot). invalid-argument for volumes of different
   # version sets.
+
+  rename @12 (name :Text, newName :Text) -> (info :VolumeInfo);
+  # Renames a volume (admin); its clones and snapshots follow (VolumeInfo.parent).
+  # Fails with busy while it has openers (as delete), already-exists if newName is
+  # taken.
 }
+
 
 struct DiffExtent {
   offset @0 :UInt64;
