@@ -191,13 +191,14 @@ void Invocation::PrintJson(const Json& doc, bool pretty) const {
 int RunCli(const std::vector<CommandSpec>& commands, int argc, char** argv, std::FILE* out,
            std::FILE* err) {
   const bool json = WantsJson(argc, argv);
+  bool json_lines = false;  // known once the command is
   auto fail = [&](const Status& status, int code) {
-    if (json) cli::PrintJson(out, ErrorJson(status));
+    if (json) cli::PrintJson(out, ErrorJson(status), /*pretty=*/!json_lines);
     std::fprintf(err, "tapmap: %s\n", status.message().c_str());
     return code;
   };
   auto usage = [&](const std::string& message, const std::string& hint) {
-    if (json) cli::PrintJson(out, ErrorJson(Status::InvalidArgument(message)));
+    if (json) cli::PrintJson(out, ErrorJson(Status::InvalidArgument(message)), /*pretty=*/!json_lines);
     std::fprintf(err, "tapmap: %s\n%s", message.c_str(), hint.c_str());
     return static_cast<int>(kExitUsage);
   };
@@ -249,6 +250,8 @@ int RunCli(const std::vector<CommandSpec>& commands, int argc, char** argv, std:
       return usage("unknown command 'tapmap " + family + " " + verb + "'", family_help);
     first_arg = 3;
   }
+
+  json_lines = cmd->json_lines;
 
   // Config file first (all [tapmap] keys are checked, not only this command's), then
   // the command's own flags on top.

@@ -48,6 +48,9 @@ struct CommandSpec {
   // Runs the command. Returns OK, a failure from the server/daemon, or (after
   // Invocation::UsageError) a usage error.
   std::function<Status(Invocation&)> run;
+  // --json prints JSON Lines (progress lines, then the result): the result and an
+  // error document are then printed on one line each, too.
+  bool json_lines = false;
 };
 
 // What a running command sees: its options, positional arguments and output streams.

@@ -2,6 +2,7 @@
 #include <vector>
 
 #include "xenstore-tools/cli/command.h"
+#include "xenstore-tools/cli/image_command.h"
 #include "xenstore-tools/cli/nbd_command.h"
 #include "xenstore-tools/cli/snapshot_live_command.h"
 #include "xenstore-tools/cli/stats_command.h"
@@ -11,6 +12,7 @@
 int main(int argc, char** argv) {
   std::vector<tapmap::cli::CommandSpec> commands;
   tapmap::cli::AddVolumeCommands(&commands);
+  tapmap::cli::AddImageCommands(&commands);
   tapmap::cli::AddVbdCommands(&commands);
   tapmap::cli::AddNbdCommands(&commands);
   tapmap::cli::AddStatsCommands(&commands);

@@ -1,35 +1,13 @@
 #include "xenstore-tools/cli/nbd_command.h"
 
-#include <fnmatch.h>
-
 #include <chrono>
 
 #include "xenstore-tools/cli/control_client.h"
 #include "xenstore-tools/cli/json_fields.h"
+#include "xenstore-tools/cli/nbd_url.h"
 
 namespace tapmap::cli {
 namespace {
-
-// The URL template a qemu tool takes for `address` ("" if the form is unknown); nbds://
-// when the listener requires TLS (the client then needs its credentials, see
-// tapdisk-map/nbd/doc/tls.md).
-std::string UrlFor(const std::string& address, const std::string& tls = "off") {
-  if (address.rfind("unix:", 0) == 0) return "nbd+unix:///VOLUME?socket=" + address.substr(5);
-  if (address.rfind("tcp:", 0) == 0) {
-    return (tls == "required" ? "nbds://" : "nbd://") + address.substr(4) + "/VOLUME";
-  }
-  return "";
-}
-
-// Whether listener entry `e` of nbd-list offers `volume` (its export allow-list, if
-// any: fnmatch patterns, as tapdisk-map/nbd/export_allow_list.h).
-bool Offers(const nlohmann::json& e, const std::string& volume) {
-  if (!e.contains("allowed_exports") || !e["allowed_exports"].is_array()) return true;
-  for (const auto& pattern : e["allowed_exports"]) {
-    if (pattern.is_string() && ::fnmatch(pattern.get<std::string>().c_str(), volume.c_str(), 0) == 0) return true;
-  }
-  return false;
-}
 
 Status RunList(Invocation& inv) {
   auto client = ControlClient::Connect(inv.options().Get("control"));
@@ -53,7 +31,7 @@ Status RunList(Invocation& inv) {
     }
     std::string address = JsonString(e, "address");
     t.AddRow({address, std::to_string(JsonUint(e, "connections")), open.empty() ? "-" : open,
-              UrlFor(address, JsonString(e, "tls"))});
+              NbdUrlTemplate(address, JsonString(e, "tls"))});
   }
   inv.Print(t.rows() == 0 ? "no NBD export configured (tapdisk-map --nbd)\n" : t.Render());
   return Status::Ok();
@@ -67,19 +45,15 @@ Status RunUrl(Invocation& inv) {
   auto r = client->Call({{"op", "nbd-list"}}, std::chrono::milliseconds(inv.timeout_ms()));
   if (!r.ok()) return r.status();
   const std::string& volume = inv.args()[0];
-  if (r->contains("exports") && (*r)["exports"].is_array()) {
-    for (const auto& e : (*r)["exports"]) {
-      if (e.contains("export") || !Offers(e, volume)) continue;
-      std::string url = UrlFor(JsonString(e, "address"), JsonString(e, "tls"));
-      if (url.empty()) continue;
-      url.replace(url.find("VOLUME"), 6, volume);
-      Json doc;
-      doc["url"] = url;
-      doc["address"] = JsonString(e, "address");
-      inv.PrintJson(doc);
-      inv.Print(url + "\n");
-      return Status::Ok();
-    }
+  const nlohmann::json exports = r->contains("exports") ? (*r)["exports"] : nlohmann::json();
+  NbdEndpoint found = FindNbdUrl(exports, volume, /*plain_only=*/false);
+  if (!found.url.empty()) {
+    Json doc;
+    doc["url"] = found.url;
+    doc["address"] = found.address;
+    inv.PrintJson(doc);
+    inv.Print(found.url + "\n");
+    return Status::Ok();
   }
   return Status::NotFound("tapdisk-map has no NBD export (start it with --nbd, or nbd = in tapmap.conf)");
 }

@@ -2,11 +2,14 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 namespace tapmap::cli {
 namespace {
 
 constexpr auto kGracePeriod = std::chrono::milliseconds(700);
 constexpr auto kRedrawPeriod = std::chrono::milliseconds(500);
+constexpr size_t kBarWidth = 30;
 
 }  // namespace
 
@@ -29,6 +32,11 @@ void Progress::Update(std::string what) {
   what_ = std::move(what);
 }
 
+void Progress::SetPercent(double percent) {
+  std::lock_guard<std::mutex> lock(mu_);
+  percent_ = std::clamp(percent, 0.0, 100.0);
+}
+
 void Progress::Run() {
   std::unique_lock<std::mutex> lock(mu_);
   if (cv_.wait_for(lock, kGracePeriod, [this] { return stop_; })) return;
@@ -37,8 +45,15 @@ void Progress::Run() {
         std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - start_)
             .count();
     // \r + "erase to end of line" keeps the line in place.
-    std::fprintf(sink_, "\rtapmap: %s ... %llds\033[K", what_.c_str(),
-                 static_cast<long long>(secs));
+    if (percent_ < 0) {
+      std::fprintf(sink_, "\rtapmap: %s ... %llds\033[K", what_.c_str(),
+                   static_cast<long long>(secs));
+    } else {
+      size_t filled = static_cast<size_t>(percent_ / 100.0 * kBarWidth);
+      std::string bar = std::string(filled, '#') + std::string(kBarWidth - filled, '-');
+      std::fprintf(sink_, "\rtapmap: %s [%s] %5.1f%% %llds\033[K", what_.c_str(), bar.c_str(),
+                   percent_, static_cast<long long>(secs));
+    }
     std::fflush(sink_);
     drawn_ = true;
     cv_.wait_for(lock, kRedrawPeriod, [this] { return stop_; });

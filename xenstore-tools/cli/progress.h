@@ -2,6 +2,7 @@
 // for something that can take seconds (attaching a disk, deleting a big volume).
 //
 //   tapmap: attaching 3/51712 (volume vm1) ... 4s
+//   tapmap: importing vm1 [#########-----------]  45.0% 12s     (after SetPercent)
 //
 // Shown only when stderr is a terminal and the command is not in --json mode, so
 // scripts and logs never see carriage returns. The line appears after a short grace
@@ -29,6 +30,9 @@ class Progress {
   // Replaces the text (e.g. "pausing" -> "snapshotting"). Thread-safe.
   void Update(std::string what);
 
+  // From now on draws a bar filled to `percent` (0..100) instead of "...". Thread-safe.
+  void SetPercent(double percent);
+
  private:
   void Run();
 
@@ -36,6 +40,7 @@ class Progress {
   std::mutex mu_;
   std::condition_variable cv_;
   std::string what_;
+  double percent_ = -1;  // < 0: no bar
   bool stop_ = false;
   bool drawn_ = false;
   std::chrono::steady_clock::time_point start_;
