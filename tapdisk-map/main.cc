@@ -56,6 +56,10 @@ std::vector<OptionSpec> Specs() {
       {"nbd-tls-verify-peer", "true",
        "NBD x509 TLS: clients must present a certificate signed by DIR/ca-cert.pem", true},
       {"nbd-tls-psk", "", "NBD TLS with pre-shared keys: FILE of IDENTITY:HEXKEY lines (psktool format)"},
+      {"nbd-max-connections", "256",
+       "NBD connections at once; at the limit a new client displaces the oldest one still negotiating"},
+      {"nbd-inflight-per-connection", "64M",
+       "request and reply data one NBD connection may hold (at least twice the 32M request maximum is best)"},
       {"nbd-insecure-plaintext-tcp", "false",
        "serve tcp: NBD listeners without TLS: whoever reaches the port reads and writes every volume it offers",
        true},
@@ -242,6 +246,14 @@ int Run(int argc, char** argv) {
     log.Infof("NBD TLS: %s", nbd_options.tls->description().c_str());
   }
   nbd_options.allow_plaintext_tcp = options.GetBool("nbd-insecure-plaintext-tcp");
+  auto nbd_connections = options.GetUint("nbd-max-connections");
+  if (!nbd_connections.ok() || *nbd_connections == 0 || *nbd_connections > 65536) {
+    return Fail(log, "--nbd-max-connections must be 1..65536");
+  }
+  nbd_options.max_connections = static_cast<uint32_t>(*nbd_connections);
+  auto nbd_inflight = options.GetSize("nbd-inflight-per-connection");
+  if (!nbd_inflight.ok() || *nbd_inflight < kMiB) return Fail(log, "--nbd-inflight-per-connection must be at least 1M");
+  nbd_options.connection.transmission.max_in_flight_bytes = *nbd_inflight;
   nbd::NbdServer nbd_server(io, exports, nbd_options, log.WithContext("layer", "nbd"));
   for (const auto& listener : nbd_listeners) {
     if (Status s = nbd_server.Listen(listener.address, {.allowed_exports = listener.exports}); !s.ok()) {

@@ -54,6 +54,7 @@ asio::awaitable<void> Connection::Serve() {
   });
   Result<NegotiatedExport> negotiated = co_await Negotiate(stream_, catalog_, options_.handshake, log_);
   deadline_.cancel();
+  negotiating_ = false;
   if (!negotiated.ok()) {
     // The status may quote what the client sent: made printable before it is logged.
     std::string why = PrintableText(negotiated.status().ToString(), 1024);

@@ -10,6 +10,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -50,6 +51,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Stop();
   // The volume exported on this connection ("" until the handshake chose one).
   std::string volume() const;
+  // True until the handshake has chosen an export (a client that has not yet proved
+  // anything, or never will). Thread-safe.
+  bool negotiating() const { return negotiating_.load(); }
 
  private:
   boost::asio::awaitable<void> Serve();
@@ -65,6 +69,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::shared_ptr<Transmission> transmission_;  // strand only
   mutable std::mutex volume_mu_;
   std::string volume_;
+  std::atomic<bool> negotiating_{true};
 };
 
 }  // namespace tapmap::nbd

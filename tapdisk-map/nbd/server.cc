@@ -170,11 +170,16 @@ asio::awaitable<void> NbdServer::AcceptLoop(Listener* listener) {
       ::setsockopt(peer.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     std::shared_ptr<Connection> connection;
+    std::shared_ptr<Connection> displaced;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (connections_.size() >= options_.max_connections) {
-        log_.Warnf("connection limit (%u) reached: refusing a client on %s", options_.max_connections,
-                   listener->address.c_str());
+      if (!MakeRoomLocked(&displaced)) {
+        uint64_t suppressed = 0;
+        if (limit_log_limiter_.Allow(&suppressed)) {
+          log_.Warnf("connection limit (%u) reached, every connection serving an export: refusing a client on %s"
+                     " (%llu more not logged)",
+                     options_.max_connections, listener->address.c_str(), static_cast<unsigned long long>(suppressed));
+        }
         peer.close(ec);
         continue;
       }
@@ -188,8 +193,9 @@ asio::awaitable<void> NbdServer::AcceptLoop(Listener* listener) {
       connection = std::make_shared<Connection>(Stream(std::move(peer)), *listener->catalog, connection_options, log,
                                                 [this, holder]() { ConnectionEnded(*holder); });
       *holder = connection.get();
-      connections_[connection.get()] = Live{connection, listener};
+      connections_[connection.get()] = Live{connection, listener, id, false};
     }
+    if (displaced) displaced->Stop();  // ends its handshake; ConnectionEnded follows
     connection->Start();
   }
   std::vector<std::function<void()>> waiters;
@@ -238,6 +244,26 @@ Status NbdServer::Unlisten(const std::string& address) {
   return Status::Ok();
 }
 
+bool NbdServer::MakeRoomLocked(std::shared_ptr<Connection>* displaced) {
+  if (connections_.size() - displaced_ < options_.max_connections) return true;
+  Live* oldest = nullptr;
+  for (auto& [ptr, live] : connections_) {
+    if (live.displaced || !live.connection->negotiating()) continue;
+    if (oldest == nullptr || live.id < oldest->id) oldest = &live;
+  }
+  if (oldest == nullptr) return false;
+  oldest->displaced = true;
+  displaced_++;
+  *displaced = oldest->connection;
+  uint64_t suppressed = 0;
+  if (limit_log_limiter_.Allow(&suppressed)) {
+    log_.Warnf("connection limit (%u) reached: closing the oldest connection still negotiating to make room "
+               "(%llu more not logged)",
+               options_.max_connections, static_cast<unsigned long long>(suppressed));
+  }
+  return true;
+}
+
 void NbdServer::ReapListenersLocked() {
   for (auto it = listeners_.begin(); it != listeners_.end();) {
     Listener* l = it->get();
@@ -255,6 +281,7 @@ void NbdServer::ConnectionEnded(Connection* connection) {
     auto it = connections_.find(connection);
     if (it == connections_.end()) return;
     keep = std::move(it->second.connection);
+    if (it->second.displaced) displaced_--;
     connections_.erase(it);
     ReapListenersLocked();
     waiters = TakeStopWaitersLocked();

@@ -37,7 +37,11 @@ namespace tapmap::nbd {
 
 struct NbdServerOptions {
   ConnectionOptions connection;
-  uint32_t max_connections = 1024;  // further clients are closed at once
+  // Connections at once. At the limit a new client displaces the oldest connection
+  // still negotiating (one that has not chosen an export: a silent or half-finished
+  // handshake cannot lock clients out); if every connection has chosen an export, the
+  // new client is closed at once.
+  uint32_t max_connections = 1024;
   // WRITE payload buffers kept for reuse by all connections (pool/buffer_recycler.h),
   // unless connection.payload_buffers is given; 0: no reuse.
   size_t payload_buffer_retain_bytes = 128u << 20;
@@ -141,7 +145,14 @@ class NbdServer {
   struct Live {
     std::shared_ptr<Connection> connection;
     const Listener* listener;
+    uint64_t id = 0;           // accept order
+    bool displaced = false;    // asked to end to make room (mu_)
   };
+  // With mu_ held: room for one more connection, displacing the oldest negotiating
+  // one if needed (returned, to be stopped outside the lock); false if there is none.
+  bool MakeRoomLocked(std::shared_ptr<Connection>* displaced);
+  RateLimiter limit_log_limiter_{5, std::chrono::seconds(10)};
+  uint32_t displaced_ = 0;  // connections displaced and not yet ended (mu_)
   std::map<Connection*, Live> connections_;
   uint64_t next_connection_id_ = 1;
   bool stopping_ = false;

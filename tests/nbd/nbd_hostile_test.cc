@@ -1,8 +1,9 @@
 // Hostile NBD clients against the real tapdisk-map: garbage, silent and half-finished
-// handshakes, floods of requests whose replies are never read, a slow reader of large
-// READs. The daemon's memory (peak RSS, VmHWM) and open fds stay under stated bounds
-// while they are connected, a good client (qemu-io) is served meanwhile, and every fd
-// is given back once they go.
+// handshakes (more than the connection limit), floods of requests whose replies are
+// never read, slow readers of large READs. The daemon's memory (peak RSS, VmHWM) and
+// open fds stay under bounds that follow from its limits (--nbd-max-connections,
+// --nbd-inflight-per-connection) while they are connected, a good client (qemu-io) is
+// served meanwhile, and every fd is given back once they go.
 #include <sys/socket.h>
 
 #include <catch2/catch.hpp>
@@ -45,7 +46,10 @@ size_t OpenFds(pid_t pid) {
 }
 
 TEST_CASE("hostile NBD clients: memory and fds stay bounded, a good client is served") {
-  DaemonFixture f;
+  constexpr uint32_t kMaxConnections = 48;
+  constexpr uint64_t kInflight = 16 * kMiB;
+  DaemonFixture f("1G", "64M",
+                  {"--nbd-max-connections", std::to_string(kMaxConnections), "--nbd-inflight-per-connection", "16M"});
   const pid_t pid = f.tapdisk_pid();
   f.Tapmap({"volume", "create", "vm", "64M"});
   const std::string url = f.Url("vm");
@@ -63,17 +67,6 @@ TEST_CASE("hostile NBD clients: memory and fds stay bounded, a good client is se
     for (auto& b : junk) b = static_cast<uint8_t>(rng());
     c.WriteRaw(junk.data(), junk.size());
     CHECK(c.PeerClosed());
-  }
-  // 2. Silent clients and handshakes stopped halfway (an option header cut short):
-  // they hold a socket each until the handshake deadline.
-  constexpr int kSilent = 64, kHalfway = 64;
-  std::vector<NbdTestClient> idle;
-  for (int i = 0; i < kSilent; ++i) idle.emplace_back(testing::ConnectUnixSocket(f.nbd_socket()));
-  for (int i = 0; i < kHalfway; ++i) {
-    idle.emplace_back(testing::ConnectUnixSocket(f.nbd_socket()));
-    REQUIRE(idle.back().StartOptions());
-    auto header = EncodeOptionHeader({kOptionMagic, static_cast<uint32_t>(Option::kGo), 1000});
-    idle.back().WriteRaw(header.data(), header.size());  // and never the 1000 bytes
   }
   // 3. Flooders: zero-length READs (each fails at once), replies never read.
   constexpr int kFlooders = 8;
@@ -98,22 +91,38 @@ TEST_CASE("hostile NBD clients: memory and fds stay bounded, a good client is se
       }
     }
   };
-  // 4. A slow reader: 1 MiB READs, never read; it may hold its connection's budget
-  // (128 MiB of read data) and no more.
-  NbdTestClient slow(testing::ConnectUnixSocket(f.nbd_socket()));
-  {
+  // 4. Slow readers: 1 MiB READs, never read; each may hold its connection's budget
+  // (16 MiB of read data) and no more.
+  constexpr int kSlow = 2;
+  std::vector<NbdTestClient> slow;
+  for (int s = 0; s < kSlow; ++s) {
+    slow.emplace_back(testing::ConnectUnixSocket(f.nbd_socket()));
     uint64_t size = 0;
     uint16_t flags = 0;
-    REQUIRE(slow.Handshake("vm", false, &size, &flags));
+    REQUIRE(slow.back().Handshake("vm", false, &size, &flags));
+    for (uint32_t i = 0; i < 64; ++i) {
+      slow.back().SendRequest(static_cast<uint16_t>(Command::kRead), 0, i, (i % 64) * kMiB, kMiB);
+    }
   }
-  for (uint32_t i = 0; i < 200; ++i) slow.SendRequest(static_cast<uint16_t>(Command::kRead), 0, i, (i % 64) * kMiB, kMiB);
 
+  // 2. Silent clients and handshakes stopped halfway (an option header cut short),
+  // three times as many as the daemon takes: at the limit each new one displaces the
+  // oldest connection still negotiating.
+  constexpr int kSilent = 80, kHalfway = 80;
+  std::vector<NbdTestClient> idle;
+  for (int i = 0; i < kSilent; ++i) idle.emplace_back(testing::ConnectUnixSocket(f.nbd_socket()));
+  for (int i = 0; i < kHalfway; ++i) {
+    idle.emplace_back(testing::ConnectUnixSocket(f.nbd_socket()));
+    if (!idle.back().StartOptions()) continue;  // displaced before its greeting was read
+    auto header = EncodeOptionHeader({kOptionMagic, static_cast<uint32_t>(Option::kGo), 1000});
+    idle.back().WriteRaw(header.data(), header.size());  // and never the 1000 bytes
+  }
   // The positive sign that the daemon has stopped taking requests from every flooder
   // and from the slow reader: they all wait for budget.
   const bool all_waiting = WaitUntil(
       [&] {
         pump();
-        return listener()["readers_waiting"].get<uint64_t>() == kFlooders + 1;
+        return listener()["readers_waiting"].get<uint64_t>() == kFlooders + kSlow;
       },
       std::chrono::seconds(60), std::chrono::milliseconds(20));
   auto state = listener();
@@ -123,7 +132,9 @@ TEST_CASE("hostile NBD clients: memory and fds stay bounded, a good client is se
   for (uint64_t s : sent) requests_sent += s / kRequestSize;
   INFO("zero-length READs sent: " << requests_sent);
   CHECK(requests_sent > kFlooders * 512);  // more than their budgets: the rest wait in sockets
-  CHECK(state["replies_unwritten"].get<uint64_t>() <= (kFlooders + 1) * 512);
+  CHECK(state["replies_unwritten"].get<uint64_t>() <= (kFlooders + kSlow) * 512);
+  // The handshakers displaced one another: the daemon holds at most its limit.
+  CHECK(WaitUntil([&] { return listener()["connections"].get<uint64_t>() <= kMaxConnections; }));
 
   // A good client is served meanwhile.
   REQUIRE(Run({"qemu-io", "-f", "raw", "-c", "write -P 0x77 16M 4M", "-c", "read -P 0x77 16M 4M", "-c",
@@ -132,17 +143,17 @@ TEST_CASE("hostile NBD clients: memory and fds stay bounded, a good client is se
   CHECK(out.find("failed") == std::string::npos);
 
   // Bounds. Peak memory: what it had, plus the data cache filling up (64 MiB, the
-  // fixture's --cache-size), plus the slow reader's budget (128 MiB of read data), plus
-  // 32 MiB for everything else (the flooders' unwritten replies, at most 512 x 4 KiB
-  // each; a 256 KiB input buffer per transmission; the good client's I/O).
+  // fixture's --cache-size), plus the slow readers' budgets (16 MiB of read data each),
+  // plus 32 MiB for everything else (the flooders' unwritten replies, at most 512 x 4
+  // KiB each; a 256 KiB input buffer per transmission; the good client's I/O).
   const uint64_t peak = ProcStatusBytes(pid, "VmHWM");
   INFO("RSS before " << rss_before / kMiB << " MiB, peak " << peak / kMiB << " MiB");
-  CHECK(peak <= rss_before + 64 * kMiB + 128 * kMiB + 32 * kMiB);
-  // Fds: one per connection still open, and nothing else.
-  const size_t clients = idle.size() + flooders.size() + 1;
+  CHECK(peak <= rss_before + 64 * kMiB + kSlow * kInflight + 32 * kMiB);
+  // Fds: at most one per connection the daemon takes, and nothing else.
+  const size_t clients = idle.size() + flooders.size() + slow.size();
   const size_t fds_during = OpenFds(pid);
   INFO("fds before " << fds_before << ", with " << clients << " hostile clients " << fds_during);
-  CHECK(fds_during <= fds_before + clients + 4);
+  CHECK(fds_during <= fds_before + kMaxConnections + 4);
   WARN("hostile NBD clients: " << requests_sent << " zero-length READs sent, "
                                  << state["replies_unwritten"].get<uint64_t>() << " replies unwritten ("
                                  << state["reply_bytes_unwritten"].get<uint64_t>() << " bytes); RSS "
@@ -152,7 +163,7 @@ TEST_CASE("hostile NBD clients: memory and fds stay bounded, a good client is se
   // They go: every fd comes back.
   idle.clear();
   flooders.clear();
-  slow = NbdTestClient(UniqueFd());
+  slow.clear();
   CHECK(WaitUntil([&] { return OpenFds(pid) <= fds_before + 1; }, std::chrono::seconds(30)));
   CHECK(WaitUntil([&] { return listener()["connections"].get<uint64_t>() == 0; }, std::chrono::seconds(30)));
   CHECK(listener()["replies_unwritten"].get<uint64_t>() == 0);

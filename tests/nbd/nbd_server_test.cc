@@ -195,6 +195,48 @@ TEST_CASE("server: a per-device listener serves one export, also as the default,
 }
 
 
+TEST_CASE("server: at the connection limit a new client displaces the oldest one still negotiating") {
+  tapmap::testing::TempDir dir("nbd-server");
+  IoThread runner;
+  asio::io_context& io = runner.io;
+  MemoryCatalog catalog;
+  catalog.Add(io, "disk", 1 << 20);
+  {
+    NbdServerOptions options;
+    options.max_connections = 2;
+    NbdServer server(io, catalog, options, Logger("nbd-server-test", LogLevel::kError));
+    const std::string path = dir / "nbd.sock";
+    REQUIRE(server.Listen(*ParseListenAddress("unix:" + path)).ok());
+    uint16_t greeting_flags = 0;
+    NbdTestClient silent1(ConnectUnix(path));
+    REQUIRE(silent1.ReadGreeting(&greeting_flags));  // accepted
+    NbdTestClient silent2(ConnectUnix(path));
+    REQUIRE(silent2.ReadGreeting(&greeting_flags));
+    // A third: the oldest silent one makes room.
+    NbdTestClient good(ConnectUnix(path));
+    uint64_t size = 0;
+    uint16_t flags = 0;
+    REQUIRE(good.Handshake("disk", false, &size, &flags));
+    CHECK(silent1.PeerClosed());
+    // Another: silent2 (still negotiating) makes room; `good` serves an export and stays.
+    NbdTestClient good2(ConnectUnix(path));
+    REQUIRE(good2.Handshake("disk", false, &size, &flags));
+    CHECK(silent2.PeerClosed());
+    // Both connections serve an export: a further client is closed at once.
+    NbdTestClient refused(ConnectUnix(path));
+    CHECK(refused.PeerClosed());
+    for (NbdTestClient* c : {&good, &good2}) {
+      c->SendRequest(static_cast<uint16_t>(Command::kRead), 0, 5, 0, 512);
+      auto reply = c->ReadSimpleReply(512);
+      REQUIRE(reply);
+      CHECK(reply->error == 0);
+    }
+    std::atomic<bool> stopped{false};
+    server.Stop([&] { stopped = true; });
+    CHECK(WaitUntil([&] { return stopped.load(); }));
+  }
+}
+
 TEST_CASE("server: a listener's export allow-list: other exports are unknown and not listed") {
   tapmap::testing::TempDir dir("nbd-server");
   IoThread runner;
