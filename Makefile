@@ -60,9 +60,14 @@ test: deps
 unit-test: all
 	ctest --test-dir $(BUILD) -L unit --output-on-failure -j$(JOBS)
 
+# Quiet: the build's output goes to $(BUILD)/demo-build.log and is shown only if the
+# build fails; the demo prints its steps, its table and one closing line.
 demo: deps
-	$(MAKE) all
-	tests/demo/run_demo.sh $(BUILD)
+	@mkdir -p $(BUILD)
+	@echo "== building tapmap (log: $(BUILD)/demo-build.log)"
+	@$(MAKE) --no-print-directory all > $(BUILD)/demo-build.log 2>&1 || \
+	  { tail -n 60 $(BUILD)/demo-build.log; echo "make demo: the build failed (whole log: $(BUILD)/demo-build.log)" >&2; exit 1; }
+	@tests/demo/run_demo.sh $(BUILD)
 
 bench: deps
 	$(MAKE) all

@@ -151,4 +151,4 @@ if logical < clones * boot:
     sys.exit("demo: fewer bytes read than the boot storm asked for")
 PY
 stop_tapdisk
-echo "== demo finished: every daemon stopped cleanly"
+echo "== shown: $clones clones of one golden image booted at once through tapdisk-map read the shared blocks from the pool once (the table's 'pool bytes read / boot set'); every daemon stopped cleanly"
