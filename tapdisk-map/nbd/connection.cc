@@ -38,6 +38,16 @@ void Connection::Stop() {
   });
 }
 
+void Connection::WarnFailure(const std::string& what) {
+  uint64_t suppressed = 0;
+  if (options_.failure_log_limiter && !options_.failure_log_limiter->Allow(&suppressed)) return;
+  if (suppressed > 0) {
+    log_.Warnf("%s (%llu similar not logged: rate limit)", what.c_str(), static_cast<unsigned long long>(suppressed));
+  } else {
+    log_.Warnf("%s", what.c_str());
+  }
+}
+
 std::string Connection::volume() const {
   std::lock_guard<std::mutex> lock(volume_mu_);
   return volume_;
@@ -47,8 +57,8 @@ asio::awaitable<void> Connection::Serve() {
   deadline_.expires_after(options_.handshake_timeout);
   deadline_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (ec || self->transmission_) return;
-    self->log_.Warnf("handshake not finished within %lld ms: closing",
-                     static_cast<long long>(self->options_.handshake_timeout.count()));
+    self->WarnFailure("handshake not finished within " + std::to_string(self->options_.handshake_timeout.count()) +
+                      " ms: closing");
     boost::system::error_code ignored;
     self->stream_.close(ignored);
   });
@@ -61,7 +71,7 @@ asio::awaitable<void> Connection::Serve() {
     if (negotiated.status().code() == StatusCode::kAborted) {
       log_.Debugf("negotiation ended: %s", why.c_str());
     } else {
-      log_.Warnf("negotiation failed: %s", why.c_str());
+      WarnFailure("negotiation failed: " + why);
     }
     boost::system::error_code ec;
     stream_.close(ec);

@@ -35,6 +35,10 @@ struct ConnectionOptions {
   // Gauges of the replies not yet written (shared by a server's connections); may be null.
   std::shared_ptr<ReplyBacklog> reply_backlog;
   std::chrono::milliseconds handshake_timeout{30000};
+  // Rate limit of the warnings about failed or timed-out handshakes (any client can
+  // cause one per connection); shared by a server's connections. Null: a limit of
+  // this connection's own, i.e. none across connections.
+  std::shared_ptr<RateLimiter> failure_log_limiter;
 };
 
 class Connection : public std::enable_shared_from_this<Connection> {
@@ -57,6 +61,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   boost::asio::awaitable<void> Serve();
+  // Logs a failed handshake as a warning, within the rate limit.
+  void WarnFailure(const std::string& what);
 
   boost::asio::any_io_executor executor_;  // the connection's strand
   Stream stream_;  // moved into transmission_ after the handshake

@@ -26,6 +26,10 @@ NbdServerOptions WithPayloadBuffers(NbdServerOptions options) {
   if (options.connection.payload_buffers == nullptr && options.payload_buffer_retain_bytes > 0) {
     options.connection.payload_buffers = std::make_shared<pool::BufferRecycler>(options.payload_buffer_retain_bytes);
   }
+  // One rate limit for the failed handshakes of all this server's connections.
+  if (options.connection.failure_log_limiter == nullptr) {
+    options.connection.failure_log_limiter = std::make_shared<RateLimiter>(20, std::chrono::seconds(10));
+  }
   // One rate limit for the refused opens of all this server's connections.
   if (options.connection.handshake.refusals == nullptr) {
     options.connection.handshake.refusals = std::make_shared<RefusalLog>();

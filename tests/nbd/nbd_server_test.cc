@@ -237,6 +237,36 @@ TEST_CASE("server: at the connection limit a new client displaces the oldest one
   }
 }
 
+TEST_CASE("server: failed handshakes are logged within a rate limit") {
+  tapmap::testing::TempDir dir("nbd-server");
+  const std::string log_path = dir / "log";
+  std::FILE* sink = std::fopen(log_path.c_str(), "w");
+  REQUIRE(sink != nullptr);
+  {
+    IoThread runner;
+    MemoryCatalog catalog;
+    NbdServerOptions options;
+    options.connection.failure_log_limiter = std::make_shared<RateLimiter>(5, std::chrono::hours(1));
+    NbdServer server(runner.io, catalog, options, Logger("nbd-server-test", LogLevel::kWarning, sink));
+    const std::string path = dir / "nbd.sock";
+    REQUIRE(server.Listen(*ParseListenAddress("unix:" + path)).ok());
+    for (int i = 0; i < 50; ++i) {
+      NbdTestClient c(ConnectUnix(path));
+      const char junk[] = "GET / HTTP/1.0\r\n\r\n";  // bad client flags: the server hangs up
+      c.WriteRaw(junk, sizeof(junk));
+      CHECK(c.PeerClosed());
+    }
+    std::atomic<bool> stopped{false};
+    server.Stop([&] { stopped = true; });
+    CHECK(WaitUntil([&] { return stopped.load(); }));
+  }
+  std::fclose(sink);
+  std::ifstream in(log_path);
+  int failures = 0;
+  for (std::string line; std::getline(in, line);) failures += line.find("negotiation failed") != std::string::npos;
+  CHECK(failures == 5);
+}
+
 TEST_CASE("server: a listener's export allow-list: other exports are unknown and not listed") {
   tapmap::testing::TempDir dir("nbd-server");
   IoThread runner;
