@@ -46,10 +46,18 @@ Result<Principal> Authority::AdmitCertificate(const protocol::CertificateName& n
   return Principal{record->host, record->role, record->scope, record->id};
 }
 
-bool Authority::InScope(const Principal& principal, std::string_view volume) {
+bool Authority::InScope(const Principal& principal, std::string_view volume) const {
   std::string name(volume);
+  std::optional<std::optional<uint64_t>> set;  // looked up once, if a "set:" entry asks
   for (const auto& pattern : principal.scope) {
-    if (::fnmatch(pattern.c_str(), name.c_str(), 0) == 0) return true;
+    if (pattern.rfind("set:", 0) == 0) {
+      if (!set) set = version_set_of_ ? version_set_of_(volume) : std::nullopt;
+      if (!set->has_value()) continue;  // no such volume (yet): not in any set
+      auto anchor = version_set_of_ ? version_set_of_(std::string_view(pattern).substr(4)) : std::nullopt;
+      if (anchor.has_value() && *anchor == **set) return true;
+    } else if (::fnmatch(pattern.c_str(), name.c_str(), 0) == 0) {
+      return true;
+    }
   }
   return false;
 }

@@ -11,6 +11,7 @@
 // for all volumes, as before credentials existed.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -25,7 +26,9 @@ namespace tapmap::mapserver {
 struct Principal {
   std::string host;
   Role role = Role::kHost;
-  std::vector<std::string> scope;  // volume name patterns (fnmatch)
+  // Volume name patterns (fnmatch), or "set:VOLUME": every volume of VOLUME's version
+  // set (a golden image and all its snapshots and clones, whatever their names).
+  std::vector<std::string> scope;
   std::string credential_id;       // "" = the shared secret
 };
 
@@ -46,8 +49,12 @@ const char* ActionName(Action action);
 
 class Authority {
  public:
+  // The version set of a volume, nullopt if there is no such volume (for "set:" scopes).
+  using VersionSetOf = std::function<std::optional<uint64_t>(std::string_view volume)>;
+
   // `registry`: the credential records for TLS logins; nullopt = no TLS logins.
-  explicit Authority(std::optional<CredentialRegistry> registry) : registry_(std::move(registry)) {}
+  Authority(std::optional<CredentialRegistry> registry, VersionSetOf version_set_of)
+      : registry_(std::move(registry)), version_set_of_(std::move(version_set_of)) {}
 
   // The principal of a host that logged in with the shared secret.
   static Principal SharedSecret(const std::string& host);
@@ -61,10 +68,11 @@ class Authority {
   Status Check(const Principal& principal, Action action, std::string_view volume) const;
 
   // True if `volume` is in the principal's scope (for filtering lists).
-  static bool InScope(const Principal& principal, std::string_view volume);
+  bool InScope(const Principal& principal, std::string_view volume) const;
 
  private:
   std::optional<CredentialRegistry> registry_;
+  VersionSetOf version_set_of_;
 };
 
 }  // namespace tapmap::mapserver

@@ -301,7 +301,7 @@ class SessionImpl final : public proto::Session::Server {
   kj::Promise<void> list(ListContext context) override {
     Allow(Action::kList, "");
     auto all = OrFail(service_.store().List());
-    std::erase_if(all, [this](const auto& d) { return !Authority::InScope(principal_, d.name); });
+    std::erase_if(all, [this](const auto& d) { return !service_.authority().InScope(principal_, d.name); });
     auto list = context.getResults().initVolumes(static_cast<unsigned>(all.size()));
     for (size_t i = 0; i < all.size(); ++i)
       service_.FillInfo(list[static_cast<unsigned>(i)], all[i]);

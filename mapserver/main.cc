@@ -77,7 +77,7 @@ std::vector<OptionSpec> Specs() {
       {"host", "", "credential issue/revoke: the host name"},
       {"id", "", "credential revoke: the credential id"},
       {"role", "host", "credential issue: host (open volumes in scope) or admin (also create/delete/...)"},
-      {"scope", "*", "credential issue: comma-separated volume name patterns the holder may use"},
+      {"scope", "*", "credential issue: comma-separated volume name patterns, or set:VOLUME for VOLUME's version set"},
       {"days", "825", "credential: validity of a certificate in days (init-ca: 3650 if not given)"},
       {"cluster-name", "tapmap", "credential init-ca: a name for the CA"},
       {"max-connections", "1024", "serve: connections at once, all peers (doc/trust.md)"},

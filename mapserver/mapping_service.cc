@@ -21,7 +21,12 @@ MappingService::MappingService(VolumeStore& store, std::string secret, kj::Timer
       logger_(std::move(logger)),
       options_(options),
       authority_(options.credentials_dir ? std::optional<CredentialRegistry>(CredentialRegistry(*options.credentials_dir))
-                                         : std::nullopt),
+                                         : std::nullopt,
+                 [this](std::string_view volume) -> std::optional<uint64_t> {
+                   auto d = store_.Describe(volume);
+                   if (!d.ok()) return std::nullopt;
+                   return d->record.version_set;
+                 }),
       changed_promise_(nullptr),
       tasks_(*this) {
   auto paf = kj::newPromiseAndFulfiller<void>();

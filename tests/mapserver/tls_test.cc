@@ -170,6 +170,29 @@ TEST_CASE("Roles and scopes: a host may not administer or reach outside its scop
   CHECK(StatusOf(admin_del.send(), f.ws()).ok());
 }
 
+TEST_CASE("A set: scope covers a golden image's whole version set, whatever the names", "[tls]") {
+  TlsFixture f;
+  auto admin = f.Connect(f.Issue("ops-admin", Role::kAdmin, {"*"}));
+  REQUIRE(admin.ok());
+  REQUIRE(Create(**admin, "golden", f.ws()).ok());
+  REQUIRE(Create(**admin, "other", f.ws()).ok());
+  auto snap = (*admin)->session().snapshotRequest();
+  snap.setSource("golden");
+  snap.setName("golden-v1");
+  snap.send().wait(f.ws());
+  auto clone = (*admin)->session().cloneRequest();
+  clone.setSource("golden-v1");
+  clone.setName("tenant42-vm");
+  clone.send().wait(f.ws());
+  auto host = f.Connect(f.Issue("host-a", Role::kHost, {"set:golden"}));
+  REQUIRE(host.ok());
+  CHECK(Open(**host, "tenant42-vm", true, f.ws()).ok());
+  CHECK(Open(**host, "golden-v1", false, f.ws()).ok());
+  CHECK(Open(**host, "other", false, f.ws()).code() == StatusCode::kPermissionDenied);
+  CHECK(Open(**host, "nonexistent", false, f.ws()).code() == StatusCode::kPermissionDenied);
+  CHECK((*host)->session().listRequest().send().wait(f.ws()).getVolumes().size() == 3);
+}
+
 TEST_CASE("A revoked credential is refused at login and ends a live session", "[tls]") {
   TlsFixture f;
   std::string id_a, id_b;
