@@ -216,6 +216,7 @@ void Engine::OpenAtServer(const std::string& name, bool read_only, OpenDone done
     ctx.max_pinned_bytes = options_.max_pinned_bytes;
     ctx.unavailable_timeout = options_.unavailable_timeout;
     ctx.commit_interval = options_.commit_interval;
+    ctx.qos_clock = options_.qos_clock;
     ctx.log = log_;
     std::shared_ptr<Volume> volume;
     if (read_only) {
@@ -241,6 +242,8 @@ void Engine::OpenAtServer(const std::string& name, bool read_only, OpenDone done
         volumes_.erase(std::remove_if(volumes_.begin(), volumes_.end(), [](auto& w) { return w.expired(); }),
                        volumes_.end());
         volumes_.push_back(volume);
+        auto limits = qos_.find(name);
+        volume->qos().SetLimits(limits == qos_.end() ? options_.qos_default : limits->second);
         // A read-write open supersedes a read-only one for later sharers.
         auto current = open_.find(name);
         std::shared_ptr<OpenVolume> existing = current == open_.end() ? nullptr : current->second.lock();
@@ -296,6 +299,8 @@ StatsSnapshot Engine::Stats() const {
     s.volumes_open++;
     IoStats vs = v->stats();
     IoStats& slot = s.volumes[v->name()];
+    QosStats q = v->qos().stats();
+    if (!q.limits.unlimited() || q.throttled_read_ops + q.throttled_write_ops > 0) s.qos[v->name()] = q;
 #define TAPMAP_X(name, help) slot.name += vs.name;
     TAPMAP_IO_STATS_FIELDS(TAPMAP_X)
 #undef TAPMAP_X
@@ -314,6 +319,27 @@ void Engine::Describe(const std::string& name, DescribeDone done) {
     if (!info.ok()) return done(info.status().WithContext("describe " + name));
     done(Description{info->size_bytes, block_size_, info->read_only});
   });
+}
+
+void Engine::SetQos(const std::string& name, const QosLimits& limits) {
+  std::vector<std::shared_ptr<Volume>> open;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    qos_[name] = limits;
+    for (const auto& w : volumes_) {
+      auto v = w.lock();
+      if (v && v->name() == name) open.push_back(std::move(v));
+    }
+  }
+  // Outside mu_: released waiters start their requests inline.
+  for (const auto& v : open) v->qos().SetLimits(limits);
+  log_.Infof("qos of %s: %s", name.c_str(), QosLimitsToJson(limits).dump().c_str());
+}
+
+QosLimits Engine::Qos(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = qos_.find(name);
+  return it == qos_.end() ? options_.qos_default : it->second;
 }
 
 bool Engine::connected() const { return client_->connected(); }

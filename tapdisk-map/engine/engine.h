@@ -31,6 +31,7 @@
 #include "tapdisk-map/engine/data_cache.h"
 #include "tapdisk-map/engine/fenced_pool_io.h"
 #include "tapdisk-map/engine/mapping_client.h"
+#include "tapdisk-map/engine/qos_limiter.h"
 #include "tapdisk-map/engine/stats.h"
 #include "tapdisk-map/engine/writer_volumes.h"
 #include "tapdisk-map/pool/pool_io.h"
@@ -59,6 +60,10 @@ struct EngineOptions {
   // Bound on written-but-uncommitted data kept in memory; copy-on-write writes wait
   // beyond it. 0 = max(256 MiB, cache_size_bytes / 4).
   uint64_t max_pinned_bytes = 0;
+  // QoS limits of every volume that has none of its own (SetQos); zero = unlimited.
+  QosLimits qos_default;
+  // Makes each volume's QoS clock (null: the steady clock; tests inject a fake one).
+  std::function<std::unique_ptr<QosClock>()> qos_clock;
 };
 
 // 1/8 of physical memory, at least 64 MiB.
@@ -98,6 +103,13 @@ class Engine final : public BlockDeviceOpener {
 
   StatsSnapshot Stats() const;
   bool connected() const;
+
+  // Sets the QoS limits of volume `name` (open or not) for this daemon's lifetime: its
+  // open Volumes apply them to their next requests (waiters re-examined at once), and
+  // later opens start with them. Replaces qos_default for that volume.
+  void SetQos(const std::string& name, const QosLimits& limits);
+  // The limits `name` has (or would get when opened).
+  QosLimits Qos(const std::string& name) const;
   uint32_t block_size() const { return block_size_; }
 
  private:
@@ -123,6 +135,8 @@ class Engine final : public BlockDeviceOpener {
   std::vector<std::weak_ptr<Volume>> volumes_;
   // The open volume of each name, shared by front ends (see Open).
   std::map<std::string, std::weak_ptr<OpenVolume>> open_;
+  // Limits set by SetQos, by volume name (guarded by mu_).
+  std::map<std::string, QosLimits> qos_;
   // Opens in flight per name; later Opens of the name wait for the first.
   std::map<std::string, std::vector<std::pair<bool, OpenDone>>> opening_;
   // The read-write Volumes alive here; shared with their deleters, which may run after

@@ -56,6 +56,15 @@ nlohmann::json StatsToJson(const StatsSnapshot& stats) {
                 {"waiting", stats.lease_waiting}};
   nlohmann::json volumes = nlohmann::json::object();
   for (const auto& [name, s] : stats.volumes) volumes[name] = IoStatsToJson(s);
+  for (const auto& [name, q] : stats.qos) {
+    if (!volumes.contains(name)) continue;
+    volumes[name]["qos"] = {{"limits", QosLimitsToJson(q.limits)},
+                            {"throttled_read_ops", q.throttled_read_ops},
+                            {"throttled_write_ops", q.throttled_write_ops},
+                            {"wait_us", q.wait_us},
+                            {"queued", q.queued},
+                            {"peak_queued", q.peak_queued}};
+  }
   j["volumes"] = std::move(volumes);
   return j;
 }
@@ -85,6 +94,32 @@ std::string StatsToPrometheus(const StatsSnapshot& stats) {
   }
   TAPMAP_IO_STATS_FIELDS(TAPMAP_X)
 #undef TAPMAP_X
+  // QoS: each limit (0 = unlimited) and the throttling counters, per limited volume.
+  auto qos_family = [&](const std::string& name, const char* type, const char* help, auto value) {
+    out += "# HELP tapmap_qos_" + name + " " + help + "\n";
+    out += "# TYPE tapmap_qos_" + name + " " + type + "\n";
+    for (const auto& [vol, q] : stats.qos) {
+      out += "tapmap_qos_" + name + "{volume=\"" + EscapeLabel(vol) + "\"} " + std::to_string(value(q)) + "\n";
+    }
+  };
+  if (!stats.qos.empty()) {
+    const nlohmann::json keys = QosLimitsToJson(QosLimits{});
+    for (auto it = keys.begin(); it != keys.end(); ++it) {
+      const std::string key = it.key();
+      qos_family(key, "gauge", "QoS limit (0 = unlimited; per second, bursts in ops or bytes)",
+                 [&key](const QosStats& q) { return QosLimitsToJson(q.limits).at(key).get<uint64_t>(); });
+    }
+    qos_family("throttled_read_ops", "counter", "reads that waited for their QoS budget",
+               [](const QosStats& q) { return q.throttled_read_ops; });
+    qos_family("throttled_write_ops", "counter", "writes that waited for their QoS budget",
+               [](const QosStats& q) { return q.throttled_write_ops; });
+    qos_family("wait_seconds_total", "counter", "time requests waited for their QoS budget",
+               [](const QosStats& q) { return q.wait_us / 1000000; });
+    qos_family("wait_us", "counter", "time requests waited for their QoS budget, microseconds",
+               [](const QosStats& q) { return q.wait_us; });
+    qos_family("queued", "gauge", "requests waiting for their QoS budget now",
+               [](const QosStats& q) { return q.queued; });
+  }
   return out;
 }
 

@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tapdisk-map/engine/qos_limiter.h"
+
 namespace tapmap::engine {
 
 // The counters kept both per volume and per host, as (member, key) pairs. Every
@@ -66,16 +68,21 @@ struct StatsSnapshot {
   uint64_t lease_fences = 0;             // times the host fenced itself
   uint64_t lease_waiting = 0;            // requests held by a fence now
   std::map<std::string, IoStats> volumes;  // open volumes by name
+  // QoS of the open volumes that have limits or were ever throttled, by name.
+  std::map<std::string, QosStats> qos;
 };
 
 // {"logical_bytes_read": N, ..., "volumes": {"<name>": {...}}} plus the extra host
 // fields above (cache_bytes, cache_capacity_bytes, pinned_bytes, volumes_open,
 // connected, pool_io, pool_direct, and "lease": {state, lease_ms, ms_since_renewal,
-// renewals, fences, waiting}).
+// renewals, fences, waiting}); a volume in `qos` gets "qos": {"limits": QosLimits,
+// throttled_read_ops, throttled_write_ops, wait_us, queued, peak_queued}.
 nlohmann::json StatsToJson(const StatsSnapshot& stats);
 
 // Prometheus text exposition format 0.0.4: tapmap_<key> for host counters and gauges,
-// tapmap_volume_<key>{volume="<name>"} per volume, with HELP and TYPE lines.
+// tapmap_volume_<key>{volume="<name>"} per volume, and tapmap_qos_<key>{volume=...}
+// (limits as gauges, throttling counters) for the volumes in `qos`, with HELP and TYPE
+// lines.
 std::string StatsToPrometheus(const StatsSnapshot& stats);
 
 }  // namespace tapmap::engine

@@ -119,6 +119,7 @@ Volume::Volume(const VolumeContext& context, std::string name, bool read_only)
           MapFetcher::Options{name_, context.map_readahead_bytes,
                               PoolDataArea{context.pool_data_start, context.pool_data_end}},
           context.host_counters)),
+      qos_(QosLimiter::Create(context.qos_clock ? context.qos_clock() : MakeSteadyQosClock(*context.io))),
       retry_timer_(*context.io),
       commit_timer_(*context.io),
       pending_(context.block_size, context.pinned_bytes),
@@ -1147,25 +1148,54 @@ bool FrontHandle::RefuseWrite(IoDone& done) {
   return true;
 }
 
+// Each request is admitted by the volume's limiter before it reaches the Volume; an
+// unlimited volume pays one relaxed load. A waiting request keeps the open volume (so
+// its final close waits for it).
+void FrontHandle::Read(uint64_t offset, std::span<uint8_t> buffer, IoDone done) {
+  QosLimiter& qos = volume_->qos();
+  if (!qos.limited()) return volume_->Read(offset, buffer, std::move(done));
+  qos.Admit(QosLimiter::kRead, buffer.size(), [open = open_, offset, buffer, done = std::move(done)]() mutable {
+    open->volume()->Read(offset, buffer, std::move(done));
+  });
+}
+
 void FrontHandle::Write(uint64_t offset, std::span<const uint8_t> data, bool fua, IoDone done) {
   if (RefuseWrite(done)) return;
-  volume_->Write(offset, data, fua, std::move(done));
+  QosLimiter& qos = volume_->qos();
+  if (!qos.limited()) return volume_->Write(offset, data, fua, std::move(done));
+  qos.Admit(QosLimiter::kWrite, data.size(), [open = open_, offset, data, fua, done = std::move(done)]() mutable {
+    open->volume()->Write(offset, data, fua, std::move(done));
+  });
 }
 
 void FrontHandle::WriteShared(uint64_t offset, std::shared_ptr<pool::AlignedBuffer> payload, size_t length, bool fua,
                               IoDone done) {
   if (RefuseWrite(done)) return;
-  volume_->WriteShared(offset, std::move(payload), length, fua, std::move(done));
+  QosLimiter& qos = volume_->qos();
+  if (!qos.limited()) return volume_->WriteShared(offset, std::move(payload), length, fua, std::move(done));
+  qos.Admit(QosLimiter::kWrite, length,
+            [open = open_, offset, payload = std::move(payload), length, fua, done = std::move(done)]() mutable {
+              open->volume()->WriteShared(offset, std::move(payload), length, fua, std::move(done));
+            });
 }
 
+// Discard and write-zeroes move no data: they cost one write op and no bytes.
 void FrontHandle::Discard(uint64_t offset, uint64_t length, IoDone done) {
   if (RefuseWrite(done)) return;
-  volume_->Discard(offset, length, std::move(done));
+  QosLimiter& qos = volume_->qos();
+  if (!qos.limited()) return volume_->Discard(offset, length, std::move(done));
+  qos.Admit(QosLimiter::kWrite, 0, [open = open_, offset, length, done = std::move(done)]() mutable {
+    open->volume()->Discard(offset, length, std::move(done));
+  });
 }
 
 void FrontHandle::WriteZeroes(uint64_t offset, uint64_t length, IoDone done) {
   if (RefuseWrite(done)) return;
-  volume_->WriteZeroes(offset, length, std::move(done));
+  QosLimiter& qos = volume_->qos();
+  if (!qos.limited()) return volume_->WriteZeroes(offset, length, std::move(done));
+  qos.Admit(QosLimiter::kWrite, 0, [open = open_, offset, length, done = std::move(done)]() mutable {
+    open->volume()->WriteZeroes(offset, length, std::move(done));
+  });
 }
 
 }  // namespace tapmap::engine

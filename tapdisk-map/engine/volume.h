@@ -41,6 +41,7 @@
 #include "tapdisk-map/engine/map_fetcher.h"
 #include "tapdisk-map/engine/mapping_client.h"
 #include "tapdisk-map/engine/pending_blocks.h"
+#include "tapdisk-map/engine/qos_limiter.h"
 #include "tapdisk-map/engine/range_lock.h"
 #include "tapdisk-map/engine/stats.h"
 #include "tapdisk-map/engine/waiter_list.h"
@@ -80,6 +81,8 @@ struct VolumeContext {
   // sooner (a flush, or pinned data past half of max_pinned_bytes). 0 = at once.
   std::chrono::milliseconds commit_interval{200};
   std::chrono::milliseconds unavailable_timeout{60000};
+  // Makes each volume's QoS clock (null: MakeSteadyQosClock on io; tests inject a fake).
+  std::function<std::unique_ptr<QosClock>()> qos_clock;
   Logger log{"engine"};
 };
 
@@ -116,6 +119,9 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   void Close(IoDone done);
 
   IoStats stats() const;
+  // This volume's I/O limits, shared by its front ends (FrontHandle admits every
+  // request through it). Unlimited until the engine sets them.
+  QosLimiter& qos() const { return *qos_; }
   // Blocks written but not yet committed.
   size_t pending_blocks() const;
 
@@ -210,6 +216,7 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   std::shared_ptr<MapFetcher> fetcher_;  // fills map_ on demand
   RangeLock locks_;
   IoCounters counters_;
+  const std::shared_ptr<QosLimiter> qos_;
   boost::asio::steady_timer retry_timer_;
   boost::asio::steady_timer commit_timer_;  // guarded by mu_
 
@@ -259,9 +266,9 @@ class FrontHandle final : public BlockDevice {
   uint32_t block_size() const override { return volume_->block_size(); }
   bool read_only() const override { return read_only_; }
   bool standby() const override { return !read_only_ && volume_->standby(); }
-  void Read(uint64_t offset, std::span<uint8_t> buffer, IoDone done) override {
-    volume_->Read(offset, buffer, std::move(done));
-  }
+  // Reads, writes, discards and write-zeroes pass the volume's QoS limiter first (the
+  // one place both front ends enter); flushes are never held.
+  void Read(uint64_t offset, std::span<uint8_t> buffer, IoDone done) override;
   void Write(uint64_t offset, std::span<const uint8_t> data, bool fua, IoDone done) override;
   void WriteShared(uint64_t offset, std::shared_ptr<pool::AlignedBuffer> payload, size_t length, bool fua,
                    IoDone done) override;
