@@ -222,12 +222,7 @@ class SessionImpl final : public proto::Session::Server {
     Allow(Action::kRename, ToStd(context.getParams().getNewName()));
     return service_.GraceOver().then([this, context]() mutable {
       std::string name = ToStd(context.getParams().getName());
-      OrFail(ValidateVolumeName(name));
-      auto openers = service_.leases().OpenersOf(name);
-      if (!openers.empty()) {
-        Fail(Status::Busy("volume '" + name + "' has " + std::to_string(openers.size()) +
-                          " opener(s); close them first"));
-      }
+      RequireClosed(name);
       auto renamed = OrFail(service_.store().Rename(name, ToStd(context.getParams().getNewName())));
       service_.FillInfo(context.getResults().initInfo(), renamed);
     });
@@ -241,12 +236,7 @@ class SessionImpl final : public proto::Session::Server {
 
   kj::Promise<void> Delete(DeleteContext context) {
     std::string name = ToStd(context.getParams().getName());
-    OrFail(ValidateVolumeName(name));
-    auto openers = service_.leases().OpenersOf(name);
-    if (!openers.empty()) {
-      Fail(Status::Busy("volume '" + name + "' has " + std::to_string(openers.size()) +
-                        " opener(s); close them first"));
-    }
+    RequireClosed(name);
     OrFail(service_.store().Delete(name));
     return kj::READY_NOW;
   }
@@ -509,6 +499,16 @@ class SessionImpl final : public proto::Session::Server {
     if (Status s = service_.authority().Check(principal_, action, volume); !s.ok()) {
       logger_.Warnf("refused %s of '%s': %s", ActionName(action), volume.c_str(), s.message().c_str());
       Fail(s);
+    }
+  }
+  // Fails the call (busy) while volume `name` (a valid name) has openers: delete and
+  // rename need it closed everywhere.
+  void RequireClosed(const std::string& name) {
+    OrFail(ValidateVolumeName(name));
+    auto openers = service_.leases().OpenersOf(name);
+    if (!openers.empty()) {
+      Fail(Status::Busy("volume '" + name + "' has " + std::to_string(openers.size()) +
+                        " opener(s); close them first"));
     }
   }
   template <typename Params>
