@@ -72,7 +72,7 @@ void InflightBudget::Return(Account& account, uint64_t bytes) {
 }
 
 std::optional<InflightBudget::Grant> InflightBudget::Account::Acquire(uint64_t bytes,
-                                                                      std::function<void(Grant)> granted) {
+                                                                      const std::function<void(Grant)>& granted) {
   InflightBudget& host = *host_;
   std::lock_guard lock(host.mu_);
   // Waiters come first when they are of this disk or wait for the host's bytes.
@@ -85,7 +85,7 @@ std::optional<InflightBudget::Grant> InflightBudget::Account::Acquire(uint64_t b
   }
   ++usage_.waits;
   ++host.usage_.waits;
-  host.waiters_.push_back(Waiter{shared_from_this(), bytes, std::move(granted)});
+  host.waiters_.push_back(Waiter{shared_from_this(), bytes, granted});
   return std::nullopt;
 }
 

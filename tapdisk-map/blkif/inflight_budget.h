@@ -81,7 +81,8 @@ class InflightBudget::Account : public std::enable_shared_from_this<InflightBudg
   // returns nullopt and `granted` is called exactly once later, from the thread that
   // returned the bytes, with the grant taken on the caller's behalf (destroying an
   // unwanted grant gives the bytes back). `granted` must be cheap (post work, no I/O).
-  std::optional<Grant> Acquire(uint64_t bytes, std::function<void(Grant)> granted);
+  // `granted` is copied only if the request has to wait.
+  std::optional<Grant> Acquire(uint64_t bytes, const std::function<void(Grant)>& granted);
 
   Usage usage() const;
 

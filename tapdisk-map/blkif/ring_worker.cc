@@ -50,6 +50,12 @@ Result<std::shared_ptr<RingWorker>> RingWorker::Connect(asio::io_context& io, xe
   w->ring_ = BackRing::Attach(c.abi, w->ring_mapping_->data(), pages);
   w->last_req_prod_ = w->ring_->indices().req_prod;
   w->damp_timer_ = std::make_unique<asio::steady_timer>(w->strand_);
+  w->on_granted_ = [weak = std::weak_ptr<RingWorker>(w)](InflightBudget::Grant g) {
+    // Runs on whichever thread returned the bytes: post to the strand.
+    if (auto self = weak.lock()) {
+      asio::post(self->strand_, [self, g = std::move(g)]() mutable { self->OnGranted(std::move(g)); });
+    }
+  };
   if (c.persistent_grants) {
     w->transfer_ = std::make_unique<PersistentGrantTransfer>(*platform.grants, c.frontend_domid, c.persistent_capacity,
                                                              c.persistent_quota);
@@ -209,13 +215,7 @@ void RingWorker::Process() {
       grant = std::move(*parked_grant_);
       parked_grant_.reset();
     } else if (config_.budget && parked_->length > 0) {
-      std::weak_ptr<RingWorker> weak = weak_from_this();
-      auto now = config_.budget->Acquire(parked_->length, [weak](InflightBudget::Grant g) {
-        // Posted: this runs on whichever thread returned the bytes.
-        if (auto self = weak.lock()) {
-          asio::post(self->strand_, [self, g = std::move(g)]() mutable { self->OnGranted(std::move(g)); });
-        }
-      });
+      auto now = config_.budget->Acquire(parked_->length, on_granted_);
       if (!now) {
         budget_waiting_ = true;  // OnGranted continues
         Bump(counters_.budget_waits);

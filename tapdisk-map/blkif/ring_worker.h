@@ -148,6 +148,7 @@ class RingWorker : public std::enable_shared_from_this<RingWorker> {
   std::optional<BlkifIo> parked_;  // validated, waiting for its budget
   std::optional<InflightBudget::Grant> parked_grant_;  // its bytes, granted while paused
   bool budget_waiting_ = false;    // the budget owes parked_ a grant
+  std::function<void(InflightBudget::Grant)> on_granted_;  // made once: posts OnGranted
   // Storm damping (StormDamping).
   uint32_t last_req_prod_ = 0;     // the guest's producer index at the last event
   std::chrono::steady_clock::time_point window_start_{};
