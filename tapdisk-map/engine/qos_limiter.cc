@@ -35,8 +35,9 @@ uint64_t QosLimits::*FieldOf(const std::string& key) {
   return nullptr;
 }
 
-// Tokens within this of the need count as enough (the wake-up time is rounded).
-constexpr double kSlack = 1e-6;
+// Tokens short of the need by at most this long's refill count as enough (wake-up
+// times are whole nanoseconds, and floating point rounds).
+constexpr double kSlackSeconds = 1e-6;
 
 class SteadyQosClock final : public QosClock {
  public:
@@ -125,9 +126,9 @@ std::chrono::nanoseconds QosLimiter::WaitFor(Direction dir, uint64_t bytes) cons
     if (b.rate <= 0) continue;
     double cost = i == kOps || i == kReadOps || i == kWriteOps ? 1.0 : static_cast<double>(bytes);
     double need = std::min(cost, b.size);
-    if (b.tokens + kSlack < need) wait = std::max(wait, (need - b.tokens) / b.rate);
+    if (b.tokens + b.rate * kSlackSeconds < need) wait = std::max(wait, (need - b.tokens) / b.rate);
   }
-  return std::chrono::nanoseconds(static_cast<int64_t>(std::ceil(wait * 1e9)));
+  return std::chrono::nanoseconds(std::llround(wait * 1e9));
 }
 
 void QosLimiter::Take(Direction dir, uint64_t bytes) {
