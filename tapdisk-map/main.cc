@@ -297,7 +297,13 @@ int Run(int argc, char** argv) {
   std::unique_ptr<control::MetricsServer> metrics;
   if (metrics_address) {
     metrics = std::make_unique<control::MetricsServer>(
-        io, [engine_ptr]() { return engine::StatsToPrometheus(engine_ptr->Stats()); },
+        io,
+        [engine_ptr, &vbds, &metrics]() {
+          std::string text = engine::StatsToPrometheus(engine_ptr->Stats());
+          if (vbds) text += control::BlkifHostToPrometheus(vbds->Host());
+          if (metrics) text += control::MetricsCountersToPrometheus(metrics->counters());
+          return text;
+        },
         log.WithContext("layer", "metrics"), metrics_options);
     if (Status s = metrics->Listen(*metrics_address); !s.ok()) return Fail(log, s.ToString());
   }

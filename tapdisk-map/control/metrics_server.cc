@@ -151,6 +151,20 @@ MetricsServer::MetricsServer(asio::io_context& io, std::function<std::string()> 
                              MetricsServerOptions options)
     : state_(std::make_shared<MetricsServerState>(io, std::move(render), std::move(log), options)) {}
 
+std::string MetricsCountersToPrometheus(const MetricsServer::Counters& c) {
+  std::string out;
+  auto metric = [&out](const char* name, const char* type, const char* help, uint64_t value) {
+    out += std::string("# HELP tapmap_metrics_connections_") + name + " " + help + "\n# TYPE tapmap_metrics_connections_" +
+           name + " " + type + "\ntapmap_metrics_connections_" + name + " " + std::to_string(value) + "\n";
+  };
+  metric("open", "gauge", "connections to this endpoint open now", c.open);
+  metric("accepted", "counter", "connections accepted", c.accepted);
+  metric("displaced", "counter", "idle connections closed to make room (--metrics-max-connections)", c.displaced);
+  metric("refused", "counter", "connections closed at once, every slot being answered", c.refused);
+  metric("timed_out", "counter", "connections closed at --metrics-request-timeout-ms", c.timed_out);
+  return out;
+}
+
 MetricsServer::Counters MetricsServer::counters() const {
   constexpr auto r = std::memory_order_relaxed;
   const auto& c = state_->counters;

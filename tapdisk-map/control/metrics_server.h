@@ -68,4 +68,8 @@ class MetricsServer {
   std::shared_ptr<MetricsServerState> state_;
 };
 
+// `counters` as Prometheus text (tapmap_metrics_connections_*), for the endpoint to
+// report on itself.
+std::string MetricsCountersToPrometheus(const MetricsServer::Counters& counters);
+
 }  // namespace tapmap::control

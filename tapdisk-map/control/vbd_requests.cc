@@ -34,6 +34,25 @@ Result<blkif::VbdKey> ParseVbdKey(const json& request) {
   return key;
 }
 
+std::string BlkifHostToPrometheus(const blkif::HostStatus& host) {
+  std::string out;
+  auto metric = [&out](const char* name, const char* type, const char* help, uint64_t value) {
+    out += std::string("# HELP tapmap_blkif_") + name + " " + help + "\n# TYPE tapmap_blkif_" + name + " " + type +
+           "\ntapmap_blkif_" + name + " " + std::to_string(value) + "\n";
+  };
+  metric("inflight_bytes", "gauge", "request data held for all guest disks", host.inflight.in_flight);
+  metric("inflight_bytes_peak", "gauge", "the most request data held at once", host.inflight.peak);
+  metric("inflight_bytes_limit", "gauge", "--blkif-inflight-per-host", host.inflight.limit);
+  metric("budget_waits", "counter", "times a ring stopped taking requests for want of in-flight bytes",
+         host.inflight.waits);
+  metric("persistent_grants", "gauge", "guest grants kept mapped", host.persistent_grants.used);
+  metric("persistent_grants_peak", "gauge", "the most guest grants kept mapped at once", host.persistent_grants.peak);
+  metric("persistent_grants_limit", "gauge", "--blkif-persistent-grants-per-host", host.persistent_grants.limit);
+  metric("persistent_grants_refused", "counter", "segments grant-copied for want of a persistent grant slot",
+         host.persistent_grants.refused);
+  return out;
+}
+
 json VbdToJson(const blkif::VbdInfo& info) {
   json queues = json::array();
   for (const blkif::QueueStatus& q : info.queues) {

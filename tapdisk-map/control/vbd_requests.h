@@ -17,6 +17,9 @@ VbdHandlers MakeVbdHandlers(blkif::BackendManager& manager);
 // The PROTOCOL.md `Vbd` object.
 nlohmann::json VbdToJson(const blkif::VbdInfo& info);
 
+// The host-wide blkif bounds (vbd-list's `host`) as Prometheus text (tapmap_blkif_*).
+std::string BlkifHostToPrometheus(const blkif::HostStatus& host);
+
 // Parses domid/devid/layout of a request (kInvalidArgument naming the bad field).
 Result<blkif::VbdKey> ParseVbdKey(const nlohmann::json& request);
 

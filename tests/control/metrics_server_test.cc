@@ -136,6 +136,9 @@ TEST_CASE("metrics: idle connections beyond the cap are closed, fds stay bounded
   CHECK(c.accepted == kIdle + 1);
   CHECK(c.displaced == kIdle - options.max_connections + 1);
   CHECK(c.answered == 1);
+  std::string text = MetricsCountersToPrometheus(c);
+  CHECK(text.find("\ntapmap_metrics_connections_displaced 61\n") != std::string::npos);
+  CHECK(text.find("# TYPE tapmap_metrics_connections_open gauge\n") != std::string::npos);
 }
 
 TEST_CASE("metrics: a connection without a complete request is closed at the deadline") {
