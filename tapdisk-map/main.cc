@@ -76,6 +76,9 @@ std::vector<OptionSpec> Specs() {
       {"pool-io", "auto", "pool I/O back end: auto, io_uring or threads"},
       {"threads", "2", "I/O threads running the event loop"},
       {"commit-interval-ms", "200", "longest a write waits before its map commit starts (0 = at once)"},
+      {"qos-default", "",
+       "QoS limits of every volume without its own (tapmap volume qos): KEY=N,... with keys read_iops, write_iops, "
+       "iops, read_bps, write_bps, bps and their _burst (PROTOCOL.md QosLimits); default unlimited"},
       {"log-level", "info", "debug, info, warning or error"},
   };
 }
@@ -170,6 +173,9 @@ int Run(int argc, char** argv) {
   auto commit_interval = options.GetUint("commit-interval-ms");
   if (!commit_interval.ok() || *commit_interval > 60000) return Fail(log, "--commit-interval-ms must be 0..60000");
   engine_options.commit_interval = std::chrono::milliseconds(*commit_interval);
+  auto qos_default = engine::ParseQosLimits(options.Get("qos-default"));
+  if (!qos_default.ok()) return Fail(log, "--qos-default: " + qos_default.status().ToString());
+  engine_options.qos_default = *qos_default;
   auto threads = options.GetUint("threads");
   if (!threads.ok() || *threads == 0 || *threads > 64) return Fail(log, "--threads must be 1..64");
 
@@ -265,6 +271,16 @@ int Run(int argc, char** argv) {
   engine::Engine* engine_ptr = engine->get();
   control::ControlHandlers handlers;
   handlers.stats = [engine_ptr]() -> Result<nlohmann::json> { return engine::StatsToJson(engine_ptr->Stats()); };
+  handlers.volume_qos = [engine_ptr](const std::string& volume, const nlohmann::json* limits,
+                                     bool reset) -> Result<nlohmann::json> {
+    if (limits != nullptr || reset) {
+      auto parsed = engine::QosLimitsFromJson(limits ? *limits : nlohmann::json::object(),
+                                              reset ? engine::QosLimits{} : engine_ptr->Qos(volume));
+      if (!parsed.ok()) return parsed.status();
+      engine_ptr->SetQos(volume, *parsed);
+    }
+    return nlohmann::json{{"volume", volume}, {"limits", engine::QosLimitsToJson(engine_ptr->Qos(volume))}};
+  };
   handlers.nbd_exports = [&nbd_server]() {
     nlohmann::json list = nlohmann::json::array();
     for (const auto& listener : nbd_server.Describe()) {

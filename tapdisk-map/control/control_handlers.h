@@ -45,6 +45,11 @@ struct ControlHandlers {
   // listener serving one volume as its default export. Null: not-supported.
   std::function<Status(const std::string& address, const std::string& volume)> nbd_listen;
   std::function<Status(const std::string& address)> nbd_unlisten;
+  // `volume-qos`: applies `limits` (QosLimits keys, a partial update over the volume's
+  // current limits, or over all-zero ones when `reset`; null: no change) and answers
+  // {"volume", "limits"} with the limits now in force. Null: not-supported.
+  std::function<Result<nlohmann::json>(const std::string& volume, const nlohmann::json* limits, bool reset)>
+      volume_qos;
   // vbd-list / vbd-attach / vbd-detach / vbd-pause / vbd-resume.
   VbdHandlers vbd;
 };

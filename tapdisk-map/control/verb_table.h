@@ -37,6 +37,7 @@ struct Verb {
 std::span<const Verb> DaemonVerbs();
 std::span<const Verb> VbdVerbs();
 std::span<const Verb> NbdVerbs();
+std::span<const Verb> QosVerbs();
 
 // Every verb: the families above, in that order.
 std::vector<const Verb*> AllVerbs();

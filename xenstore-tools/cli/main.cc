@@ -4,6 +4,7 @@
 #include "xenstore-tools/cli/command.h"
 #include "xenstore-tools/cli/image_command.h"
 #include "xenstore-tools/cli/nbd_command.h"
+#include "xenstore-tools/cli/qos_command.h"
 #include "xenstore-tools/cli/snapshot_live_command.h"
 #include "xenstore-tools/cli/stats_command.h"
 #include "xenstore-tools/cli/vbd_command.h"
@@ -15,6 +16,7 @@ int main(int argc, char** argv) {
   tapmap::cli::AddImageCommands(&commands);
   tapmap::cli::AddVbdCommands(&commands);
   tapmap::cli::AddNbdCommands(&commands);
+  tapmap::cli::AddQosCommands(&commands);
   tapmap::cli::AddStatsCommands(&commands);
   tapmap::cli::AddSnapshotLiveCommands(&commands);
   return tapmap::cli::RunCli(commands, argc, argv);
