@@ -77,14 +77,15 @@ std::string TapmapStack::NbdUrl(const std::string& volume) const {
   return "nbd+unix:///" + volume + "?socket=" + nbd_socket();
 }
 
-int TapmapStack::Tapmap(std::vector<std::string> args, std::string* out, std::string* err) {
-  std::vector<std::string> argv = {"sh", "-c", "exec \"$@\" 2>\"$TAPMAP_TEST_ERR\"", "sh",
-                                   TAPMAP_BIN_DIR "/tapmap"};
+std::vector<std::string> TapmapStack::TapmapArgv(std::vector<std::string> args) const {
+  std::vector<std::string> argv = {TAPMAP_BIN_DIR "/tapmap"};
   argv.insert(argv.end(), args.begin(), args.end());
   argv.push_back("--config");
   argv.push_back(dir_ / "empty.conf");
   // Shared flags only where the command takes them (tapmap rejects foreign flags).
-  const std::string& family = args.empty() ? std::string() : args[0];
+  const std::string family = args.empty() ? std::string() : args[0];
+  const std::string verb = args.size() < 2 ? std::string() : args[1];
+  const bool copies = family == "volume" && (verb == "import" || verb == "export");
   if (family == "volume" || family == "snapshot-live") {
     for (const std::string& a :
          {std::string("--server"), server(), std::string("--secret-file"), dir_ / "secret",
@@ -92,10 +93,16 @@ int TapmapStack::Tapmap(std::vector<std::string> args, std::string* out, std::st
       argv.push_back(a);
     }
   }
-  if (family == "vbd" || family == "nbd" || family == "stats" || family == "snapshot-live") {
+  if (family == "vbd" || family == "nbd" || family == "stats" || family == "snapshot-live" || copies) {
     argv.push_back("--control");
     argv.push_back(control());
   }
+  return argv;
+}
+
+int TapmapStack::Tapmap(std::vector<std::string> args, std::string* out, std::string* err) {
+  std::vector<std::string> argv = {"sh", "-c", "exec \"$@\" 2>\"$TAPMAP_TEST_ERR\"", "sh"};
+  for (auto& a : TapmapArgv(std::move(args))) argv.push_back(std::move(a));
   std::string err_path = dir_ / "tapmap.err";
   ::setenv("TAPMAP_TEST_ERR", err_path.c_str(), 1);
   std::string stdout_text;

@@ -43,6 +43,10 @@ class TapmapStack {
   XenstoredInstance& xenstored() { return *xenstored_; }
   xen::XenStore& xs() { return *xs_; }
 
+  // The argv of the built tapmap with `args` and this stack's server/control/secret
+  // flags appended (those the command takes), e.g. for a ChildProcess.
+  std::vector<std::string> TapmapArgv(std::vector<std::string> args) const;
+
   // Runs the built tapmap with this stack's server/control/secret flags appended.
   // Returns the exit code; `*out` gets stdout only, `*err` stderr (if given).
   int Tapmap(std::vector<std::string> args, std::string* out = nullptr, std::string* err = nullptr);

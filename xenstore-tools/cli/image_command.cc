@@ -45,6 +45,8 @@ Status ImportImage(Invocation& inv, InterruptGuard& guard) {
   auto image = QemuImgInfo(source, format, guard);
   if (!image.ok()) return image.status();
   if (image->virtual_size == 0) return Status::InvalidArgument(source + " is empty (virtual size 0)");
+  Status checked = QemuImgCheck(source, image->format, guard);
+  if (!checked.ok()) return checked;
   const uint64_t size = (image->virtual_size + kSectorSize - 1) / kSectorSize * kSectorSize;
   auto url = VolumeNbdUrl(inv, name, "import");
   if (!url.ok()) return url.status();

@@ -69,6 +69,26 @@ Result<ImageInfo> QemuImgInfo(const std::string& location, const std::string& fo
   return info;
 }
 
+Status QemuImgCheck(const std::string& location, const std::string& format, InterruptGuard& guard) {
+  if (IsNbdUrl(location)) return Status::Ok();
+  std::string text;
+  auto run = HelperProcess::Run(
+      {"qemu-img", "check", "--output=json", "-f", format, QemuLocation(location)}, "", guard,
+      [&](std::string_view line) { (text += line) += '\n'; }, kQemuImgInstallHint);
+  if (!run.ok()) return run.status();
+  if (run->interrupted_by != 0) return run->ToStatus("qemu-img check");
+  // 0 clean, 3 leaked clusters only, 63 the format has no check.
+  if (run->exit_code == 0 || run->exit_code == 3 || run->exit_code == 63) return Status::Ok();
+  std::string last = run->error_tail.substr(run->error_tail.rfind('\n') + 1);
+  auto doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  std::string count;
+  if (doc.is_object() && doc.contains("corruptions") && doc["corruptions"].is_number()) {
+    count = doc["corruptions"].dump() + " corruptions";
+  }
+  return Status::Corruption(location + " is corrupt: qemu-img check found " +
+                            (count.empty() ? std::string("errors") : count) + " (the last: " + last + ")");
+}
+
 std::optional<double> ParseQemuImgProgress(std::string_view line) {
   size_t open = line.find('(');
   size_t slash = line.find("/100%)", open == std::string_view::npos ? 0 : open);

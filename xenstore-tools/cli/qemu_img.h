@@ -3,6 +3,7 @@
 // image and a volume's NBD export sparsely.
 //
 //   info     qemu-img info --output=json [-f FMT] SOURCE  -> format and virtual size
+//   check    qemu-img check -f FMT SOURCE                   -> refuse a corrupt image
 //   convert  qemu-img convert -p -t writeback ...           (see QemuImgConvert)
 //
 // Image locations are either a local file or an NBD URL (nbd://, nbd+unix://, nbds://,
@@ -44,6 +45,12 @@ struct ImageInfo {
 // message included); kAborted if interrupted.
 Result<ImageInfo> QemuImgInfo(const std::string& location, const std::string& format,
                               InterruptGuard& guard);
+
+// qemu-img check on the file `location` in `format`: kCorruption (with qemu-img's first
+// findings) if the image is corrupt — a truncated qcow2 or vmdk reads as zeros where
+// its data went missing, which a copy would import silently. Leaked clusters and
+// formats without checks (raw, vpc) pass; NBD URLs are not checked.
+Status QemuImgCheck(const std::string& location, const std::string& format, InterruptGuard& guard);
 
 // The percentage in one line of `qemu-img convert -p` output ("    (42.50/100%)"),
 // or nullopt for any other line.
