@@ -12,6 +12,7 @@
 #include <map>
 
 #include "tapdisk-map/engine/volume.h"
+#include "tests/engine/fake_qos_clock.h"
 #include "tests/engine/test_util.h"
 #include "tests/support/wait_until.h"
 
@@ -161,7 +162,8 @@ struct Rig {
   // commit_interval 0: commits start right after each write (the tests below that
   // count cycles rely on it, except the lazy-commit ones).
   explicit Rig(uint64_t size = 4 << 20, bool read_only = false, uint64_t max_pinned = 0,
-               std::chrono::milliseconds commit_interval = std::chrono::milliseconds(0)) {
+               std::chrono::milliseconds commit_interval = std::chrono::milliseconds(0),
+               FakeQosClock* qos_clock = nullptr) {
     std::string path = dir.path() + "/pool";
     pool_fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
     REQUIRE(pool_fd >= 0);
@@ -184,6 +186,7 @@ struct Rig {
     ctx.log = log;
     ctx.max_pinned_bytes = max_pinned;
     ctx.commit_interval = commit_interval;
+    if (qos_clock != nullptr) ctx.qos_clock = [qos_clock]() { return qos_clock->Make(); };
     remote = std::make_shared<FakeRemoteVolume>(threads.io(), size);
     volume = std::make_shared<Volume>(ctx, "v", read_only);
     volume->Attach(remote, size);
@@ -452,6 +455,54 @@ TEST_CASE("read-only volumes refuse writes, bad ranges are refused", "[volume]")
   std::vector<uint8_t> odd(100);
   CHECK(rig.Read(0, odd).code() == StatusCode::kInvalidArgument);
   CHECK(rig.Flush().ok());
+}
+
+TEST_CASE("a limited volume's front-end requests wait for their budget on the QoS clock", "[volume][qos]") {
+  FakeQosClock clock;
+  Rig rig(4 << 20, false, 0, std::chrono::milliseconds(0), &clock);
+  FrontHandle front(std::make_shared<OpenVolume>(rig.volume), false);
+  QosLimiter& qos = rig.volume->qos();
+  CHECK_FALSE(qos.limited());
+  // 10 writes/s, a bucket of one: the first write goes, the others one per 100 ms.
+  qos.SetLimits(QosLimits{.write_iops = 10, .write_iops_burst = 1});
+  std::vector<uint8_t> data(kBlock, 0x5A);
+  constexpr int kWrites = 4;
+  std::vector<std::unique_ptr<Waiter<Status>>> writes;
+  for (int i = 0; i < kWrites; ++i) {
+    writes.push_back(std::make_unique<Waiter<Status>>());
+    front.Write(static_cast<uint64_t>(i) * kBlock, data, false, writes.back()->Callback());
+  }
+  REQUIRE(writes[0]->Wait().ok());
+  CHECK(qos.stats().queued == kWrites - 1);
+  CHECK(rig.volume->stats().logical_write_ops == 1);  // the others never reached the Volume
+
+  // Reads have their own budget (none): they pass the queued writes.
+  std::vector<uint8_t> back(kBlock);
+  Waiter<Status> read;
+  front.Read(0, back, read.Callback());
+  REQUIRE(read.Wait().ok());
+  CHECK(back == data);
+
+  for (int i = 1; i < kWrites; ++i) {
+    clock.Advance(std::chrono::milliseconds(99));
+    CHECK(qos.stats().queued == size_t(kWrites - i));
+    clock.Advance(std::chrono::milliseconds(1));
+    REQUIRE(writes[i]->Wait().ok());
+  }
+  QosStats s = qos.stats();
+  CHECK(s.throttled_write_ops == kWrites - 1);
+  CHECK(s.throttled_read_ops == 0);
+  CHECK(s.wait_us == (100 + 200 + 300) * 1000);  // virtual time, exactly
+  CHECK(rig.volume->stats().logical_write_ops == kWrites);
+
+  // A live change releases waiters at once: lifting the limit lets a held write go.
+  Waiter<Status> held;
+  front.Write(0, data, false, held.Callback());
+  CHECK(qos.stats().queued == 1);
+  qos.SetLimits(QosLimits{});
+  REQUIRE(held.Wait().ok());
+  CHECK(qos.stats().queued == 0);
+  REQUIRE(rig.Flush().ok());
 }
 
 }  // namespace
