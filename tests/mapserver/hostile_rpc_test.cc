@@ -181,7 +181,7 @@ TEST_CASE("Peers that never log in cannot make the mapserver buffer their messag
   CHECK(pool.GoodHostServed().ok());
 }
 
-TEST_CASE("Connections over the per-address limit are closed at once; other hosts still get in",
+TEST_CASE("Connections over the per-address limit are closed at once, other hosts still get in",
           "[hostile]") {
   ServedPool pool({"--max-connections-per-address", "64", "--login-timeout", "600"});
   size_t fds_before = FdCount(pool.pid());

@@ -71,7 +71,7 @@ TEST_CASE("Integer keys sort numerically") {
   CHECK_FALSE(DecodeU32("abc").has_value());
 }
 
-TEST_CASE("An aborted transaction leaves no trace; a committed one persists") {
+TEST_CASE("An aborted transaction leaves no trace, a committed one persists") {
   testing::TempDir dir;
   {
     auto store = MetadataStore::Open(dir.path());

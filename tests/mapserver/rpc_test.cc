@@ -154,7 +154,7 @@ TEST_CASE("The Gate refuses logins without a challenge and closes after three fa
   CHECK(StatusOf(gate.challengeRequest().send(), f.ws()).code() == StatusCode::kUnavailable);
 }
 
-TEST_CASE("Connections that do not log in in time are closed; logged-in ones stay", "[rpc]") {
+TEST_CASE("Connections that do not log in in time are closed, logged-in ones stay", "[rpc]") {
   RpcFixture f;  // login timeout 500 ms
   auto good = f.Connect("hostA");
   auto addr = f.io().provider->getNetwork().parseAddress(f.address().ToKjAddress()).wait(f.ws());
@@ -275,7 +275,7 @@ TEST_CASE("One writer per volume and read-only openers", "[rpc]") {
   CHECK(DeleteStatus(f, c1->session(), "v").ok());
 }
 
-TEST_CASE("prepareWrite commit and map over RPC; reservations die with the opener", "[rpc]") {
+TEST_CASE("prepareWrite commit and map over RPC, reservations die with the opener", "[rpc]") {
   RpcFixture f;
   auto c = f.Connect();
   auto s = c->session();
@@ -380,7 +380,7 @@ TEST_CASE("A writer that does not answer a recall loses its lease", "[rpc]") {
   f.store().RequireClean();
 }
 
-TEST_CASE("Resize tells openers; shrink recalls the cut-off part first", "[rpc]") {
+TEST_CASE("Resize tells openers, shrink recalls the cut-off part first", "[rpc]") {
   RpcFixture f;
   auto c = f.Connect();
   auto s = c->session();

@@ -45,7 +45,7 @@ std::vector<MapExtent> MapOf(VolumeStore& s, const std::string& name, uint64_t o
   return *r;
 }
 
-TEST_CASE("A new volume is one hole; writes become owned extents") {
+TEST_CASE("A new volume is one hole, writes become owned extents") {
   StoreFixture f;
   auto& s = f.store();
   uint64_t free0 = f.FreeBlocks();

@@ -48,7 +48,7 @@ IncrementalHeader SampleHeader() {
 
 }  // namespace
 
-TEST_CASE("qemu-img -p lines are parsed into percentages; anything else is ignored") {
+TEST_CASE("qemu-img -p lines are parsed into percentages, anything else is ignored") {
   CHECK(ParseQemuImgProgress("    (0.00/100%)") == 0.0);
   CHECK(ParseQemuImgProgress("    (42.50/100%)") == 42.5);
   CHECK(ParseQemuImgProgress("    (100.00/100%)") == 100.0);
@@ -75,7 +75,7 @@ TEST_CASE("qemu-img convert argv: import writes sparsely into an existing target
   CHECK_FALSE(IsFormatName(""));
 }
 
-TEST_CASE("incremental file: written header and data read back; the format's rules are enforced") {
+TEST_CASE("incremental file: written header and data read back, the format's rules are enforced") {
   TempDir dir("tools-transfer");
   IncrementalHeader h = SampleHeader();
   REQUIRE(ValidateIncremental(h).ok());
@@ -165,7 +165,7 @@ TEST_CASE("HelperProcess: stdout lines split at \\n and \\r, stdin fed, exit cod
   CHECK(missing.status().message() == "no-such-helper-program is not installed (apt-get x)");
 }
 
-TEST_CASE("HelperProcess: a SIGTERM to the CLI is forwarded to the helper, which ends; the CLI lives") {
+TEST_CASE("HelperProcess: a SIGTERM to the CLI is forwarded to the helper, which ends, the CLI lives") {
   auto guard = InterruptGuard::Install();
   REQUIRE(guard.ok());
   // Queued before Run starts: Run sees it at its first poll and forwards it; `sleep`
@@ -180,7 +180,7 @@ TEST_CASE("HelperProcess: a SIGTERM to the CLI is forwarded to the helper, which
   CHECK((*guard)->Take() == SIGTERM);
 }
 
-TEST_CASE("OutputFile: an existing file is never touched without overwrite; a failed export leaves none") {
+TEST_CASE("OutputFile: an existing file is never touched without overwrite, a failed export leaves none") {
   TempDir dir("tools-transfer");
   std::string path = dir / "dest";
   {
