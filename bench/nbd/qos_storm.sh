@@ -13,7 +13,7 @@
 # median of each and the ratios flood/idle and limited/idle, plus the flooder's
 # write rate and the limiter's counters.
 #
-# Usage: bench/nbd/qos_storm.sh BUILD_DIR   (env: CLONES, BOOT_MIB, ROUNDS, LIMIT)
+# Usage: bench/nbd/qos_storm.sh BUILD_DIR   (env: CLONES, BOOT_MIB, ROUNDS, LIMIT, CACHE)
 bin=$(cd "${1:-build}" && pwd)/bin
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
@@ -25,7 +25,7 @@ golden_mib=256
 piece=65536
 pieces=$(( boot_mib * 1048576 / piece ))
 
-start_stack 4G 1G
+start_stack 4G "${CACHE:-1G}"
 make_random_image "$bench_work/golden.raw" $golden_mib 42
 tapmap volume create golden ${golden_mib}M >/dev/null
 qemu-img convert -n -f raw -O raw -W "$bench_work/golden.raw" "$(url golden)"

@@ -114,7 +114,7 @@ std::string StatsToPrometheus(const StatsSnapshot& stats) {
     qos_family("throttled_write_ops", "counter", "writes that waited for their QoS budget",
                [](const QosStats& q) { return q.throttled_write_ops; });
     qos_family("wait_seconds_total", "counter", "time requests waited for their QoS budget",
-               [](const QosStats& q) { return q.wait_us / 1000000; });
+               [](const QosStats& q) { return static_cast<double>(q.wait_us) / 1e6; });
     qos_family("wait_us", "counter", "time requests waited for their QoS budget, microseconds",
                [](const QosStats& q) { return q.wait_us; });
     qos_family("queued", "gauge", "requests waiting for their QoS budget now",

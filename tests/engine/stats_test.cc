@@ -39,5 +39,32 @@ TEST_CASE("Prometheus text names and labels", "[stats]") {
   CHECK(text.find("tapmap_volume_cache_hits{volume=\"a\\\"b\"} 2\n") != std::string::npos);
 }
 
+TEST_CASE("QoS of a volume appears in JSON stats and as tapmap_qos_* metrics", "[stats][qos]") {
+  StatsSnapshot s;
+  s.volumes["vm1"].commits = 1;
+  s.volumes["vm2"].commits = 1;
+  QosStats& q = s.qos["vm1"];
+  q.limits.write_bps = 20 << 20;
+  q.throttled_write_ops = 52;
+  q.wait_us = 16600000;
+  q.queued = 3;
+  nlohmann::json j = StatsToJson(s);
+  CHECK(j["volumes"]["vm1"]["qos"]["limits"]["write_bps"] == 20 << 20);
+  CHECK(j["volumes"]["vm1"]["qos"]["limits"]["read_iops"] == 0);
+  CHECK(j["volumes"]["vm1"]["qos"]["throttled_write_ops"] == 52);
+  CHECK(j["volumes"]["vm1"]["qos"]["wait_us"] == 16600000);
+  CHECK(j["volumes"]["vm1"]["qos"]["queued"] == 3);
+  CHECK_FALSE(j["volumes"]["vm2"].contains("qos"));  // unlimited, never throttled
+  std::string text = StatsToPrometheus(s);
+  CHECK(text.find("# TYPE tapmap_qos_write_bps gauge\ntapmap_qos_write_bps{volume=\"vm1\"} 20971520\n") !=
+        std::string::npos);
+  CHECK(text.find("tapmap_qos_throttled_write_ops{volume=\"vm1\"} 52\n") != std::string::npos);
+  CHECK(text.find("tapmap_qos_wait_seconds_total{volume=\"vm1\"} 16.600000\n") != std::string::npos);
+  CHECK(text.find("tapmap_qos_queued{volume=\"vm1\"} 3\n") != std::string::npos);
+  CHECK(text.find("volume=\"vm2\"} 0\ntapmap_qos") == std::string::npos);
+  // No QoS anywhere: no tapmap_qos_ families at all.
+  CHECK(StatsToPrometheus(StatsSnapshot{}).find("tapmap_qos_") == std::string::npos);
+}
+
 }  // namespace
 }  // namespace tapmap::engine

@@ -79,6 +79,35 @@ std::string RenderLease(const nlohmann::json& stats) {
   return text;
 }
 
+// One line per volume with QoS limits (PROTOCOL.md Stats "qos"): "qos vm1: write_bps=20
+// MiB/s; 52 requests waited (0 reads, 52 writes) 16.6 s in all, 3 waiting now".
+std::string RenderQos(const nlohmann::json& stats) {
+  if (!stats.contains("volumes") || !stats["volumes"].is_object()) return "";
+  std::string text;
+  for (const auto& [name, v] : stats["volumes"].items()) {
+    if (!v.contains("qos") || !v["qos"].is_object()) continue;
+    const nlohmann::json& q = v["qos"];
+    std::string limits;
+    if (q.contains("limits") && q["limits"].is_object()) {
+      for (const auto& [key, value] : q["limits"].items()) {
+        if (!value.is_number_unsigned() || value.get<uint64_t>() == 0) continue;
+        bool bytes = key.find("bps") != std::string::npos;
+        bool burst = key.find("burst") != std::string::npos;
+        if (!limits.empty()) limits += ", ";
+        limits += key + "=" + (bytes ? FormatSize(value.get<uint64_t>()) : std::to_string(value.get<uint64_t>())) +
+                  (burst ? "" : "/s");
+      }
+    }
+    uint64_t reads = JsonUint(q, "throttled_read_ops"), writes = JsonUint(q, "throttled_write_ops");
+    char waited[64];
+    std::snprintf(waited, sizeof(waited), "%.1f s", static_cast<double>(JsonUint(q, "wait_us")) / 1e6);
+    text += "qos " + name + ": " + (limits.empty() ? "unlimited" : limits) + "; " + std::to_string(reads + writes) +
+            " requests waited (" + std::to_string(reads) + " reads, " + std::to_string(writes) + " writes) " + waited +
+            " in all, " + std::to_string(JsonUint(q, "queued")) + " waiting now\n";
+  }
+  return text;
+}
+
 std::string RenderTotals(const nlohmann::json& stats) {
   Table t({{"VOLUME"},
            {"READ", true},
@@ -103,6 +132,7 @@ std::string RenderTotals(const nlohmann::json& stats) {
           std::to_string(JsonUint(stats, "map_recalls")) + " recalled, " +
           std::to_string(JsonUint(stats, "commits")) + " commits\n";
   text += RenderLease(stats);
+  text += RenderQos(stats);
   return text;
 }
 
