@@ -257,6 +257,8 @@ TEST_CASE("tapmap volume qos sets a volume's limits live, stats show them and th
   CHECK(TapmapLocal(stack, {"volume", "qos", "vm1", "--iops", "-3"}, &out, &err) == 2);
   CHECK(TapmapLocal(stack, {"volume", "qos"}, &out, &err) == 2);
   CHECK(TapmapLocal(stack, {"vbd", "qos", "not-a-disk", "--iops", "1"}, &out, &err) == 2);
+  CHECK(TapmapLocal(stack, {"vbd", "attach", "4/xvda", "--volume", "vm1", "--qos", "write_bps"}, &out, &err) == 2);
+  CHECK(err.find("--qos") != std::string::npos);
   // vbd qos on a daemon without Xen: the daemon's refusal, as for the other vbd verbs.
   CHECK(TapmapLocal(stack, {"vbd", "qos", "4/xvda", "--json"}, &out, &err) == 1);
   CHECK(ParseJson(out)["error"]["code"] == "not-supported");

@@ -122,6 +122,42 @@ Status RunVbdQos(Invocation& inv) {
 
 }  // namespace
 
+OptionSpec QosAttachFlag() {
+  return {"qos", "", "I/O limits of the volume, set before it is served: KEY=N,... (e.g. write_bps=20M,iops=500; "
+                     "keys as tapmap volume qos's flags with _ for -)"};
+}
+
+Result<nlohmann::json> ParseQosAttachFlag(Invocation& inv) {
+  nlohmann::json limits = nlohmann::json::object();
+  const std::string& text = inv.options().Get("qos");
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t comma = text.find(',', pos);
+    std::string item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    pos = comma == std::string::npos ? text.size() + 1 : comma + 1;
+    if (item.empty()) continue;
+    size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) return inv.UsageError("--qos: '" + item + "' is not KEY=N");
+    std::string key = item.substr(0, eq);
+    auto value = key.find("bps") != std::string::npos ? ParseSize(item.substr(eq + 1)) : [&]() -> Result<uint64_t> {
+      const std::string v = item.substr(eq + 1);
+      if (v.empty() || v.size() > 19 || v.find_first_not_of("0123456789") != std::string::npos) {
+        return Status::InvalidArgument("not a whole number");
+      }
+      return std::stoull(v);
+    }();
+    if (!value.ok()) return inv.UsageError("--qos: " + key + " must be a whole number, not '" + item.substr(eq + 1) + "'");
+    limits[key] = *value;
+  }
+  return limits;
+}
+
+Status SetVolumeQos(Invocation& inv, const std::string& volume, const nlohmann::json& limits) {
+  auto r = ControlCall(inv, {{"op", "volume-qos"}, {"volume", volume}, {"reset", true}, {"limits", limits}});
+  if (!r.ok()) return r.status().WithContext("qos of " + volume);
+  return Status::Ok();
+}
+
 void AddQosCommands(std::vector<CommandSpec>* commands) {
   commands->push_back({"volume", "qos", "NAME",
                        "show or set a volume's I/O limits on this host's tapdisk-map (IOPS, bytes/s, bursts)", 1, 1,

@@ -14,6 +14,8 @@
 // A bad number or disk address is a usage error (exit code 2).
 #pragma once
 
+#include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
 
 #include "xenstore-tools/cli/command.h"
@@ -21,5 +23,13 @@
 namespace tapmap::cli {
 
 void AddQosCommands(std::vector<CommandSpec>* commands);
+
+// `vbd attach --qos KEY=N,...` (keys of QosLimits, sizes allowed for the *bps* ones):
+// the flag's description, and the limits it gives (a usage error names a malformed
+// item; the daemon checks the keys).
+OptionSpec QosAttachFlag();
+Result<nlohmann::json> ParseQosAttachFlag(Invocation& inv);
+// Sets `volume`'s limits on the local tapdisk-map (volume-qos, starting from none).
+Status SetVolumeQos(Invocation& inv, const std::string& volume, const nlohmann::json& limits);
 
 }  // namespace tapmap::cli

@@ -6,6 +6,7 @@
 #include "xenstore-tools/cli/control_client.h"
 #include "xenstore-tools/cli/json_fields.h"
 #include "xenstore-tools/cli/progress.h"
+#include "xenstore-tools/cli/qos_command.h"
 
 namespace tapmap::cli {
 namespace {
@@ -63,9 +64,18 @@ Status RunAttach(Invocation& inv) {
   } else {
     return inv.UsageError("--mode must be r or w, not '" + mode_text + "'");
   }
+  Result<nlohmann::json> qos = nlohmann::json::object();
+  if (inv.options().Has("qos")) {
+    qos = ParseQosAttachFlag(inv);
+    if (!qos.ok()) return qos.status();
+  }
   nlohmann::json request = DiskRequest("vbd-attach", *disk);
   request["volume"] = volume;
   request["mode"] = mode;
+  // The limits are the volume's (its NBD exports share them), in force from its first request.
+  if (!qos->empty()) {
+    if (Status s = SetVolumeQos(inv, volume, *qos); !s.ok()) return s.WithContext("attach " + disk->ToString());
+  }
   Result<nlohmann::json> r = Status::Internal("unset");
   {
     Progress progress("attaching " + disk->ToString() + " (volume " + volume + ")", !inv.json(),
@@ -144,7 +154,8 @@ void AddVbdCommands(std::vector<CommandSpec>* commands) {
                        1,
                        {{"volume", "", "volume to serve (required)"},
                         {"mode", "w", "r (read-only) or w (read-write)"},
-                        LayoutFlag()},
+                        LayoutFlag(),
+                        QosAttachFlag()},
                        kUsesControl,
                        RunAttach});
   commands->push_back({"vbd",
