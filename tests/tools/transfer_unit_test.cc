@@ -147,7 +147,7 @@ TEST_CASE("incremental file: written header and data read back, the format's rul
   }
 }
 
-TEST_CASE("HelperProcess: stdout lines split at \\n and \\r, stdin fed, exit code and stderr kept") {
+TEST_CASE("HelperProcess: stdout lines split at newlines and carriage returns, stdin fed, exit code and stderr kept") {
   auto guard = InterruptGuard::Install();
   REQUIRE(guard.ok());
   std::vector<std::string> lines;

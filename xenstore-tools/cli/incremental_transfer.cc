@@ -7,6 +7,8 @@
 #include <ctime>
 
 #include "common/units.h"
+#include "xenstore-tools/cli/control_client.h"
+#include "xenstore-tools/cli/json_fields.h"
 #include "xenstore-tools/cli/nbd_extent_copy.h"
 #include "xenstore-tools/cli/nbd_url.h"
 #include "xenstore-tools/cli/output_file.h"
@@ -69,6 +71,26 @@ std::vector<IncrementalExtent> Normalized(std::vector<IncrementalExtent> extents
     end = e.offset + e.length;
   }
   return out;
+}
+
+// A guest's disk on this host must not change under it: refuse if a vbd of the local
+// tapdisk-map serves `name`. (A writer on another host holds the rw lease, so the NBD
+// open fails with busy before anything is written; a read-only opener is harmless.)
+Status RefuseIfAttached(Invocation& inv, const std::string& name) {
+  auto client = ControlClient::Connect(inv.options().Get("control"));
+  if (!client.ok()) return client.status();
+  auto r = client->Call({{"op", "vbd-list"}}, std::chrono::milliseconds(inv.timeout_ms()));
+  if (!r.ok()) {
+    if (r.status().code() == StatusCode::kNotSupported) return Status::Ok();  // no Xen back end
+    return r.status().WithContext("vbd-list");
+  }
+  if (!r->contains("vbds") || !(*r)["vbds"].is_array()) return Status::Ok();
+  for (const auto& vbd : (*r)["vbds"]) {
+    if (JsonString(vbd, "volume") != name) continue;
+    return Status::Busy(name + " is attached to domain " + std::to_string(JsonUint(vbd, "domid")) + " (device " +
+                        std::to_string(JsonUint(vbd, "devid")) + "): detach it before applying an incremental");
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -161,10 +183,8 @@ Status ImportIncremental(Invocation& inv, InterruptGuard& guard, const std::stri
                             "'tapmap volume clone " + h.from + " " + name + "' first)");
   }
   if ((*volume)["read_only"].get<bool>()) return Status::ReadOnly(name + " is read-only (a snapshot)");
-  if ((*volume)["openers"].get<uint64_t>() != 0) {
-    return Status::Busy(name + " is open (" + (*volume)["openers"].dump() +
-                        " openers): detach it before applying an incremental");
-  }
+  Status attached = RefuseIfAttached(inv, name);
+  if (!attached.ok()) return attached;
   const uint64_t size = (*volume)["size_bytes"].get<uint64_t>();
   if (size != h.from_size_bytes && size != h.size_bytes) {
     return Status::InvalidArgument(name + " is " + std::to_string(size) + " bytes; " + file + " goes from " +

@@ -12,7 +12,9 @@
 // Both copy with NbdExtentCopy (libnbd). For a consistent backup export from a snapshot
 // (a live NAME being written may change between the diff and the copy). Applying the
 // same incremental twice gives the same volume, so an interrupted import --diff is
-// finished by running it again; NAME must not be open elsewhere meanwhile.
+// finished by running it again. NAME must not be in use: ImportIncremental refuses a
+// NAME attached to a guest on this host (vbd-list), and a writer on another host holds
+// its rw lease, so the copy's NBD open fails before anything is written.
 #pragma once
 
 #include <string>
