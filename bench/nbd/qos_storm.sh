@@ -13,7 +13,10 @@
 # median of each and the ratios flood/idle and limited/idle, plus the flooder's
 # write rate and the limiter's counters.
 #
-# Usage: bench/nbd/qos_storm.sh BUILD_DIR   (env: CLONES, BOOT_MIB, ROUNDS, LIMIT, CACHE)
+# Usage: bench/nbd/qos_storm.sh BUILD_DIR
+#   env: CLONES, BOOT_MIB, ROUNDS, CACHE (tapdisk-map's data cache, default 1G), LIMIT
+#   (default 20M) or LIMIT_FLAGS (tapmap volume qos flags, default --write-bps LIMIT),
+#   FLOOD_BS (default 1M), FLOOD_DEPTH (default 16)
 bin=$(cd "${1:-build}" && pwd)/bin
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
@@ -21,6 +24,9 @@ clones=${CLONES:-16}
 boot_mib=${BOOT_MIB:-32}
 rounds=${ROUNDS:-3}
 limit=${LIMIT:-20M}
+flood_bs=${FLOOD_BS:-1M}
+flood_depth=${FLOOD_DEPTH:-16}
+limit_flags=${LIMIT_FLAGS:---write-bps $limit}
 golden_mib=256
 piece=65536
 pieces=$(( boot_mib * 1048576 / piece ))
@@ -72,12 +78,12 @@ print(v.get(sys.argv[3], 0))' "$@"
 one_round() {
   stop_tapdisk
   start_tapdisk
-  if [ "$1" = limited ]; then tapmap_local volume qos flood --write-bps "$limit" >/dev/null; fi
+  if [ "$1" = limited ]; then tapmap_local volume qos flood $limit_flags >/dev/null; fi
   local fpid="" t0 ms before after
   before=$(tapmap_local --json stats)
   t0=$(now_ms)
   if [ "$1" != idle ]; then
-    qemu-img bench -w -f raw -t none -c 100000000 -d 16 -s 1M "$(url flood)" >"$bench_work/flood.log" 2>&1 &
+    qemu-img bench -w -f raw -t none -c 100000000 -d "$flood_depth" -s "$flood_bs" "$(url flood)" >"$bench_work/flood.log" 2>&1 &
     fpid=$!
     sleep 1  # the flood is under way when the guests boot
   fi
@@ -98,19 +104,19 @@ for r in $(seq 1 "$rounds"); do
   done
 done
 
-python3 - "$results" "$clones" "$boot_mib" "$limit" <<'PY'
+python3 - "$results" "$clones" "$boot_mib" "$limit_flags" "$flood_bs" "$flood_depth" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
-clones, boot_mib, limit = sys.argv[2], sys.argv[3], sys.argv[4]
+clones, boot_mib, limit, fbs, fdepth = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 med = lambda mode, i: statistics.median(float(r[i]) for r in rows if r[0] == mode)
 idle, flood, lim = med("idle", 1), med("flood", 1), med("limited", 1)
 rate = lambda mode: statistics.median(float(r[2]) / 1048576 / (float(r[3]) / 1000) for r in rows if r[0] == mode)
 print(f"qos storm: {clones} clones x {boot_mib} MiB boot set over NBD, 1 flooding clone "
-      f"(qemu-img bench -w, 1 MiB, depth 16); median of {len([r for r in rows if r[0] == 'idle'])} interleaved rounds")
+      f"(qemu-img bench -w, {fbs}, depth {fdepth}); median of {len([r for r in rows if r[0] == 'idle'])} interleaved rounds")
 print(f"  {'':34} {'boot time':>10} {'vs idle':>8} {'flooder writes':>15}")
 print(f"  {'no flood':34} {idle / 1000:>9.2f}s {1:>8.2f}")
 print(f"  {'flood, unlimited':34} {flood / 1000:>9.2f}s {flood / idle:>8.2f} {rate('flood'):>10.1f} MiB/s")
-print(f"  {'flood, limited write_bps=' + limit:34} {lim / 1000:>9.2f}s {lim / idle:>8.2f} {rate('limited'):>10.1f} MiB/s")
+print(f"  {'flood, limited ' + limit:34} {lim / 1000:>9.2f}s {lim / idle:>8.2f} {rate('limited'):>10.1f} MiB/s")
 print(f"  boot time with the flooder unlimited / limited: {flood / lim:.2f}x")
 last = [r for r in rows if r[0] == "limited"][-1]
 print(f"  (limited round: {last[4]} flooder writes throttled, {int(last[5]) / 1e6:.1f} s waited in total)")
