@@ -32,7 +32,8 @@ void VolumeQos(const VerbCall& call, JsonReply reply) {
 }
 
 constexpr Verb kQosVerbs[] = {
-    {"volume-qos", "volume, optional limits (QosLimits keys to change), optional reset (true: all zero first)",
+    {"volume-qos",
+     "volume, optional limits (QosLimits keys to change), optional reset (true: all zero first)",
      R"({"volume": "<name>", "limits": QosLimits}: the limits now in force)", &VolumeQos},
 };
 

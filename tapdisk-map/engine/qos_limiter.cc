@@ -71,7 +71,8 @@ Result<QosLimits> QosLimitsFromJson(const json& j, QosLimits base) {
     uint64_t QosLimits::*field = FieldOf(key);
     if (field == nullptr) return Status::InvalidArgument("unknown qos limit '" + key + "'");
     if (!value.is_number_unsigned() && !(value.is_number_integer() && value.get<int64_t>() >= 0)) {
-      return Status::InvalidArgument("qos limit '" + key + "' must be a whole number >= 0, not " + value.dump());
+      return Status::InvalidArgument("qos limit '" + key + "' must be a whole number >= 0, not " +
+                                     value.dump());
     }
     base.*field = value.get<uint64_t>();
   }
@@ -84,12 +85,15 @@ Result<QosLimits> ParseQosLimits(const std::string& text, QosLimits base) {
   while (std::getline(in, item, ',')) {
     if (item.empty()) continue;
     size_t eq = item.find('=');
-    if (eq == std::string::npos) return Status::InvalidArgument("qos setting '" + item + "' is not KEY=N");
+    if (eq == std::string::npos)
+      return Status::InvalidArgument("qos setting '" + item + "' is not KEY=N");
     std::string key = item.substr(0, eq), value = item.substr(eq + 1);
     uint64_t QosLimits::*field = FieldOf(key);
     if (field == nullptr) return Status::InvalidArgument("unknown qos limit '" + key + "'");
-    if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos || value.size() > 19) {
-      return Status::InvalidArgument("qos limit '" + key + "' must be a whole number >= 0, not '" + value + "'");
+    if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos ||
+        value.size() > 19) {
+      return Status::InvalidArgument("qos limit '" + key + "' must be a whole number >= 0, not '" +
+                                     value + "'");
     }
     base.*field = std::stoull(value);
   }
@@ -107,7 +111,8 @@ std::shared_ptr<QosLimiter> QosLimiter::Create(std::unique_ptr<QosClock> clock) 
   return std::shared_ptr<QosLimiter>(new QosLimiter(std::move(clock)));
 }
 
-QosLimiter::QosLimiter(std::unique_ptr<QosClock> clock) : clock_(std::move(clock)), refilled_(clock_->Now()) {}
+QosLimiter::QosLimiter(std::unique_ptr<QosClock> clock)
+    : clock_(std::move(clock)), refilled_(clock_->Now()) {}
 
 void QosLimiter::Refill(QosClock::TimePoint now) {
   if (now <= refilled_) return;
@@ -119,7 +124,8 @@ void QosLimiter::Refill(QosClock::TimePoint now) {
 }
 
 std::chrono::nanoseconds QosLimiter::WaitFor(Direction dir, uint64_t bytes) const {
-  const int idx[4] = {dir == kRead ? kReadOps : kWriteOps, kOps, dir == kRead ? kReadBytes : kWriteBytes, kBytes};
+  const int idx[4] = {dir == kRead ? kReadOps : kWriteOps, kOps,
+                      dir == kRead ? kReadBytes : kWriteBytes, kBytes};
   double wait = 0;
   for (int i : idx) {
     const Bucket& b = buckets_[i];
@@ -154,7 +160,8 @@ void QosLimiter::Release(QosClock::TimePoint now, std::vector<std::function<void
       Waiter w = std::move(q.front());
       q.pop_front();
       Take(static_cast<Direction>(d), w.bytes);
-      stats_.wait_us += std::chrono::duration_cast<std::chrono::microseconds>(now - w.since).count();
+      stats_.wait_us +=
+          std::chrono::duration_cast<std::chrono::microseconds>(now - w.since).count();
       stats_.queued--;
       ready->push_back(std::move(w.go));
       progress = true;

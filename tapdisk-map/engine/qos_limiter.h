@@ -59,7 +59,10 @@ struct QosLimits {
   uint64_t read_iops_burst = 0, write_iops_burst = 0, iops_burst = 0;
   uint64_t read_bps_burst = 0, write_bps_burst = 0, bps_burst = 0;
 
-  bool unlimited() const { return read_iops == 0 && write_iops == 0 && iops == 0 && read_bps == 0 && write_bps == 0 && bps == 0; }
+  bool unlimited() const {
+    return read_iops == 0 && write_iops == 0 && iops == 0 && read_bps == 0 && write_bps == 0 &&
+           bps == 0;
+  }
   bool operator==(const QosLimits&) const = default;
 };
 
@@ -133,8 +136,8 @@ class QosLimiter : public std::enable_shared_from_this<QosLimiter> {
   explicit QosLimiter(std::unique_ptr<QosClock> clock);
 
   struct Bucket {
-    double rate = 0;      // tokens per second; 0 = unlimited
-    double size = 0;      // burst
+    double rate = 0;  // tokens per second; 0 = unlimited
+    double size = 0;  // burst
     double tokens = 0;
   };
   struct Waiter {

@@ -24,7 +24,8 @@ struct Fixture {
 TEST_CASE("zero limits admit everything at once", "[qos]") {
   Fixture f;
   CHECK_FALSE(f.limiter->limited());
-  for (int i = 0; i < 1000; ++i) f.Admit(i, i % 2 ? QosLimiter::kWrite : QosLimiter::kRead, 1 << 20);
+  for (int i = 0; i < 1000; ++i)
+    f.Admit(i, i % 2 ? QosLimiter::kWrite : QosLimiter::kRead, 1 << 20);
   CHECK(f.done.size() == 1000);
   CHECK(f.limiter->stats().throttled_read_ops == 0);
   CHECK_FALSE(f.clock.due());
@@ -102,12 +103,13 @@ TEST_CASE("a total limit is shared by reads and writes", "[qos]") {
   CHECK(f.done == std::vector<int>{1, 2});
 }
 
-TEST_CASE("a request larger than the bucket goes when the bucket is full, and its debt is paid", "[qos]") {
+TEST_CASE("a request larger than the bucket goes when the bucket is full, and its debt is paid",
+          "[qos]") {
   Fixture f;
   f.limiter->SetLimits(QosLimits{.write_bps = 1000});
   f.Admit(1, QosLimiter::kWrite, 5000);
   CHECK(f.done == std::vector<int>{1});
-  f.Admit(2, QosLimiter::kWrite, 1);  // the bucket is 4000 in debt: 4.001 s
+  f.Admit(2, QosLimiter::kWrite, 1);     // the bucket is 4000 in debt: 4.001 s
   f.Admit(3, QosLimiter::kWrite, 5000);  // then needs a full bucket again
   f.clock.Advance(milliseconds(4000));
   CHECK(f.done.size() == 1);

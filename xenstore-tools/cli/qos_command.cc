@@ -54,8 +54,9 @@ Result<nlohmann::json> QosRequest(Invocation& inv, const std::string& volume) {
     if (!inv.options().Has(f.flag) || inv.options().Get(f.flag).empty()) continue;
     auto value = f.bytes ? inv.options().GetSize(f.flag) : inv.options().GetUint(f.flag);
     if (!value.ok()) {
-      return inv.UsageError(std::string("--") + f.flag + " must be a whole number" + (f.bytes ? " of bytes (e.g. 20M)" : "") +
-                            ", not '" + inv.options().Get(f.flag) + "'");
+      return inv.UsageError(std::string("--") + f.flag + " must be a whole number" +
+                            (f.bytes ? " of bytes (e.g. 20M)" : "") + ", not '" +
+                            inv.options().Get(f.flag) + "'");
     }
     limits[f.key] = *value;
   }
@@ -112,7 +113,9 @@ Status RunVbdQos(Invocation& inv) {
       }
     }
   }
-  if (volume.empty()) return Status::NotFound("no disk " + disk->ToString() + " (" + disk->layout + ") is attached here");
+  if (volume.empty())
+    return Status::NotFound("no disk " + disk->ToString() + " (" + disk->layout +
+                            ") is attached here");
   (*request)["volume"] = volume;
   Json extra = Json::object();
   extra["domid"] = disk->domid;
@@ -123,8 +126,10 @@ Status RunVbdQos(Invocation& inv) {
 }  // namespace
 
 OptionSpec QosAttachFlag() {
-  return {"qos", "", "I/O limits of the volume, set before it is served: KEY=N,... (e.g. write_bps=20M,iops=500; "
-                     "keys as tapmap volume qos's flags with _ for -)"};
+  return {
+      "qos", "",
+      "I/O limits of the volume, set before it is served: KEY=N,... (e.g. write_bps=20M,iops=500; "
+      "keys as tapmap volume qos's flags with _ for -)"};
 }
 
 Result<nlohmann::json> ParseQosAttachFlag(Invocation& inv) {
@@ -133,38 +138,45 @@ Result<nlohmann::json> ParseQosAttachFlag(Invocation& inv) {
   size_t pos = 0;
   while (pos <= text.size()) {
     size_t comma = text.find(',', pos);
-    std::string item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    std::string item =
+        text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     pos = comma == std::string::npos ? text.size() + 1 : comma + 1;
     if (item.empty()) continue;
     size_t eq = item.find('=');
-    if (eq == std::string::npos || eq == 0) return inv.UsageError("--qos: '" + item + "' is not KEY=N");
+    if (eq == std::string::npos || eq == 0)
+      return inv.UsageError("--qos: '" + item + "' is not KEY=N");
     std::string key = item.substr(0, eq);
-    auto value = key.find("bps") != std::string::npos ? ParseSize(item.substr(eq + 1)) : [&]() -> Result<uint64_t> {
+    auto value = key.find("bps") != std::string::npos ? ParseSize(item.substr(eq + 1))
+                                                      : [&]() -> Result<uint64_t> {
       const std::string v = item.substr(eq + 1);
       if (v.empty() || v.size() > 19 || v.find_first_not_of("0123456789") != std::string::npos) {
         return Status::InvalidArgument("not a whole number");
       }
       return std::stoull(v);
     }();
-    if (!value.ok()) return inv.UsageError("--qos: " + key + " must be a whole number, not '" + item.substr(eq + 1) + "'");
+    if (!value.ok())
+      return inv.UsageError("--qos: " + key + " must be a whole number, not '" +
+                            item.substr(eq + 1) + "'");
     limits[key] = *value;
   }
   return limits;
 }
 
 Status SetVolumeQos(Invocation& inv, const std::string& volume, const nlohmann::json& limits) {
-  auto r = ControlCall(inv, {{"op", "volume-qos"}, {"volume", volume}, {"reset", true}, {"limits", limits}});
+  auto r = ControlCall(
+      inv, {{"op", "volume-qos"}, {"volume", volume}, {"reset", true}, {"limits", limits}});
   if (!r.ok()) return r.status().WithContext("qos of " + volume);
   return Status::Ok();
 }
 
 void AddQosCommands(std::vector<CommandSpec>* commands) {
-  commands->push_back({"volume", "qos", "NAME",
-                       "show or set a volume's I/O limits on this host's tapdisk-map (IOPS, bytes/s, bursts)", 1, 1,
-                       QosFlags(false), kUsesControl, RunVolumeQos});
+  commands->push_back(
+      {"volume", "qos", "NAME",
+       "show or set a volume's I/O limits on this host's tapdisk-map (IOPS, bytes/s, bursts)", 1, 1,
+       QosFlags(false), kUsesControl, RunVolumeQos});
   commands->push_back({"vbd", "qos", "DOMID/DEVID",
-                       "show or set the I/O limits of a guest disk's volume (as volume qos)", 1, 1, QosFlags(true),
-                       kUsesControl, RunVbdQos});
+                       "show or set the I/O limits of a guest disk's volume (as volume qos)", 1, 1,
+                       QosFlags(true), kUsesControl, RunVbdQos});
 }
 
 }  // namespace tapmap::cli
