@@ -220,10 +220,26 @@ const char* Server::LimitReached(const std::string& peer_ip) {
     }
   }
   if (all >= limits_.max_connections) return "connections";
-  if (anonymous >= limits_.max_anonymous) return "connections not logged in";
-  if (peer_ip.empty()) return nullptr;
-  if (peer_all >= limits_.max_connections_per_peer) return "connections from one address";
-  if (peer_anonymous >= limits_.max_anonymous_per_peer) return "connections not logged in from one address";
+  if (!peer_ip.empty()) {
+    if (peer_all >= limits_.max_connections_per_peer) return "connections from one address";
+    if (peer_anonymous >= limits_.max_anonymous_per_peer) return "connections not logged in from one address";
+  }
+  if (anonymous >= limits_.max_anonymous) {
+    // The oldest anonymous connection gives way (states_ is in accept order).
+    for (LiveConnection& c : states_) {
+      auto state = c.state.lock();
+      if (state->authenticated) continue;
+      state->ended = true;
+      c.evict->fulfill();
+      ++evicted_;
+      uint64_t suppressed = 0;
+      if (refusal_log_.Allow(&suppressed)) {
+        logger_.Warnf("%zu connections not logged in: dropping the oldest for a new one (%llu similar suppressed)",
+                      anonymous, static_cast<unsigned long long>(suppressed));
+      }
+      break;
+    }
+  }
   return nullptr;
 }
 
@@ -240,17 +256,24 @@ kj::Promise<void> Server::AcceptLoop() {
       return AcceptLoop();  // `accepted.stream` is closed here
     }
     auto state = std::make_shared<ConnectionState>();
-    states_.push_back({state, peer.ip});  // counted as not logged in from now on
+    auto evict = kj::newPromiseAndFulfiller<void>();
+    states_.push_back({state, peer.ip, kj::mv(evict.fulfiller)});  // counted as not logged in from now on
+    kj::ForkedPromise<void> evicted = evict.promise.fork();
     if (tls_ == nullptr) {
-      Serve(kj::mv(accepted.stream), state, peer.name);
+      Serve(kj::mv(accepted.stream), state, peer.name, evicted.addBranch());
       return AcceptLoop();
     }
     // The handshake runs beside the accept loop; it is bounded by the TLS context's
-    // accept timeout (the login timeout).
+    // accept timeout (the login timeout), and by an eviction.
+    auto evicted_in_handshake = evicted.addBranch().then([]() -> kj::AuthenticatedStream {
+      kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "gave way to a newer connection"));
+    });
     tasks_.add(tls_->context()
                    .wrapServer(kj::mv(accepted))
+                   .exclusiveJoin(kj::mv(evicted_in_handshake))
                    .then(
-                       [this, state, name = peer.name](kj::AuthenticatedStream secured) {
+                       [this, state, name = peer.name,
+                        evicted = kj::mv(evicted)](kj::AuthenticatedStream secured) mutable {
                          auto& identity = kj::downcast<kj::TlsPeerIdentity>(*secured.peerIdentity);
                          auto cert_name = protocol::ParseCertificateName(
                              identity.hasCertificate() ? std::string(identity.getCommonName().cStr()) : "");
@@ -261,7 +284,8 @@ kj::Promise<void> Server::AcceptLoop() {
                            return;
                          }
                          state->tls_name = *cert_name;
-                         Serve(kj::mv(secured.stream), state, name + " (" + cert_name->host + ")");
+                         Serve(kj::mv(secured.stream), state, name + " (" + cert_name->host + ")",
+                               evicted.addBranch());
                        },
                        [this, state, name = peer.name](kj::Exception&& e) {
                          state->ended = true;
@@ -276,7 +300,8 @@ kj::Promise<void> Server::AcceptLoop() {
   });
 }
 
-void Server::Serve(kj::Own<kj::AsyncIoStream> stream, std::shared_ptr<ConnectionState> state, std::string peer) {
+void Server::Serve(kj::Own<kj::AsyncIoStream> stream, std::shared_ptr<ConnectionState> state, std::string peer,
+                   kj::Promise<void> evicted) {
   auto close = kj::newPromiseAndFulfiller<void>();
   stream = kj::heap<WatchedStream>(kj::mv(stream), state, limits_.max_bytes_before_login);
   auto gate = service_.NewGate(peer, kj::mv(close.fulfiller), state);
@@ -293,7 +318,8 @@ void Server::Serve(kj::Own<kj::AsyncIoStream> stream, std::shared_ptr<Connection
           });
   auto ended = connection->network.onDisconnect()
                    .exclusiveJoin(kj::mv(close.promise))
-                   .exclusiveJoin(kj::mv(login_deadline));
+                   .exclusiveJoin(kj::mv(login_deadline))
+                   .exclusiveJoin(kj::mv(evicted));
   // `ended` is set before the connection (and the capabilities it serves) goes.
   tasks_.add(ended.then([state]() { state->ended = true; }).attach(kj::mv(connection)));
 }

@@ -22,7 +22,10 @@ namespace tapmap::mapserver {
 
 // What one server lets its peers hold (doc/trust.md, "Bounded resources"). A
 // connection over a limit is accepted and closed at once, with a rate-limited warning,
-// so neither the listen backlog nor this process keeps its fd. "Anonymous" means no
+// so neither the listen backlog nor this process keeps its fd — except that when all
+// `max_anonymous` slots are taken, the oldest connection not logged in gives way to
+// the new one: silent peers from many addresses cannot lock hosts out (a real login
+// takes milliseconds). "Anonymous" means no
 // login has succeeded on it yet; "peer" is the remote IP address (unix-socket peers
 // count only towards the global limits: the socket's file mode guards them).
 struct ServerLimits {
@@ -65,18 +68,23 @@ class Server final : private kj::TaskSet::ErrorHandler {
   size_t connection_count() const { return connections_; }
   // Connections closed at accept because a limit was reached (ServerLimits).
   uint64_t refused_connections() const { return refused_; }
+  // Connections not logged in that gave way to a newer one (ServerLimits).
+  uint64_t evicted_connections() const { return evicted_; }
 
  private:
   struct Connection;
   struct LiveConnection {
     std::weak_ptr<ConnectionState> state;
     std::string peer_ip;  // "" for a unix-socket peer
+    kj::Own<kj::PromiseFulfiller<void>> evict;  // ends the connection (while anonymous)
   };
   kj::Promise<void> AcceptLoop();
   // Serves the mapping protocol on an accepted (and, with TLS, handshaken) stream.
-  void Serve(kj::Own<kj::AsyncIoStream> stream, std::shared_ptr<ConnectionState> state, std::string peer);
+  void Serve(kj::Own<kj::AsyncIoStream> stream, std::shared_ptr<ConnectionState> state, std::string peer,
+             kj::Promise<void> evicted);
   // Forgets ended connections, then names the limit, if any, that a new connection
-  // from `peer_ip` ("" for unix) would exceed.
+  // from `peer_ip` ("" for unix) would exceed; makes room by evicting the oldest
+  // anonymous connection when that is the only limit reached.
   const char* LimitReached(const std::string& peer_ip);
   void taskFailed(kj::Exception&& exception) override;
 
@@ -90,6 +98,7 @@ class Server final : private kj::TaskSet::ErrorHandler {
   std::string unix_path_;  // unlinked at destruction
   size_t connections_ = 0;
   uint64_t refused_ = 0;
+  uint64_t evicted_ = 0;
   RateLimiter refusal_log_{5, std::chrono::seconds(10)};
   // The live connections: counted against ServerLimits, and marked ended when the
   // server goes (so their openers are orphaned, and their rw lease records kept for

@@ -312,6 +312,25 @@ TEST_CASE("A logged-in host that does not read its answers cannot grow the mapse
   CHECK(pool.GoodHostServed(&io).ok());
 }
 
+TEST_CASE("Silent peers from many addresses cannot lock hosts out of logging in", "[hostile]") {
+  ServedPool pool({"--login-timeout", "600"});
+  // 9 addresses x 8 silent connections = 72: more than the 64 slots for connections
+  // not logged in. Before, the 65th connection and every login after it were refused
+  // (found by bench/hostile/soak.sh --probe prelogin-lockout); now the oldest silent
+  // one gives way.
+  std::vector<UniqueFd> silent;
+  for (int a = 2; a <= 10; ++a) {
+    std::string ip = "127.0.0." + std::to_string(a);
+    for (int i = 0; i < 8; ++i) {
+      UniqueFd fd = pool.RawConnect(ip.c_str());
+      REQUIRE(fd.valid());
+      silent.push_back(std::move(fd));
+    }
+  }
+  for (int round = 0; round < 5; ++round) CHECK(pool.GoodHostServed().ok());
+  CHECK(pool.log().find("dropping the oldest for a new one") != std::string::npos);
+}
+
 TEST_CASE("mapserver serve checks its connection limits", "[hostile]") {
   std::string out;
   CHECK(RunCommand({kMapserver, "serve", "--config", "/dev/null", "--pool", "/nonexistent", "--meta", "/x",
