@@ -16,6 +16,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "tapdisk-map/pool/aligned_buffer.h"
@@ -24,6 +25,14 @@ namespace tapmap::engine {
 
 // Called exactly once with the outcome of an operation.
 using IoDone = std::function<void(Status)>;
+
+// One run of BlockDevice::Allocation's answer: `length` bytes, all holes (never
+// written, discarded or zeroed whole: they read as zeros) or not.
+struct AllocationRun {
+  uint64_t length = 0;
+  bool hole = false;
+};
+using AllocationDone = std::function<void(Result<std::vector<AllocationRun>>)>;
 
 class BlockDevice {
  public:
@@ -72,6 +81,19 @@ class BlockDevice {
 
   // The range reads back as zeros afterwards; whole blocks become holes.
   virtual void WriteZeroes(uint64_t offset, uint64_t length, IoDone done) = 0;
+
+  // Which parts of [offset, offset + length) are holes (NBD base:allocation): runs in
+  // order from `offset`, each nonempty, adjacent runs differing, at most `max_runs` of
+  // them (>= 1), covering a prefix of the range (the whole range unless max_runs cut
+  // it short). A run reported as a hole reads as zeros; everything this host wrote
+  // and acknowledged (committed or not) is reported as data. Answers "no hole" when in
+  // doubt. The default answers at once (inline, unlike the other operations): the whole
+  // range is data, which is always a correct answer.
+  virtual void Allocation(uint64_t offset, uint64_t length, size_t max_runs, AllocationDone done) {
+    (void)offset;
+    (void)max_runs;
+    done(std::vector<AllocationRun>{AllocationRun{length, false}});
+  }
 
   // `listener` is called (on an engine thread) with the new size after an online
   // resize. Replaces any previous listener; pass nullptr to remove it.

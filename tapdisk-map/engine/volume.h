@@ -110,6 +110,9 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   void Flush(IoDone done);
   void Discard(uint64_t offset, uint64_t length, IoDone done);
   void WriteZeroes(uint64_t offset, uint64_t length, IoDone done);
+  // BlockDevice::Allocation, from the map (fetched as a read would) and this host's
+  // pending blocks (volume_allocation.cc).
+  void Allocation(uint64_t offset, uint64_t length, size_t max_runs, AllocationDone done);
   // Resize listeners, one per front-end handle (`owner` identifies it); nullptr
   // removes that handle's listener.
   void SetResizeListener(const void* owner, std::function<void(uint64_t)> listener);
@@ -159,6 +162,8 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   void WaitPromoted(std::function<void(Status)> go);
   void ExpireStandby();
   void ReadUsable(uint64_t offset, std::span<uint8_t> buffer, IoDone done);
+  // Allocation once Usable(); `attempts` bounds re-mapping after recalls.
+  void AllocationUsable(uint64_t offset, uint64_t length, size_t max_runs, int attempts, AllocationDone done);
   void Complete(IoDone done, Status status);
   void Count(std::atomic<uint64_t> IoCounters::*field, uint64_t n);
   BlockKey KeyOf(const Extent& block_extent) const;
@@ -275,6 +280,10 @@ class FrontHandle final : public BlockDevice {
   void Flush(IoDone done) override { volume_->Flush(std::move(done)); }
   void Discard(uint64_t offset, uint64_t length, IoDone done) override;
   void WriteZeroes(uint64_t offset, uint64_t length, IoDone done) override;
+  // Metadata only: not held by the QoS limiter.
+  void Allocation(uint64_t offset, uint64_t length, size_t max_runs, AllocationDone done) override {
+    volume_->Allocation(offset, length, max_runs, std::move(done));
+  }
   void SetResizeListener(std::function<void(uint64_t)> listener) override {
     volume_->SetResizeListener(this, std::move(listener));
   }

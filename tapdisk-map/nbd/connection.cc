@@ -83,14 +83,16 @@ asio::awaitable<void> Connection::Serve() {
     volume_ = negotiated->name;
   }
   Logger tx_log = log_.WithContext("volume", negotiated->name);
-  tx_log.Infof("serving export %s (%s replies, %s, %s)", QuotedExportName(negotiated->name).c_str(),
+  tx_log.Infof("serving export %s (%s replies%s, %s, %s)", QuotedExportName(negotiated->name).c_str(),
                negotiated->structured_replies ? "structured" : "simple",
+               negotiated->base_allocation ? ", base:allocation" : "",
                negotiated->device->read_only() ? "read-only" : "read-write",
                stream_.tls() ? stream_.TlsDescription().c_str() : "no TLS");
   transmission_ = std::make_shared<Transmission>(std::move(stream_), std::move(negotiated->device),
                                                  negotiated->structured_replies,
                                                  options_.transmission, tx_log, options_.payload_buffers,
                                                  options_.reply_backlog);
+  if (negotiated->base_allocation) transmission_->EnableBaseAllocation();
   if (stopped_) transmission_->Stop();
   Status status = co_await transmission_->Run();
   const TransmissionCounters& c = transmission_->counters();

@@ -4,6 +4,7 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <optional>
 #include <vector>
 
 #include "common/units.h"
@@ -85,6 +86,10 @@ asio::awaitable<Status> SendInfoReplies(Stream& stream, uint32_t option, const I
   co_return co_await SendReply(stream, option, kRepAck);
 }
 
+// Whether `query` of NBD_OPT_LIST_META_CONTEXT matches base:allocation (the context
+// itself, or the whole base: namespace).
+bool ListQueryMatches(std::string_view query) { return query == kBaseAllocationContext || query == "base:"; }
+
 }  // namespace
 
 const char* TlsModeName(TlsMode mode) {
@@ -124,6 +129,8 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
   const bool no_zeroes = client_flags & kClientFlagNoZeroes;
 
   bool structured = false;
+  // The export of the last NBD_OPT_SET_META_CONTEXT that selected base:allocation.
+  std::optional<std::string> meta_export;
   std::vector<uint8_t> data;
   for (uint32_t count = 0; count < options.max_options; ++count) {
     std::array<uint8_t, kOptionHeaderSize> header_bytes{};
@@ -173,7 +180,7 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
         uint16_t flags = TransmissionFlagsFor(**device, false);
         TAPMAP_CO_RETURN_IF_ERROR(
             co_await WriteAll(stream, EncodeExportNameReply({(*device)->size_bytes(), flags}, !no_zeroes)));
-        co_return NegotiatedExport{name, std::move(*device), false, flags};
+        co_return NegotiatedExport{name, std::move(*device), false, false, flags};
       }
       case Option::kAbort:
         (void)co_await SendReply(stream, option, kRepAck);
@@ -214,6 +221,7 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
         TAPMAP_CO_RETURN_IF_ERROR(co_await stream.StartTls(*options.tls_credentials));
         log.Debugf("TLS on: %s", stream.TlsDescription().c_str());
         structured = false;  // what was negotiated in the clear does not count
+        meta_export.reset();
         break;
       }
       case Option::kStructuredReply:
@@ -224,6 +232,45 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
         structured = true;
         TAPMAP_CO_RETURN_IF_ERROR(co_await SendReply(stream, option, kRepAck));
         break;
+      case Option::kListMetaContext:
+      case Option::kSetMetaContext: {
+        const bool set = option == static_cast<uint32_t>(Option::kSetMetaContext);
+        Result<MetaContextRequest> decoded = DecodeMetaContextRequest(data);
+        if (!decoded.ok()) {
+          log.Debugf("%s", decoded.status().ToString().c_str());
+          TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, kRepErrInvalid, "malformed request"));
+          break;
+        }
+        if (set && !structured) {
+          TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, kRepErrInvalid,
+                                                    "NBD_OPT_STRUCTURED_REPLY must come first"));
+          break;
+        }
+        // The export must exist; described only, nothing is opened.
+        Result<ExportInfo> info = co_await DescribeExport(catalog, decoded->name);
+        if (!info.ok()) {
+          TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, OptionErrorFromStatus(info.status()),
+                                                    info.status().ToString()));
+          break;
+        }
+        bool selected = false;
+        if (set) {
+          for (const std::string& q : decoded->queries) selected = selected || q == kBaseAllocationContext;
+          meta_export.reset();
+          if (selected) meta_export = decoded->name;
+        } else {
+          selected = decoded->queries.empty();
+          for (const std::string& q : decoded->queries) selected = selected || ListQueryMatches(q);
+        }
+        if (selected) {
+          // LIST: the id means nothing yet (0); SET: the one BLOCK_STATUS replies carry.
+          TAPMAP_CO_RETURN_IF_ERROR(co_await SendReply(
+              stream, option, kRepMetaContext,
+              EncodeMetaContextReply(set ? kBaseAllocationContextId : 0, kBaseAllocationContext)));
+        }
+        TAPMAP_CO_RETURN_IF_ERROR(co_await SendReply(stream, option, kRepAck));
+        break;
+      }
       case Option::kInfo:
       case Option::kGo: {
         Result<InfoRequest> decoded = DecodeInfoRequest(data);
@@ -256,7 +303,8 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
         uint16_t flags = TransmissionFlagsFor(**device, structured);
         ExportInfo info{(*device)->size_bytes(), (*device)->block_size(), (*device)->read_only()};
         TAPMAP_CO_RETURN_IF_ERROR(co_await SendInfoReplies(stream, option, request, info, flags, options));
-        co_return NegotiatedExport{request.name, std::move(*device), structured, flags};
+        const bool base_allocation = structured && meta_export == request.name;
+        co_return NegotiatedExport{request.name, std::move(*device), structured, base_allocation, flags};
       }
       default:
         TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, kRepErrUnsup,

@@ -1,7 +1,15 @@
 // Handshake: the option-negotiation phase of an NBD connection (fixed newstyle), from
 // the server greeting until the client picks an export (NBD_OPT_GO or
 // NBD_OPT_EXPORT_NAME) or goes away. Supported options: EXPORT_NAME, ABORT, LIST, INFO,
-// GO, STRUCTURED_REPLY, STARTTLS; every other option is answered NBD_REP_ERR_UNSUP.
+// GO, STRUCTURED_REPLY, STARTTLS, LIST_META_CONTEXT, SET_META_CONTEXT; every other
+// option is answered NBD_REP_ERR_UNSUP.
+//
+// Metadata contexts: one, base:allocation (doc/block_status.md). LIST_META_CONTEXT
+// lists it for no query, "base:" or "base:allocation"; SET_META_CONTEXT (structured
+// replies first, else NBD_REP_ERR_INVALID) selects it for "base:allocation", for the
+// export named, which must exist (NBD_REP_ERR_UNKNOWN otherwise). Each SET replaces
+// the last one. It holds for the transmission phase only if NBD_OPT_GO then names the
+// same export; STARTTLS forgets it, as it forgets structured replies.
 // The wire format is in nbd_protocol.h / doc/nbd_wire.md.
 //
 // TLS (the NBD spec's "TLS support"), per listener (TlsMode):
@@ -63,6 +71,8 @@ struct NegotiatedExport {
   std::string name;
   std::shared_ptr<engine::BlockDevice> device;
   bool structured_replies = false;
+  // base:allocation was selected (under kBaseAllocationContextId) for this export.
+  bool base_allocation = false;
   uint16_t transmission_flags = 0;  // as sent to the client
 };
 

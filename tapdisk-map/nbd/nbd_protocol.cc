@@ -254,6 +254,56 @@ Result<InfoRequest> DecodeInfoRequest(std::span<const uint8_t> data) {
   return out;
 }
 
+std::vector<uint8_t> EncodeMetaContextRequest(const MetaContextRequest& request) {
+  size_t size = 4 + request.name.size() + 4;
+  for (const std::string& q : request.queries) size += 4 + q.size();
+  return EncodedVector(size, [&](WireWriter& w) {
+    w.Field(static_cast<uint32_t>(request.name.size())).Bytes(request.name);
+    w.Field(static_cast<uint32_t>(request.queries.size()));
+    for (const std::string& q : request.queries) w.Field(static_cast<uint32_t>(q.size())).Bytes(q);
+  });
+}
+
+Result<MetaContextRequest> DecodeMetaContextRequest(std::span<const uint8_t> data) {
+  constexpr const char* kWhat = "NBD_OPT_*_META_CONTEXT data";
+  MetaContextRequest out;
+  WireReader r(data);
+  uint32_t name_length = 0;
+  r.Field(name_length);
+  if (name_length > kMaxStringLength) return Malformed(kWhat, data, "name length " + std::to_string(name_length));
+  uint32_t count = 0;
+  r.String(name_length, out.name).Field(count);
+  if (!r.ok()) return Malformed(kWhat, data, "name length " + std::to_string(name_length));
+  if (!IsValidString(out.name)) return Malformed(kWhat, data, "name is not a valid NBD string");
+  // Each query takes at least its 4-byte length: a count beyond that is a lie.
+  if (count > r.remaining() / 4) return Malformed(kWhat, data, std::to_string(count) + " queries");
+  out.queries.reserve(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    uint32_t length = 0;
+    std::string query;
+    r.Field(length);
+    if (length > kMaxStringLength) return Malformed(kWhat, data, "query length " + std::to_string(length));
+    r.String(length, query);
+    if (!r.ok()) return Malformed(kWhat, data, "query " + std::to_string(i) + " length " + std::to_string(length));
+    if (!IsValidString(query)) return Malformed(kWhat, data, "query " + std::to_string(i) + " is not a valid NBD string");
+    out.queries.push_back(std::move(query));
+  }
+  if (r.remaining() != 0) return Malformed(kWhat, data, std::to_string(r.remaining()) + " bytes after the queries");
+  return out;
+}
+
+std::vector<uint8_t> EncodeMetaContextReply(uint32_t id, std::string_view name) {
+  return EncodedVector(4 + name.size(), [&](WireWriter& w) { w.Field(id).Bytes(name); });
+}
+
+Result<MetaContextReply> DecodeMetaContextReply(std::span<const uint8_t> data) {
+  MetaContextReply out;
+  WireReader r(data);
+  r.Field(out.id).Rest(out.name);
+  if (!r.ok() || !IsValidString(out.name)) return Malformed("NBD_REP_META_CONTEXT data", data, "context name");
+  return out;
+}
+
 std::array<uint8_t, kOptionReplyHeaderSize> EncodeOptionReplyHeader(uint32_t option, uint32_t type,
                                                                     uint32_t length) {
   return EncodeFixed<kOptionReplyHeaderSize>(OptionReplyHeader{kOptionReplyMagic, option, type, length});
@@ -400,6 +450,29 @@ Result<ErrorChunk> DecodeErrorChunk(std::span<const uint8_t> payload) {
                      "message length " + std::to_string(message_length));
   }
   r.Rest(out.message);
+  return out;
+}
+
+std::vector<uint8_t> EncodeBlockStatusChunk(uint16_t flags, uint64_t handle, uint32_t context_id,
+                                            std::span<const BlockStatusDescriptor> descriptors) {
+  const uint32_t length = static_cast<uint32_t>(4 + 8 * descriptors.size());
+  StructuredReplyHeader header{kStructuredReplyMagic, flags, kReplyTypeBlockStatus, handle, length};
+  return EncodedVector(kStructuredReplyHeaderSize + length, [&](WireWriter& w) {
+    Fields(w, header);
+    w.Field(context_id);
+    for (const BlockStatusDescriptor& d : descriptors) w.Field(d.length).Field(d.flags);
+  });
+}
+
+Result<BlockStatus> DecodeBlockStatus(std::span<const uint8_t> payload) {
+  if (payload.size() < 4 || (payload.size() - 4) % 8 != 0) {
+    return Malformed("NBD_REPLY_TYPE_BLOCK_STATUS payload", payload, std::to_string(payload.size()) + " bytes");
+  }
+  BlockStatus out;
+  WireReader r(payload);
+  r.Field(out.context_id);
+  out.descriptors.resize((payload.size() - 4) / 8);
+  for (BlockStatusDescriptor& d : out.descriptors) r.Field(d.length).Field(d.flags);
   return out;
 }
 

@@ -146,8 +146,17 @@ inline constexpr uint16_t kReplyFlagDone = 1u << 0;
 inline constexpr uint16_t kReplyTypeNone = 0;
 inline constexpr uint16_t kReplyTypeOffsetData = 1;
 inline constexpr uint16_t kReplyTypeOffsetHole = 2;
+inline constexpr uint16_t kReplyTypeBlockStatus = 5;
 inline constexpr uint16_t kReplyTypeError = (1u << 15) | 1;
 inline constexpr uint16_t kReplyTypeErrorOffset = (1u << 15) | 2;
+
+// Metadata contexts (NBD_OPT_SET_META_CONTEXT, NBD_CMD_BLOCK_STATUS). tapdisk-map
+// serves one, base:allocation, under this context id (ids are the server's choice).
+inline constexpr std::string_view kBaseAllocationContext = "base:allocation";
+inline constexpr uint32_t kBaseAllocationContextId = 1;
+// base:allocation status flags of a block status descriptor.
+inline constexpr uint32_t kStateHole = 1u << 0;  // not allocated
+inline constexpr uint32_t kStateZero = 1u << 1;  // reads as zeros
 
 // Error values carried in replies (Linux errno numbering, fixed by the protocol).
 inline constexpr uint32_t kErrPerm = 1;
@@ -263,6 +272,25 @@ Result<InfoExport> DecodeInfoExport(std::span<const uint8_t> data);
 Result<InfoBlockSize> DecodeInfoBlockSize(std::span<const uint8_t> data);
 Result<std::string> DecodeInfoName(std::span<const uint8_t> data);
 
+// NBD_OPT_LIST_META_CONTEXT / NBD_OPT_SET_META_CONTEXT data: u32 export name length,
+// export name, u32 number of queries, then per query u32 length and the query string.
+// Decoding fails unless the lengths add up to exactly data.size() and every string is
+// valid.
+struct MetaContextRequest {
+  std::string name;
+  std::vector<std::string> queries;
+};
+std::vector<uint8_t> EncodeMetaContextRequest(const MetaContextRequest& request);
+Result<MetaContextRequest> DecodeMetaContextRequest(std::span<const uint8_t> data);
+
+// NBD_REP_META_CONTEXT data: u32 context id, the context name to the end of the data.
+struct MetaContextReply {
+  uint32_t id = 0;
+  std::string name;
+};
+std::vector<uint8_t> EncodeMetaContextReply(uint32_t id, std::string_view name);
+Result<MetaContextReply> DecodeMetaContextReply(std::span<const uint8_t> data);
+
 // Reply to NBD_OPT_EXPORT_NAME: u64 size, u16 transmission flags, then 124 zero bytes
 // unless both sides agreed on NO_ZEROES (`padded` false).
 inline constexpr size_t kExportNameReplySize = 10;
@@ -338,6 +366,23 @@ struct ErrorChunk {
 std::vector<uint8_t> EncodeErrorChunk(uint16_t flags, uint64_t handle, uint32_t error,
                                       std::string_view message);
 Result<ErrorChunk> DecodeErrorChunk(std::span<const uint8_t> payload);
+
+// NBD_REPLY_TYPE_BLOCK_STATUS chunk: header, then the payload u32 context id followed
+// by descriptors of u32 length, u32 status flags (kState* for base:allocation).
+// EncodeBlockStatusChunk encodes header and payload; DecodeBlockStatus decodes a
+// payload (fails unless it is 4 + a multiple of 8 bytes).
+struct BlockStatusDescriptor {
+  uint32_t length = 0;
+  uint32_t flags = 0;
+  bool operator==(const BlockStatusDescriptor&) const = default;
+};
+struct BlockStatus {
+  uint32_t context_id = 0;
+  std::vector<BlockStatusDescriptor> descriptors;
+};
+std::vector<uint8_t> EncodeBlockStatusChunk(uint16_t flags, uint64_t handle, uint32_t context_id,
+                                            std::span<const BlockStatusDescriptor> descriptors);
+Result<BlockStatus> DecodeBlockStatus(std::span<const uint8_t> payload);
 
 // ---------------------------------------------------------------------------------------
 // Mapping

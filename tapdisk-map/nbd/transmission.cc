@@ -75,6 +75,7 @@ struct Transmission::Pending {
   // into an O_DIRECT-aligned buffer, whole blocks of it go to the pool without a copy.
   std::shared_ptr<pool::AlignedBuffer> payload;
   uint64_t budget = 0;              // in-flight bytes reserved for `data`
+  std::vector<uint8_t> chunk;       // BLOCK_STATUS: the encoded reply
   uint32_t error = 0;               // nonzero: answer with this without executing
   const char* error_message = "";
 };
@@ -152,10 +153,14 @@ std::pair<uint32_t, const char*> Transmission::Validate(const Request& r) const 
     case Command::kFlush: allowed_flags = 0; break;
     case Command::kTrim: allowed_flags = kCmdFlagFua; break;
     case Command::kWriteZeroes: allowed_flags = kCmdFlagFua | kCmdFlagNoHole; break;
+    case Command::kBlockStatus: allowed_flags = kCmdFlagReqOne; break;
     default: return {kErrInval, "unsupported command"};
   }
   if (r.flags & ~allowed_flags) return {kErrInval, "unsupported command flags"};
   const Command command = static_cast<Command>(r.type);
+  if (command == Command::kBlockStatus && !(structured_ && base_allocation_)) {
+    return {kErrInval, "no metadata context negotiated"};
+  }
   if (command == Command::kFlush) return {0, ""};
   if (r.length == 0) return {kErrInval, "zero length"};
   if (!IsAligned(r.offset, kSectorSize) || !IsAligned(r.length, kSectorSize)) {
@@ -168,7 +173,8 @@ std::pair<uint32_t, const char*> Transmission::Validate(const Request& r) const 
     bool is_write = command == Command::kWrite || command == Command::kWriteZeroes;
     return {is_write ? kErrNoSpc : kErrInval, "range beyond the end of the export"};
   }
-  if (command != Command::kRead && device_->read_only()) return {kErrPerm, "export is read-only"};
+  const bool reads_only = command == Command::kRead || command == Command::kBlockStatus;
+  if (!reads_only && device_->read_only()) return {kErrPerm, "export is read-only"};
   return {0, ""};
 }
 
@@ -322,6 +328,12 @@ asio::awaitable<void> Transmission::Execute(std::shared_ptr<Pending> pending) {
         s = co_await DeviceCall([&](engine::IoDone done) { device_->WriteZeroes(r.offset, r.length, std::move(done)); });
       }
       break;
+    case Command::kBlockStatus: {
+      Result<std::vector<uint8_t>> chunk = co_await BlockStatusChunk(r);
+      if (chunk.ok()) pending->chunk = std::move(*chunk);
+      s = chunk.status();
+      break;
+    }
     default:
       s = Status::Internal("Execute got " + CommandName(r.type));
       break;
@@ -331,6 +343,31 @@ asio::awaitable<void> Transmission::Execute(std::shared_ptr<Pending> pending) {
     s = co_await DeviceCall([&](engine::IoDone done) { device_->Flush(std::move(done)); });
   }
   Finish(pending, std::move(s));
+}
+
+asio::awaitable<Result<std::vector<uint8_t>>> Transmission::BlockStatusChunk(const Request& r) {
+  // REQ_ONE: exactly one descriptor, no longer than the request (the runs never are).
+  const size_t max_runs = (r.flags & kCmdFlagReqOne) ? 1 : std::max<uint32_t>(limits_.max_block_status_descriptors, 1);
+  using Runs = Result<std::vector<engine::AllocationRun>>;
+  Runs runs = co_await AwaitCallback<Runs>(
+      [&](auto done) { device_->Allocation(r.offset, r.length, max_runs, std::move(done)); });
+  if (!runs.ok()) co_return runs.status();
+  // The device's answer is checked before it goes on the wire: a prefix of the range,
+  // in nonempty runs, at most max_runs of them.
+  if (runs->empty() || runs->size() > max_runs) {
+    co_return Status::Internal("allocation answered " + std::to_string(runs->size()) + " runs");
+  }
+  std::vector<BlockStatusDescriptor> descriptors;
+  descriptors.reserve(runs->size());
+  uint64_t covered = 0;
+  for (const engine::AllocationRun& run : *runs) {
+    if (run.length == 0 || run.length > r.length - covered) {
+      co_return Status::Internal("allocation answered runs beyond the request");
+    }
+    covered += run.length;
+    descriptors.push_back({static_cast<uint32_t>(run.length), run.hole ? (kStateHole | kStateZero) : 0u});
+  }
+  co_return EncodeBlockStatusChunk(kReplyFlagDone, r.handle, kBaseAllocationContextId, descriptors);
 }
 
 void Transmission::Finish(const std::shared_ptr<Pending>& pending, Status status) {
@@ -366,16 +403,21 @@ void Transmission::Finish(const std::shared_ptr<Pending>& pending, Status status
   }
   ReleaseBudget(pending->budget);
   pending->budget = 0;
-  QueueReply(r, error, std::move(reply_data), reply_budget, message);
+  std::vector<uint8_t> chunk;
+  if (error == 0) chunk = std::move(pending->chunk);
+  QueueReply(r, error, std::move(reply_data), reply_budget, message, std::move(chunk));
 }
 
 void Transmission::QueueReply(const Request& r, uint32_t error, std::unique_ptr<uint8_t[]> data,
-                              uint64_t budget_bytes, std::string_view message) {
+                              uint64_t budget_bytes, std::string_view message, std::vector<uint8_t> chunk) {
   OutgoingReply reply;
   const bool is_read = r.type == static_cast<uint16_t>(Command::kRead);
-  if (structured_ && is_read) {
-    // One chunk per read, always the last one.
-    if (error == 0) {
+  const bool is_block_status = r.type == static_cast<uint16_t>(Command::kBlockStatus);
+  if (structured_ && (is_read || is_block_status)) {
+    // One chunk per read or block status, always the last one.
+    if (error == 0 && is_block_status) {
+      reply.head = std::move(chunk);
+    } else if (error == 0) {
       auto head = EncodeOffsetDataChunkHead(kReplyFlagDone, r.handle, r.offset, r.length);
       reply.head.assign(head.begin(), head.end());
     } else {

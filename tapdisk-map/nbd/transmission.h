@@ -43,6 +43,9 @@ struct TransmissionLimits {
   uint64_t max_in_flight_bytes = 128u << 20;
   // Requests held at once: read off the socket and not yet answered on the socket.
   uint32_t max_in_flight_requests = 512;
+  // Most descriptors in one NBD_CMD_BLOCK_STATUS reply (a fragmented range is answered
+  // in part; the client asks again for the rest).
+  uint32_t max_block_status_descriptors = 1024;
 };
 
 // ReplyBacklog: what the connections sharing it hold in replies not yet written to
@@ -90,6 +93,11 @@ class Transmission : public std::enable_shared_from_this<Transmission> {
   // object must be owned by a shared_ptr.
   boost::asio::awaitable<Status> Run();
 
+  // base:allocation was negotiated (NegotiatedExport::base_allocation): BLOCK_STATUS
+  // requests are answered from BlockDevice::Allocation, else refused with EINVAL. Call
+  // before Run.
+  void EnableBaseAllocation() { base_allocation_ = true; }
+
   // Stops reading new requests (server shutdown); requests in flight complete and are
   // answered. Thread-safe (posts to the strand).
   void Stop();
@@ -123,13 +131,18 @@ class Transmission : public std::enable_shared_from_this<Transmission> {
   boost::asio::awaitable<Status> WriteZeroesNoHole(uint64_t offset, uint64_t length);
   boost::asio::awaitable<Status> DeviceCall(std::function<void(engine::IoDone)> start);
   boost::asio::awaitable<void> ReserveBudget(uint64_t bytes);
+  // `chunk`, if not empty, is the whole encoded reply of a successful request whose
+  // reply is neither a simple reply nor read data (BLOCK_STATUS).
   void QueueReply(const Request& request, uint32_t error, std::unique_ptr<uint8_t[]> data,
-                  uint64_t budget_bytes, std::string_view message);
+                  uint64_t budget_bytes, std::string_view message, std::vector<uint8_t> chunk = {});
+  // BLOCK_STATUS of base:allocation: the encoded reply chunk, or the failure.
+  boost::asio::awaitable<Result<std::vector<uint8_t>>> BlockStatusChunk(const Request& request);
   void ReleaseBudget(uint64_t bytes);
 
   Stream stream_;
   std::shared_ptr<engine::BlockDevice> device_;
   const bool structured_;
+  bool base_allocation_ = false;  // set before Run
   const TransmissionLimits limits_;
   const std::shared_ptr<pool::BufferRecycler> payload_buffers_;  // may be null
   const std::shared_ptr<ReplyBacklog> backlog_;                   // may be null

@@ -509,5 +509,68 @@ TEST_CASE("a limited volume's front-end requests wait for their budget on the Qo
   CHECK(WaitUntil([&]() { return rig.volume.use_count() == 1; }));
 }
 
+// ---------------------------------------------------------------------------------------
+// Allocation (NBD base:allocation): holes never hide data.
+
+std::vector<AllocationRun> AllocationOf(Rig& rig, uint64_t offset, uint64_t length, size_t max_runs = 1024) {
+  Waiter<Result<std::vector<AllocationRun>>> w;
+  rig.volume->Allocation(offset, length, max_runs, w.Callback());
+  Result<std::vector<AllocationRun>> r = w.Wait();
+  REQUIRE(r.ok());
+  return *r;
+}
+
+// "H:len" / "D:len" per run, in blocks where whole, for readable checks.
+std::string Runs(const std::vector<AllocationRun>& runs) {
+  std::string out;
+  for (const AllocationRun& r : runs) {
+    out += (r.hole ? "H" : "D");
+    out += r.length % kBlock == 0 ? std::to_string(r.length / kBlock) : std::to_string(r.length) + "b";
+    out += " ";
+  }
+  return out;
+}
+
+TEST_CASE("allocation: uncommitted writes are data, holes stay holes, committed or not", "[volume][allocation]") {
+  Rig rig(4 << 20, false, /*max_pinned=*/0, /*commit_interval=*/std::chrono::hours(1));
+  CHECK(Runs(AllocationOf(rig, 0, 64 * kBlock)) == "H64 ");
+  std::vector<uint8_t> data(4096, 0x5A);
+  REQUIRE(rig.Write(3 * kBlock + 8192, data).ok());
+  REQUIRE(rig.Write(10 * kBlock, std::vector<uint8_t>(2 * kBlock, 1)).ok());
+  // Pending (pinned, not committed): the map still says hole for these blocks.
+  REQUIRE(rig.volume->pending_blocks() == 3);
+  CHECK(rig.remote->BlockAt(3).state == ExtentState::kHole);
+  CHECK(Runs(AllocationOf(rig, 0, 64 * kBlock)) == "H3 D1 H6 D2 H52 ");
+  REQUIRE(rig.Flush().ok());
+  REQUIRE(rig.volume->pending_blocks() == 0);
+  CHECK(Runs(AllocationOf(rig, 0, 64 * kBlock)) == "H3 D1 H6 D2 H52 ");
+  // Ranges not aligned to blocks are answered in bytes.
+  CHECK(Runs(AllocationOf(rig, 3 * kBlock - 512, kBlock + 1024)) == "H512b D1 H512b ");
+}
+
+TEST_CASE("allocation: shared blocks are data, max_runs cuts the answer short", "[volume][allocation]") {
+  Rig rig(4 << 20, false, /*max_pinned=*/0, /*commit_interval=*/std::chrono::hours(1));
+  rig.remote->SetShared(1, kDataStart + 3 * kBlock, 7);
+  REQUIRE(rig.Write(5 * kBlock, std::vector<uint8_t>(512, 2)).ok());
+  CHECK(Runs(AllocationOf(rig, 0, 8 * kBlock)) == "H1 D1 H3 D1 H2 ");
+  CHECK(Runs(AllocationOf(rig, 0, 8 * kBlock, 1)) == "H1 ");
+  CHECK(Runs(AllocationOf(rig, 0, 8 * kBlock, 3)) == "H1 D1 H3 ");
+  // Discarded blocks are holes again once the discard completed.
+  Waiter<Status> w;
+  rig.volume->Discard(5 * kBlock, kBlock, w.Callback());
+  REQUIRE(w.Wait().ok());
+  CHECK(Runs(AllocationOf(rig, 0, 8 * kBlock)) == "H1 D1 H6 ");
+}
+
+TEST_CASE("allocation: bad ranges are refused", "[volume][allocation]") {
+  Rig rig;
+  for (auto [offset, length] : std::vector<std::pair<uint64_t, uint64_t>>{
+           {0, 0}, {100, 512}, {0, 100}, {4 << 20, 512}, {(4 << 20) - 512, 1024}}) {
+    Waiter<Result<std::vector<AllocationRun>>> w;
+    rig.volume->Allocation(offset, length, 16, w.Callback());
+    CHECK(w.Wait().status().code() == StatusCode::kInvalidArgument);
+  }
+}
+
 }  // namespace
 }  // namespace tapmap::engine

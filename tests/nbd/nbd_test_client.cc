@@ -199,7 +199,10 @@ std::optional<NbdTestClient::Reply> NbdTestClient::ReadStructuredReply() {
     Result<ErrorChunk> chunk = DecodeErrorChunk(payload);
     if (!chunk.ok()) throw std::runtime_error(chunk.status().ToString());
     reply.error = chunk->error;
+  } else {
+    reply.data = std::move(payload);
   }
+  reply.type = header.type;
   return reply;
 }
 

@@ -57,7 +57,10 @@ class NbdTestClient {
   struct Reply {
     uint64_t handle = 0;
     uint32_t error = 0;
-    std::vector<uint8_t> data;  // read data (simple: caller says length; structured: chunk)
+    // Read data (simple: caller says length; structured: chunk); the payload of any
+    // other structured chunk (BLOCK_STATUS).
+    std::vector<uint8_t> data;
+    uint16_t type = 0;  // structured chunk type
   };
   // Reads a simple reply; if no error and `read_length` > 0, also its data.
   std::optional<Reply> ReadSimpleReply(uint32_t read_length);

@@ -1,0 +1,192 @@
+// base:allocation against the real daemon and mapserver, seen by real clients: nbdinfo
+// --map and qemu-img map report holes exactly where nothing was written (block
+// granularity: 64 KiB), qemu-img convert reads only the data and still produces the
+// same bytes (a sparse file), writes not yet committed are data, and a
+// clone reports its golden image's blocks as data.
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "tapdisk-map/nbd/nbd_protocol.h"
+#include "tests/nbd/daemon_fixture.h"
+
+namespace tapmap::nbd {
+namespace {
+
+using testing::DaemonFixture;
+using testing::Run;
+
+constexpr uint64_t kKiB = 1024, kMiB = 1024 * 1024;
+constexpr uint64_t kSize = 16 * kMiB;
+
+struct Span {
+  uint64_t offset, length;
+  bool hole;
+  bool operator==(const Span&) const = default;
+};
+
+std::string Show(const std::vector<Span>& runs) {
+  std::string out;
+  for (const Span& r : runs) {
+    out += (r.hole ? "hole " : "data ") + std::to_string(r.offset) + "+" + std::to_string(r.length) + "\n";
+  }
+  return out;
+}
+
+// Adjacent runs of one kind merged (clients may split where the server did not).
+std::vector<Span> Merged(std::vector<Span> runs) {
+  std::vector<Span> out;
+  for (const Span& r : runs) {
+    if (!out.empty() && out.back().hole == r.hole && out.back().offset + out.back().length == r.offset) {
+      out.back().length += r.length;
+    } else {
+      out.push_back(r);
+    }
+  }
+  return out;
+}
+
+// What the writes of WriteSample leave: data in whole 64 KiB blocks.
+const std::vector<Span> kExpected = {
+    {0, 1 * kMiB, true},
+    {1 * kMiB, 64 * kKiB, false},
+    {1 * kMiB + 64 * kKiB, 4 * kMiB - 64 * kKiB, true},
+    {5 * kMiB, 1 * kMiB, false},
+    {6 * kMiB, 4 * kMiB, true},
+    {10 * kMiB, 64 * kKiB, false},
+    {10 * kMiB + 64 * kKiB, 2 * kMiB, true},  // up to 12M + 64K: zeroed again
+    {12 * kMiB + 64 * kKiB, 64 * kKiB, false},
+    {12 * kMiB + 128 * kKiB, 4 * kMiB - 128 * kKiB, true},
+};
+
+// The same writes on the volume (through NBD) and on a local raw file (the reference).
+// (write -z without -u is WRITE_ZEROES with NO_HOLE: the zeros would be data.)
+void WriteSample(const std::string& target) {
+  REQUIRE(Run({"qemu-io", "-f", "raw", "-c", "write -P 0xab 1M 64k", "-c", "write -P 0xcd 5M 1M", "-c",
+               "write -P 0x11 10244k 4k", "-c", "write -P 0x22 12M 128k", "-c", "write -z -u 12M 64k", target}) == 0);
+}
+
+std::vector<Span> NbdinfoMap(const std::string& url) {
+  std::string out;
+  REQUIRE(Run({"nbdinfo", "--map", "--json", url}, &out) == 0);
+  std::vector<Span> runs;
+  for (const auto& e : nlohmann::json::parse(out)) {
+    uint32_t type = e.at("type").get<uint32_t>();
+    // base:allocation: a hole is always reported as zero too; data never as either.
+    CHECK((type == 0 || type == (kStateHole | kStateZero)));
+    runs.push_back({e.at("offset").get<uint64_t>(), e.at("length").get<uint64_t>(), type != 0});
+  }
+  return Merged(runs);
+}
+
+std::vector<Span> QemuImgMap(const std::string& url) {
+  std::string out;
+  REQUIRE(Run({"qemu-img", "map", "--output=json", "-f", "raw", url}, &out) == 0);
+  std::vector<Span> runs;
+  for (const auto& e : nlohmann::json::parse(out)) {
+    bool data = e.at("data").get<bool>();
+    if (!data) CHECK(e.at("zero").get<bool>());
+    runs.push_back({e.at("start").get<uint64_t>(), e.at("length").get<uint64_t>(), !data});
+  }
+  return Merged(runs);
+}
+
+std::string Md5(const std::string& path) {
+  std::string out;
+  REQUIRE(Run({"md5sum", path}, &out) == 0);
+  return out.substr(0, 32);
+}
+
+TEST_CASE("nbdinfo --map and qemu-img map show holes where nothing was written") {
+  DaemonFixture f;
+  f.Tapmap({"volume", "create", "v", "16M"});
+  CHECK(NbdinfoMap(f.Url("v")) == std::vector<Span>{{0, kSize, true}});
+  WriteSample(f.Url("v"));
+  std::vector<Span> map = NbdinfoMap(f.Url("v"));
+  INFO(Show(map));
+  CHECK(map == kExpected);
+  std::vector<Span> qemu_map = QemuImgMap(f.Url("v"));
+  INFO(Show(qemu_map));
+  CHECK(qemu_map == kExpected);
+  // The text form names the flags.
+  std::string out;
+  REQUIRE(Run({"nbdinfo", "--map", f.Url("v")}, &out) == 0);
+  CHECK(out.find("hole,zero") != std::string::npos);
+  CHECK(out.find("data") != std::string::npos);
+  // A snapshot (read-only export) and a clone of it report the same: shared blocks are data.
+  f.Tapmap({"volume", "snapshot", "v", "v-s1"});
+  f.Tapmap({"volume", "clone", "v-s1", "c"});
+  CHECK(NbdinfoMap(f.Url("v-s1")) == kExpected);
+  CHECK(NbdinfoMap(f.Url("c")) == kExpected);
+  CHECK(f.StopTapdisk() == 0);
+}
+
+// Bytes the daemon has read for its clients so far (host-wide).
+uint64_t LogicalBytesRead(DaemonFixture& f) {
+  nlohmann::json s = f.Tapmap({"stats"});
+  if (s.contains("stats")) s = s["stats"];
+  return s.at("logical_bytes_read").get<uint64_t>();
+}
+
+TEST_CASE("qemu-img convert reads only the data and copies every byte, sparse") {
+  DaemonFixture f;
+  f.Tapmap({"volume", "create", "v", "16M"});
+  WriteSample(f.Url("v"));
+  // The reference: the same writes on a local file.
+  REQUIRE(Run({"qemu-img", "create", "-f", "raw", f.path("ref.raw"), "16M"}) == 0);
+  WriteSample(f.path("ref.raw"));
+  const uint64_t read_before = LogicalBytesRead(f);
+  REQUIRE(Run({"qemu-img", "convert", "-f", "raw", "-O", "raw", f.Url("v"), f.path("out.raw")}) == 0);
+  CHECK(Md5(f.path("out.raw")) == Md5(f.path("ref.raw")));
+  // Data: 1M + 3 x 64K. Without block status qemu-img would read all 16M; with it,
+  // the holes are never read.
+  const uint64_t read = LogicalBytesRead(f) - read_before;
+  INFO("bytes read by qemu-img convert: " << read);
+  CHECK(read >= kMiB + 3 * 64 * kKiB);
+  CHECK(read <= 2 * kMiB);
+  struct stat st{};
+  REQUIRE(::stat(f.path("out.raw").c_str(), &st) == 0);
+  CHECK(static_cast<uint64_t>(st.st_size) == kSize);
+  INFO("allocated bytes: " << st.st_blocks * 512);
+  CHECK(static_cast<uint64_t>(st.st_blocks) * 512 <= 2 * kMiB);
+  CHECK(f.StopTapdisk() == 0);
+}
+
+TEST_CASE("writes not yet committed are reported as data at once") {
+  DaemonFixture f;
+  f.Tapmap({"volume", "create", "v", "16M"});
+  // Each write is followed at once by a block status of its block on the same
+  // connection (no flush): the pinned, uncommitted copy must count as data. The
+  // commit may or may not have run by then; either way the answer must be data.
+  const char* script = R"PY(
+import nbd
+h = nbd.NBD()
+h.add_meta_context("base:allocation")
+h.connect_uri(URL)
+bad = []
+for i in range(32):
+    off = 65536 * (2 * i + 1)
+    h.pwrite(b"\x5a" * 4096, off + 8192)
+    seen = []
+    def f(ctx, o, entries, err):
+        seen.extend(entries)
+        return 0
+    h.block_status(3 * 65536, off - 65536, f)
+    # hole, data, hole
+    if seen[0:6] != [65536, 3, 65536, 0, 65536, 3]:
+        bad.append((i, seen[0:6]))
+h.flush()
+print("BAD" if bad else "OK", bad)
+)PY";
+  std::string out;
+  std::string code = "URL = '" + f.Url("v") + "'\n" + script;
+  // libnbd's Python module, as nbdsh uses it (the system Python's, whatever PATH says).
+  REQUIRE(Run({"/usr/bin/python3", "-c", code}, &out) == 0);
+  INFO(out);
+  CHECK(out.find("OK") == 0);
+  CHECK(f.StopTapdisk() == 0);
+}
+
+}  // namespace
+}  // namespace tapmap::nbd
