@@ -34,6 +34,14 @@ struct AllocationRun {
 };
 using AllocationDone = std::function<void(Result<std::vector<AllocationRun>>)>;
 
+// One run of BlockDevice::ChangedSince's answer: `length` bytes, changed since the
+// snapshot or not.
+struct ChangeRun {
+  uint64_t length = 0;
+  bool changed = false;
+};
+using ChangesDone = std::function<void(Result<std::vector<ChangeRun>>)>;
+
 class BlockDevice {
  public:
   virtual ~BlockDevice() = default;
@@ -93,6 +101,19 @@ class BlockDevice {
     (void)offset;
     (void)max_runs;
     done(std::vector<AllocationRun>{AllocationRun{length, false}});
+  }
+
+  // Which parts of [offset, offset + length) differ from volume `snapshot` (an earlier
+  // snapshot of the same version set), in runs as Allocation's. A run reported as
+  // unchanged reads as in `snapshot`; what this host wrote and has not committed is
+  // changed. Answers "changed" when in doubt. The default answers at once (inline):
+  // the whole range changed, which is always a correct answer.
+  virtual void ChangedSince(const std::string& snapshot, uint64_t offset, uint64_t length, size_t max_runs,
+                            ChangesDone done) {
+    (void)snapshot;
+    (void)offset;
+    (void)max_runs;
+    done(std::vector<ChangeRun>{ChangeRun{length, true}});
   }
 
   // `listener` is called (on an engine thread) with the new size after an online

@@ -177,6 +177,10 @@ class MappingClient::Impl : public kj::TaskSet::ErrorHandler,
 
   void Describe(std::string name, Clock::time_point deadline, std::function<void(Result<VolumeOpenInfo>)> done);
 
+  // Session.diff (see RemoteVolume::Diff), waiting for the connection like Describe.
+  void Diff(std::string from, std::string to, uint64_t start_offset, uint32_t max_extents,
+            Clock::time_point deadline, std::function<void(Result<DiffPage>)> done);
+
   void Reopen(std::shared_ptr<VolumeState> v);
 
   // Sends a call on `v`'s capability once it is live. `send` issues the RPC and
@@ -441,6 +445,14 @@ class RemoteVolumeImpl final : public RemoteVolume {
     });
   }
 
+  void Diff(std::string from, uint64_t start_offset, uint32_t max_extents,
+            std::function<void(Result<DiffPage>)> done) override {
+    auto fail = Failer(done);
+    Run(fail, [impl = impl_, state = state_, from = std::move(from), start_offset, max_extents, done]() {
+      impl->Diff(from, state->name, start_offset, max_extents, impl->Deadline(), done);
+    });
+  }
+
   void Close(std::function<void(Status)> done) override {
     auto fail = StatusFailer(done);
     Run(fail, [impl = impl_, state = state_, done]() {
@@ -526,6 +538,32 @@ void MappingClient::Impl::Describe(std::string name, Clock::time_point deadline,
           Park(deadline, [this, name, deadline, done]() { Describe(name, deadline, done); }, fail);
           return;
         }
+        fail(StatusFromException(e));
+      }));
+}
+
+void MappingClient::Impl::Diff(std::string from, std::string to, uint64_t start_offset, uint32_t max_extents,
+                               Clock::time_point deadline, std::function<void(Result<DiffPage>)> done) {
+  auto fail = [this, done](Status s) { PostToIo([done, s]() { done(s); }); };
+  auto again = [this, from, to, start_offset, max_extents, deadline, done]() {
+    Diff(from, to, start_offset, max_extents, deadline, done);
+  };
+  if (stopping_) return fail(Status::Aborted("mapping client is shutting down"));
+  if (!conn_ || !connected_) return Park(deadline, again, fail);
+  auto req = conn_->session().diffRequest();
+  req.setFrom(from);
+  req.setTo(to);
+  req.setStartOffset(start_offset);
+  req.setMaxExtents(max_extents);
+  tasks_->add(req.send().then(
+      [this, done](auto reply) {
+        DiffPage page;
+        for (auto e : reply.getExtents()) page.extents.push_back({e.getOffset(), e.getLength(), e.getZero()});
+        page.next_offset = reply.getNextOffset();
+        PostToIo([done, page = std::move(page)]() mutable { done(std::move(page)); });
+      },
+      [this, deadline, again, fail](kj::Exception&& e) {
+        if (e.getType() == kj::Exception::Type::DISCONNECTED) return Park(deadline, again, fail);
         fail(StatusFromException(e));
       }));
 }

@@ -52,6 +52,19 @@ struct MapReply {
   uint64_t size_bytes = 0;
 };
 
+// One page of Session.diff (mapping.capnp): the byte ranges whose committed mapping
+// differs between two volumes of one version set, in order; next_offset is where the
+// next page starts, 0 when there is none.
+struct ChangedExtent {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool zero = false;  // reads as zeros in the later volume
+};
+struct DiffPage {
+  std::vector<ChangedExtent> extents;
+  uint64_t next_offset = 0;
+};
+
 // What the server tells an opener about its volume; implemented by Volume. Every
 // method is called on an io_context thread.
 class VolumeEvents {
@@ -89,6 +102,16 @@ class RemoteVolume {
   virtual void Discard(std::vector<ByteRange> ranges, std::function<void(Status)> done) = 0;
   // Ends the opener. No events are delivered after `done`.
   virtual void Close(std::function<void(Status)> done) = 0;
+  // Session.diff from volume `from` to this one, from `start_offset`, at most
+  // `max_extents` (1..65536) extents. Sees committed mappings only. The default (test
+  // doubles): not-supported.
+  virtual void Diff(std::string from, uint64_t start_offset, uint32_t max_extents,
+                    std::function<void(Result<DiffPage>)> done) {
+    (void)from;
+    (void)start_offset;
+    (void)max_extents;
+    done(Status::NotSupported("diff"));
+  }
 };
 
 class MappingClient {

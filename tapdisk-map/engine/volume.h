@@ -113,6 +113,10 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   // BlockDevice::Allocation, from the map (fetched as a read would) and this host's
   // pending blocks (volume_allocation.cc).
   void Allocation(uint64_t offset, uint64_t length, size_t max_runs, AllocationDone done);
+  // BlockDevice::ChangedSince, from the mapserver's diff and this host's pending
+  // blocks (volume_changes.cc).
+  void ChangedSince(const std::string& snapshot, uint64_t offset, uint64_t length, size_t max_runs,
+                    ChangesDone done);
   // Resize listeners, one per front-end handle (`owner` identifies it); nullptr
   // removes that handle's listener.
   void SetResizeListener(const void* owner, std::function<void(uint64_t)> listener);
@@ -283,6 +287,10 @@ class FrontHandle final : public BlockDevice {
   // Metadata only: not held by the QoS limiter.
   void Allocation(uint64_t offset, uint64_t length, size_t max_runs, AllocationDone done) override {
     volume_->Allocation(offset, length, max_runs, std::move(done));
+  }
+  void ChangedSince(const std::string& snapshot, uint64_t offset, uint64_t length, size_t max_runs,
+                    ChangesDone done) override {
+    volume_->ChangedSince(snapshot, offset, length, max_runs, std::move(done));
   }
   void SetResizeListener(std::function<void(uint64_t)> listener) override {
     volume_->SetResizeListener(this, std::move(listener));

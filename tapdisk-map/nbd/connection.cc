@@ -93,6 +93,7 @@ asio::awaitable<void> Connection::Serve() {
                                                  options_.transmission, tx_log, options_.payload_buffers,
                                                  options_.reply_backlog);
   if (negotiated->base_allocation) transmission_->EnableBaseAllocation();
+  if (!negotiated->changed_since.empty()) transmission_->EnableChangedSince(negotiated->changed_since);
   if (stopped_) transmission_->Stop();
   Status status = co_await transmission_->Run();
   const TransmissionCounters& c = transmission_->counters();

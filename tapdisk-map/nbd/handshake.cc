@@ -131,6 +131,8 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
   bool structured = false;
   // The export of the last NBD_OPT_SET_META_CONTEXT that selected base:allocation.
   std::optional<std::string> meta_export;
+  bool meta_base_allocation = false;  // base:allocation selected for meta_export
+  std::string meta_changed_since;  // the snapshot of tapmap:changed-since:, if selected
   std::vector<uint8_t> data;
   for (uint32_t count = 0; count < options.max_options; ++count) {
     std::array<uint8_t, kOptionHeaderSize> header_bytes{};
@@ -180,7 +182,7 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
         uint16_t flags = TransmissionFlagsFor(**device, false);
         TAPMAP_CO_RETURN_IF_ERROR(
             co_await WriteAll(stream, EncodeExportNameReply({(*device)->size_bytes(), flags}, !no_zeroes)));
-        co_return NegotiatedExport{name, std::move(*device), false, false, flags};
+        co_return NegotiatedExport{name, std::move(*device), false, false, std::string(), flags};
       }
       case Option::kAbort:
         (void)co_await SendReply(stream, option, kRepAck);
@@ -222,6 +224,8 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
         log.Debugf("TLS on: %s", stream.TlsDescription().c_str());
         structured = false;  // what was negotiated in the clear does not count
         meta_export.reset();
+        meta_changed_since.clear();
+        meta_base_allocation = false;
         break;
       }
       case Option::kStructuredReply:
@@ -254,10 +258,20 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
           break;
         }
         bool selected = false;
+        // tapmap:changed-since:SNAPSHOT, for a snapshot that exists (the last one named).
+        std::string changed_since;
+        for (const std::string& q : decoded->queries) {
+          if (!q.starts_with(kChangedSincePrefix) || q.size() == kChangedSincePrefix.size()) continue;
+          std::string snapshot = q.substr(kChangedSincePrefix.size());
+          Result<ExportInfo> snap = co_await DescribeExport(catalog, snapshot);
+          if (snap.ok()) changed_since = snapshot;
+        }
         if (set) {
           for (const std::string& q : decoded->queries) selected = selected || q == kBaseAllocationContext;
           meta_export.reset();
-          if (selected) meta_export = decoded->name;
+          meta_changed_since = changed_since;
+          meta_base_allocation = selected;
+          if (selected || !changed_since.empty()) meta_export = decoded->name;
         } else {
           selected = decoded->queries.empty();
           for (const std::string& q : decoded->queries) selected = selected || ListQueryMatches(q);
@@ -267,6 +281,12 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
           TAPMAP_CO_RETURN_IF_ERROR(co_await SendReply(
               stream, option, kRepMetaContext,
               EncodeMetaContextReply(set ? kBaseAllocationContextId : 0, kBaseAllocationContext)));
+        }
+        if (!changed_since.empty()) {
+          TAPMAP_CO_RETURN_IF_ERROR(co_await SendReply(
+              stream, option, kRepMetaContext,
+              EncodeMetaContextReply(set ? kChangedSinceContextId : 0,
+                                     std::string(kChangedSincePrefix) + changed_since)));
         }
         TAPMAP_CO_RETURN_IF_ERROR(co_await SendReply(stream, option, kRepAck));
         break;
@@ -303,8 +323,10 @@ asio::awaitable<Result<NegotiatedExport>> Negotiate(Stream& stream, ExportCatalo
         uint16_t flags = TransmissionFlagsFor(**device, structured);
         ExportInfo info{(*device)->size_bytes(), (*device)->block_size(), (*device)->read_only()};
         TAPMAP_CO_RETURN_IF_ERROR(co_await SendInfoReplies(stream, option, request, info, flags, options));
-        const bool base_allocation = structured && meta_export == request.name;
-        co_return NegotiatedExport{request.name, std::move(*device), structured, base_allocation, flags};
+        const bool contexts = structured && meta_export == request.name;
+        const bool base_allocation = contexts && meta_base_allocation;
+        co_return NegotiatedExport{request.name, std::move(*device), structured, base_allocation,
+                                   contexts ? meta_changed_since : std::string(), flags};
       }
       default:
         TAPMAP_CO_RETURN_IF_ERROR(co_await SendError(stream, option, kRepErrUnsup,

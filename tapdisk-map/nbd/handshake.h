@@ -4,7 +4,9 @@
 // GO, STRUCTURED_REPLY, STARTTLS, LIST_META_CONTEXT, SET_META_CONTEXT; every other
 // option is answered NBD_REP_ERR_UNSUP.
 //
-// Metadata contexts: one, base:allocation (doc/block_status.md). LIST_META_CONTEXT
+// Metadata contexts (doc/block_status.md): base:allocation, and
+// tapmap:changed-since:SNAPSHOT for a query naming an existing volume (the last such
+// query of an option; selected by SET like base:allocation). LIST_META_CONTEXT
 // lists it for no query, "base:" or "base:allocation"; SET_META_CONTEXT (structured
 // replies first, else NBD_REP_ERR_INVALID) selects it for "base:allocation", for the
 // export named, which must exist (NBD_REP_ERR_UNKNOWN otherwise). Each SET replaces
@@ -73,6 +75,9 @@ struct NegotiatedExport {
   bool structured_replies = false;
   // base:allocation was selected (under kBaseAllocationContextId) for this export.
   bool base_allocation = false;
+  // tapmap:changed-since:SNAPSHOT was selected (kChangedSinceContextId): SNAPSHOT,
+  // else empty.
+  std::string changed_since;
   uint16_t transmission_flags = 0;  // as sent to the client
 };
 

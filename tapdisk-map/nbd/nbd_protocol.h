@@ -154,6 +154,11 @@ inline constexpr uint16_t kReplyTypeErrorOffset = (1u << 15) | 2;
 // serves one, base:allocation, under this context id (ids are the server's choice).
 inline constexpr std::string_view kBaseAllocationContext = "base:allocation";
 inline constexpr uint32_t kBaseAllocationContextId = 1;
+// tapmap:changed-since:SNAPSHOT — the extents that differ from snapshot SNAPSHOT
+// (doc/block_status.md), under this id; its one status flag:
+inline constexpr std::string_view kChangedSincePrefix = "tapmap:changed-since:";
+inline constexpr uint32_t kChangedSinceContextId = 2;
+inline constexpr uint32_t kStateChanged = 1u << 0;
 // base:allocation status flags of a block status descriptor.
 inline constexpr uint32_t kStateHole = 1u << 0;  // not allocated
 inline constexpr uint32_t kStateZero = 1u << 1;  // reads as zeros

@@ -158,7 +158,7 @@ std::pair<uint32_t, const char*> Transmission::Validate(const Request& r) const 
   }
   if (r.flags & ~allowed_flags) return {kErrInval, "unsupported command flags"};
   const Command command = static_cast<Command>(r.type);
-  if (command == Command::kBlockStatus && !(structured_ && base_allocation_)) {
+  if (command == Command::kBlockStatus && !(structured_ && (base_allocation_ || !changed_since_.empty()))) {
     return {kErrInval, "no metadata context negotiated"};
   }
   if (command == Command::kFlush) return {0, ""};
@@ -345,29 +345,62 @@ asio::awaitable<void> Transmission::Execute(std::shared_ptr<Pending> pending) {
   Finish(pending, std::move(s));
 }
 
+namespace {
+// Checks a device's runs before they go on the wire (a prefix of the request, in
+// nonempty runs, at most max_runs) and turns them into descriptors.
+template <typename Run, typename Flags>
+Result<std::vector<BlockStatusDescriptor>> Descriptors(const std::vector<Run>& runs, const Request& r, size_t max_runs,
+                                                       Flags flags) {
+  if (runs.empty() || runs.size() > max_runs) {
+    return Status::Internal("block status answered " + std::to_string(runs.size()) + " runs");
+  }
+  std::vector<BlockStatusDescriptor> descriptors;
+  descriptors.reserve(runs.size());
+  uint64_t covered = 0;
+  for (const Run& run : runs) {
+    if (run.length == 0 || run.length > r.length - covered) {
+      return Status::Internal("block status answered runs beyond the request");
+    }
+    covered += run.length;
+    descriptors.push_back({static_cast<uint32_t>(run.length), flags(run)});
+  }
+  return descriptors;
+}
+}  // namespace
+
 asio::awaitable<Result<std::vector<uint8_t>>> Transmission::BlockStatusChunk(const Request& r) {
   // REQ_ONE: exactly one descriptor, no longer than the request (the runs never are).
   const size_t max_runs = (r.flags & kCmdFlagReqOne) ? 1 : std::max<uint32_t>(limits_.max_block_status_descriptors, 1);
-  using Runs = Result<std::vector<engine::AllocationRun>>;
-  Runs runs = co_await AwaitCallback<Runs>(
-      [&](auto done) { device_->Allocation(r.offset, r.length, max_runs, std::move(done)); });
-  if (!runs.ok()) co_return runs.status();
-  // The device's answer is checked before it goes on the wire: a prefix of the range,
-  // in nonempty runs, at most max_runs of them.
-  if (runs->empty() || runs->size() > max_runs) {
-    co_return Status::Internal("allocation answered " + std::to_string(runs->size()) + " runs");
+  std::vector<std::pair<uint32_t, std::vector<BlockStatusDescriptor>>> chunks;
+  if (base_allocation_) {
+    using Runs = Result<std::vector<engine::AllocationRun>>;
+    Runs runs = co_await AwaitCallback<Runs>(
+        [&](auto done) { device_->Allocation(r.offset, r.length, max_runs, std::move(done)); });
+    if (!runs.ok()) co_return runs.status();
+    auto d = Descriptors(*runs, r, max_runs,
+                         [](const engine::AllocationRun& run) { return run.hole ? (kStateHole | kStateZero) : 0u; });
+    if (!d.ok()) co_return d.status();
+    chunks.emplace_back(kBaseAllocationContextId, std::move(*d));
   }
-  std::vector<BlockStatusDescriptor> descriptors;
-  descriptors.reserve(runs->size());
-  uint64_t covered = 0;
-  for (const engine::AllocationRun& run : *runs) {
-    if (run.length == 0 || run.length > r.length - covered) {
-      co_return Status::Internal("allocation answered runs beyond the request");
-    }
-    covered += run.length;
-    descriptors.push_back({static_cast<uint32_t>(run.length), run.hole ? (kStateHole | kStateZero) : 0u});
+  if (!changed_since_.empty()) {
+    using Runs = Result<std::vector<engine::ChangeRun>>;
+    Runs runs = co_await AwaitCallback<Runs>([&](auto done) {
+      device_->ChangedSince(changed_since_, r.offset, r.length, max_runs, std::move(done));
+    });
+    if (!runs.ok()) co_return runs.status();
+    auto d = Descriptors(*runs, r, max_runs,
+                         [](const engine::ChangeRun& run) { return run.changed ? kStateChanged : 0u; });
+    if (!d.ok()) co_return d.status();
+    chunks.emplace_back(kChangedSinceContextId, std::move(*d));
   }
-  co_return EncodeBlockStatusChunk(kReplyFlagDone, r.handle, kBaseAllocationContextId, descriptors);
+  // One chunk per context, the last one DONE: together, one reply in the queue.
+  std::vector<uint8_t> out;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const uint16_t flags = i + 1 == chunks.size() ? kReplyFlagDone : 0;
+    std::vector<uint8_t> chunk = EncodeBlockStatusChunk(flags, r.handle, chunks[i].first, chunks[i].second);
+    out.insert(out.end(), chunk.begin(), chunk.end());
+  }
+  co_return out;
 }
 
 void Transmission::Finish(const std::shared_ptr<Pending>& pending, Status status) {

@@ -97,6 +97,10 @@ class Transmission : public std::enable_shared_from_this<Transmission> {
   // requests are answered from BlockDevice::Allocation, else refused with EINVAL. Call
   // before Run.
   void EnableBaseAllocation() { base_allocation_ = true; }
+  // tapmap:changed-since:SNAPSHOT was negotiated: BLOCK_STATUS also answers, in a
+  // second chunk, which extents changed since `snapshot` (BlockDevice::ChangedSince).
+  // Call before Run.
+  void EnableChangedSince(std::string snapshot) { changed_since_ = std::move(snapshot); }
 
   // Stops reading new requests (server shutdown); requests in flight complete and are
   // answered. Thread-safe (posts to the strand).
@@ -135,7 +139,8 @@ class Transmission : public std::enable_shared_from_this<Transmission> {
   // reply is neither a simple reply nor read data (BLOCK_STATUS).
   void QueueReply(const Request& request, uint32_t error, std::unique_ptr<uint8_t[]> data,
                   uint64_t budget_bytes, std::string_view message, std::vector<uint8_t> chunk = {});
-  // BLOCK_STATUS of base:allocation: the encoded reply chunk, or the failure.
+  // BLOCK_STATUS: the encoded reply chunks of every negotiated context (the last one
+  // flagged DONE), or the failure.
   boost::asio::awaitable<Result<std::vector<uint8_t>>> BlockStatusChunk(const Request& request);
   void ReleaseBudget(uint64_t bytes);
 
@@ -143,6 +148,7 @@ class Transmission : public std::enable_shared_from_this<Transmission> {
   std::shared_ptr<engine::BlockDevice> device_;
   const bool structured_;
   bool base_allocation_ = false;  // set before Run
+  std::string changed_since_;     // set before Run; empty: not negotiated
   const TransmissionLimits limits_;
   const std::shared_ptr<pool::BufferRecycler> payload_buffers_;  // may be null
   const std::shared_ptr<ReplyBacklog> backlog_;                   // may be null

@@ -16,6 +16,7 @@ namespace {
 
 using testing::DaemonFixture;
 using testing::Run;
+using tapmap::testing::RunCommand;
 
 constexpr uint64_t kKiB = 1024, kMiB = 1024 * 1024;
 constexpr uint64_t kSize = 16 * kMiB;
@@ -191,33 +192,42 @@ print("BAD" if bad else "OK", bad)
 TEST_CASE("a fragmented volume past 4 GiB is answered in bounded replies, and clients see all of it") {
   DaemonFixture f;
   f.Tapmap({"volume", "create", "v", "6G"});
+  f.Tapmap({"volume", "snapshot", "v", "s0"});
   // 64 KiB of data at the start of every MiB of the first 3000 MiB: 6000 runs, more
-  // than one reply holds; one BLOCK_STATUS covers up to 4 GiB - 512 bytes.
+  // than one reply holds; one BLOCK_STATUS covers up to 4 GiB - 512 bytes. The same
+  // walk with tapmap:changed-since:s0 (the diff's pages cut short) sees the same runs.
   const char* script = R"PY(
 import nbd
 h = nbd.NBD()
 h.add_meta_context("base:allocation")
+h.add_meta_context("tapmap:changed-since:s0")
 h.connect_uri(URL)
 M = 1 << 20
 for i in range(3000):
     h.pwrite(b"\x33" * 65536, i * M)
 h.flush()
 size = h.get_size()
-runs = []
-most = 0
-def f(ctx, o, entries, err):
-    global most
-    most = max(most, len(entries) // 2)
-    for j in range(0, len(entries), 2):
-        runs.append((entries[j], entries[j + 1]))
-    return 0
-off = 0
-calls = 0
-while off < size:
-    before = len(runs)
-    h.block_status(min(size - off, (1 << 32) - 512), off, f)
-    calls += 1
-    off += sum(l for l, _ in runs[before:])
+def walk(context):
+    runs = []
+    most = 0
+    calls = 0
+    def f(ctx, o, entries, err):
+        nonlocal most
+        if ctx != context:
+            return 0
+        most = max(most, len(entries) // 2)
+        for j in range(0, len(entries), 2):
+            runs.append((entries[j], entries[j + 1]))
+        return 0
+    off = 0
+    while off < size:
+        before = len(runs)
+        h.block_status(min(size - off, (1 << 32) - 512), off, f)
+        calls += 1
+        off += sum(l for l, _ in runs[before:])
+    return runs, calls, most
+runs, calls, most = walk("base:allocation")
+changes, _, _ = walk("tapmap:changed-since:s0")
 want = []
 for i in range(3000):
     want += [(65536, 0), (M - 65536, 3)]
@@ -229,7 +239,15 @@ for l, t in runs:
         merged[-1] = (merged[-1][0] + l, t)
     else:
         merged.append((l, t))
-print("OK" if merged == want else "BAD", "calls", calls, "most", most, "runs", len(merged))
+merged_changes = []
+for l, t in changes:
+    t = 0 if t else 3  # changed <-> data: every change here is a write
+    if merged_changes and merged_changes[-1][1] == t:
+        merged_changes[-1] = (merged_changes[-1][0] + l, t)
+    else:
+        merged_changes.append((l, t))
+ok = merged == want and merged_changes == want
+print("OK" if ok else "BAD", "calls", calls, "most", most, "runs", len(merged), "change runs", len(merged_changes))
 )PY";
   std::string out;
   std::string code = "URL = '" + f.Url("v") + "'\n" + script;
@@ -249,6 +267,89 @@ print("OK" if merged == want else "BAD", "calls", calls, "most", most, "runs", l
   CHECK(map[5998] == Span{2999 * kMiB, 64 * kKiB, false});
   CHECK(map[5999].hole);
   CHECK(map[5999].offset + map[5999].length == 6 * 1024 * kMiB);
+  CHECK(f.StopTapdisk() == 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// tapmap:changed-since:SNAPSHOT
+
+// The changed runs nbdinfo reports for `context` (type 1), merged.
+std::vector<Span> ChangedRuns(const std::string& url, const std::string& context) {
+  std::string out;
+  REQUIRE(Run({"nbdinfo", "--map=" + context, "--json", url}, &out) == 0);
+  std::vector<Span> runs;
+  for (const auto& e : nlohmann::json::parse(out)) {
+    uint32_t type = e.at("type").get<uint32_t>();
+    CHECK((type == 0 || type == kStateChanged));
+    runs.push_back({e.at("offset").get<uint64_t>(), e.at("length").get<uint64_t>(), type != 0});
+  }
+  std::vector<Span> changed;
+  for (const Span& r : Merged(runs)) {
+    if (r.hole) changed.push_back(r);  // `hole` holds "changed" here
+  }
+  return changed;
+}
+
+TEST_CASE("nbdinfo --map=tapmap:changed-since:SNAP equals tapmap volume diff SNAP VOL") {
+  DaemonFixture f;
+  f.Tapmap({"volume", "create", "v", "16M"});
+  WriteSample(f.Url("v"));
+  f.Tapmap({"volume", "snapshot", "v", "s1"});
+  REQUIRE(Run({"qemu-io", "-f", "raw", "-c", "write -P 0x77 5248k 64k", "-c", "write -P 0x78 8M 128k", "-c",
+               "write -z -u 1M 64k", f.Url("v")}) == 0);
+  const std::vector<Span> expected = {
+      {1 * kMiB, 64 * kKiB, true}, {5 * kMiB + 128 * kKiB, 64 * kKiB, true}, {8 * kMiB, 128 * kKiB, true}};
+  std::vector<Span> changed = ChangedRuns(f.Url("v"), "tapmap:changed-since:s1");
+  INFO(Show(changed));
+  CHECK(changed == expected);
+  // The mapserver's own answer.
+  nlohmann::json diff = f.Tapmap({"volume", "diff", "s1", "v"});
+  std::vector<Span> from_diff;
+  for (const auto& e : diff.at("extents")) {
+    from_diff.push_back({e.at("offset").get<uint64_t>(), e.at("length").get<uint64_t>(), true});
+  }
+  CHECK(Merged(from_diff) == changed);
+  // Nothing changed since a snapshot of now; a snapshot against an older one.
+  f.Tapmap({"volume", "snapshot", "v", "s2"});
+  CHECK(ChangedRuns(f.Url("v"), "tapmap:changed-since:s2").empty());
+  CHECK(ChangedRuns(f.Url("s2"), "tapmap:changed-since:s1") == expected);
+  // An unknown snapshot is no context: nbdinfo cannot map it.
+  std::string out;
+  CHECK(RunCommand({"nbdinfo", "--map=tapmap:changed-since:nope", f.Url("v")}, &out) != 0);
+  CHECK(f.StopTapdisk() == 0);
+}
+
+TEST_CASE("changed-since: uncommitted writes are changed, both contexts in one reply") {
+  DaemonFixture f;
+  f.Tapmap({"volume", "create", "v", "16M"});
+  f.Tapmap({"volume", "snapshot", "v", "s1"});
+  const char* script = R"PY(
+import nbd
+h = nbd.NBD()
+h.add_meta_context("base:allocation")
+h.add_meta_context("tapmap:changed-since:s1")
+h.connect_uri(URL)
+bad = []
+for i in range(16):
+    off = 65536 * (2 * i + 1)
+    h.pwrite(b"\x5a" * 4096, off + 8192)
+    seen = {}
+    def f(ctx, o, entries, err):
+        seen[ctx] = list(entries)
+        return 0
+    h.block_status(3 * 65536, off - 65536, f)
+    want = {"base:allocation": [65536, 3, 65536, 0, 65536, 3],
+            "tapmap:changed-since:s1": [65536, 0, 65536, 1, 65536, 0]}
+    if seen != want:
+        bad.append((i, seen))
+h.flush()
+print("BAD" if bad else "OK", bad)
+)PY";
+  std::string out;
+  std::string code = "URL = '" + f.Url("v") + "'\n" + script;
+  REQUIRE(Run({"/usr/bin/python3", "-c", code}, &out) == 0);
+  INFO(out);
+  CHECK(out.find("OK") == 0);
   CHECK(f.StopTapdisk() == 0);
 }
 
