@@ -190,6 +190,7 @@ TEST_CASE("BLOCK_STATUS answers one base:allocation chunk, one descriptor with R
   Result<BlockStatus> status = DecodeBlockStatus(r->data);
   REQUIRE(status.ok());
   CHECK(status->context_id == kBaseAllocationContextId);
+  CHECK(r->flags == kReplyFlagDone);
   REQUIRE(status->descriptors.size() == 1);
   CHECK(status->descriptors[0] == BlockStatusDescriptor{1u << 20, 0});  // RAM device: all data
 
@@ -292,6 +293,65 @@ TEST_CASE("BLOCK_STATUS without a negotiated context gets EINVAL") {
     REQUIRE(r);
     CHECK(r->error == kErrInval);
   }
+}
+
+TEST_CASE("tapmap:changed-since:SNAPSHOT is selected for an existing volume, with base:allocation in two chunks") {
+  Harness h;
+  NbdTestClient c = h.Connect();
+  REQUIRE(c.StartOptions());
+  // LIST names it for an existing volume only.
+  MetaReplies list = MetaContext(c, kList, "disk", {"tapmap:changed-since:snap"});
+  REQUIRE(list.contexts.size() == 1);
+  CHECK(list.contexts[0].name == "tapmap:changed-since:snap");
+  CHECK(MetaContext(c, kList, "disk", {"tapmap:changed-since:missing", "tapmap:changed-since:"}).contexts.empty());
+  REQUIRE(Option(c, static_cast<uint32_t>(Option::kStructuredReply)));
+  MetaReplies set = MetaContext(c, kSet, "disk", {"tapmap:changed-since:missing", "base:allocation",
+                                                  "tapmap:changed-since:snap"});
+  REQUIRE(set.final_type == kRepAck);
+  REQUIRE(set.contexts.size() == 2);
+  CHECK(set.contexts[0].id == kBaseAllocationContextId);
+  CHECK(set.contexts[1].id == kChangedSinceContextId);
+  CHECK(set.contexts[1].name == "tapmap:changed-since:snap");
+  REQUIRE(Go(c, "disk"));
+  // One chunk per context, base:allocation first; the reply ends with the second.
+  c.SendRequest(kBlockStatusCmd, kCmdFlagReqOne, 9, 0, 65536);
+  for (uint32_t id : {kBaseAllocationContextId, kChangedSinceContextId}) {
+    auto r = c.ReadStructuredReply();
+    REQUIRE(r);
+    CHECK(r->handle == 9);
+    REQUIRE(r->type == kReplyTypeBlockStatus);
+    CHECK((r->flags & kReplyFlagDone) == (id == kChangedSinceContextId ? kReplyFlagDone : 0));
+    Result<BlockStatus> status = DecodeBlockStatus(r->data);
+    REQUIRE(status.ok());
+    CHECK(status->context_id == id);
+    REQUIRE(status->descriptors.size() == 1);
+    // RAM devices: all data, all changed (the safe defaults).
+    CHECK(status->descriptors[0].flags == (id == kChangedSinceContextId ? kStateChanged : 0u));
+  }
+  // The connection is in step: the next reply is for the next request.
+  c.SendRequest(kBlockStatusCmd, 0, 10, 0, 0);
+  auto r = c.ReadStructuredReply();
+  REQUIRE(r);
+  CHECK(r->handle == 10);
+  CHECK(r->error == kErrInval);
+}
+
+TEST_CASE("tapmap:changed-since:SNAPSHOT alone serves BLOCK_STATUS in one chunk") {
+  Harness h;
+  NbdTestClient c = h.Connect();
+  REQUIRE(c.StartOptions());
+  REQUIRE(Option(c, static_cast<uint32_t>(Option::kStructuredReply)));
+  REQUIRE(MetaContext(c, kSet, "disk", {"tapmap:changed-since:snap"}).contexts.size() == 1);
+  REQUIRE(Go(c, "disk"));
+  c.SendRequest(kBlockStatusCmd, 0, 1, 0, 512);
+  auto r = c.ReadStructuredReply();
+  REQUIRE(r);
+  REQUIRE(r->type == kReplyTypeBlockStatus);
+  CHECK(DecodeBlockStatus(r->data)->context_id == kChangedSinceContextId);
+  c.SendRequest(kBlockStatusCmd, 0, 2, 0, 512);
+  r = c.ReadStructuredReply();
+  REQUIRE(r);
+  CHECK(r->handle == 2);
 }
 
 }  // namespace

@@ -203,6 +203,7 @@ std::optional<NbdTestClient::Reply> NbdTestClient::ReadStructuredReply() {
     reply.data = std::move(payload);
   }
   reply.type = header.type;
+  reply.flags = header.flags;
   return reply;
 }
 

@@ -60,7 +60,8 @@ class NbdTestClient {
     // Read data (simple: caller says length; structured: chunk); the payload of any
     // other structured chunk (BLOCK_STATUS).
     std::vector<uint8_t> data;
-    uint16_t type = 0;  // structured chunk type
+    uint16_t type = 0;   // structured chunk type
+    uint16_t flags = 0;  // structured chunk flags (kReplyFlagDone)
   };
   // Reads a simple reply; if no error and `read_length` > 0, also its data.
   std::optional<Reply> ReadSimpleReply(uint32_t read_length);
