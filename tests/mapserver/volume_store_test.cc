@@ -764,8 +764,8 @@ TEST_CASE("Rename keeps the map, moves the name and fsck stays clean") {
   CHECK(s.Rename("c", "a").status().code() == StatusCode::kAlreadyExists);
   CHECK(s.Map("base", 0, 8 * kBs, kLease)->front().physical == r->front().physical);
   f.RequireClean();
-  f.Reopen();
-  CHECK(s.Describe("c")->parent == "base");
+  f.Reopen();  // a new store object: `s` refers to the old one
+  CHECK(f.store().Describe("c")->parent == "base");
   f.RequireClean();
 }
 
