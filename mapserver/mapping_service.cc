@@ -23,9 +23,9 @@ MappingService::MappingService(VolumeStore& store, std::string secret, kj::Timer
       authority_(options.credentials_dir ? std::optional<CredentialRegistry>(CredentialRegistry(*options.credentials_dir))
                                          : std::nullopt,
                  [this](std::string_view volume) -> std::optional<uint64_t> {
-                   auto d = store_.Describe(volume);
-                   if (!d.ok()) return std::nullopt;
-                   return d->record.version_set;
+                   auto record = store_.Record(volume);
+                   if (!record.ok()) return std::nullopt;
+                   return record->version_set;
                  }),
       changed_promise_(nullptr),
       tasks_(*this) {

@@ -207,6 +207,16 @@ VolumeDescription VolumeStore::DescribeIn(Txn* txn, std::string_view name,
   return d;
 }
 
+Result<VolumeRecord> VolumeStore::Record(std::string_view name) {
+  TAPMAP_RETURN_IF_ERROR(ValidateVolumeName(name));
+  try {
+    auto txn = meta_->BeginRead();
+    return LoadVolume(txn.get(), name);
+  } catch (const StatusError& e) {
+    return e.status();
+  }
+}
+
 Result<VolumeDescription> VolumeStore::Describe(std::string_view name) {
   TAPMAP_RETURN_IF_ERROR(ValidateVolumeName(name));
   try {

@@ -119,6 +119,8 @@ class VolumeStore {
   // to a multiple of the pool block size (else kInvalidArgument).
   Result<VolumeDescription> Resize(std::string_view name, uint64_t size_bytes, bool allow_shrink);
   Result<VolumeDescription> Describe(std::string_view name);
+  // The volume's record only (one lookup; Describe also counts exclusive blocks).
+  Result<VolumeRecord> Record(std::string_view name);
   // What changed from `from` to `to` (two volumes of one version set: a snapshot and a
   // later snapshot or the live volume, or any two): the byte ranges of `to` (merged,
   // in order, starting at block `first_block`) whose committed mapping differs, each
