@@ -1,6 +1,9 @@
 // mapserver: the tapmap file server.
 //
 //   mapserver format --pool PATH --meta DIR --size SIZE [--block-size 64K] [--force] [--preallocate]
+//                    [--object-size 4M]
+//   (PATH is a file, a block device or rados:CEPHPOOL/PREFIX[?conf=F&id=NAME&timeout=S],
+//   protocol/pool_location.h)
 //   mapserver serve  --pool PATH --meta DIR [--listen ADDR] [--secret-file F]
 //   mapserver fsck   --pool PATH --meta DIR
 //
@@ -41,7 +44,8 @@ const char* kUsage =
     "\n"
     "commands:\n"
     "  format   create a pool: write its superblock and empty metadata\n"
-    "           (--pool, --meta, --size; --block-size, --force, --preallocate)\n"
+    "           (--pool, --meta, --size; --block-size, --force, --preallocate,\n"
+    "           --object-size)\n"
     "  serve    serve the mapping protocol (--pool, --meta; --listen, --secret-file)\n"
     "  fsck     check the metadata's consistency (--pool, --meta); exit 0 if clean\n"
     "  credential init-ca      make the cluster CA (--ca; --cluster-name, --days)\n"
@@ -58,12 +62,13 @@ const char* kUsage =
 std::vector<OptionSpec> Specs() {
   return {
       {"config", kDefaultConfig, "config file (a missing default file is ignored)"},
-      {"pool", "", "pool file or block device"},
+      {"pool", "", "pool file, block device or rados:CEPHPOOL/PREFIX[?conf=FILE&id=NAME&timeout=SECONDS]"},
       {"meta", "", "metadata directory (LMDB)"},
       {"size", "", "format: pool size, e.g. 100G (default for a device: its size)"},
       {"block-size", "64K", "format: pool block size, 4K..1M, power of two"},
       {"force", "", "format: overwrite an existing pool superblock and metadata", true},
       {"preallocate", "", "format: reserve a pool file's space in the host filesystem (not sparse)", true},
+      {"object-size", "4M", "format: bytes of the pool per RADOS object (rados: pools; power of two >= block size)"},
       {"listen", std::string(protocol::kDefaultServerAddress), "serve: unix:PATH or tcp:HOST:PORT"},
       {"secret-file", std::string(protocol::kDefaultSecretFile), "serve: shared secret of the hosts"},
       {"recall-timeout", "10", "serve: seconds an opener has to answer a recall"},
@@ -120,6 +125,9 @@ int Format(const Options& options) {
   if (!bs.ok()) return Fail(bs.status());
   if (*bs > kMaxBlockSize) return Fail(Status::InvalidArgument("--block-size must be 4K..1M"));
   fo.block_size = static_cast<uint32_t>(*bs);
+  auto object_size = options.GetSize("object-size");
+  if (!object_size.ok()) return Fail(object_size.status());
+  fo.object_bytes = *object_size;
   // Refuse before touching the pool if the metadata directory is in use.
   std::string data_file = options.Get("meta") + "/data.mdb";
   struct stat st;

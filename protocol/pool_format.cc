@@ -43,6 +43,16 @@ std::string FormatUuid(const PoolUuid& uuid) {
   return buf;
 }
 
+std::string RadosSuperblockObject(std::string_view prefix) {
+  return std::string(prefix) + ".superblock";
+}
+
+std::string RadosDataObject(std::string_view prefix, uint64_t index) {
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(index));
+  return std::string(prefix) + ".data." + hex;
+}
+
 std::array<uint8_t, kSuperblockSize> EncodeSuperblock(const Superblock& sb) {
   std::array<uint8_t, kSuperblockSize> out{};
   uint8_t* p = out.data();
@@ -54,6 +64,7 @@ std::array<uint8_t, kSuperblockSize> EncodeSuperblock(const Superblock& sb) {
   Put64(p + 40, sb.data_offset);
   Put64(p + 48, sb.total_blocks);
   Put64(p + 56, sb.created_unix_seconds);
+  Put64(p + kObjectBytesOffset, sb.object_bytes);
   Put64(p + kSuperblockChecksumOffset, Checksum(p));
   return out;
 }
@@ -77,6 +88,7 @@ Result<Superblock> DecodeSuperblock(const uint8_t* p, size_t size) {
   sb.data_offset = Get64(p + 40);
   sb.total_blocks = Get64(p + 48);
   sb.created_unix_seconds = Get64(p + 56);
+  sb.object_bytes = Get64(p + kObjectBytesOffset);
   if (!IsPowerOfTwo(sb.block_size) || sb.block_size < kMinBlockSize ||
       sb.block_size > kMaxBlockSize) {
     return Status::Corruption("pool superblock: bad block size " + std::to_string(sb.block_size));
@@ -85,6 +97,10 @@ Result<Superblock> DecodeSuperblock(const uint8_t* p, size_t size) {
       sb.total_blocks == 0 || sb.data_offset > sb.pool_bytes ||
       sb.total_blocks > (sb.pool_bytes - sb.data_offset) / sb.block_size) {
     return Status::Corruption("pool superblock: inconsistent geometry");
+  }
+  if (sb.object_bytes != 0 && (!IsPowerOfTwo(sb.object_bytes) || sb.object_bytes < sb.block_size ||
+                               sb.object_bytes > kMaxObjectBytes)) {
+    return Status::Corruption("pool superblock: bad object size " + std::to_string(sb.object_bytes));
   }
   return sb;
 }

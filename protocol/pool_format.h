@@ -1,7 +1,8 @@
 // On-disk format of a tapmap storage pool: the superblock. Defined here and in
 // protocol/doc/pool_format.md only; `mapserver format`, `serve` and `fsck` all use it.
 //
-// A pool is a regular file or a block device:
+// A pool is a regular file or a block device, or a set of RADOS objects (below).
+// Either way it is one byte address space:
 //
 //   [0, 4096)               superblock (this file)
 //   [4096, data_offset)     zero, reserved
@@ -19,14 +20,25 @@
 //       40    8 data_offset      kDataOffset (1 MiB), a multiple of block_size
 //       48    8 total_blocks     (pool_bytes - data_offset) / block_size, >= 1
 //       56    8 created_unix_seconds
-//       64 4024 zero
+//       64    8 object_bytes     0: a file/device pool; else a RADOS pool whose
+//                                objects hold object_bytes of the address space each
+//                                (power of two, >= block_size, <= kMaxObjectBytes)
+//       72 4016 zero
 //     4088    8 checksum         first 8 bytes (as a little-endian u64) of
 //                                SHA-256(bytes [0, 4088))
+//
+// RADOS pools (location "rados:CEPHPOOL/PREFIX", protocol/pool_location.h): the
+// superblock is the object RadosSuperblockObject(PREFIX) (exactly these 4096 bytes);
+// byte `addr` of the address space (addr >= data_offset) is byte addr % object_bytes
+// of the object RadosDataObject(PREFIX, addr / object_bytes). Objects are created by
+// their first write; an absent object or a range past an object's end reads as zeros
+// (the pool is sparse). [0, data_offset) is never stored.
 #pragma once
 
 #include <array>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 
@@ -37,6 +49,9 @@ inline constexpr uint32_t kPoolFormatVersion = 1;
 inline constexpr size_t kSuperblockSize = 4096;
 inline constexpr size_t kSuperblockChecksumOffset = 4088;
 inline constexpr uint64_t kDataOffset = 1024 * 1024;
+inline constexpr size_t kObjectBytesOffset = 64;
+inline constexpr uint64_t kDefaultObjectBytes = 4ull << 20;
+inline constexpr uint64_t kMaxObjectBytes = 128ull << 20;  // Ceph's default osd_max_object_size
 
 using PoolUuid = std::array<uint8_t, 16>;
 
@@ -51,10 +66,16 @@ struct Superblock {
   uint64_t data_offset = kDataOffset;
   uint64_t total_blocks = 0;
   uint64_t created_unix_seconds = 0;
+  uint64_t object_bytes = 0;  // 0: file/device pool; else a RADOS pool's object size
 
   // Byte offset in the pool of block `block` (< total_blocks).
   uint64_t BlockOffset(uint64_t block) const { return data_offset + block * block_size; }
 };
+
+// RADOS object names of a pool whose location has prefix `prefix`:
+// "PREFIX.superblock" and "PREFIX.data.%016llx" (index in lower-case hex, 16 digits).
+std::string RadosSuperblockObject(std::string_view prefix);
+std::string RadosDataObject(std::string_view prefix, uint64_t index);
 
 // Serialises `sb` into exactly kSuperblockSize bytes (checksum included).
 std::array<uint8_t, kSuperblockSize> EncodeSuperblock(const Superblock& sb);

@@ -13,6 +13,8 @@
 
 #include "common/unique_fd.h"
 #include "common/units.h"
+#include "protocol/pool_location.h"
+#include "protocol/superblock_rados.h"
 
 namespace tapmap::protocol {
 namespace {
@@ -49,8 +51,27 @@ Status ReadFully(int fd, uint8_t* buf, size_t size, uint64_t offset, const std::
 
 }  // namespace
 
+Result<Superblock> NewSuperblock(uint32_t block_size, uint64_t size, uint64_t object_bytes) {
+  Superblock sb;
+  sb.block_size = block_size;
+  if (RAND_bytes(sb.uuid.data(), static_cast<int>(sb.uuid.size())) != 1) {
+    return Status::Internal("cannot generate a pool uuid");
+  }
+  sb.uuid[6] = static_cast<uint8_t>((sb.uuid[6] & 0x0f) | 0x40);  // RFC 4122 v4
+  sb.uuid[8] = static_cast<uint8_t>((sb.uuid[8] & 0x3f) | 0x80);
+  sb.pool_bytes = size;
+  sb.data_offset = kDataOffset;
+  sb.total_blocks = (size - kDataOffset) / block_size;
+  sb.created_unix_seconds = static_cast<uint64_t>(std::time(nullptr));
+  sb.object_bytes = object_bytes;
+  return sb;
+}
+
 Result<Superblock> FormatPool(const FormatOptions& options) {
   const std::string& path = options.path;
+  auto location = ParsePoolLocation(path);
+  if (!location.ok()) return location.status();
+  if (location->is_rados()) return FormatRadosPool(*location, options);
   if (!IsPowerOfTwo(options.block_size) || options.block_size < kMinBlockSize ||
       options.block_size > kMaxBlockSize) {
     return Status::InvalidArgument("block size must be a power of two in 4K..1M, not " +
@@ -103,17 +124,9 @@ Result<Superblock> FormatPool(const FormatOptions& options) {
     if (err != 0) return Status::FromErrno("preallocate pool file " + path, err);
   }
 
-  Superblock sb;
-  sb.block_size = options.block_size;
-  if (RAND_bytes(sb.uuid.data(), static_cast<int>(sb.uuid.size())) != 1) {
-    return Status::Internal("cannot generate a pool uuid");
-  }
-  sb.uuid[6] = static_cast<uint8_t>((sb.uuid[6] & 0x0f) | 0x40);  // RFC 4122 v4
-  sb.uuid[8] = static_cast<uint8_t>((sb.uuid[8] & 0x3f) | 0x80);
-  sb.pool_bytes = size;
-  sb.data_offset = kDataOffset;
-  sb.total_blocks = (size - kDataOffset) / options.block_size;
-  sb.created_unix_seconds = static_cast<uint64_t>(std::time(nullptr));
+  auto fresh = NewSuperblock(options.block_size, size, 0);
+  if (!fresh.ok()) return fresh.status();
+  const Superblock& sb = *fresh;
 
   // Zero the reserved area too, then the superblock, then make it durable.
   std::vector<uint8_t> head(kDataOffset, 0);
@@ -134,6 +147,9 @@ Result<Superblock> FormatPool(const FormatOptions& options) {
 }
 
 Result<Superblock> ReadPoolSuperblock(const std::string& path) {
+  auto location = ParsePoolLocation(path);
+  if (!location.ok()) return location.status();
+  if (location->is_rados()) return ReadRadosPoolSuperblock(*location);
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return Status::FromErrno("open pool " + path, errno);
   bool is_block = false;
@@ -144,6 +160,10 @@ Result<Superblock> ReadPoolSuperblock(const std::string& path) {
   TAPMAP_RETURN_IF_ERROR(ReadFully(fd.get(), buf.data(), buf.size(), 0, path, &got));
   auto sb = DecodeSuperblock(buf.data(), got);
   if (!sb.ok()) return sb.status().WithContext("pool " + path);
+  if (sb->object_bytes != 0) {
+    return Status::Corruption("pool " + path + ": its superblock describes a RADOS pool (object size " +
+                              std::to_string(sb->object_bytes) + ")");
+  }
   if (*size < sb->pool_bytes) {
     return Status::Corruption("pool " + path + " is " + FormatSize(*size) +
                               ", smaller than its superblock says (" + FormatSize(sb->pool_bytes) +

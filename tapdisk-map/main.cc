@@ -43,7 +43,8 @@ std::vector<OptionSpec> Specs() {
   return {
       {"config", "/etc/tapmap/tapmap.conf", "config file ([tapdisk-map] section)"},
       {"server", "unix:/run/tapmap/mapserver.sock", "mapserver address: unix:PATH or tcp:HOST:PORT"},
-      {"pool", "", "the storage pool (file or block device) shared with the mapserver"},
+      {"pool", "", "the storage pool shared with the mapserver: a file, a block device or "
+                   "rados:CEPHPOOL/PREFIX[?conf=FILE&id=NAME&timeout=SECONDS]"},
       {"cache-size", "", "data cache size, e.g. 4G (default: 1/8 of memory, at least 64M)"},
       {"control", "/run/tapmap/tapdisk-map.sock", "control socket path"},
       {"nbd", "",

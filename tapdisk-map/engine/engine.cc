@@ -8,7 +8,9 @@
 
 #include "protocol/auth.h"
 #include "protocol/connection.h"
+#include "protocol/pool_location.h"
 #include "protocol/superblock_file.h"
+#include "tapdisk-map/pool/rados_pool_io.h"
 #include "tapdisk-map/engine/volume.h"
 
 namespace tapmap::engine {
@@ -67,14 +69,25 @@ Result<std::unique_ptr<Engine>> Engine::Create(boost::asio::io_context& io, Engi
   engine->data_start_ = sb->data_offset;
   engine->data_end_ = sb->data_offset + sb->total_blocks * sb->block_size;
 
-  auto file = pool::PoolFile::Open(options.pool_path, false, log);
-  if (!file.ok()) return file.status();
-  auto pool = pool::CreatePoolIo(io, std::move(*file), options.pool_io, log);
+  auto location = protocol::ParsePoolLocation(options.pool_path);
+  if (!location.ok()) return location.status();
+  Result<std::unique_ptr<pool::PoolIo>> pool = Status::Internal("pool not opened");
+  if (location->is_rados()) {
+    auto cluster = rados::RadosCluster::Connect(location->rados);
+    if (!cluster.ok()) return cluster.status().WithContext("pool " + options.pool_path);
+    pool = pool::CreateRadosPoolIo(io, std::move(*cluster), {location->prefix, sb->object_bytes, sb->pool_bytes});
+  } else {
+    auto file = pool::PoolFile::Open(options.pool_path, false, log);
+    if (!file.ok()) return file.status();
+    pool = pool::CreatePoolIo(io, std::move(*file), options.pool_io, log);
+  }
   if (!pool.ok()) return pool.status();
   engine->pool_ = std::move(*pool);
   log.Infof("pool %s (uuid %s, block size %u): %s I/O, %s", options.pool_path.c_str(),
             engine->pool_uuid_.c_str(), engine->block_size_, std::string(engine->pool_->kind()).c_str(),
-            engine->pool_->direct() ? "O_DIRECT" : "buffered (no O_DIRECT on this filesystem)");
+            location->is_rados()       ? "durable when RADOS acknowledges a write"
+            : engine->pool_->direct() ? "O_DIRECT"
+                                      : "buffered (no O_DIRECT on this filesystem)");
 
   MappingClient::Options client_options;
   client_options.server = options.server;

@@ -37,6 +37,23 @@ TEST_CASE("Superblock round-trips through its encoding") {
   CHECK(back->BlockOffset(3) == protocol::kDataOffset + 3 * 65536);
 }
 
+TEST_CASE("Superblock records a RADOS pool's object size at offset 64, 0 for a file pool") {
+  protocol::Superblock sb = Sample();
+  auto file = protocol::EncodeSuperblock(sb);
+  CHECK(protocol::DecodeSuperblock(file.data(), file.size())->object_bytes == 0);
+  sb.object_bytes = 4 << 20;
+  auto rados = protocol::EncodeSuperblock(sb);
+  CHECK(rados[protocol::kObjectBytesOffset + 2] == 0x40);  // 4 MiB, little-endian
+  auto back = protocol::DecodeSuperblock(rados.data(), rados.size());
+  REQUIRE(back.ok());
+  CHECK(back->object_bytes == 4 << 20);
+  for (uint64_t bad : {uint64_t(32 * 1024), uint64_t(3 << 20), protocol::kMaxObjectBytes * 2}) {
+    sb.object_bytes = bad;  // below the block size, not a power of two, too large
+    auto b = protocol::EncodeSuperblock(sb);
+    CHECK(protocol::DecodeSuperblock(b.data(), b.size()).status().code() == StatusCode::kCorruption);
+  }
+}
+
 TEST_CASE("Superblock decoding rejects damage") {
   auto bytes = protocol::EncodeSuperblock(Sample());
   SECTION("flipped bit -> corruption") {
