@@ -51,33 +51,29 @@ TEST_CASE("RADOS pool format and open errors") {
   options.size_bytes = 64ull << 20;
   options.block_size = 64 * 1024;
 
-  SECTION("bad object sizes") {
-    for (uint64_t object_bytes : {uint64_t(32 * 1024), uint64_t(3 << 20), uint64_t(256) << 20}) {
-      options.object_bytes = object_bytes;
-      CHECK(FormatPool(options).status().code() == StatusCode::kInvalidArgument);
-    }
-  }
-  SECTION("no size, preallocation") {
-    options.size_bytes = 0;
-    CHECK(FormatPool(options).status().code() == StatusCode::kInvalidArgument);
-    options.size_bytes = 64ull << 20;
-    options.preallocate = true;
-    CHECK(FormatPool(options).status().code() == StatusCode::kNotSupported);
-  }
-  SECTION("no superblock object") {
-    auto read = ReadPoolSuperblock(cluster.Location("never-formatted"));
-    CHECK(read.status().code() == StatusCode::kNotFound);
-    CHECK(read.status().message().find("never-formatted.superblock") != std::string::npos);
-  }
-  SECTION("no such Ceph pool") {
-    auto read = ReadPoolSuperblock("rados:no-such-pool/x?conf=" + cluster.conf() + "&timeout=5");
-    CHECK(read.status().code() == StatusCode::kNotFound);
-    CHECK(read.status().message().find("no-such-pool") != std::string::npos);
-  }
-  SECTION("a bad location") {
-    options.path = "rados:nopool";
+  // Bad object sizes: below the block size, not a power of two, above the maximum.
+  for (uint64_t object_bytes : {uint64_t(32 * 1024), uint64_t(3 << 20), uint64_t(256) << 20}) {
+    options.object_bytes = object_bytes;
     CHECK(FormatPool(options).status().code() == StatusCode::kInvalidArgument);
   }
+  options.object_bytes = kDefaultObjectBytes;
+  options.size_bytes = 0;  // a RADOS pool has no size of its own
+  CHECK(FormatPool(options).status().code() == StatusCode::kInvalidArgument);
+  options.size_bytes = 64ull << 20;
+  options.preallocate = true;
+  CHECK(FormatPool(options).status().code() == StatusCode::kNotSupported);
+
+  auto never = ReadPoolSuperblock(cluster.Location("never-formatted"));
+  CHECK(never.status().code() == StatusCode::kNotFound);
+  CHECK(never.status().message().find("never-formatted.superblock") != std::string::npos);
+
+  auto no_pool = ReadPoolSuperblock("rados:no-such-pool/x?conf=" + cluster.conf() + "&timeout=5");
+  CHECK(no_pool.status().code() == StatusCode::kNotFound);
+  CHECK(no_pool.status().message().find("no-such-pool") != std::string::npos);
+
+  options.preallocate = false;
+  options.path = "rados:nopool";
+  CHECK(FormatPool(options).status().code() == StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("An unreachable cluster is an error within the location's timeout") {
