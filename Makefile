@@ -15,6 +15,7 @@ DEPS := build-essential cmake pkg-config clang clang-format libclang-rt-14-dev \
         capnproto libcapnp-dev catch2 libboost-dev libboost-system-dev \
         liblmdb-dev lmdb-utils liburing-dev libssl-dev nlohmann-json3-dev \
         qemu-utils qemu-block-extra libnbd-bin python3-libnbd nbdkit fio \
+        librados-dev libradospp-dev ceph-mon ceph-osd ceph-common \
         python3 systemd util-linux procps iproute2 \
         qemu-system-x86 xen-hypervisor-4.17-amd64 linux-image-amd64 busybox-static \
         debootstrap cpio e2fsprogs xz-utils
