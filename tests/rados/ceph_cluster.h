@@ -22,7 +22,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "tests/support/child_process.h"
 
@@ -40,6 +42,10 @@ class CephCluster {
     int rc = RunCommand({script, "start", cluster_dir(), std::to_string(port)}, &out, std::chrono::seconds(90));
     if (rc == 0) {
       started_ = true;
+      // Stops the cluster if this process dies before its destructor runs.
+      watcher_ = std::make_unique<ChildProcess>(
+          std::vector<std::string>{script, "watch", cluster_dir(), std::to_string(::getpid())},
+          cluster_dir() + "/log/watch.log");
       rc = RunCommand({script, "pool", cluster_dir(), kPool}, &out, std::chrono::seconds(90));
     }
     if (rc != 0) Skip(rc == 77 ? out : "the cluster did not start (exit " + std::to_string(rc) + "): " + out);
@@ -60,6 +66,7 @@ class CephCluster {
                    std::chrono::seconds(60)) != 0) {
       std::fprintf(stderr, "ceph_cluster.sh stop: %s\n", out.c_str());
     }
+    watcher_.reset();
   }
   // Freezes / thaws the OSD (SIGSTOP / SIGCONT): its operations stall meanwhile.
   void Pause() { SignalOsd(SIGSTOP); }
@@ -122,6 +129,7 @@ class CephCluster {
   }
 
   TempDir dir_;
+  std::unique_ptr<ChildProcess> watcher_;
   bool started_ = false;
   double start_seconds_ = 0;
 };

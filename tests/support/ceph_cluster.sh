@@ -14,6 +14,9 @@
 #   ceph_cluster.sh stop DIR               SIGTERM the OSD then the monitor (pid files;
 #                                          only processes whose command line names
 #                                          DIR/ceph.conf), SIGKILL after 10 s
+#   ceph_cluster.sh watch DIR PID          waits until process PID has ended, then
+#                                          stops the cluster: a test killed before
+#                                          its own teardown leaves no daemons behind
 #
 # Exit status: 0 done; 77 Ceph is not installed ("SKIPPED: ceph: ..." on stdout);
 # anything else a failure (start then stops whatever it had started).
@@ -21,7 +24,7 @@
 # this size the OSD declares itself full and writes hang).
 set -euo pipefail
 
-usage() { echo "usage: $0 start DIR [MON_PORT] | pool DIR NAME | stop DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start DIR [MON_PORT] | pool DIR NAME | stop DIR | watch DIR PID" >&2; exit 2; }
 CMD=${1:-}; DIR=${2:-}
 [ -n "$CMD" ] && [ -n "$DIR" ] || usage
 
@@ -36,6 +39,7 @@ stop_daemon() {  # NAME: by DIR/run/NAME.pid, only if it is ours
   pid=$(cat "$pidfile")
   if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF -- "$DIR/ceph.conf"; then
     kill -TERM "$pid" 2>/dev/null || true
+    kill -CONT "$pid" 2>/dev/null || true  # a frozen (SIGSTOP) daemon gets the TERM now
     # Daemonized: re-parented to PID 1, they may linger as zombies; Z counts as gone.
     for i in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
     if alive "$pid"; then
@@ -51,6 +55,18 @@ do_stop() {
   DIR=$(cd "$DIR" && pwd)
   stop_daemon osd.0  # the OSD first: otherwise it waits for the monitor's ack
   stop_daemon mon.a
+}
+
+# Start time of process $1 (field 22 of /proc/PID/stat, counted after the command
+# name), empty once it is gone: tells a reused pid from the original process.
+start_time() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20; }
+
+do_watch() {
+  local pid=${1:?pid} started
+  started=$(start_time "$pid")
+  [ -n "$started" ] || { do_stop; return 0; }
+  while [ "$(start_time "$pid")" = "$started" ]; do sleep 1; done
+  do_stop
 }
 
 do_pool() {
@@ -147,5 +163,6 @@ case "$CMD" in
   start) do_start "${3:-3300}" ;;
   pool) DIR=$(cd "$DIR" && pwd); do_pool "${3:-}" ;;
   stop) do_stop ;;
+  watch) do_watch "${3:-}" ;;
   *) usage ;;
 esac
