@@ -1,6 +1,9 @@
 // A real mapserver for engine integration tests: `mapserver format` + `serve` on a
 // unix socket in a temp dir (killable with -9 and restartable), an admin session to
 // create/snapshot/clone volumes, and an Engine factory pointing at it.
+//
+// Compiled with TAPMAP_TEST_RADOS_POOL (tests/rados: rados_engine_integration_test) the
+// pool is a RADOS pool in a one-node Ceph cluster of the fixture's own instead of a file.
 #pragma once
 
 #include <signal.h>
@@ -23,6 +26,9 @@
 #include "tests/engine/test_util.h"
 #include "tests/support/child_process.h"
 #include "tests/support/wait_until.h"
+#ifdef TAPMAP_TEST_RADOS_POOL
+#include "tests/rados/ceph_cluster.h"
+#endif
 
 namespace tapmap::testing {
 
@@ -74,7 +80,11 @@ class MapserverFixture {
     server_.reset();
   }
 
+#ifdef TAPMAP_TEST_RADOS_POOL
+  std::string pool_path() const { return ceph_.Location("engine-it"); }
+#else
   std::string pool_path() const { return dir_ / "pool"; }
+#endif
   std::string socket_path() const { return dir_ / "ms.sock"; }
   std::string secret_path() const { return dir_ / "secret"; }
   std::string log_path() const { return dir_ / "mapserver.log"; }
@@ -136,6 +146,9 @@ class MapserverFixture {
     REQUIRE(s.ok());
   }
 
+#ifdef TAPMAP_TEST_RADOS_POOL
+  CephCluster ceph_;  // first in, last out: the daemons and engines use it
+#endif
   tapmap::testing::TempDir dir_;
   std::unique_ptr<ChildProcess> server_;
   kj::AsyncIoContext io_ = kj::setupAsyncIo();
