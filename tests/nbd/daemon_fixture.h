@@ -2,6 +2,9 @@
 // integration tests and benches of the NBD export with real NBD clients. The mapserver
 // can be killed (-9) and restarted; tapdisk-map can be stopped and restarted. Volume
 // administration goes through the `tapmap` CLI, as a person would do it.
+//
+// Compiled with TAPMAP_TEST_RADOS_POOL (tests/rados: rados_nbd_daemon_test) the pool is
+// a RADOS pool in a one-node Ceph cluster of the fixture's own instead of a file.
 #pragma once
 
 #include <signal.h>
@@ -16,6 +19,9 @@
 #include <vector>
 
 #include "tests/support/child_process.h"
+#ifdef TAPMAP_TEST_RADOS_POOL
+#include "tests/rados/ceph_cluster.h"
+#endif
 
 namespace tapmap::nbd::testing {
 
@@ -112,7 +118,11 @@ class DaemonFixture {
 
   std::string Url(const std::string& volume) const { return "nbd+unix:///" + volume + "?socket=" + nbd_socket(); }
   std::string path(const std::string& name) const { return dir_ / name; }
+#ifdef TAPMAP_TEST_RADOS_POOL
+  std::string pool() const { return ceph_.Location("nbd-it"); }
+#else
   std::string pool() const { return dir_ / "pool"; }
+#endif
   std::string secret() const { return dir_ / "secret"; }
   std::string config() const { return dir_ / "tapmap.conf"; }
   std::string mapserver_socket() const { return dir_ / "ms.sock"; }
@@ -120,6 +130,9 @@ class DaemonFixture {
   std::string control_socket() const { return dir_ / "ctl.sock"; }
 
  private:
+#ifdef TAPMAP_TEST_RADOS_POOL
+  tapmap::testing::CephCluster ceph_;  // first in, last out: the daemons use it
+#endif
   TempDir dir_;
   std::string cache_size_;
   std::vector<std::string> tapdisk_args_;
