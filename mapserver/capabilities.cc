@@ -14,6 +14,10 @@
 namespace tapmap::mapserver {
 namespace {
 
+// Mapped blocks one sharedRanges call examines at most (a page of an unshared 16 GiB
+// at 64 KiB blocks): bounds the time one call holds the service's thread.
+constexpr uint64_t kMaxSharedScanPerCall = 1 << 18;
+
 [[noreturn]] void Fail(const Status& status) { kj::throwFatalException(protocol::ToException(status)); }
 
 template <typename T>
@@ -96,6 +100,21 @@ class VolumeImpl final : public proto::Volume::Server {
     // Other openers may hold maps of what was just unmapped.
     return service_.RecallFromOthers(opener.volume, opener.id, kj::mv(ranges), kj::mv(freed),
                                      "recall(discard)");
+  }
+
+  kj::Promise<void> sharedRanges(SharedRangesContext context) override {
+    Opener& opener = Usable(false);
+    auto params = context.getParams();
+    uint32_t max = params.getMaxRanges();
+    if (max == 0 || max > 65536) Fail(Status::InvalidArgument("sharedRanges: maxRanges must be 1..65536"));
+    const uint64_t bs = service_.store().superblock().block_size;
+    uint64_t next_block = 0;
+    auto ranges = OrFail(service_.store().SharedRanges(opener.volume, params.getStartOffset() / bs, max,
+                                                       kMaxSharedScanPerCall, &next_block));
+    auto results = context.getResults();
+    tapmap::ToProto(ranges, results.initRanges(static_cast<unsigned>(ranges.size())));
+    results.setNextOffset(next_block * bs);
+    return kj::READY_NOW;
   }
 
   kj::Promise<void> close(CloseContext) override {

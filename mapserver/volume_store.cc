@@ -271,6 +271,48 @@ Result<std::vector<VolumeStore::DiffExtent>> VolumeStore::Diff(std::string_view 
   }
 }
 
+Result<std::vector<ByteRange>> VolumeStore::SharedRanges(std::string_view name, uint64_t first_block,
+                                                          size_t max_ranges, uint64_t max_scanned,
+                                                          uint64_t* next_block) {
+  TAPMAP_RETURN_IF_ERROR(ValidateVolumeName(name));
+  if (max_ranges == 0 || max_scanned == 0) {
+    return Status::InvalidArgument("sharedRanges: maxRanges and the scan bound must be at least 1");
+  }
+  try {
+    auto txn = meta_->BeginRead();
+    auto v = LoadVolume(txn.get(), name);
+    if (!v.ok()) return v.status();
+    const uint64_t bs = sb_.block_size;
+    const uint64_t last = (v->size_bytes + bs - 1) / bs;
+    std::vector<ByteRange> out;
+    *next_block = 0;
+    uint64_t scanned = 0;
+    MapTree tree(txn.get(), nullptr);
+    tree.ForEachMapped(*v, first_block, last, [&](uint64_t lblock, const LeafEntry&, bool shared) {
+      if (shared) {
+        const uint64_t offset = lblock * bs;
+        const uint64_t length = std::min(bs, v->size_bytes - offset);
+        if (!out.empty() && out.back().offset + out.back().length == offset) {
+          out.back().length += length;
+        } else if (out.size() == max_ranges) {
+          *next_block = lblock;
+          return false;
+        } else {
+          out.push_back(ByteRange{offset, length});
+        }
+      }
+      if (++scanned == max_scanned && lblock + 1 < last) {
+        *next_block = lblock + 1;
+        return false;
+      }
+      return true;
+    });
+    return out;
+  } catch (const StatusError& e) {
+    return e.status();
+  }
+}
+
 Result<std::vector<VolumeDescription>> VolumeStore::List() {
   try {
     std::vector<VolumeDescription> out;

@@ -135,6 +135,14 @@ class VolumeStore {
   };
   Result<std::vector<DiffExtent>> Diff(std::string_view from, std::string_view to, uint64_t first_block,
                                        size_t max_extents, uint64_t* next_block, uint64_t* nodes_visited = nullptr);
+  // The byte ranges of `name` (merged, in order, from block `first_block` on) whose
+  // committed blocks the volume shares with another volume: the block or a map node on
+  // its path is referenced more than once (MapTree::ForEachMapped's `shared`). Holes
+  // are never included. Stops after `max_ranges` ranges or after examining
+  // `max_scanned` mapped blocks, whichever comes first; `*next_block` is where to
+  // continue, or 0 when the volume's end was reached. What flatten copies.
+  Result<std::vector<ByteRange>> SharedRanges(std::string_view name, uint64_t first_block, size_t max_ranges,
+                                              uint64_t max_scanned, uint64_t* next_block);
   Result<std::vector<VolumeDescription>> List();
   Result<PoolFigures> Stats();
 

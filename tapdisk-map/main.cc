@@ -282,6 +282,25 @@ int Run(int argc, char** argv) {
     }
     return nlohmann::json{{"volume", volume}, {"limits", engine::QosLimitsToJson(engine_ptr->Qos(volume))}};
   };
+  handlers.volume_flatten = [engine_ptr](const std::string& volume, uint64_t rate, control::JsonReply reply) {
+    engine::Flattener::Options options;
+    options.rate_bytes_per_second = rate;
+    engine_ptr->Flatten(volume, options, [reply](Result<engine::FlattenStatus> status) {
+      if (!status.ok()) return reply(status.status());
+      reply(nlohmann::json{{"flatten", engine::FlattenStatusToJson(*status)}});
+    });
+  };
+  handlers.volume_flatten_status = [engine_ptr](const std::string& volume) -> Result<nlohmann::json> {
+    auto status = engine_ptr->FlattenStatusOf(volume);
+    if (!status.ok()) return status.status();
+    return nlohmann::json{{"flatten", engine::FlattenStatusToJson(*status)}};
+  };
+  handlers.volume_flatten_cancel = [engine_ptr](const std::string& volume) -> Result<nlohmann::json> {
+    if (Status s = engine_ptr->CancelFlatten(volume); !s.ok()) return s;
+    auto status = engine_ptr->FlattenStatusOf(volume);
+    if (!status.ok()) return status.status();
+    return nlohmann::json{{"flatten", engine::FlattenStatusToJson(*status)}};
+  };
   handlers.nbd_exports = [&nbd_server]() {
     nlohmann::json list = nlohmann::json::array();
     for (const auto& listener : nbd_server.Describe()) {

@@ -50,6 +50,12 @@ struct ControlHandlers {
   // {"volume", "limits"} with the limits now in force. Null: not-supported.
   std::function<Result<nlohmann::json>(const std::string& volume, const nlohmann::json* limits, bool reset)>
       volume_qos;
+  // volume-flatten (volume, rate in bytes/s, 0 = unbounded): starts a flatten job (or
+  // finds the running one) and replies {"flatten": FlattenStatus}.
+  std::function<void(const std::string& volume, uint64_t rate, JsonReply reply)> volume_flatten;
+  // volume-flatten-status / volume-flatten-cancel: {"flatten": FlattenStatus}.
+  std::function<Result<nlohmann::json>(const std::string& volume)> volume_flatten_status;
+  std::function<Result<nlohmann::json>(const std::string& volume)> volume_flatten_cancel;
   // vbd-list / vbd-attach / vbd-detach / vbd-pause / vbd-resume.
   VbdHandlers vbd;
 };

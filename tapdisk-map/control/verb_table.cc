@@ -7,7 +7,7 @@ namespace tapmap::control {
 namespace {
 
 // The verb families, in PROTOCOL.md's order.
-constexpr std::span<const Verb> (*kFamilies[])() = {DaemonVerbs, VbdVerbs, NbdVerbs, QosVerbs};
+constexpr std::span<const Verb> (*kFamilies[])() = {DaemonVerbs, VbdVerbs, NbdVerbs, VolumeVerbs};
 
 }  // namespace
 

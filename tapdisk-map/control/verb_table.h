@@ -37,7 +37,7 @@ struct Verb {
 std::span<const Verb> DaemonVerbs();
 std::span<const Verb> VbdVerbs();
 std::span<const Verb> NbdVerbs();
-std::span<const Verb> QosVerbs();
+std::span<const Verb> VolumeVerbs();
 
 // Every verb: the families above, in that order.
 std::vector<const Verb*> AllVerbs();

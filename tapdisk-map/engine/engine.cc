@@ -272,9 +272,12 @@ void Engine::OpenAtServer(const std::string& name, bool read_only, OpenDone done
 
 void Engine::Shutdown(std::function<void()> done) {
   // Volumes alive only through their own pending work are closing; poll until gone.
+  // A flatten job holds its volume open: it is asked to stop (it commits what it
+  // copied, then lets the volume go).
   bool any;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [name, job] : flattens_) job->Cancel();
     volumes_.erase(std::remove_if(volumes_.begin(), volumes_.end(), [](auto& w) { return w.expired(); }),
                    volumes_.end());
     any = !volumes_.empty();
@@ -356,5 +359,57 @@ QosLimits Engine::Qos(const std::string& name) const {
 }
 
 bool Engine::connected() const { return client_->connected(); }
+
+void Engine::Flatten(const std::string& name, Flattener::Options options,
+                     std::function<void(Result<FlattenStatus>)> started) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = flattens_.find(name);
+    if (it != flattens_.end() && !it->second->status().finished()) {
+      FlattenStatus status = it->second->status();
+      boost::asio::post(io_, [started, status]() { started(status); });
+      return;
+    }
+  }
+  Open(name, false, [this, name, options, started](Result<std::shared_ptr<BlockDevice>> device) {
+    if (!device.ok()) return started(device.status().WithContext("flatten " + name));
+    auto* handle = dynamic_cast<FrontHandle*>(device->get());
+    if (handle == nullptr) return started(Status::Internal("flatten " + name + ": not an engine volume"));
+    if (handle->standby()) {
+      return started(Status::Unavailable("flatten " + name + ": the volume is open read-write on another host; "
+                                         "flatten it there"));
+    }
+    std::shared_ptr<Volume> volume = handle->volume();
+    std::shared_ptr<Flattener> job;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = flattens_.find(name);
+      if (it != flattens_.end() && !it->second->status().finished()) {
+        job = it->second;  // another request started one meanwhile
+      } else {
+        job = Flattener::Start(std::move(*device), std::move(volume), options, log_);
+        flattens_[name] = job;
+      }
+    }
+    started(job->status());
+  });
+}
+
+Result<FlattenStatus> Engine::FlattenStatusOf(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = flattens_.find(name);
+  if (it == flattens_.end()) return Status::NotFound("no flatten of '" + name + "' has run on this host");
+  return it->second->status();
+}
+
+Status Engine::CancelFlatten(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = flattens_.find(name);
+  if (it == flattens_.end() || it->second->status().finished()) {
+    return Status::NotFound("no flatten of '" + name + "' is running on this host");
+  }
+  it->second->Cancel();
+  return Status::Ok();
+}
 
 }  // namespace tapmap::engine

@@ -30,6 +30,7 @@
 #include "tapdisk-map/engine/block_device.h"
 #include "tapdisk-map/engine/data_cache.h"
 #include "tapdisk-map/engine/fenced_pool_io.h"
+#include "tapdisk-map/engine/flattener.h"
 #include "tapdisk-map/engine/mapping_client.h"
 #include "tapdisk-map/engine/qos_limiter.h"
 #include "tapdisk-map/engine/stats.h"
@@ -112,6 +113,18 @@ class Engine final : public BlockDeviceOpener {
   QosLimits Qos(const std::string& name) const;
   uint32_t block_size() const { return block_size_; }
 
+  // Flattens volume `name` (flattener.h): opens it read-write here — sharing the open
+  // of this host's front ends if it has one — and starts a Flattener; `started` gets
+  // its first status. Fails read-only for a snapshot, unavailable if another host
+  // holds the volume read-write (flatten it there), and like Open otherwise. A second
+  // Flatten of a volume whose job is still running here answers that job's status.
+  void Flatten(const std::string& name, Flattener::Options options,
+               std::function<void(Result<FlattenStatus>)> started);
+  // The running or last finished flatten job of `name` on this host; not-found if none.
+  Result<FlattenStatus> FlattenStatusOf(const std::string& name) const;
+  // Asks the running job of `name` to stop (Flattener::Cancel); not-found if none runs.
+  Status CancelFlatten(const std::string& name);
+
  private:
   Engine(boost::asio::io_context& io, EngineOptions options, const Logger& log);
   // Creates the data cache on first login; checks the server's pool is ours.
@@ -137,6 +150,8 @@ class Engine final : public BlockDeviceOpener {
   std::map<std::string, std::weak_ptr<OpenVolume>> open_;
   // Limits set by SetQos, by volume name (guarded by mu_).
   std::map<std::string, QosLimits> qos_;
+  // Flatten jobs by volume name, running or the last finished one (guarded by mu_).
+  std::map<std::string, std::shared_ptr<Flattener>> flattens_;
   // Opens in flight per name; later Opens of the name wait for the first.
   std::map<std::string, std::vector<std::pair<bool, OpenDone>>> opening_;
   // The read-write Volumes alive here; shared with their deleters, which may run after

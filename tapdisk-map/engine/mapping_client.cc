@@ -445,6 +445,27 @@ class RemoteVolumeImpl final : public RemoteVolume {
     });
   }
 
+  void SharedRanges(uint64_t start_offset, uint32_t max_ranges,
+                    std::function<void(Result<SharedPage>)> done) override {
+    auto fail = Failer(done);
+    Run(fail, [impl = impl_, state = state_, start_offset, max_ranges, done, fail]() {
+      impl->VolumeCall(
+          state, impl->Deadline(),
+          [impl, start_offset, max_ranges, done](proto::Volume::Client cap) {
+            auto req = cap.sharedRangesRequest();
+            req.setStartOffset(start_offset);
+            req.setMaxRanges(max_ranges);
+            return req.send().then([impl, done](auto reply) {
+              SharedPage page;
+              page.ranges = tapmap::FromProto(reply.getRanges());
+              page.next_offset = reply.getNextOffset();
+              impl->PostToIo([done, page = std::move(page)]() mutable { done(std::move(page)); });
+            });
+          },
+          fail);
+    });
+  }
+
   void Diff(std::string from, uint64_t start_offset, uint32_t max_extents,
             std::function<void(Result<DiffPage>)> done) override {
     auto fail = Failer(done);

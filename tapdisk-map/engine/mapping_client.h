@@ -65,6 +65,14 @@ struct DiffPage {
   uint64_t next_offset = 0;
 };
 
+// One page of Volume.sharedRanges (mapping.capnp): byte ranges of the volume whose
+// committed blocks it shares with another volume; next_offset is where the next page
+// starts, 0 when there is none (a page may be empty and still have a next one).
+struct SharedPage {
+  std::vector<ByteRange> ranges;
+  uint64_t next_offset = 0;
+};
+
 // What the server tells an opener about its volume; implemented by Volume. Every
 // method is called on an io_context thread.
 class VolumeEvents {
@@ -111,6 +119,14 @@ class RemoteVolume {
     (void)start_offset;
     (void)max_extents;
     done(Status::NotSupported("diff"));
+  }
+  // Volume.sharedRanges from `start_offset`, at most `max_ranges` (1..65536) ranges.
+  // The default (test doubles): not-supported.
+  virtual void SharedRanges(uint64_t start_offset, uint32_t max_ranges,
+                            std::function<void(Result<SharedPage>)> done) {
+    (void)start_offset;
+    (void)max_ranges;
+    done(Status::NotSupported("sharedRanges"));
   }
 };
 

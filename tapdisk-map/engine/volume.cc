@@ -106,6 +106,10 @@ struct Volume::WriteOp {
   Join join;
   int replans = 0;
   std::optional<std::chrono::steady_clock::time_point> throttled_until;  // deadline while throttled
+  // CopyUp: no data of its own; only blocks mapped `shared` are written, each with its
+  // old content; `copied` counts them.
+  bool copy_up = false;
+  std::shared_ptr<std::atomic<uint64_t>> copied;
 };
 
 Volume::Volume(const VolumeContext& context, std::string name, bool read_only)
@@ -373,6 +377,47 @@ void Volume::StartWrite(uint64_t offset, std::span<const uint8_t> data, std::sha
   AdmitWrite(op);
 }
 
+void Volume::CopyUp(uint64_t offset, uint64_t length, CopyUpDone done) {
+  auto fail = [this, &done](Status s) {
+    boost::asio::post(*ctx_.io, [done = std::move(done), s = std::move(s)]() { done(s); });
+  };
+  const uint64_t bs = ctx_.block_size;
+  const uint64_t size = size_bytes_.load();
+  if (!IsAligned(offset, bs) || (!IsAligned(length, bs) && offset + length != size)) {
+    return fail(Status::InvalidArgument("copy-up range [" + std::to_string(offset) + ", +" + std::to_string(length) +
+                                        ") of " + name_ + " is not aligned to its " + std::to_string(bs) +
+                                        "-byte blocks"));
+  }
+  Status s = CheckIo(offset, length, true);
+  if (!s.ok()) return fail(std::move(s));
+  if (standby_.load(std::memory_order_acquire)) {
+    return fail(Status::Unavailable(name_ + " is held read-write by another host (this opener is its standby)"));
+  }
+  if (length == 0) {
+    return boost::asio::post(*ctx_.io, [done = std::move(done)]() { done(uint64_t{0}); });
+  }
+  auto copied = std::make_shared<std::atomic<uint64_t>>(0);
+  auto op = std::make_shared<WriteOp>();
+  op->offset = offset;
+  op->fua = false;
+  op->copy_up = true;
+  op->copied = copied;
+  op->done = [done = std::move(done), copied](Status st) {
+    if (!st.ok()) return done(std::move(st));
+    done(copied->load());
+  };
+  op->lock_start = offset;
+  op->lock_end = AlignUp(offset + length, bs);
+  if (!Usable()) {
+    auto self = shared_from_this();
+    return WaitUsable(std::chrono::steady_clock::now() + ctx_.unavailable_timeout, [self, op](Status st) {
+      if (!st.ok()) return self->Complete(std::move(op->done), std::move(st));
+      self->AdmitWrite(op);
+    });
+  }
+  AdmitWrite(op);
+}
+
 void Volume::AdmitWrite(std::shared_ptr<WriteOp> op) {
   // Backpressure: pinned copies are released by commits; while too many wait for one
   // (the server is slow or away), new writes wait too — before taking any range lock,
@@ -421,6 +466,19 @@ void Volume::PlanWrite(std::shared_ptr<WriteOp> op) {
   op->blocks = std::move(plan.blocks);
   std::vector<uint64_t> cow_blocks = std::move(plan.cow_blocks);
   const bool map_lost = plan.map_missing;
+  if (op->copy_up && !map_lost) {
+    // Only what the map says is shared is copied: a hole stays a hole, an owned or
+    // pending block is this opener's already.
+    std::vector<BlockWrite> keep;
+    cow_blocks.clear();
+    for (BlockWrite& w : op->blocks) {
+      if (w.kind == WriteKind::kCopyOnWrite && !w.from_pinned && w.old_extent.state == ExtentState::kShared) {
+        cow_blocks.push_back(w.block_start);
+        keep.push_back(std::move(w));
+      }
+    }
+    op->blocks = std::move(keep);
+  }
   if (map_lost) {
     // A reconnection cleared the maps after EnsureMapped: map again (bounded).
     if (++op->replans > 8) {
@@ -499,6 +557,7 @@ void Volume::ExecuteWrite(std::shared_ptr<WriteOp> op) {
 }
 
 Volume::Segment Volume::SegmentOf(const WriteOp& op, const BlockWrite& w) const {
+  if (op.copy_up) return Segment{0, 0, {}};  // the block's own content, unchanged
   const uint64_t bs = ctx_.block_size;
   const uint64_t seg_start = std::max(op.offset, w.block_start);
   const uint64_t seg_end = std::min(op.offset + op.data.size(), w.block_start + bs);
@@ -520,7 +579,7 @@ BlockData Volume::BuildBlock(const Segment& seg, const uint8_t* base) const {
   auto buf = covered ? std::make_shared<AlignedBuffer>(bs, AlignedBuffer::Uninitialized{})
                      : std::make_shared<AlignedBuffer>(bs);
   if (base != nullptr) std::memcpy(buf->data(), base, bs);
-  std::memcpy(buf->data() + seg.in_block, seg.src.data(), seg.length);
+  if (seg.length != 0) std::memcpy(buf->data() + seg.in_block, seg.src.data(), seg.length);
   return buf;
 }
 
@@ -614,6 +673,7 @@ void Volume::BlockStored(std::shared_ptr<WriteOp> op, size_t index, Status s) {
     std::lock_guard<std::mutex> lock(mu_);
     if (w.kind == WriteKind::kCopyOnWrite) {
       pending_.Put(w.block_start, w.target, w.content);
+      if (op->copy_up) op->copied->fetch_add(1, std::memory_order_relaxed);
     } else if (w.kind == WriteKind::kPendingInPlace) {
       pending_.Rewritten(w.block_start, w.target, w.content);
     }

@@ -117,6 +117,21 @@ class Volume final : public VolumeEvents, public std::enable_shared_from_this<Vo
   // blocks (volume_changes.cc).
   void ChangedSince(const std::string& snapshot, uint64_t offset, uint64_t length, size_t max_runs,
                     ChangesDone done);
+  // Flatten's step (flattener.h): every block of [offset, offset+length) that the map
+  // says is `shared` (mapped, and referenced by another volume or written under an
+  // earlier lease) gets a private copy — its content is read (through the cache) and
+  // written to a fresh reservation, exactly as a copy-on-write write that changes no
+  // byte would, pinned until the next commit like any write. Runs under the range
+  // lock, so a front end's write to the same blocks is ordered wholly before or after
+  // it, never lost. Holes, owned blocks and this host's pending blocks are left alone.
+  // `done` gets the number of blocks copied. Fails read-only on a read-only opener,
+  // unavailable on a standby one (another host holds the rw lease), invalid-argument
+  // for a range that is not block-aligned (its end may be the volume's end) or lies
+  // beyond the end.
+  using CopyUpDone = std::function<void(Result<uint64_t>)>;
+  void CopyUp(uint64_t offset, uint64_t length, CopyUpDone done);
+  // The opener at the server (for Volume.sharedRanges); null before Attach.
+  const std::shared_ptr<RemoteVolume>& remote() const { return remote_; }
   // Resize listeners, one per front-end handle (`owner` identifies it); nullptr
   // removes that handle's listener.
   void SetResizeListener(const void* owner, std::function<void(uint64_t)> listener);

@@ -572,5 +572,100 @@ TEST_CASE("allocation: bad ranges are refused", "[volume][allocation]") {
   }
 }
 
+TEST_CASE("CopyUp gives shared blocks private copies and leaves holes, owned and pending blocks alone",
+          "[volume][flatten]") {
+  Rig rig;
+  const uint64_t golden = kDataStart + 10 * kBlock;
+  for (uint64_t b = 0; b < 3; b++) {
+    rig.PoolFill(golden + b * kBlock, kBlock, static_cast<uint8_t>(0x30 + b));
+    rig.remote->SetShared(b, golden + b * kBlock, 7);
+  }
+  // Block 3 written here (pending, then owned after the flush); block 4 a hole.
+  REQUIRE(rig.Write(3 * kBlock, std::vector<uint8_t>(kBlock, 0x77)).ok());
+  Waiter<Result<uint64_t>> w;
+  rig.volume->CopyUp(0, 5 * kBlock, w.Callback());
+  auto copied = w.Wait();
+  REQUIRE(copied.ok());
+  CHECK(*copied == 3);
+  REQUIRE(rig.Flush().ok());
+  for (uint64_t b = 0; b < 3; b++) {
+    Extent e = rig.remote->BlockAt(b);
+    CHECK(e.state == ExtentState::kOwned);
+    CHECK(e.physical != golden + b * kBlock);
+    CHECK(rig.PoolBytes(e.physical, kBlock) == std::vector<uint8_t>(kBlock, static_cast<uint8_t>(0x30 + b)));
+    // The golden blocks are untouched.
+    CHECK(rig.PoolBytes(golden + b * kBlock, kBlock) == std::vector<uint8_t>(kBlock, static_cast<uint8_t>(0x30 + b)));
+  }
+  CHECK(rig.remote->BlockAt(4).state == ExtentState::kHole);
+  // Nothing shared is left: a second CopyUp copies nothing.
+  Waiter<Result<uint64_t>> again;
+  rig.volume->CopyUp(0, 5 * kBlock, again.Callback());
+  REQUIRE(again.Wait().ok());
+  Waiter<Result<uint64_t>> third;
+  rig.volume->CopyUp(0, 5 * kBlock, third.Callback());
+  auto none = third.Wait();
+  REQUIRE(none.ok());
+  CHECK(*none == 0);
+}
+
+TEST_CASE("CopyUp racing writes to the same shared blocks never loses a write", "[volume][flatten]") {
+  Rig rig;
+  const uint64_t golden = kDataStart + 20 * kBlock;
+  constexpr uint64_t kBlocks = 16;
+  for (uint64_t b = 0; b < kBlocks; b++) {
+    rig.PoolFill(golden + b * kBlock, kBlock, 0x11);
+    rig.remote->SetShared(b, golden + b * kBlock, 7);
+  }
+  // Every block gets a CopyUp and a partial write issued together, in both orders; the
+  // write's bytes must be there afterwards whichever runs first.
+  std::vector<Waiter<Result<uint64_t>>> copies(kBlocks);
+  std::vector<Waiter<Status>> writes(kBlocks);
+  std::vector<std::vector<uint8_t>> data(kBlocks);
+  for (uint64_t b = 0; b < kBlocks; b++) {
+    data[b].assign(4096, static_cast<uint8_t>(0x80 + b));
+    if (b % 2 == 0) rig.volume->CopyUp(b * kBlock, kBlock, copies[b].Callback());
+    rig.volume->Write(b * kBlock + 8192, data[b], false, writes[b].Callback());
+    if (b % 2 == 1) rig.volume->CopyUp(b * kBlock, kBlock, copies[b].Callback());
+  }
+  uint64_t copied = 0;
+  for (uint64_t b = 0; b < kBlocks; b++) {
+    REQUIRE(writes[b].Wait().ok());
+    auto c = copies[b].Wait();
+    REQUIRE(c.ok());
+    copied += *c;
+  }
+  // A block the write made private first has nothing left to copy.
+  CHECK(copied <= kBlocks);
+  REQUIRE(rig.Flush().ok());
+  for (uint64_t b = 0; b < kBlocks; b++) {
+    std::vector<uint8_t> back(kBlock);
+    REQUIRE(rig.Read(b * kBlock, back).ok());
+    std::vector<uint8_t> want(kBlock, 0x11);
+    std::fill(want.begin() + 8192, want.begin() + 8192 + 4096, static_cast<uint8_t>(0x80 + b));
+    INFO("block " << b);
+    CHECK(back == want);
+    Extent e = rig.remote->BlockAt(b);
+    CHECK(e.state == ExtentState::kOwned);
+    CHECK(rig.PoolBytes(e.physical, kBlock) == want);
+  }
+}
+
+TEST_CASE("CopyUp refuses what it cannot do", "[volume][flatten]") {
+  SECTION("a read-only opener") {
+    Rig rig(4 << 20, /*read_only=*/true);
+    Waiter<Result<uint64_t>> w;
+    rig.volume->CopyUp(0, kBlock, w.Callback());
+    CHECK(w.Wait().status().code() == StatusCode::kReadOnly);
+  }
+  SECTION("ranges not on block boundaries or past the end") {
+    Rig rig;
+    Waiter<Result<uint64_t>> a, b;
+    rig.volume->CopyUp(4096, kBlock, a.Callback());
+    CHECK(a.Wait().status().code() == StatusCode::kInvalidArgument);
+    rig.volume->CopyUp(0, 8 << 20, b.Callback());
+    CHECK(b.Wait().status().code() == StatusCode::kInvalidArgument);
+  }
+}
+
 }  // namespace
 }  // namespace tapmap::engine

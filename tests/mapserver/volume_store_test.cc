@@ -771,3 +771,77 @@ TEST_CASE("Rename keeps the map, moves the name and fsck stays clean") {
 
 }  // namespace
 }  // namespace tapmap::mapserver
+
+namespace tapmap::mapserver {
+namespace {
+
+// Every page of SharedRanges from the start, concatenated.
+std::vector<ByteRange> AllShared(VolumeStore& s, const std::string& name, size_t max_ranges, uint64_t max_scanned,
+                                 int* pages = nullptr) {
+  std::vector<ByteRange> all;
+  uint64_t next = 0;
+  int n = 0;
+  do {
+    auto page = s.SharedRanges(name, next, max_ranges, max_scanned, &next);
+    REQUIRE(page.ok());
+    REQUIRE(page->size() <= max_ranges);
+    for (const ByteRange& r : *page) {
+      if (!all.empty() && all.back().end() == r.offset) {
+        all.back().length += r.length;  // a range cut by a page boundary
+      } else {
+        all.push_back(r);
+      }
+    }
+    ++n;
+  } while (next != 0);
+  if (pages != nullptr) *pages = n;
+  return all;
+}
+
+}  // namespace
+
+TEST_CASE("SharedRanges: what a clone shares with its golden image, until it is rewritten") {
+  StoreFixture f(4096);
+  auto& s = f.store();
+  REQUIRE(s.Create("gold", 100 * kBs).ok());
+  // gold maps blocks 0..9 and 50..59.
+  for (uint64_t first : {0, 50}) {
+    auto r = s.PrepareWrite(7, "gold", {ByteRange{first * kBs, 10 * kBs}}, kLease);
+    REQUIRE(r.ok());
+    REQUIRE(s.Commit(7, "gold", *r).ok());
+  }
+  s.DropReservations(7);
+  // Alone, nothing of gold is shared.
+  CHECK(AllShared(s, "gold", 16, 1000).empty());
+  REQUIRE(s.Clone("gold", "vm").ok());
+  std::vector<ByteRange> both = {{0, 10 * kBs}, {50 * kBs, 10 * kBs}};
+  CHECK(AllShared(s, "vm", 16, 1000) == both);
+  CHECK(AllShared(s, "gold", 16, 1000) == both);
+  // vm rewrites blocks 3..4 and 55..59 (as flatten's copies would): those are its own.
+  for (ByteRange r : {ByteRange{3 * kBs, 2 * kBs}, ByteRange{55 * kBs, 5 * kBs}}) {
+    auto e = s.PrepareWrite(8, "vm", {r}, kLease + 1);
+    REQUIRE(e.ok());
+    REQUIRE(s.Commit(8, "vm", *e).ok());
+  }
+  s.DropReservations(8);
+  std::vector<ByteRange> left = {{0, 3 * kBs}, {5 * kBs, 5 * kBs}, {50 * kBs, 5 * kBs}};
+  CHECK(AllShared(s, "vm", 16, 1000) == left);
+  // Paging: one range per page, or a scan bound of 2 blocks, give the same ranges.
+  int pages = 0;
+  CHECK(AllShared(s, "vm", 1, 1000, &pages) == left);
+  CHECK(pages == 3);
+  CHECK(AllShared(s, "vm", 16, 2, &pages) == left);
+  CHECK(pages >= 7);  // 15 mapped blocks, 2 per page
+  // Holes are never shared; a discarded shared range is no longer mapped.
+  REQUIRE(s.Discard("vm", {ByteRange{0, 3 * kBs}}).ok());
+  CHECK(AllShared(s, "vm", 16, 1000) == std::vector<ByteRange>{{5 * kBs, 5 * kBs}, {50 * kBs, 5 * kBs}});
+  // A snapshot of vm shares everything it maps again.
+  REQUIRE(s.Snapshot("vm", "vm-s").ok());
+  CHECK(AllShared(s, "vm", 16, 1000) == std::vector<ByteRange>{{3 * kBs, 7 * kBs}, {50 * kBs, 10 * kBs}});
+  // Errors.
+  uint64_t next = 0;
+  CHECK(s.SharedRanges("nope", 0, 16, 1000, &next).status().code() == StatusCode::kNotFound);
+  CHECK(s.SharedRanges("vm", 0, 0, 1000, &next).status().code() == StatusCode::kInvalidArgument);
+}
+
+}  // namespace tapmap::mapserver

@@ -86,14 +86,16 @@ std::vector<std::string> TapmapStack::TapmapArgv(std::vector<std::string> args) 
   const std::string family = args.empty() ? std::string() : args[0];
   const std::string verb = args.size() < 2 ? std::string() : args[1];
   const bool copies = family == "volume" && (verb == "import" || verb == "export");
-  if (family == "volume" || family == "snapshot-live") {
+  const bool daemon_only = family == "volume" && (verb == "flatten" || verb == "qos");
+  if ((family == "volume" && !daemon_only) || family == "snapshot-live") {
     for (const std::string& a :
          {std::string("--server"), server(), std::string("--secret-file"), dir_ / "secret",
           std::string("--host-name"), std::string("cli-host")}) {
       argv.push_back(a);
     }
   }
-  if (family == "vbd" || family == "nbd" || family == "stats" || family == "snapshot-live" || copies) {
+  if (family == "vbd" || family == "nbd" || family == "stats" || family == "snapshot-live" || copies ||
+      daemon_only) {
     argv.push_back("--control");
     argv.push_back(control());
   }

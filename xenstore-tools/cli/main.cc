@@ -2,6 +2,7 @@
 #include <vector>
 
 #include "xenstore-tools/cli/command.h"
+#include "xenstore-tools/cli/flatten_command.h"
 #include "xenstore-tools/cli/image_command.h"
 #include "xenstore-tools/cli/nbd_command.h"
 #include "xenstore-tools/cli/qos_command.h"
@@ -14,6 +15,7 @@ int main(int argc, char** argv) {
   std::vector<tapmap::cli::CommandSpec> commands;
   tapmap::cli::AddVolumeCommands(&commands);
   tapmap::cli::AddImageCommands(&commands);
+  tapmap::cli::AddFlattenCommands(&commands);
   tapmap::cli::AddVbdCommands(&commands);
   tapmap::cli::AddNbdCommands(&commands);
   tapmap::cli::AddQosCommands(&commands);

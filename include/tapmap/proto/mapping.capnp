@@ -274,6 +274,16 @@ interface Volume {
   close @4 ();
   # Ends this opener: releases the lease and reclaims uncommitted reservations. Any
   # later call on this capability fails with invalid-argument.
+
+  sharedRanges @5 (startOffset :UInt64, maxRanges :UInt32) -> (ranges :List(Range), nextOffset :UInt64);
+  # The byte ranges of this volume, from `startOffset` (rounded down to a pool block)
+  # on, whose committed blocks it shares with another volume (a snapshot, its golden
+  # image, a clone: the block or a map node above it is referenced more than once) —
+  # what `flatten` copies so that the volume shares nothing. Holes are never included.
+  # At most maxRanges (1..65536) merged ranges; one call also examines a bounded number
+  # of mapped blocks, so a page may be short or empty: nextOffset is where to continue,
+  # 0 when the end of the volume was reached. Committed state only (a writer's pending
+  # blocks are private anyway).
 }
 
 interface MapCallback {
