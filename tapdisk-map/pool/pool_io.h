@@ -1,9 +1,10 @@
-// PoolIo: asynchronous reads, writes and data syncs on the pool file. Two
-// implementations: UringPoolIo (io_uring, the default) and ThreadPoolIo (blocking
-// pread/pwrite on worker threads; the fallback where io_uring is unavailable, and the
-// baseline the engine bench compares against).
+// PoolIo: asynchronous reads, writes and data syncs on the pool. For a pool file or
+// device: UringPoolIo (io_uring, the default) and ThreadPoolIo (blocking pread/pwrite
+// on worker threads; the fallback where io_uring is unavailable, and the baseline the
+// engine bench compares against). For a pool in RADOS: RadosPoolIo (rados_pool_io.h,
+// librados aio).
 //
-// Contract common to both:
+// Contract common to all:
 //  - Buffers, offsets and lengths must be multiples of kDirectIoAlignment
 //    (aligned_buffer.h); a violation fails the operation with invalid-argument.
 //  - The buffer must stay valid until `done` runs.
@@ -58,9 +59,9 @@ class PoolIo {
   // Makes every write completed before the call stable (fdatasync).
   virtual void Sync(PoolDone done) = 0;
 
-  // "io_uring", "threads" or "io_uring+threads".
+  // "io_uring", "threads", "io_uring+threads" or "rados".
   virtual std::string_view kind() const = 0;
-  // True if the pool was opened with O_DIRECT.
+  // True if the pool was opened with O_DIRECT (false for RADOS: no page cache involved).
   virtual bool direct() const = 0;
   virtual PoolIoCounters counters() const;
 
