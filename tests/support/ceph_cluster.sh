@@ -28,7 +28,8 @@ usage() { echo "usage: $0 start DIR [MON_PORT] | pool DIR NAME | stop DIR | watc
 CMD=${1:-}; DIR=${2:-}
 [ -n "$CMD" ] && [ -n "$DIR" ] || usage
 
-# Every CLI call is bounded: without a manager some commands wait forever.
+# Every call is bounded: without a manager some commands wait forever, and a daemon
+# that cannot reach the monitor may never report itself started.
 CLI_TIMEOUT=20
 
 alive() { [ -d "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
@@ -147,14 +148,17 @@ osd objectstore = memstore
 memstore device bytes = ${MEMSTORE_BYTES:-536870912}
 CONF
   : > "$DIR/keyring"
-  monmaptool --create --clobber --fsid "$fsid" --addv a "$mon_host" "$DIR/monmap" >/dev/null
-  ceph-mon -c "$DIR/ceph.conf" -i a --mkfs --monmap "$DIR/monmap" --keyring "$DIR/keyring" 2>>"$DIR/log/mkfs.log"
-  ceph-mon -c "$DIR/ceph.conf" -i a 2>>"$DIR/log/daemons.log"  # returns once the monitor runs
+  timeout $CLI_TIMEOUT monmaptool --create --clobber --fsid "$fsid" --addv a "$mon_host" "$DIR/monmap" >/dev/null
+  timeout $CLI_TIMEOUT ceph-mon -c "$DIR/ceph.conf" -i a --mkfs --monmap "$DIR/monmap" --keyring "$DIR/keyring" \
+    2>>"$DIR/log/mkfs.log"
+  # Daemonizes: returns once the monitor runs (its pid in run/mon.a.pid).
+  timeout $CLI_TIMEOUT ceph-mon -c "$DIR/ceph.conf" -i a 2>>"$DIR/log/daemons.log"
   local id
   id=$(timeout $CLI_TIMEOUT ceph -c "$DIR/ceph.conf" osd new "$osd_uuid" 2>>"$DIR/log/cli.log")
   [ "$id" = 0 ] || { echo "ceph_cluster.sh: osd new gave '$id'" >&2; false; }
-  ceph-osd -c "$DIR/ceph.conf" -i 0 --mkfs --osd-uuid "$osd_uuid" --keyring "$DIR/keyring" >>"$DIR/log/mkfs.log" 2>&1
-  ceph-osd -c "$DIR/ceph.conf" -i 0 2>>"$DIR/log/daemons.log"
+  timeout $CLI_TIMEOUT ceph-osd -c "$DIR/ceph.conf" -i 0 --mkfs --osd-uuid "$osd_uuid" --keyring "$DIR/keyring" \
+    >>"$DIR/log/mkfs.log" 2>&1
+  timeout $CLI_TIMEOUT ceph-osd -c "$DIR/ceph.conf" -i 0 2>>"$DIR/log/daemons.log"  # daemonizes too
   trap - ERR
   echo "CEPH_CONF=$DIR/ceph.conf"
 }
