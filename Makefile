@@ -20,7 +20,7 @@ DEPS := build-essential cmake pkg-config clang clang-format libclang-rt-14-dev \
         qemu-system-x86 xen-hypervisor-4.17-amd64 linux-image-amd64 busybox-static \
         debootstrap cpio e2fsprogs xz-utils
 
-.PHONY: all deps configure test unit-test asan asan-all demo bench install clean format fuzz lab
+.PHONY: all deps configure test unit-test asan asan-all demo demo-ceph bench install clean format fuzz lab
 
 all: configure
 	cmake --build $(BUILD) -j$(JOBS)
@@ -69,6 +69,15 @@ demo: deps
 	@$(MAKE) --no-print-directory all > $(BUILD)/demo-build.log 2>&1 || \
 	  { tail -n 60 $(BUILD)/demo-build.log; echo "make demo: the build failed (whole log: $(BUILD)/demo-build.log)" >&2; exit 1; }
 	@tests/demo/run_demo.sh $(BUILD)
+
+# The demo on a RADOS pool: the same boot storm, on a throw-away one-node Ceph cluster
+# the demo starts and stops (make demo needs no Ceph).
+demo-ceph: deps
+	@mkdir -p $(BUILD)
+	@echo "== building tapmap (log: $(BUILD)/demo-build.log)"
+	@$(MAKE) --no-print-directory all > $(BUILD)/demo-build.log 2>&1 || \
+	  { tail -n 60 $(BUILD)/demo-build.log; echo "make demo-ceph: the build failed (whole log: $(BUILD)/demo-build.log)" >&2; exit 1; }
+	@TAPMAP_DEMO_POOL=rados tests/demo/run_demo.sh $(BUILD)
 
 bench: deps
 	$(MAKE) all

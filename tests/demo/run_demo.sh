@@ -12,9 +12,16 @@
 #      private blocks, 16 NBD clients in parallel
 #   4. print logical vs pool bytes read, I/O eliminated, cache hit rate, time
 #
+# With TAPMAP_DEMO_POOL=rados (make demo-ceph) the pool is a RADOS pool on a throw-away
+# one-node Ceph cluster started for the demo (tests/support/ceph_cluster.sh: one monitor,
+# one memstore OSD on 127.0.0.1, stopped at the end), and the table adds what the OSD
+# served during the storm.
+#
 # Usage: tests/demo/run_demo.sh BUILD_DIR
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+pool_kind=${TAPMAP_DEMO_POOL:-file}
 bin=$build/bin
 clones=${TAPMAP_DEMO_CLONES:-16}
 golden_mib=256
@@ -33,6 +40,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "$pool_kind" = rados ]; then "$repo/tests/support/ceph_cluster.sh" stop "$work/ceph" >/dev/null 2>&1 || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -44,7 +52,7 @@ tapmap() { "$bin/tapmap" "${common[@]}" --server "unix:$work/ms.sock" --secret-f
 tapmap_local() { "$bin/tapmap" "${common[@]}" --control "$work/ctl.sock" "$@"; }
 wait_for() { for _ in $(seq 1 300); do [ -S "$1" ] && return 0; sleep 0.1; done; echo "demo: $1 never appeared" >&2; exit 1; }
 start_tapdisk() {
-  "$bin/tapdisk-map" "${common[@]}" --server "unix:$work/ms.sock" --pool "$work/pool" --secret-file "$work/secret" \
+  "$bin/tapdisk-map" "${common[@]}" --server "unix:$work/ms.sock" --pool "$pool" --secret-file "$work/secret" \
     --host-name demo-host --control "$work/ctl.sock" --nbd "unix:$work/nbd.sock" --cache-size 512M --xen off \
     >>"$work/tapdisk-map.log" 2>&1 &
   tapdisk_pid=$!
@@ -58,8 +66,21 @@ stop_tapdisk() {
 url() { echo "nbd+unix:///$1?socket=$work/nbd.sock"; }
 
 echo "== tapmap demo in $work"
-"$bin/mapserver" format "${common[@]}" --pool pool --meta meta --size 2G --block-size 64K
-"$bin/mapserver" serve "${common[@]}" --pool pool --meta meta --listen "unix:$work/ms.sock" \
+pool="$work/pool"
+if [ "$pool_kind" = rados ]; then
+  echo "== starting a one-node Ceph cluster (memstore) for the pool"
+  MEMSTORE_BYTES=$((2 << 30)) "$repo/tests/support/ceph_cluster.sh" start "$work/ceph" 7800 >/dev/null
+  "$repo/tests/support/ceph_cluster.sh" pool "$work/ceph" tapmap >/dev/null
+  pool="rados:tapmap/demo?conf=$work/ceph/ceph.conf"
+fi
+# Bytes the Ceph OSD has served (its admin socket's perf counter); 0 for a file pool.
+osd_read_bytes() {
+  [ "$pool_kind" = rados ] || { echo 0; return; }
+  ceph --admin-daemon "$(ls "$work"/ceph/run/osd.0.*.asok | head -1)" perf dump |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["osd"]["op_r_out_bytes"])'
+}
+"$bin/mapserver" format "${common[@]}" --pool "$pool" --meta meta --size 2G --block-size 64K
+"$bin/mapserver" serve "${common[@]}" --pool "$pool" --meta meta --listen "unix:$work/ms.sock" \
   --secret-file secret >>mapserver.log 2>&1 &
 pids+=("$!")
 wait_for "$work/ms.sock"
@@ -106,6 +127,7 @@ for i in range(1, clones + 1):
 PY
 stats() { tapmap_local --json stats; }
 before=$(stats)
+osd_before=$(osd_read_bytes)
 t0=$(date +%s%N)
 storm_pids=()
 for i in $(seq -w 1 "$clones"); do
@@ -119,10 +141,12 @@ for p in "${storm_pids[@]}"; do wait "$p" || fail=1; done
 t1=$(date +%s%N)
 [ "$fail" = 0 ] || { echo "demo: a boot-storm client failed" >&2; cat storm-*.log | grep -i error | head >&2; exit 1; }
 after=$(stats)
+osd_served=$(( $(osd_read_bytes) - osd_before ))
 
-python3 - "$before" "$after" "$(( (t1 - t0) / 1000000 ))" "$clones" "$boot_pieces" "$piece" <<'PY'
+python3 - "$before" "$after" "$(( (t1 - t0) / 1000000 ))" "$clones" "$boot_pieces" "$piece" "$pool_kind" "$osd_served" <<'PY'
 import json, sys
 b, a = json.loads(sys.argv[1])["stats"], json.loads(sys.argv[2])["stats"]
+pool_kind, osd_served = sys.argv[7], int(sys.argv[8])
 secs, clones, pieces, piece = int(sys.argv[3]) / 1000.0, int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 d = {k: a.get(k, 0) - b.get(k, 0) for k in a if isinstance(a.get(k), int)}
 logical, pool = d["logical_bytes_read"], d["pool_bytes_read"]
@@ -140,6 +164,8 @@ rows = [
     ("private writes", f"{d['logical_write_ops']} ops, {mib(d['logical_bytes_written'])}"),
     ("boot storm time", f"{secs:.2f} s ({logical / secs / 1048576:,.0f} MiB/s logical)"),
 ]
+if pool_kind == "rados":
+    rows.insert(4, ("Ceph OSD bytes served (RADOS pool)", mib(osd_served)))
 w = max(len(r[0]) for r in rows)
 print()
 print("  " + "metric".ljust(w) + "   value")
@@ -151,4 +177,6 @@ if logical < clones * boot:
     sys.exit("demo: fewer bytes read than the boot storm asked for")
 PY
 stop_tapdisk
-echo "== shown: $clones clones of one golden image booted at once through tapdisk-map read the shared blocks from the pool once (the table's 'pool bytes read / boot set'); every daemon stopped cleanly"
+where="the pool"
+[ "$pool_kind" = rados ] && where="the RADOS pool (one-node Ceph)"
+echo "== shown: $clones clones of one golden image booted at once through tapdisk-map read the shared blocks from $where once (the table's 'pool bytes read / boot set'); every daemon stopped cleanly"
