@@ -4,8 +4,11 @@
 //                    [--object-size 4M]
 //   (PATH is a file, a block device or rados:CEPHPOOL/PREFIX[?conf=F&id=NAME&timeout=S],
 //   protocol/pool_location.h)
-//   mapserver serve  --pool PATH --meta DIR [--listen ADDR] [--secret-file F]
-//   mapserver fsck   --pool PATH --meta DIR
+//   mapserver serve  --pool PATH --meta DIR [--listen ADDR] [--secret-file F] [--standby]
+//   mapserver fsck   --pool PATH --meta DIR   (a rados: pool: --meta not needed)
+//
+// A rados: pool keeps its metadata in RADOS too (doc/metadata_rados.md): --meta is
+// then the local working copy, rebuilt from RADOS when serve starts or takes over.
 //
 // Settings come from the [mapserver] section of the config file (--config, default
 // /etc/tapmap/tapmap.conf), overridden by flags.
@@ -27,8 +30,11 @@
 #include "protocol/server_address.h"
 #include "mapserver/certificate_authority.h"
 #include "mapserver/credential_registry.h"
+#include "mapserver/active_role.h"
 #include "mapserver/fsck.h"
 #include "mapserver/mapping_service.h"
+#include "mapserver/temp_meta_dir.h"
+#include "protocol/pool_location.h"
 #include "protocol/superblock_file.h"
 #include "protocol/tls.h"
 #include "mapserver/server.h"
@@ -89,7 +95,23 @@ std::vector<OptionSpec> Specs() {
       {"max-connections-per-address", "64", "serve: connections at once from one IP address"},
       {"login-timeout", "10", "serve: seconds a new connection has to log in"},
       {"log-level", "info", "debug, info, warning or error"},
+      {"standby", "", "serve (rados: pool): follow the active's metadata and take over when its lock expires", true},
+      {"lock-seconds", "6", "serve (rados: pool): duration of the active lock, renewed every sixth of it (2..60)"},
+      {"checkpoint-every", "1000", "serve (rados: pool): metadata journal records between checkpoints"},
   };
+}
+
+// The RADOS metadata of `pool` if it is a rados: location, else null.
+Result<std::unique_ptr<RadosMetadataJournal>> RadosJournalFor(const std::string& pool,
+                                                              std::unique_ptr<rados::RadosCluster>* cluster,
+                                                              const Logger& logger) {
+  auto location = protocol::ParsePoolLocation(pool);
+  if (!location.ok()) return location.status();
+  if (!location->is_rados()) return std::unique_ptr<RadosMetadataJournal>();
+  auto connected = rados::RadosCluster::Connect(location->rados);
+  if (!connected.ok()) return connected.status();
+  *cluster = std::move(*connected);
+  return std::make_unique<RadosMetadataJournal>(**cluster, location->prefix, logger);
 }
 
 int Usage(const Options& options, FILE* out, int rc) {
@@ -140,6 +162,10 @@ int Format(const Options& options) {
   if (!sb.ok()) return Fail(sb.status());
   Status s = VolumeStore::InitMetadata(*sb, options.Get("meta"), fo.force);
   if (!s.ok()) return Fail(s);
+  std::unique_ptr<rados::RadosCluster> cluster;
+  auto journal = RadosJournalFor(fo.path, &cluster, Logger("mapserver", LogLevel::kWarning));
+  if (!journal.ok()) return Fail(journal.status());
+  if (*journal && !(s = (*journal)->Format(options.Get("meta"), fo.force)).ok()) return Fail(s);
   std::printf("formatted pool %s: uuid %s, %llu blocks of %s (%s), metadata in %s\n",
               fo.path.c_str(), protocol::FormatUuid(sb->uuid).c_str(),
               static_cast<unsigned long long>(sb->total_blocks), FormatSize(sb->block_size).c_str(),
@@ -148,17 +174,55 @@ int Format(const Options& options) {
 }
 
 int Fsck(const Options& options, const Logger& logger) {
-  for (const char* name : {"pool", "meta"}) {
-    if (Status s = Require(options, name); !s.ok()) return Fail(s);
-  }
+  if (Status s = Require(options, "pool"); !s.ok()) return Fail(s);
   auto sb = protocol::ReadPoolSuperblock(options.Get("pool"));
   if (!sb.ok()) return Fail(sb.status());
-  auto store = VolumeStore::Open(*sb, options.Get("meta"), logger);
+  // A rados: pool: check what RADOS holds (checkpoint + journal), loaded into a
+  // scratch directory; the same checks as for LMDB.
+  std::unique_ptr<rados::RadosCluster> cluster;
+  auto journal = RadosJournalFor(options.Get("pool"), &cluster, logger);
+  if (!journal.ok()) return Fail(journal.status());
+  std::unique_ptr<TempMetaDir> scratch;
+  std::string meta_dir = options.Get("meta");
+  if (*journal) {
+    auto made = TempMetaDir::Make();
+    if (!made.ok()) return Fail(made.status());
+    scratch = std::move(*made);
+    meta_dir = scratch->path();
+    if (Status s = (*journal)->Restore(meta_dir); !s.ok()) return Fail(s);
+  } else if (Status s = Require(options, "meta"); !s.ok()) {
+    return Fail(s);
+  }
+  auto store = VolumeStore::Open(*sb, meta_dir, logger);
   if (!store.ok()) return Fail(store.status());
   FsckReport report = CheckMetadata((*store)->metadata(), *sb);
   for (const auto& p : report.problems) std::printf("problem: %s\n", p.c_str());
   std::printf("fsck %s\n", report.Summary().c_str());
   return report.clean() ? 0 : 2;
+}
+
+// The active/standby role for a rados: pool (null for a file pool).
+Result<std::unique_ptr<RadosActiveRole>> MakeActiveRole(const Options& options, const Logger& logger) {
+  auto location = protocol::ParsePoolLocation(options.Get("pool"));
+  if (!location.ok()) return location.status();
+  if (!location->is_rados()) {
+    if (options.GetBool("standby")) return Status::InvalidArgument("--standby needs a rados: pool");
+    return std::unique_ptr<RadosActiveRole>();
+  }
+  ActiveRoleOptions ro;
+  ro.meta_dir = options.Get("meta");
+  ro.standby = options.GetBool("standby");
+  auto lock_seconds = options.GetUint("lock-seconds");
+  if (!lock_seconds.ok()) return lock_seconds.status();
+  if (*lock_seconds < 2 || *lock_seconds > 60) return Status::InvalidArgument("--lock-seconds must be 2..60");
+  ro.lock_duration = std::chrono::seconds(*lock_seconds);
+  auto every = options.GetUint("checkpoint-every");
+  if (!every.ok()) return every.status();
+  if (*every == 0 || *every > 1000000) return Status::InvalidArgument("--checkpoint-every must be 1..1000000");
+  ro.checkpoint_every = static_cast<uint32_t>(*every);
+  auto cluster = rados::RadosCluster::Connect(location->rados);
+  if (!cluster.ok()) return cluster.status();
+  return std::make_unique<RadosActiveRole>(std::move(*cluster), location->prefix, ro, logger);
 }
 
 int Serve(const Options& options, const Logger& logger) {
@@ -218,13 +282,28 @@ int Serve(const Options& options, const Logger& logger) {
   }
   auto sb = protocol::ReadPoolSuperblock(options.Get("pool"));
   if (!sb.ok()) return Fail(sb.status());
-  auto store =
-      VolumeStore::Open(*sb, options.Get("meta"), logger.WithContext("pool", protocol::FormatUuid(sb->uuid)));
-  if (!store.ok()) return Fail(store.status());
-
+  // Before any thread starts (librados's): every thread then has them blocked and
+  // the event loop (or a standby's wait) takes them.
   ::signal(SIGPIPE, SIG_IGN);
   kj::UnixEventPort::captureSignal(SIGTERM);
   kj::UnixEventPort::captureSignal(SIGINT);
+  // A rados: pool: become the active mapserver first (doc/metadata_rados.md).
+  std::unique_ptr<RadosActiveRole> role;
+  if (auto made = MakeActiveRole(options, logger); !made.ok()) {
+    return Fail(made.status());
+  } else if ((role = std::move(*made)) != nullptr) {
+    Status s = role->BecomeActive();
+    if (s.code() == StatusCode::kAborted) {
+      logger.Infof("%s", s.message().c_str());
+      return 0;
+    }
+    if (!s.ok()) return Fail(s);
+  }
+  auto store =
+      VolumeStore::Open(*sb, options.Get("meta"), logger.WithContext("pool", protocol::FormatUuid(sb->uuid)));
+  if (!store.ok()) return Fail(store.status());
+  if (role) role->Attach((*store)->metadata());
+
   auto io = kj::setupAsyncIo();
   ServiceOptions service_options;
   service_options.callback_timeout = *timeout * kj::SECONDS;
@@ -249,6 +328,9 @@ int Serve(const Options& options, const Logger& logger) {
                tls ? " with mutual TLS" : "",
                protocol::FormatUuid(sb->uuid).c_str(), static_cast<unsigned long long>(sb->total_blocks),
                FormatSize(sb->block_size).c_str());
+  if (role) {
+    if (Status s = role->Announce(server->bound_address()); !s.ok()) logger.Warnf("%s", s.ToString().c_str());
+  }
   std::printf("listening on %s\n", server->bound_address().c_str());
   std::fflush(stdout);
 
@@ -257,6 +339,9 @@ int Serve(const Options& options, const Logger& logger) {
   logger.Infof("signal %d: closing connections and exiting", info.si_signo);
   server.reset();  // drops connections; held rw leases stay recorded for the next grace period
   service.reset();
+  if (role) {
+    if (Status s = role->Shutdown(); !s.ok()) logger.Warnf("last metadata checkpoint: %s", s.ToString().c_str());
+  }
   store->reset();  // every acknowledged change is already durable
   return 0;
 }

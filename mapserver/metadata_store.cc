@@ -1,5 +1,12 @@
 #include "mapserver/metadata_store.h"
 
+#include "mapserver/metadata_journal.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
 namespace tapmap::mapserver {
 namespace {
 
@@ -65,13 +72,46 @@ MetadataStore::~MetadataStore() { mdb_env_close(env_); }
 std::unique_ptr<Txn> MetadataStore::BeginRead() {
   MDB_txn* txn = nullptr;
   Check("begin read", mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn));
-  return std::unique_ptr<Txn>(new Txn(this, txn, true));
+  return std::unique_ptr<Txn>(new Txn(this, txn, true, nullptr));
 }
 
 std::unique_ptr<Txn> MetadataStore::BeginWrite() {
   MDB_txn* txn = nullptr;
   Check("begin write", mdb_txn_begin(env_, nullptr, 0, &txn));
-  return std::unique_ptr<Txn>(new Txn(this, txn, false));
+  return std::unique_ptr<Txn>(new Txn(this, txn, false, journal_));
+}
+
+void MetadataStore::SetJournal(MetadataJournal* journal) {
+  journal_ = journal;
+  SetSync(journal == nullptr);
+}
+
+void MetadataStore::SetSync(bool sync) {
+  Check("set sync mode", mdb_env_set_flags(env_, MDB_NOSYNC, sync ? 0 : 1));
+}
+
+Status MetadataStore::CopyTo(const std::string& path) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::FromErrno("create " + path, errno);
+  int rc = mdb_env_copyfd2(env_, fd, MDB_CP_COMPACT);
+  int close_rc = ::close(fd);
+  if (rc != MDB_SUCCESS) return LmdbStatus("copy to " + path, rc);
+  if (close_rc != 0) return Status::FromErrno("close " + path, errno);
+  return Status::Ok();
+}
+
+void MetadataStore::Apply(const std::vector<JournalOp>& ops) {
+  MDB_txn* raw = nullptr;
+  Check("begin replay", mdb_txn_begin(env_, nullptr, 0, &raw));
+  Txn txn(this, raw, false, nullptr);
+  for (const JournalOp& op : ops) {
+    if (op.value) {
+      txn.Put(op.table, op.key, *op.value);
+    } else {
+      txn.Delete(op.table, op.key);
+    }
+  }
+  txn.Commit();
 }
 
 uint64_t MetadataStore::UsedBytes() {
@@ -98,6 +138,7 @@ std::optional<std::string_view> Txn::Get(Table table, std::string_view key) {
 void Txn::Put(Table table, std::string_view key, std::string_view value) {
   MDB_val k = Val(key), v = Val(value);
   Check("put", mdb_put(txn_, Dbi(table), &k, &v, 0));
+  if (journal_ != nullptr) ops_.push_back(JournalOp{table, std::string(key), std::string(value)});
 }
 
 bool Txn::Delete(Table table, std::string_view key) {
@@ -105,6 +146,7 @@ bool Txn::Delete(Table table, std::string_view key) {
   int rc = mdb_del(txn_, Dbi(table), &k, nullptr);
   if (rc == MDB_NOTFOUND) return false;
   Check("delete", rc);
+  if (journal_ != nullptr) ops_.push_back(JournalOp{table, std::string(key), std::nullopt});
   return true;
 }
 
@@ -133,6 +175,18 @@ void Txn::PutMetaU64(std::string_view key, uint64_t value) {
 }
 
 void Txn::Commit() {
+  if (journal_ != nullptr && !ops_.empty()) {
+    // The journal first: nothing is visible locally that is not durable there.
+    Status appended = journal_->Append(ops_);
+    if (!appended.ok()) throw StatusError(appended);  // the destructor aborts
+    MDB_txn* txn = txn_;
+    txn_ = nullptr;
+    int rc = mdb_txn_commit(txn);
+    Status committed = rc == MDB_SUCCESS ? Status::Ok() : LmdbStatus("commit", rc);
+    journal_->Committed(committed);
+    if (!committed.ok()) throw StatusError(committed);
+    return;
+  }
   MDB_txn* txn = txn_;
   txn_ = nullptr;
   Check("commit", mdb_txn_commit(txn));

@@ -7,6 +7,11 @@
 // makes every acknowledged change durable; one writer at a time and lock-free
 // snapshot readers via mmap.
 //
+// With a journal (SetJournal, mapserver/metadata_journal.h) the store is the working
+// copy of metadata whose durable home is the journal: each write Txn records its
+// changes, Commit() appends them to the journal first and commits LMDB only after the
+// journal acknowledged them, without fsync (MDB_NOSYNC: the journal is durable).
+//
 // Error handling: Txn methods throw StatusError (kIoError, kNoSpace when the map is
 // full, kCorruption) because they sit deep inside tree and free-space code; the
 // layer that starts a transaction catches and returns a Status. A Txn destroyed
@@ -26,10 +31,12 @@
 #include <string_view>
 
 #include "common/status.h"
+#include "mapserver/journal_format.h"
 #include "mapserver/metadata_format.h"
 
 namespace tapmap::mapserver {
 
+class MetadataJournal;
 class Txn;
 
 class MetadataStore {
@@ -52,6 +59,20 @@ class MetadataStore {
   uint64_t UsedBytes();
   const std::string& dir() const { return dir_; }
 
+  // Sends every later write Txn's changes to `journal` before its local commit (null:
+  // none), and stops fsyncing LMDB while one is set. `journal` must outlive the store
+  // or be unset first. No write Txn may be open.
+  void SetJournal(MetadataJournal* journal);
+  // Whether each commit fsyncs (the default). Without, a crash may lose the latest
+  // commits but never tears one: for a working copy whose durable home is elsewhere.
+  void SetSync(bool sync);
+  // Writes a consistent, compacted copy of the whole environment to the new file
+  // `path` (mdb_env_copy2); no write Txn may be open on this thread.
+  Status CopyTo(const std::string& path);
+  // Applies a journal record's changes in one local transaction, without sending them
+  // to the journal (replay of a record that is already durable). Throws StatusError.
+  void Apply(const std::vector<JournalOp>& ops);
+
  private:
   MetadataStore(std::string dir, MDB_env* env) : dir_(std::move(dir)), env_(env) {}
   friend class Txn;
@@ -59,6 +80,7 @@ class MetadataStore {
   std::string dir_;
   MDB_env* env_;
   std::array<MDB_dbi, kTableCount> dbi_{};
+  MetadataJournal* journal_ = nullptr;
 };
 
 // A positioned iterator over one table of a Txn; valid while the Txn is.
@@ -107,20 +129,22 @@ class Txn {
   uint64_t GetMetaU64(std::string_view key, uint64_t missing);
   void PutMetaU64(std::string_view key, uint64_t value);
 
-  // Makes the transaction durable (fsync) and ends it. Throws on failure (the
-  // transaction is then aborted).
+  // Makes the transaction durable (fsync; with a journal: the journal's append) and
+  // ends it. Throws on failure (the transaction is then aborted).
   void Commit();
   bool read_only() const { return read_only_; }
 
  private:
   friend class MetadataStore;
-  Txn(MetadataStore* store, MDB_txn* txn, bool read_only)
-      : store_(store), txn_(txn), read_only_(read_only) {}
+  Txn(MetadataStore* store, MDB_txn* txn, bool read_only, MetadataJournal* journal)
+      : store_(store), txn_(txn), read_only_(read_only), journal_(journal) {}
   MDB_dbi Dbi(Table table) const { return store_->dbi_[static_cast<int>(table)]; }
 
   MetadataStore* store_;
   MDB_txn* txn_;
   bool read_only_;
+  MetadataJournal* journal_;     // null: changes are not recorded
+  std::vector<JournalOp> ops_;   // this Txn's changes, for the journal
 };
 
 // A Status for LMDB error `rc` during `what`.

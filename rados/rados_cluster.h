@@ -38,6 +38,8 @@ class RadosCluster {
   RadosCluster& operator=(const RadosCluster&) = delete;
 
   librados::IoCtx& ioctx() { return ioctx_; }
+  // The client itself (blocklisting, OSD map waits, its instance id).
+  librados::Rados& rados() { return rados_; }
   const RadosOptions& options() const { return options_; }
 
   // Synchronous whole-object helpers (superblocks, small metadata):

@@ -1,0 +1,240 @@
+// The mapserver's metadata in RADOS (mapserver/doc/metadata_rados.md), with the real
+// programs on a one-node Ceph cluster: every acknowledged change survives a kill -9 of
+// the mapserver and a restart on an empty local directory; a standby takes over when
+// the active is killed, within a bound, with nothing acknowledged lost; an active that
+// was frozen while the standby took over cannot write metadata when it wakes up.
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/rados/ceph_cluster.h"
+
+namespace tapmap::rados_test {
+namespace {
+
+using tapmap::testing::CephCluster;
+using tapmap::testing::ChildProcess;
+using tapmap::testing::RunCommand;
+using tapmap::testing::WaitForPath;
+using Clock = std::chrono::steady_clock;
+
+std::string Bin(const std::string& name) { return std::string(TAPMAP_BIN_DIR) + "/" + name; }
+
+class Rig {
+ public:
+  explicit Rig(const CephCluster& cluster) : cluster_(cluster), location_(cluster.Location("md", 5)) {
+    std::ofstream(path("secret")) << "rados metadata secret\n";
+    ::chmod(path("secret").c_str(), 0600);
+    std::ofstream(path("tapmap.conf")) << "# defaults only\n";
+    std::string out;
+    int rc = RunCommand({Bin("mapserver"), "format", "--config", path("tapmap.conf"), "--pool", location_, "--meta",
+                         path("format-meta"), "--size", "1G", "--block-size", "64K", "--object-size", "1M"},
+                        &out);
+    INFO(out);
+    REQUIRE(rc == 0);
+  }
+
+  // `mapserver serve` with local metadata in `meta` listening on unix:path(sock).
+  std::unique_ptr<ChildProcess> Serve(const std::string& name, bool standby, int checkpoint_every = 1000) {
+    ::unlink(path(name + ".sock").c_str());
+    std::vector<std::string> argv{Bin("mapserver"), "serve", "--config", path("tapmap.conf"), "--pool", location_,
+                                  "--meta", path(name + "-meta"), "--listen", "unix:" + path(name + ".sock"),
+                                  "--secret-file", path("secret"), "--lock-seconds", "4", "--checkpoint-every",
+                                  std::to_string(checkpoint_every)};
+    if (standby) argv.push_back("--standby");
+    return std::make_unique<ChildProcess>(argv, path(name + ".log"));
+  }
+  bool WaitListening(const std::string& name, std::chrono::seconds timeout) {
+    return WaitForPath(path(name + ".sock"), timeout);
+  }
+
+  // `tapmap --json volume ARGS` against server `name`; its exit status.
+  int Volume(const std::string& name, std::vector<std::string> args, std::string* out = nullptr) {
+    std::vector<std::string> argv{Bin("tapmap"), "--config", path("tapmap.conf"), "--json", "--server",
+                                  "unix:" + path(name + ".sock"), "--secret-file", path("secret"), "volume"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::string local;
+    return RunCommand(argv, out ? out : &local, std::chrono::seconds(60));
+  }
+  std::set<std::string> VolumeNames(const std::string& name) {
+    std::string out;
+    int rc = Volume(name, {"list"}, &out);
+    INFO(out);
+    REQUIRE(rc == 0);
+    std::set<std::string> names;
+    auto j = nlohmann::json::parse(out.substr(out.find('{')));
+    for (const auto& v : j["volumes"]) names.insert(v["name"].get<std::string>());
+    return names;
+  }
+  int Fsck(std::string* out) {
+    return RunCommand({Bin("mapserver"), "fsck", "--config", path("tapmap.conf"), "--pool", location_}, out,
+                      std::chrono::seconds(60));
+  }
+  std::string Log(const std::string& name) {
+    std::ifstream in(path(name + ".log"));
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+  std::string path(const std::string& name) const { return cluster_.path(name); }
+
+ private:
+  const CephCluster& cluster_;
+  std::string location_;
+};
+
+TEST_CASE("Metadata in RADOS: kill -9, then a server on an EMPTY local directory has every acknowledged change") {
+  CephCluster cluster;
+  Rig rig(cluster);
+  auto a = rig.Serve("a", false, /*checkpoint_every=*/7);
+  REQUIRE(rig.WaitListening("a", std::chrono::seconds(30)));
+  std::set<std::string> made;
+  for (int i = 0; i < 12; ++i) {
+    std::string name = "v" + std::to_string(i);
+    REQUIRE(rig.Volume("a", {"create", name, "4M"}) == 0);
+    made.insert(name);
+  }
+  REQUIRE(rig.Volume("a", {"snapshot", "v3", "v3-snap"}) == 0);
+  REQUIRE(rig.Volume("a", {"clone", "v3-snap", "v3-clone"}) == 0);
+  REQUIRE(rig.Volume("a", {"delete", "v5"}) == 0);
+  made.insert("v3-snap");
+  made.insert("v3-clone");
+  made.erase("v5");
+  a->Signal(SIGKILL);
+  REQUIRE(a->Wait(std::chrono::seconds(10)).has_value());
+  a.reset();
+
+  // A fresh server, empty local directory "b-meta": waits out the dead one's lock.
+  const auto t0 = Clock::now();
+  auto b = rig.Serve("b", false);
+  REQUIRE(rig.WaitListening("b", std::chrono::seconds(30)));
+  std::printf("restart on an empty directory: serving %.2f s after start\n",
+              std::chrono::duration<double>(Clock::now() - t0).count());
+  CHECK(rig.VolumeNames("b") == made);
+  CHECK(rig.Log("b").find("restored metadata from RADOS") != std::string::npos);
+  REQUIRE(b->Stop(std::chrono::seconds(30)) == 0);  // a clean stop: a last checkpoint
+
+  std::string out;
+  CHECK(rig.Fsck(&out) == 0);
+  INFO(out);
+  CHECK(out.find("fsck clean") != std::string::npos);
+}
+
+// Creates volumes w0, w1, ... on server `name` until stopped; records the acknowledged.
+class Writer {
+ public:
+  Writer(Rig& rig, std::string name) : rig_(rig), name_(std::move(name)), thread_([this] { Run(); }) {}
+  ~Writer() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  std::set<std::string> acknowledged() {
+    std::lock_guard<std::mutex> guard(mu_);
+    return acked_;
+  }
+
+ private:
+  void Run() {
+    for (int i = 0; !stop_; ++i) {
+      std::string volume = "w" + std::to_string(i);
+      if (rig_.Volume(name_, {"create", volume, "1M"}) == 0) {
+        std::lock_guard<std::mutex> guard(mu_);
+        acked_.insert(volume);
+      }
+    }
+  }
+  Rig& rig_;
+  std::string name_;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::set<std::string> acked_;
+  std::thread thread_;
+};
+
+TEST_CASE("Fail-over: kill -9 of the active under writes, the standby serves within 10 s and loses nothing acknowledged") {
+  CephCluster cluster;
+  Rig rig(cluster);
+  auto a = rig.Serve("a", false, /*checkpoint_every=*/10);
+  REQUIRE(rig.WaitListening("a", std::chrono::seconds(30)));
+  auto b = rig.Serve("b", true);
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  CHECK(!WaitForPath(rig.path("b.sock"), std::chrono::milliseconds(100)));  // a standby does not listen
+
+  std::set<std::string> acked;
+  {
+    Writer writer(rig, "a");
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    a->Signal(SIGKILL);
+    REQUIRE(a->Wait(std::chrono::seconds(10)).has_value());
+    const auto killed = Clock::now();
+    bool listening = rig.WaitListening("b", std::chrono::seconds(30));
+    INFO("standby's log:\n" << rig.Log("b"));
+    REQUIRE(listening);
+    const double takeover = std::chrono::duration<double>(Clock::now() - killed).count();
+    std::printf("fail-over: the standby listens %.2f s after kill -9 of the active (lock 4 s)\n", takeover);
+    CHECK(takeover < 10.0);
+    writer.Stop();
+    acked = writer.acknowledged();
+  }
+  REQUIRE(acked.size() >= 3);
+  std::set<std::string> present = rig.VolumeNames("b");
+  for (const auto& v : acked) {
+    INFO("acknowledged volume " << v);
+    CHECK(present.count(v) == 1);
+  }
+  CHECK(rig.Log("b").find("fenced the previous active mapserver") != std::string::npos);
+  REQUIRE(rig.Volume("b", {"create", "after-failover", "1M"}) == 0);
+  REQUIRE(b->Stop(std::chrono::seconds(30)) == 0);
+  std::string out;
+  CHECK(rig.Fsck(&out) == 0);
+  INFO(out);
+}
+
+TEST_CASE("Zombie: an active frozen (SIGSTOP) during the takeover cannot write metadata when it wakes up") {
+  CephCluster cluster;
+  Rig rig(cluster);
+  auto a = rig.Serve("a", false);
+  REQUIRE(rig.WaitListening("a", std::chrono::seconds(30)));
+  REQUIRE(rig.Volume("a", {"create", "before", "1M"}) == 0);
+  auto b = rig.Serve("b", true);
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+
+  a->Signal(SIGSTOP);
+  const auto stopped = Clock::now();
+  REQUIRE(rig.WaitListening("b", std::chrono::seconds(30)));
+  std::printf("zombie: the standby listens %.2f s after SIGSTOP of the active\n",
+              std::chrono::duration<double>(Clock::now() - stopped).count());
+  REQUIRE(rig.Volume("b", {"create", "after", "1M"}) == 0);
+
+  a->Signal(SIGCONT);
+  // Whatever reaches the zombie first, a client's change or its lock renewal, it must
+  // not acknowledge the change, and it must stop.
+  std::string out;
+  CHECK(rig.Volume("a", {"create", "zombie-write", "1M"}, &out) != 0);
+  INFO(out);
+  auto status = a->Wait(std::chrono::seconds(20));
+  REQUIRE(status.has_value());
+  CHECK(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) == 3);
+  INFO(rig.Log("a"));
+  CHECK(rig.Log("a").find("FATAL") != std::string::npos);
+
+  std::set<std::string> present = rig.VolumeNames("b");
+  CHECK(present == std::set<std::string>{"before", "after"});
+  REQUIRE(b->Stop(std::chrono::seconds(30)) == 0);
+  CHECK(rig.Fsck(&out) == 0);
+  INFO(out);
+}
+
+}  // namespace
+}  // namespace tapmap::rados_test
