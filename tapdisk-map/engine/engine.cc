@@ -41,11 +41,13 @@ Result<std::unique_ptr<Engine>> Engine::Create(boost::asio::io_context& io, Engi
   if (options.pool_path.empty()) return Status::InvalidArgument("no pool path given");
   if (options.cache_size_bytes == 0) options.cache_size_bytes = DefaultCacheSize();
   if (options.max_pinned_bytes == 0) options.max_pinned_bytes = std::max<uint64_t>(256ull << 20, options.cache_size_bytes / 4);
-  auto address = protocol::ParseServerAddress(options.server);
-  if (!address.ok()) return address.status().WithContext("--server");
+  auto addresses = protocol::ParseServerAddressList(options.server);
+  if (!addresses.ok()) return addresses.status().WithContext("--server");
+  bool any_tcp = false;
+  for (const auto& a : *addresses) any_tcp |= a.kind == protocol::ServerAddress::Kind::kTcp;
   std::shared_ptr<protocol::TlsConfig> tls;
   std::string secret;
-  if (!options.tls_dir.empty() && address->kind == protocol::ServerAddress::Kind::kTcp) {
+  if (!options.tls_dir.empty() && any_tcp) {
     auto loaded = protocol::TlsConfig::LoadClient(options.tls_dir);
     if (!loaded.ok()) return loaded.status();
     tls = std::move(*loaded);

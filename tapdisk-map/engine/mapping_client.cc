@@ -111,8 +111,9 @@ static uint64_t NewInstance() {
 class MappingClient::Impl : public kj::TaskSet::ErrorHandler,
                             public std::enable_shared_from_this<MappingClient::Impl> {
  public:
-  Impl(boost::asio::io_context& io, Options options, protocol::ServerAddress address, Logger log)
-      : io_(io), options_(std::move(options)), address_(std::move(address)), log_(std::move(log)),
+  Impl(boost::asio::io_context& io, Options options, std::vector<protocol::ServerAddress> addresses, Logger log)
+      : io_(io), options_(std::move(options)), addresses_(std::move(addresses)), address_(addresses_.front()),
+        log_(std::move(log)),
         queue_(std::make_shared<RpcQueue>()),
         lease_(std::make_shared<HostLease>(io, log_)),
         instance_(NewInstance()) {}
@@ -248,10 +249,20 @@ class MappingClient::Impl : public kj::TaskSet::ErrorHandler,
   kj::Promise<void> RenewLoop();
   void LoseConnection();
   void MaybeReclaimComplete();
+  // With several server addresses: the next one, for the next connection attempt.
+  void NextAddress() {
+    if (addresses_.size() < 2) return;
+    current_ = (current_ + 1) % addresses_.size();
+    address_ = addresses_[current_];
+  }
 
   boost::asio::io_context& io_;
   const Options options_;
-  const protocol::ServerAddress address_;
+  // The pool's mapservers (active and standbys); address_ is the one tried or used
+  // now. Each failed connection attempt or lost connection moves on to the next.
+  const std::vector<protocol::ServerAddress> addresses_;
+  size_t current_ = 0;
+  protocol::ServerAddress address_;
   const Logger log_;
   std::shared_ptr<RpcQueue> queue_;
   const std::shared_ptr<HostLease> lease_;
@@ -708,6 +719,7 @@ kj::Promise<void> MappingClient::Impl::ConnectLoop() {
       .then(
           [this]() -> kj::Promise<void> {
             LoseConnection();
+            NextAddress();
             return ConnectLoop();
           },
           [this](kj::Exception&& e) -> kj::Promise<void> {
@@ -720,6 +732,7 @@ kj::Promise<void> MappingClient::Impl::ConnectLoop() {
             backoff_ = backoff_.count() == 0 ? options_.min_backoff : std::min(max_backoff, backoff_ * 2);
             log_.Warnf("mapserver at %s: %s; retrying in %lld ms", address_.ToString().c_str(),
                        s.ToString().c_str(), static_cast<long long>(backoff_.count()));
+            NextAddress();
             return aio_->provider->getTimer()
                 .afterDelay(backoff_.count() * kj::MILLISECONDS)
                 .then([this]() { return ConnectLoop(); });
@@ -818,9 +831,9 @@ void MappingClient::Impl::Run() {
 
 Result<std::unique_ptr<MappingClient>> MappingClient::Create(boost::asio::io_context& io, Options options,
                                                             const Logger& log) {
-  auto address = protocol::ParseServerAddress(options.server);
-  if (!address.ok()) return address.status();
-  auto impl = std::make_shared<Impl>(io, std::move(options), std::move(*address), log);
+  auto addresses = protocol::ParseServerAddressList(options.server);
+  if (!addresses.ok()) return addresses.status();
+  auto impl = std::make_shared<Impl>(io, std::move(options), std::move(*addresses), log);
   impl->Start();
   return std::unique_ptr<MappingClient>(new MappingClient(std::move(impl)));
 }

@@ -133,7 +133,9 @@ class RemoteVolume {
 class MappingClient {
  public:
   struct Options {
-    std::string server;    // "unix:PATH" or "tcp:HOST:PORT" (protocol/server_address.h)
+    // "unix:PATH" or "tcp:HOST:PORT", or several comma-separated (active and standby
+    // mapservers, tried in turn: protocol/server_address.h ParseServerAddressList)
+    std::string server;
     std::string host;      // login host name
     std::string secret;    // shared secret
     std::shared_ptr<protocol::TlsConfig> tls;  // mutual TLS for a TCP server (null: secret)

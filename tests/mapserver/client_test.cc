@@ -45,6 +45,29 @@ TEST_CASE("ParseServerAddress rejects bad text with invalid-argument") {
   }
 }
 
+TEST_CASE("ParseServerAddressList: comma-separated active and standby mapservers, in order") {
+  auto two = protocol::ParseServerAddressList("tcp:a.example:7000,unix:/run/b.sock");
+  REQUIRE(two.ok());
+  REQUIRE(two->size() == 2);
+  CHECK((*two)[0].ToString() == "tcp:a.example:7000");
+  CHECK((*two)[1].ToString() == "unix:/run/b.sock");
+  auto one = protocol::ParseServerAddressList("tcp:[::1]:7001");
+  REQUIRE(one.ok());
+  REQUIRE(one->size() == 1);
+  CHECK((*one)[0].host == "::1");
+  // Not a list of addresses, but one unix path with a comma in it.
+  auto comma = protocol::ParseServerAddressList("unix:/run/a,b.sock");
+  REQUIRE(comma.ok());
+  REQUIRE(comma->size() == 1);
+  CHECK((*comma)[0].path == "/run/a,b.sock");
+  for (const char* bad : {"", ",", "tcp:a:1,", "tcp:a:1,,tcp:b:2", "tcp:a:1,udp:b:2", "tcp:a:1,tcp:b"}) {
+    INFO(bad);
+    auto r = protocol::ParseServerAddressList(bad);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == StatusCode::kInvalidArgument);
+  }
+}
+
 struct TempDir {
   TempDir() {
     char tmpl[] = "/tmp/tapmap_client_test.XXXXXX";

@@ -236,5 +236,57 @@ TEST_CASE("Zombie: an active frozen (SIGSTOP) during the takeover cannot write m
   INFO(out);
 }
 
+TEST_CASE("Fail-over with a host: tapdisk-map given both addresses writes on through the takeover") {
+  CephCluster cluster;
+  Rig rig(cluster);
+  const std::string location = cluster.Location("md", 5);
+  auto a = rig.Serve("a", false);
+  REQUIRE(rig.WaitListening("a", std::chrono::seconds(30)));
+  auto b = rig.Serve("b", true);
+  const std::string both = "unix:" + rig.path("a.sock") + ",unix:" + rig.path("b.sock");
+  // The CLI takes the list too: the first that answers.
+  REQUIRE(rig.Volume("a", {"create", "vm", "8M"}) == 0);
+  auto tapdisk = std::make_unique<ChildProcess>(
+      std::vector<std::string>{Bin("tapdisk-map"), "--config", rig.path("tapmap.conf"), "--server", both, "--pool",
+                               location, "--secret-file", rig.path("secret"), "--host-name", "host1", "--control",
+                               rig.path("ctl.sock"), "--nbd", "unix:" + rig.path("nbd.sock"), "--cache-size", "32M",
+                               "--xen", "off"},
+      rig.path("tapdisk-map.log"));
+  REQUIRE(WaitForPath(rig.path("nbd.sock"), std::chrono::seconds(30)));
+  const std::string url = "nbd+unix:///vm?socket=" + rig.path("nbd.sock");
+  auto qemu_io = [&](const std::vector<std::string>& commands, std::string* out) {
+    std::vector<std::string> argv{"qemu-io", "-f", "raw"};
+    for (const auto& c : commands) {
+      argv.push_back("-c");
+      argv.push_back(c);
+    }
+    argv.push_back(url);
+    return RunCommand(argv, out, std::chrono::seconds(90));
+  };
+  std::string out;
+  REQUIRE(qemu_io({"write -P 0x11 0 2M", "flush"}, &out) == 0);
+
+  a->Signal(SIGKILL);
+  REQUIRE(a->Wait(std::chrono::seconds(10)).has_value());
+  const auto killed = Clock::now();
+  // New blocks need the (new) active: these writes wait for the takeover, then go on.
+  int rc = qemu_io({"write -P 0x22 4M 2M", "flush"}, &out);
+  INFO(out << "\ntapdisk-map's log:\n" << rig.Log("tapdisk-map") << "\nstandby's log:\n" << rig.Log("b"));
+  REQUIRE(rc == 0);
+  std::printf("fail-over with a host: its write after kill -9 of the active completed %.2f s later\n",
+              std::chrono::duration<double>(Clock::now() - killed).count());
+  REQUIRE(qemu_io({"read -P 0x11 0 2M", "read -P 0x22 4M 2M"}, &out) == 0);
+  CHECK(out.find("fail") == std::string::npos);
+  std::string cli_out;
+  CHECK(RunCommand({Bin("tapmap"), "--config", rig.path("tapmap.conf"), "--json", "--server", both, "--secret-file",
+                    rig.path("secret"), "volume", "list"},
+                   &cli_out) == 0);
+  CHECK(cli_out.find("\"vm\"") != std::string::npos);
+  CHECK(tapdisk->Stop(std::chrono::seconds(30)) == 0);
+  REQUIRE(b->Stop(std::chrono::seconds(30)) == 0);
+  CHECK(rig.Fsck(&out) == 0);
+  INFO(out);
+}
+
 }  // namespace
 }  // namespace tapmap::rados_test

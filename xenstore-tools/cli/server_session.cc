@@ -11,12 +11,15 @@ ServerSession::ServerSession(uint64_t timeout_ms)
 ServerSession::~ServerSession() { conn_ = nullptr; }
 
 Result<std::unique_ptr<ServerSession>> ServerSession::Open(Invocation& inv) {
-  auto address = protocol::ParseServerAddress(inv.options().Get("server"));
-  if (!address.ok()) return inv.UsageError("--server: " + address.status().message());
+  // Several addresses (active and standby mapservers): the first that answers.
+  auto addresses = protocol::ParseServerAddressList(inv.options().Get("server"));
+  if (!addresses.ok()) return inv.UsageError("--server: " + addresses.status().message());
+  bool any_tcp = false;
+  for (const auto& a : *addresses) any_tcp |= a.kind == protocol::ServerAddress::Kind::kTcp;
   protocol::ClientAuth auth;
   auth.host = inv.host_name();
   std::string tls_dir = inv.options().Get("tls-dir");
-  if (!tls_dir.empty() && address->kind == protocol::ServerAddress::Kind::kTcp) {
+  if (!tls_dir.empty() && any_tcp) {
     auto tls = protocol::TlsConfig::LoadClient(tls_dir);
     if (!tls.ok()) return tls.status();
     auth.tls = std::move(*tls);
@@ -30,10 +33,16 @@ Result<std::unique_ptr<ServerSession>> ServerSession::Open(Invocation& inv) {
     return inv.UsageError("--host-name: bad host name '" + auth.host + "'");
 
   std::unique_ptr<ServerSession> s(new ServerSession(inv.timeout_ms()));
-  auto conn = s->Wait(protocol::Connection::Connect(s->io_, *address, std::move(auth)));
-  if (!conn.ok()) return conn.status();
-  s->conn_ = kj::mv(*conn);
-  return s;
+  Status failed;
+  for (const auto& address : *addresses) {
+    auto conn = s->Wait(protocol::Connection::Connect(s->io_, address, auth));
+    if (conn.ok()) {
+      s->conn_ = kj::mv(*conn);
+      return s;
+    }
+    failed = conn.status();
+  }
+  return failed;
 }
 
 }  // namespace tapmap::cli
