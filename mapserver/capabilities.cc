@@ -580,8 +580,15 @@ class GateImpl final : public proto::Gate::Server {
       Fail(principal.status());
     }
     uint64_t instance = params.getInstance();
+    // The pool I/O identity (a librados client address), copied once and checked:
+    // bounded, printable, no spaces.
+    std::string pool_client = ToStd(params.getPoolClient());
+    if (pool_client.size() > 256 ||
+        std::any_of(pool_client.begin(), pool_client.end(), [](char c) { return c <= ' ' || c > '~'; })) {
+      Fail(Status::InvalidArgument("login: poolClient must be at most 256 printable characters without spaces"));
+    }
     bool resumed = false;
-    HostLeaseId lease = service_.Login(host, instance, &resumed);
+    HostLeaseId lease = service_.Login(host, instance, &resumed, pool_client);
     service_.logger().Infof("host %s logged in from %s (instance %016llx%s; %s)", host.c_str(), peer_.c_str(),
                             static_cast<unsigned long long>(instance), resumed ? ", resumed" : "",
                             principal->credential_id.empty()

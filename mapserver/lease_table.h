@@ -37,8 +37,15 @@ struct HostLease {
   kj::TimePoint renewed = kj::origin<kj::TimePoint>();  // last login/renew/call
   bool blocklisted = false;   // renewals refused; expires on its own
   bool recorded = false;      // its instance record is durable (metadata_format.h)
+  // Every pool I/O identity it logged in with (Gate.login poolClient; at most
+  // kMaxPoolClients, the latest kept), and whether they are being fenced (expiry).
+  std::vector<std::string> pool_clients;
+  bool fencing = false;
   bool resumable() const { return instance != 0; }
 };
+
+// Pool I/O identities remembered per instance (HostLease::pool_clients).
+inline constexpr size_t kMaxPoolClients = 16;
 
 // One open of a volume.
 struct Opener {

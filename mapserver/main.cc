@@ -33,6 +33,7 @@
 #include "mapserver/active_role.h"
 #include "mapserver/fsck.h"
 #include "mapserver/mapping_service.h"
+#include "mapserver/rados_pool_fencer.h"
 #include "mapserver/temp_meta_dir.h"
 #include "protocol/pool_location.h"
 #include "protocol/superblock_file.h"
@@ -309,6 +310,15 @@ int Serve(const Options& options, const Logger& logger) {
   service_options.callback_timeout = *timeout * kj::SECONDS;
   service_options.lease_time = static_cast<int64_t>(lease_seconds * 1000) * kj::MILLISECONDS;
   if (options.Has("credentials")) service_options.credentials_dir = options.Get("credentials");
+  // A rados: pool: an expired host's librados clients are blocklisted before its
+  // volumes move on (pool_fencer.h). Outlives the service (declared before it).
+  std::unique_ptr<RadosPoolFencer> fencer;
+  if (auto location = protocol::ParsePoolLocation(options.Get("pool")); location.ok() && location->is_rados()) {
+    auto made = RadosPoolFencer::Create(location->rados, logger.WithContext("layer", "fencing"));
+    if (!made.ok()) return Fail(made.status());
+    fencer = std::move(*made);
+    service_options.fencer = fencer.get();
+  }
   std::unique_ptr<protocol::TlsConfig> tls_config;
   if (tls) {
     auto loaded = protocol::TlsConfig::LoadServer(options.Get("tls-dir"), io.provider->getTimer(),

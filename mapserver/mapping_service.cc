@@ -112,9 +112,24 @@ void MappingService::CloseSoon(kj::Own<kj::PromiseFulfiller<void>> close) {
 
 // ---- host leases ----
 
-HostLeaseId MappingService::Login(const std::string& host, uint64_t instance, bool* resumed) {
+HostLeaseId MappingService::Login(const std::string& host, uint64_t instance, bool* resumed,
+                                  const std::string& pool_client) {
   std::vector<HostLeaseId> superseded;
   HostLeaseId id = leases_.Login(host, instance, timer_.now(), resumed, &superseded);
+  if (!pool_client.empty()) {
+    if (HostLease* h = leases_.FindHost(id)) {
+      auto& clients = h->pool_clients;
+      if (std::find(clients.begin(), clients.end(), pool_client) == clients.end()) {
+        if (clients.size() == kMaxPoolClients) {
+          logger_.Warnf("host %s (instance %016llx) logged in under more than %zu pool clients; forgetting %s",
+                        host.c_str(), static_cast<unsigned long long>(instance), kMaxPoolClients,
+                        clients.front().c_str());
+          clients.erase(clients.begin());
+        }
+        clients.push_back(pool_client);
+      }
+    }
+  }
   for (HostLeaseId old : superseded) Expire(old, "superseded by a new instance of the host (restarted)");
   if (instance != 0 && in_grace_) {
     // A recorded instance of this host other than this one died: nothing to wait for.
@@ -223,6 +238,35 @@ kj::Promise<void> MappingService::ExpiryLoop() {
 }
 
 void MappingService::Expire(HostLeaseId id, const std::string& why) {
+  HostLease* h = leases_.FindHost(id);
+  if (h == nullptr || h->fencing) return;
+  if (options_.fencer == nullptr || h->pool_clients.empty()) return FinishExpire(id, why);
+  // Cut its pool clients off first; until then its openers stay (nobody else may be
+  // granted its volumes) and it may not renew.
+  h->fencing = true;
+  h->blocklisted = true;
+  std::string clients;
+  for (const auto& c : h->pool_clients) clients += (clients.empty() ? "" : ", ") + c;
+  logger_.Warnf("host %s (instance %016llx) expires (%s): fencing its pool clients %s first", h->host.c_str(),
+                static_cast<unsigned long long>(h->instance), why.c_str(), clients.c_str());
+  tasks_.add(options_.fencer->Fence(h->pool_clients)
+                 .then(
+                     [this, id, why]() -> kj::Promise<void> {
+                       FinishExpire(id, why);
+                       return kj::READY_NOW;
+                     },
+                       [this, id, why](kj::Exception&& e) {
+                         logger_.Errorf("fencing failed (%s); its openers stay, trying again in %lld ms",
+                                        e.getDescription().cStr(),
+                                        static_cast<long long>(options_.fence_retry / kj::MILLISECONDS));
+                         return timer_.afterDelay(options_.fence_retry).then([this, id, why]() {
+                           if (HostLease* again = leases_.FindHost(id)) again->fencing = false;
+                           Expire(id, why);
+                         });
+                       }));
+}
+
+void MappingService::FinishExpire(HostLeaseId id, const std::string& why) {
   HostLease* h = leases_.FindHost(id);
   if (h == nullptr) return;
   std::vector<OpenerId> held = leases_.OpenersHeldBy(id);

@@ -38,6 +38,7 @@
 #include "common/logging.h"
 #include "mapserver/authority.h"
 #include "mapserver/lease_table.h"
+#include "mapserver/pool_fencer.h"
 #include "mapserver/volume_store.h"
 #include "tapmap/proto/mapping.capnp.h"
 
@@ -65,6 +66,12 @@ struct ServiceOptions {
   // The credential registry that TLS logins are checked against (authority.h);
   // nullopt: no TLS logins.
   std::optional<std::string> credentials_dir;
+  // Cuts expired instances off the pool before their openers are released (a RADOS
+  // pool: pool_fencer.h); null: hosts fence themselves (a file pool). Not owned; must
+  // outlive the service.
+  PoolFencer* fencer = nullptr;
+  // After a failed fence, the next attempt comes this much later.
+  kj::Duration fence_retry = 1 * kj::SECONDS;
 };
 
 class MappingService final : private kj::TaskSet::ErrorHandler {
@@ -111,7 +118,9 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
   kj::Duration expiry() const { return options_.lease_time * 11 / 10; }
   // A login of `host`'s `instance`: renews or creates its host lease (`*resumed` says
   // which); other instances of the host are expired at once.
-  HostLeaseId Login(const std::string& host, uint64_t instance, bool* resumed);
+  // `pool_client`: the instance's pool I/O identity now (Gate.login poolClient; "" for
+  // none), remembered for fencing it when it expires.
+  HostLeaseId Login(const std::string& host, uint64_t instance, bool* resumed, const std::string& pool_client = "");
   // Explicit renewal (Session.renew): false if the instance expired or is blocklisted.
   bool Renew(HostLeaseId id);
   // Implicit renewal by any call of the instance.
@@ -145,7 +154,9 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
   // Revokes a lease: later calls fail aborted and revoke() is sent; once answered the
   // opener is released; unanswered, its instance is blocklisted and expires.
   void Revoke(OpenerId id, const std::string& why);
-  // Expires a host instance: every opener it held is released.
+  // Expires a host instance: every opener it held is released — with a fencer and
+  // pool clients known, only once they are fenced (renewals are refused meanwhile; a
+  // failed fence is retried after fence_retry, the openers kept).
   void Expire(HostLeaseId id, const std::string& why);
   // Recalls `ranges` of `volume` from its openers other than `except` (their cached
   // maps), keeping `freed` pool blocks out of allocation until every one answered
@@ -173,6 +184,8 @@ class MappingService final : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> CallOpener(OpenerId id, std::shared_ptr<std::string> what,
                                std::shared_ptr<MakeCall> make_call);
   void DropOpener(OpenerId id);
+  // The part of Expire after the fence.
+  void FinishExpire(HostLeaseId id, const std::string& why);
   void Promote(Opener& standby);
   void EndGrace(const std::string& why);
   kj::Promise<void> ExpiryLoop();

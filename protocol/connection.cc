@@ -23,10 +23,11 @@ Connection::~Connection() {
   stream_ = nullptr;
 }
 
-kj::Promise<void> Connection::Login(std::string secret, uint64_t instance) {
+kj::Promise<void> Connection::Login(std::string secret, uint64_t instance, std::string pool_client) {
   auto gate = rpc_->bootstrap().castAs<proto::Gate>();
   auto challenge = gate.challengeRequest().send();
-  return challenge.then([this, gate, secret = kj::mv(secret), instance](auto response) mutable {
+  return challenge.then([this, gate, secret = kj::mv(secret), instance,
+                         pool_client = kj::mv(pool_client)](auto response) mutable {
     if (response.getServerVersion() != proto::PROTOCOL_VERSION) {
       throw ToException(Status::NotSupported(
           "server speaks protocol version " + std::to_string(response.getServerVersion()) +
@@ -39,6 +40,7 @@ kj::Promise<void> Connection::Login(std::string secret, uint64_t instance) {
     login.setProof(kj::arrayPtr(proof.data(), proof.size()));
     login.setClientVersion(proto::PROTOCOL_VERSION);
     login.setInstance(instance);
+    login.setPoolClient(pool_client);
     return login.send().then([this](auto reply) {
       session_ = reply.getSession();
       login_ = LoginAnswer{reply.getLeaseMs(), reply.getResumed(), reply.getInGrace()};
@@ -49,7 +51,7 @@ kj::Promise<void> Connection::Login(std::string secret, uint64_t instance) {
 kj::Promise<kj::Own<Connection>> Connection::Connect(kj::AsyncIoContext& io,
                                                      const ServerAddress& address, std::string host,
                                                      std::string secret, uint64_t instance) {
-  return Connect(io, address, ClientAuth{kj::mv(host), kj::mv(secret), nullptr}, instance);
+  return Connect(io, address, ClientAuth{kj::mv(host), kj::mv(secret), nullptr, ""}, instance);
 }
 
 kj::Promise<kj::Own<Connection>> Connection::Connect(kj::AsyncIoContext& io, const ServerAddress& address,
@@ -80,7 +82,7 @@ kj::Promise<kj::Own<Connection>> Connection::Connect(kj::AsyncIoContext& io, con
       })
       .then([address, auth = kj::mv(auth), tls, instance](kj::Own<kj::AsyncIoStream> stream) mutable {
         auto conn = kj::heap<Connection>(address, kj::mv(auth.host), kj::mv(stream), tls);
-        auto login = conn->Login(kj::mv(auth.secret), instance);
+        auto login = conn->Login(kj::mv(auth.secret), instance, kj::mv(auth.pool_client));
         return login.then([conn = kj::mv(conn)]() mutable { return kj::mv(conn); });
       });
 }
@@ -89,7 +91,7 @@ Result<kj::Own<Connection>> Connection::ConnectBlocking(kj::AsyncIoContext& io,
                                                         const ServerAddress& address,
                                                         std::string host, std::string secret,
                                                         uint64_t instance) {
-  return ConnectBlocking(io, address, ClientAuth{kj::mv(host), kj::mv(secret), nullptr}, instance);
+  return ConnectBlocking(io, address, ClientAuth{kj::mv(host), kj::mv(secret), nullptr, ""}, instance);
 }
 
 Result<kj::Own<Connection>> Connection::ConnectBlocking(kj::AsyncIoContext& io, const ServerAddress& address,

@@ -47,6 +47,8 @@ struct ClientAuth {
   std::string host;
   std::string secret;
   std::shared_ptr<TlsConfig> tls;  // used for TCP addresses when set
+  // Gate.login's poolClient: the host's pool I/O identity ("" for a file pool).
+  std::string pool_client;
 };
 
 class Connection {
@@ -97,7 +99,7 @@ class Connection {
              std::shared_ptr<TlsConfig> tls = nullptr);
 
  private:
-  kj::Promise<void> Login(std::string secret, uint64_t instance);
+  kj::Promise<void> Login(std::string secret, uint64_t instance, std::string pool_client);
 
   ServerAddress address_;
   std::string host_;

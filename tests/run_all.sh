@@ -4,7 +4,8 @@
 #   2) the "unit" tests again on the ASan+UBSan build,
 #   3) the Xen lab's short suite (or a SKIPPED line saying why it cannot run here),
 #   4) the cluster suite: 3 tapdisk-map hosts and a mapserver in network namespaces on
-#      one pool (tests/cluster; or a SKIPPED line saying why it cannot run here).
+#      one pool (tests/cluster; or a SKIPPED line saying why it cannot run here), then
+#      a subset of it with the pool in RADOS (one-node Ceph).
 # Usage: tests/run_all.sh BUILD_DIR ASAN_BUILD_DIR
 set -u
 build=${1:-build}
@@ -65,6 +66,21 @@ if [ "$rc4" -ne 77 ]; then
   cluster_note="$cluster_passed/$((cluster_passed + cluster_failed)) cases passed"
 else
   rc4=0  # SKIPPED (the line above says why)
+fi
+
+# 4b) The same rig on a RADOS pool (a one-node Ceph in a namespace of its own): the
+# coherence, clone, resize/discard/delete, import/export, fencing (blocklisting) and
+# kill -9 takeover cases. Counted with the cluster suite.
+echo "== cluster on a RADOS pool (same rig; one-node Ceph in a namespace) =="
+log5=$(mktemp)
+trap 'rm -f "$log1" "$log2" "$log4" "$log5"' EXIT
+RIG_POOL_KIND=rados tests/cluster/run_cluster.sh "$build" a_migrate b_clone_held_h1 c_ d_ e_ f_ r_rig 2>&1 | tee "$log5"
+rc5=${PIPESTATUS[0]}
+if [ "$rc5" -ne 77 ]; then
+  p5=$(grep -c '^PASS ' "$log5") f5=$(grep -c '^FAIL ' "$log5")
+  if [ "$rc5" -ne 0 ] && [ "$f5" -eq 0 ]; then f5=1; fi
+  cluster_passed=$((cluster_passed + p5)) cluster_failed=$((cluster_failed + f5))
+  cluster_note="$cluster_passed/$((cluster_passed + cluster_failed)) cases passed (file pool and RADOS pool)"
 fi
 
 read -r f1 t1 <<<"$(summary "$log1")"

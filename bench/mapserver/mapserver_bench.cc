@@ -151,7 +151,7 @@ int Run(int argc, char** argv) {
   std::vector<std::string> serve = {mapserver, "serve", "--config", "/dev/null", "--pool", dir / "pool",
                                     "--meta", dir / "meta", "--secret-file", dir / "secret", "--log-level",
                                     "info", "--listen"};
-  protocol::ClientAuth auth{"bench", "bench-secret", nullptr};
+  protocol::ClientAuth auth{"bench", "bench-secret", nullptr, ""};
   if (transport == "unix") {
     serve.push_back("unix:" + (dir / "sock"));
   } else if (transport == "tcp" || transport == "tls") {

@@ -97,6 +97,13 @@ Result<std::unique_ptr<Engine>> Engine::Create(boost::asio::io_context& io, Engi
   client_options.secret = std::move(secret);
   client_options.tls = std::move(tls);
   client_options.unavailable_timeout = options.unavailable_timeout;
+  // Fencing on a RADOS pool (mapserver/pool_fencer.h): each login names the librados
+  // client this host's pool I/O goes through; after a fence, a fresh one.
+  pool::PoolIo* pool_io = engine->pool_.get();
+  if (!pool_io->client_identity().empty()) {
+    client_options.pool_identity = [pool_io]() { return pool_io->client_identity(); };
+    client_options.renew_pool_identity = [pool_io]() { return pool_io->RenewClient(); };
+  }
   auto client = MappingClient::Create(io, std::move(client_options), log.WithContext("server", options.server));
   if (!client.ok()) return client.status();
   engine->client_ = std::move(*client);

@@ -29,6 +29,8 @@ class FencedPoolIo final : public pool::PoolIo {
   std::string_view kind() const override { return inner_.kind(); }
   bool direct() const override { return inner_.direct(); }
   pool::PoolIoCounters counters() const override { return inner_.counters(); }
+  std::string client_identity() const override { return inner_.client_identity(); }
+  Status RenewClient() override { return inner_.RenewClient(); }
 
  private:
   // Runs `issue` now if the lease is valid, else once it is (or fails `done`).

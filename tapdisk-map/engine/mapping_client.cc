@@ -267,6 +267,10 @@ class MappingClient::Impl : public kj::TaskSet::ErrorHandler,
   std::shared_ptr<RpcQueue> queue_;
   const std::shared_ptr<HostLease> lease_;
   const uint64_t instance_;
+  // Fencing on a RADOS pool (Options::pool_identity): the lease's fence count at the
+  // last login, and whether the next login must go under a fresh pool client.
+  uint64_t fences_seen_ = 0;
+  bool renew_pool_identity_ = false;
   std::thread thread_;
   std::atomic<bool> connected_{false};
 
@@ -680,9 +684,29 @@ void MappingClient::Impl::LoseConnection() {
 
 kj::Promise<void> MappingClient::Impl::ConnectLoop() {
   if (stopping_) return kj::READY_NOW;
+  std::string pool_client;
+  if (options_.pool_identity) {
+    // After a fence (or a refused renewal) the server may blocklist the pool client this
+    // host used: log in under a fresh one.
+    const uint64_t fences = lease_->figures().fences;
+    if (fences != fences_seen_) renew_pool_identity_ = true;
+    fences_seen_ = fences;
+    if (renew_pool_identity_) {
+      Status s = options_.renew_pool_identity();
+      if (s.ok()) {
+        renew_pool_identity_ = false;
+        log_.Infof("pool: new client %s after this host's lease was in doubt", options_.pool_identity().c_str());
+      } else {
+        log_.Errorf("pool: could not replace the pool client (%s); trying again at the next login",
+                    s.ToString().c_str());
+      }
+    }
+    pool_client = options_.pool_identity();
+  }
   const Clock::time_point sent_at = Clock::now();
-  return protocol::Connection::Connect(*aio_, address_,
-                                       protocol::ClientAuth{options_.host, options_.secret, options_.tls}, instance_)
+  return protocol::Connection::Connect(
+             *aio_, address_, protocol::ClientAuth{options_.host, options_.secret, options_.tls, pool_client},
+             instance_)
       .then([this, sent_at](kj::Own<protocol::Connection> conn) {
         conn_ = kj::mv(conn);
         const protocol::LoginAnswer& login = conn_->login();
@@ -767,6 +791,7 @@ kj::Promise<void> MappingClient::Impl::RenewLoop() {
             if (e.getType() == kj::Exception::Type::DISCONNECTED) return;  // the connect loop sees it
             log_.Errorf("lease: renewal refused (%s); starting over with a new login",
                         StatusFromException(e).ToString().c_str());
+            renew_pool_identity_ = true;
             if (drop_connection_.get() != nullptr) drop_connection_->fulfill();
           }));
     }

@@ -140,6 +140,13 @@ class MappingClient {
     std::string secret;    // shared secret
     std::shared_ptr<protocol::TlsConfig> tls;  // mutual TLS for a TCP server (null: secret)
     std::chrono::milliseconds unavailable_timeout{60000};
+    // Fencing on a RADOS pool (Gate.login poolClient, mapserver/pool_fencer.h): the
+    // identity this host's pool I/O goes under, sent at every login, and how to replace
+    // it. The client replaces it before logging in again after this host fenced itself
+    // or the server refused a renewal (the server may blocklist the old one). Called
+    // on the RPC thread (renew may block up to the pool's connect timeout). Null: none.
+    std::function<std::string()> pool_identity;
+    std::function<Status()> renew_pool_identity;
     std::chrono::milliseconds min_backoff{100};
     std::chrono::milliseconds max_backoff{5000};
   };

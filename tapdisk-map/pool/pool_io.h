@@ -65,6 +65,14 @@ class PoolIo {
   virtual bool direct() const = 0;
   virtual PoolIoCounters counters() const;
 
+  // Fencing (mapserver/pool_fencer.h): the identity under which this object's I/O
+  // reaches the pool now — a RADOS pool's librados client address — or "" where the
+  // pool cannot fence a host (a file or block device). RenewClient replaces that
+  // identity by a fresh one (a new librados client; the old one may have been
+  // blocklisted); a no-op where there is none.
+  virtual std::string client_identity() const { return ""; }
+  virtual Status RenewClient() { return Status::Ok(); }
+
  protected:
   // Validates alignment; returns invalid-argument naming the bad value.
   static Status CheckAligned(uint64_t offset, const void* data, size_t length);

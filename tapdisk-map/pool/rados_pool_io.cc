@@ -129,16 +129,37 @@ class RadosPoolIo final : public PoolIo {
     shared_->closed = true;
     shared_->syncs.clear();
     shared_->idle.wait(lock, [&] { return shared_->rados_ops_in_flight == 0; });
-    // cluster_ is shut down after this: no librados operation of ours is left.
+    // cluster_ and retired_ are shut down after this: no librados operation of ours is left.
+  }
+
+  std::string client_identity() const override {
+    std::lock_guard<std::mutex> lock(cluster_mu_);
+    return cluster_->rados().get_addrs();
+  }
+
+  Status RenewClient() override {
+    rados::RadosOptions options;
+    {
+      std::lock_guard<std::mutex> lock(cluster_mu_);
+      options = cluster_->options();
+    }
+    auto fresh = rados::RadosCluster::Connect(options);
+    if (!fresh.ok()) return fresh.status().WithContext("new librados client");
+    std::lock_guard<std::mutex> lock(cluster_mu_);
+    // The old client may be blocklisted; its operations still in flight finish (or
+    // fail) on it. It is shut down with this object (fences are rare).
+    retired_.push_back(std::move(cluster_));
+    cluster_ = std::shared_ptr<rados::RadosCluster>(std::move(*fresh));
+    return Status::Ok();
   }
 
   void Read(uint64_t offset, std::span<uint8_t> buffer, PoolDone done) override {
     if (Status s = Check(offset, buffer.data(), buffer.size()); !s.ok()) return PostError(std::move(done), s);
     CountRead(buffer.size());
     Start(offset, buffer.size(), std::move(done), /*is_write=*/false,
-          [&](Part& part, uint64_t op_offset, uint64_t object_offset) {
+          [&](librados::IoCtx& ioctx, Part& part, uint64_t op_offset, uint64_t object_offset) {
             part.read_into = buffer.data() + op_offset;
-            return cluster_->ioctx().aio_read(part.oid, part.completion, &part.bl, part.length, object_offset);
+            return ioctx.aio_read(part.oid, part.completion, &part.bl, part.length, object_offset);
           });
   }
 
@@ -157,7 +178,7 @@ class RadosPoolIo final : public PoolIo {
     if (pieces.empty()) return PostError(std::move(done), CheckAligned(offset, nullptr, 0));
     CountWrite(total);
     Start(offset, total, std::move(done), /*is_write=*/true,
-          [&](Part& part, uint64_t op_offset, uint64_t object_offset) {
+          [&](librados::IoCtx& ioctx, Part& part, uint64_t op_offset, uint64_t object_offset) {
             // Gather [op_offset, op_offset + length) of the concatenated pieces.
             uint64_t at = 0;
             for (const auto& piece : pieces) {
@@ -168,7 +189,7 @@ class RadosPoolIo final : public PoolIo {
               }
               at += piece.size();
             }
-            return cluster_->ioctx().aio_write(part.oid, part.completion, part.bl, part.length, object_offset);
+            return ioctx.aio_write(part.oid, part.completion, part.bl, part.length, object_offset);
           });
   }
 
@@ -202,12 +223,17 @@ class RadosPoolIo final : public PoolIo {
   }
 
   // Splits [offset, offset + length) at object boundaries and starts one RADOS
-  // operation per part with `submit(part, offset in the op, offset in the object)`,
-  // which returns librados's immediate result.
+  // operation per part with `submit(ioctx, part, offset in the op, offset in the
+  // object)` on the current client, which returns librados's immediate result.
   template <typename Submit>
   void Start(uint64_t offset, uint64_t length, PoolDone done, bool is_write, Submit&& submit) {
     const uint64_t object_bytes = layout_.object_bytes;
     const uint64_t first = offset / object_bytes, last = (offset + length - 1) / object_bytes;
+    std::shared_ptr<rados::RadosCluster> cluster;
+    {
+      std::lock_guard<std::mutex> lock(cluster_mu_);
+      cluster = cluster_;
+    }
     auto op = std::make_shared<Op>();
     op->shared = shared_;
     op->done = std::move(done);
@@ -232,7 +258,7 @@ class RadosPoolIo final : public PoolIo {
       const uint64_t op_offset = at - offset;
       at += part->length;
       Part* raw = part.release();  // owned by the completion callback from here
-      int r = submit(*raw, op_offset, in_object);
+      int r = submit(cluster->ioctx(), *raw, op_offset, in_object);
       if (r < 0) {  // not started: no callback will come
         raw->completion->release();
         raw->completion = nullptr;
@@ -243,7 +269,9 @@ class RadosPoolIo final : public PoolIo {
     }
   }
 
-  std::unique_ptr<rados::RadosCluster> cluster_;
+  mutable std::mutex cluster_mu_;
+  std::shared_ptr<rados::RadosCluster> cluster_;  // the client operations start on (guarded)
+  std::vector<std::shared_ptr<rados::RadosCluster>> retired_;  // replaced by RenewClient (guarded)
   RadosPoolLayout layout_;
   std::shared_ptr<Shared> shared_;
 };

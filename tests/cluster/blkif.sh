@@ -43,7 +43,7 @@ rig_blkif_host() {
       --out "$d/tls" >>"$d/sim_blkif_host.log" 2>&1 || { rig_log "cannot issue a credential"; return 1; }
   fi
   ip netns exec "$(rig_ns "$n")" "$RIG_BIN/cluster_sim_blkif_host" --server "$RIG_SERVER" \
-    --pool "$RIG_DIR/pool" --tls-dir "$d/tls" --host-name "$(rig_blkif_name "$n")" \
+    --pool "$RIG_POOL_LOCATION" --tls-dir "$d/tls" --host-name "$(rig_blkif_name "$n")" \
     --cache-size "$RIG_CACHE_SIZE" --log-level "$RIG_BLKIF_LOG_LEVEL" \
     <"$d/in" >"$d/out" 2>>"$d/sim_blkif_host.log" &
   pid=$!

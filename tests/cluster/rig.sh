@@ -24,6 +24,12 @@ RIG_CACHE_SIZE=${RIG_CACHE_SIZE:-64M}
 RIG_WAIT_S=${RIG_WAIT_S:-20}         # bound of every wait loop, seconds
 RIG_LOG_LEVEL=${RIG_LOG_LEVEL:-info}
 RIG_LEASE_SECONDS=${RIG_LEASE_SECONDS:-3}  # the mapserver's host lease time T (leases.md)
+# RIG_POOL_KIND=rados: the pool is a RADOS pool of a one-node Ceph cluster (one monitor,
+# one memstore OSD: tests/support/ceph_cluster.sh) running in a namespace of its own,
+# RIG_ID-ceph at RIG_NET.2, reached by the mapserver and every host over the switch
+# like the mapserver; default "file": a pool file under RIG_DIR.
+RIG_POOL_KIND=${RIG_POOL_KIND:-file}
+RIG_CEPH_PORT=${RIG_CEPH_PORT:-7400}
 # RIG_OLD_MAPSERVER=1: start a mapserver that predates leases (no --lease-seconds), to
 # see a case fail on the code before a change.
 
@@ -59,7 +65,7 @@ rig_can_run() {
   [ "$ok" = 1 ]
 }
 
-rig_ns() { case "$1" in sw) echo "$RIG_ID-sw" ;; ms) echo "$RIG_ID-ms" ;; *) echo "$RIG_ID-h$1" ;; esac; }
+rig_ns() { case "$1" in sw) echo "$RIG_ID-sw" ;; ms) echo "$RIG_ID-ms" ;; ceph) echo "$RIG_ID-ceph" ;; *) echo "$RIG_ID-h$1" ;; esac; }
 rig_host_ip() { echo "$RIG_NET.$((10 + $1))"; }
 rig_hdir() { echo "$RIG_DIR/h$1"; }
 
@@ -71,6 +77,7 @@ rig_hdir() { echo "$RIG_DIR/h$1"; }
 rig_init() {
   local build=${1:?rig_init BUILD_DIR [HOSTS]}
   RIG_BIN=$(cd "$build/bin" 2>/dev/null && pwd) || rig_die "no $build/bin"
+  RIG_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
   RIG_HOSTS=${2:-${RIG_HOSTS:-3}}
   for prog in mapserver tapdisk-map tapmap; do
     [ -x "$RIG_BIN/$prog" ] || rig_die "$RIG_BIN/$prog not built"
@@ -87,12 +94,14 @@ rig_init() {
   trap 'rig_teardown; trap - EXIT; exit 143' TERM
 
   mkdir -p "$RIG_DIR/ms" "$RIG_DIR/clients"
+  RIG_POOL_LOCATION=$RIG_DIR/pool
+  [ "$RIG_POOL_KIND" = rados ] && RIG_POOL_LOCATION="rados:tapmap/rig?conf=$RIG_DIR/ceph/ceph.conf&timeout=10"
   head -c 32 /dev/urandom | base64 >"$RIG_DIR/secret"
   chmod 600 "$RIG_DIR/secret"
   # Every program gets --config with its own section, so /etc/tapmap is never read.
   cat >"$RIG_DIR/ms/tapmap.conf" <<EOF
 [mapserver]
-pool = $RIG_DIR/pool
+pool = $RIG_POOL_LOCATION
 meta = $RIG_DIR/ms/meta
 secret-file = $RIG_DIR/secret
 tls-dir = $RIG_DIR/ms/tls
@@ -112,6 +121,13 @@ EOF
   ip -n "$(rig_ns sw)" link set br0 up
   ip -n "$(rig_ns sw)" link set lo up
   _rig_node_add ms "$RIG_NET.1" p-ms || return 1
+  if [ "$RIG_POOL_KIND" = rados ]; then
+    _rig_node_add ceph "$RIG_NET.2" p-ceph || return 1
+    ip netns exec "$(rig_ns ceph)" env CEPH_ADDR="$RIG_NET.2" MEMSTORE_BYTES="${RIG_MEMSTORE_BYTES:-$((2 << 30))}" \
+      "$RIG_REPO/tests/support/ceph_cluster.sh" start "$RIG_DIR/ceph" "$RIG_CEPH_PORT" >"$RIG_DIR/ceph-start.log" 2>&1 &&
+      ip netns exec "$(rig_ns ceph)" "$RIG_REPO/tests/support/ceph_cluster.sh" pool "$RIG_DIR/ceph" tapmap \
+        >>"$RIG_DIR/ceph-start.log" 2>&1 || { cat "$RIG_DIR/ceph-start.log" >&2; return 1; }
+  fi
   local n
   for n in $(seq 1 "$RIG_HOSTS"); do
     _rig_node_add "$n" "$(rig_host_ip "$n")" "p-h$n" || return 1
@@ -125,7 +141,7 @@ EOF
 # host h$n of the cluster rig: the daemon's and the CLI's settings
 [tapdisk-map]
 server = $RIG_SERVER
-pool = $RIG_DIR/pool
+pool = $RIG_POOL_LOCATION
 tls-dir = $(rig_hdir "$n")/tls
 host-name = h$n
 cache-size = $RIG_CACHE_SIZE
@@ -141,7 +157,7 @@ control = $(rig_hdir "$n")/ctl.sock
 timeout = ${RIG_CLI_TIMEOUT:-20}
 EOF
   done
-  "$RIG_BIN/mapserver" format --config "$RIG_DIR/ms/tapmap.conf" --size "$RIG_POOL_SIZE" \
+  ip netns exec "$(rig_ns ms)" "$RIG_BIN/mapserver" format --config "$RIG_DIR/ms/tapmap.conf" --size "$RIG_POOL_SIZE" \
     --block-size "$RIG_BLOCK_SIZE" >"$RIG_DIR/ms/format.log" 2>&1 ||
     { cat "$RIG_DIR/ms/format.log" >&2; return 1; }
   rig_env >"$RIG_DIR/rig.env"
@@ -208,7 +224,7 @@ rig_env() {
   echo "RIG_HOSTS=$RIG_HOSTS"
   echo "RIG_SERVER=$RIG_SERVER"
   echo "RIG_SECRET=$RIG_DIR/secret"
-  echo "RIG_POOL=$RIG_DIR/pool"
+  echo "RIG_POOL=$RIG_POOL_LOCATION"
   echo "RIG_BLOCK_SIZE=$RIG_BLOCK_SIZE"
   echo "RIG_NS_MS=$(rig_ns ms)"
   for n in $(seq 1 "$RIG_HOSTS"); do

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The cluster suite: cross-host cache coherence on the multi-host rig (tests/cluster/rig.sh):
 # one mapserver and RIG_HOSTS (default 3) tapdisk-map hosts, each in its own network
-# namespace, sharing one pool file; real NBD clients (qemu-io, nbdinfo) on the hosts.
+# namespace, sharing one pool file (or, with RIG_POOL_KIND=rados, one RADOS pool of a
+# one-node Ceph in a namespace of its own); real NBD clients (qemu-io, nbdinfo) on the
+# hosts.
 #
 # Usage: tests/cluster/run_cluster.sh BUILD_DIR [CASE...]
 #   CASE: a case name (or a prefix of names, e.g. "a_") to run only those.
@@ -22,6 +24,11 @@ if ! reason=$(rig_can_run); then echo "SKIPPED: cluster: $reason"; exit 77; fi
 for tool in qemu-io qemu-img nbdinfo nbdcopy fio python3 ss; do
   command -v "$tool" >/dev/null || { echo "SKIPPED: cluster: $tool is not installed (make deps)"; exit 77; }
 done
+if [ "${RIG_POOL_KIND:-file}" = rados ]; then
+  for tool in ceph-mon ceph-osd ceph monmaptool; do
+    command -v "$tool" >/dev/null || { echo "SKIPPED: cluster: ceph: $tool is not installed (make deps)"; exit 77; }
+  done
+fi
 
 export RIG_RECALL_TIMEOUT=${RIG_RECALL_TIMEOUT:-3}   # seconds; bounds case r's wait for a cut host
 BS=65536   # the rig's pool block size: "block k" = bytes [k*BS, (k+1)*BS)
@@ -715,7 +722,7 @@ cases+=(case_m_model_check case_m_replay_shrink_into_block_regrow
 
 t0=$SECONDS
 rig_init "$build" "${RIG_HOSTS:-3}" || { echo "cluster: rig setup failed"; echo "cluster: 0 passed, 1 failed"; exit 1; }
-echo "== cluster rig: $RIG_HOSTS hosts + mapserver in namespaces $RIG_ID-*, $RIG_SERVER, pool in $RIG_DIR"
+echo "== cluster rig: $RIG_HOSTS hosts + mapserver in namespaces $RIG_ID-*, $RIG_SERVER, pool $RIG_POOL_LOCATION"
 passed=0 failed=0
 start_ok=1
 rig_start_mapserver || start_ok=0

@@ -69,7 +69,7 @@ class TlsFixture {
     if (!tls.ok()) return tls.status();
     std::shared_ptr<protocol::TlsConfig> config = std::move(*tls);
     if (host.empty()) host = config->name().host;
-    return protocol::Connection::ConnectBlocking(io_, address_, protocol::ClientAuth{host, "", config}, 7);
+    return protocol::Connection::ConnectBlocking(io_, address_, protocol::ClientAuth{host, "", config, ""}, 7);
   }
 
   CredentialRegistry registry() { return CredentialRegistry(dir_ / "credentials"); }

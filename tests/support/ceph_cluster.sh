@@ -20,7 +20,9 @@
 #
 # Exit status: 0 done; 77 Ceph is not installed ("SKIPPED: ceph: ..." on stdout);
 # anything else a failure (start then stops whatever it had started).
-# env: MEMSTORE_BYTES (default 512 MiB; memstore keeps every byte in RAM, and past
+# env: CEPH_ADDR (default 127.0.0.1): the one address the daemons listen on (the
+# cluster rig runs them in a network namespace of their own, on its private network).
+# MEMSTORE_BYTES (default 512 MiB; memstore keeps every byte in RAM, and past
 # this size the OSD declares itself full and writes hang).
 set -euo pipefail
 
@@ -99,13 +101,14 @@ do_start() {
   osd_uuid=$(cat /proc/sys/kernel/random/uuid)
   # Both messenger versions, each on its own port: a client given only one form
   # pointed at the other's port hangs until its mount timeout.
-  mon_host="[v2:127.0.0.1:$port,v1:127.0.0.1:$((port + 1))]"
+  local addr=${CEPH_ADDR:-127.0.0.1}
+  mon_host="[v2:$addr:$port,v1:$addr:$((port + 1))]"
   cat > "$DIR/ceph.conf" <<CONF
 [global]
 fsid = $fsid
 mon host = $mon_host
-public addr = 127.0.0.1
-cluster addr = 127.0.0.1
+public addr = $addr
+cluster addr = $addr
 ms bind ipv4 = true
 ms bind ipv6 = false
 ms bind port min = $((port + 2))

@@ -130,7 +130,7 @@ interface Gate {
   challenge @0 () -> (nonce :Data, serverVersion :UInt32);
   # A fresh random nonce (32 bytes) bound to this connection.
 
-  login @1 (host :Text, proof :Data, clientVersion :UInt32, instance :UInt64)
+  login @1 (host :Text, proof :Data, clientVersion :UInt32, instance :UInt64, poolClient :Text)
       -> (session :Session, leaseMs :UInt32, resumed :Bool, inGrace :Bool);
   # proof = HMAC-SHA256(shared secret, nonce || host). `host` names the client in logs
   # and in VolumeInfo.writer. Fails with permission-denied on a wrong proof, a reused
@@ -147,6 +147,15 @@ interface Gate {
   # releases the openers of the host's previous instance at once. `inGrace`: the
   # server restarted less than 1.1 lease times ago and admits only reclaims of rw
   # leases.
+  #
+  # `poolClient` (leases.md "Fencing on a RADOS pool"): the identity under which the
+  # instance does pool I/O now — on a RADOS pool its librados client address
+  # (Rados::get_addrs), "" on a file pool; at most 256 printable characters. The server
+  # keeps every identity an instance logged in with and, when the instance expires,
+  # blocklists them all in the pool's Ceph cluster before it releases the instance's
+  # openers, so that no write of the expired instance still in flight can land after
+  # its volumes were given to another host. A host that fenced itself therefore
+  # logs in again under a fresh identity (a new librados client).
 }
 
 interface Session {
