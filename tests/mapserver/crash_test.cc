@@ -4,6 +4,12 @@
 // the one operation in flight may or may not have happened, and fsck must be clean.
 //
 // CRASH_ROUNDS rounds (a few in `make test`, many in the slow soak binary).
+//
+// Compiled with TAPMAP_TEST_RADOS_POOL (tests/rados: rados_crash_test) the pool is a
+// RADOS pool of a one-node Ceph cluster, so the metadata's durable home is RADOS
+// (mapserver/doc/metadata_rados.md): every start of the server gets an EMPTY local
+// metadata directory, so what it finds is only what the RADOS journal and checkpoints
+// hold; the restarted server takes the lock over from the killed one.
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -19,6 +25,9 @@
 #include "protocol/remote_status.h"
 #include "tests/support/child_process.h"
 #include "tests/support/wait_until.h"
+#ifdef TAPMAP_TEST_RADOS_POOL
+#include "tests/rados/ceph_cluster.h"
+#endif
 
 #ifndef CRASH_ROUNDS
 #define CRASH_ROUNDS 4
@@ -84,17 +93,23 @@ BlockMap ReadMap(proto::Session::Client session, const std::string& name, kj::Wa
 
 class Round {
  public:
-  Round(const std::string& dir, uint64_t seed) : dir_(dir), rng_(seed) {}
+  Round(const std::string& dir, std::string pool, uint64_t seed) : dir_(dir), pool_(std::move(pool)), rng_(seed) {}
 
   std::unique_ptr<ChildProcess> StartServer() {
-    auto server = std::make_unique<ChildProcess>(
-        std::vector<std::string>{kMapserver, "serve", "--config", "/dev/null", "--pool",
-                                 dir_ + "/pool", "--meta", dir_ + "/meta", "--listen",
-                                 "unix:" + dir_ + "/sock", "--secret-file", dir_ + "/secret",
-                                 "--log-level", "warning"},
-        dir_ + "/serve.log");
-    return server;
+#ifdef TAPMAP_TEST_RADOS_POOL
+    ++starts_;  // a fresh, empty local directory each time: the metadata comes from RADOS only
+#endif
+    std::vector<std::string> argv = {kMapserver, "serve", "--config", "/dev/null", "--pool", pool_,
+                                     "--meta", MetaDir(), "--listen", "unix:" + dir_ + "/sock",
+                                     "--secret-file", dir_ + "/secret", "--log-level", "warning"};
+#ifdef TAPMAP_TEST_RADOS_POOL
+    // The killed server's active lock must expire before this one takes over.
+    argv.insert(argv.end(), {"--lock-seconds", "2"});
+#endif
+    return std::make_unique<ChildProcess>(argv, dir_ + "/serve.log");
   }
+  // The local metadata directory of the latest start ("meta" for a file pool).
+  std::string MetaDir() const { return dir_ + "/meta" + (starts_ == 0 ? "" : "-" + std::to_string(starts_)); }
 
   kj::Own<protocol::Connection> ConnectWithRetry(kj::AsyncIoContext& io) {
     auto address = *protocol::ParseServerAddress("unix:" + dir_ + "/sock");
@@ -326,6 +341,8 @@ class Round {
 
  private:
   std::string dir_;
+  std::string pool_;
+  int starts_ = 0;
   std::mt19937_64 rng_;
   int serial_ = 0;
 };
@@ -336,13 +353,21 @@ TEST_CASE("kill -9 at random moments loses no acknowledged change and leaves fsc
     std::ofstream(dir / "secret") << "s3cret\n";
     ::chmod((dir / "secret").c_str(), 0600);
   }
+#ifdef TAPMAP_TEST_RADOS_POOL
+  tapmap::testing::CephCluster ceph;
+  const std::string pool = ceph.Location("crash");
+#else
+  const std::string pool = dir / "pool";
+#endif
   std::string out;
-  REQUIRE(RunCommand({kMapserver, "format", "--config", "/dev/null", "--pool", dir / "pool",
-                      "--meta", dir / "meta", "--size", "64M", "--block-size", "4K"},
-                     &out) == 0);
+  int formatted = RunCommand({kMapserver, "format", "--config", "/dev/null", "--pool", pool, "--meta", dir / "meta",
+                              "--size", "64M", "--block-size", "4K"},
+                             &out);
+  INFO(out);
+  REQUIRE(formatted == 0);
   uint64_t seed = std::random_device{}();
   INFO("seed " << seed);
-  Round round(dir.path(), seed);
+  Round round(dir.path(), pool, seed);
   std::mt19937_64 timing(seed ^ 0x9e3779b97f4a7c15ull);
   Model model;
   int total_acked = 0;
@@ -380,8 +405,7 @@ TEST_CASE("kill -9 at random moments loses no acknowledged change and leaves fsc
     REQUIRE(server->Stop() == 0);
     server.reset();
     std::string fsck;
-    int rc = RunCommand({kMapserver, "fsck", "--config", "/dev/null", "--pool", dir / "pool",
-                         "--meta", dir / "meta"},
+    int rc = RunCommand({kMapserver, "fsck", "--config", "/dev/null", "--pool", pool, "--meta", round.MetaDir()},
                         &fsck);
     INFO(fsck);
     REQUIRE(rc == 0);
