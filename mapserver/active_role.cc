@@ -1,8 +1,14 @@
 #include "mapserver/active_role.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 
+#include <cerrno>
 #include <cstdlib>
+
+#include "common/unique_fd.h"
 
 namespace tapmap::mapserver {
 namespace {
@@ -17,6 +23,23 @@ bool StopSignalPending() {
   sigset_t pending;
   if (sigpending(&pending) != 0) return false;
   return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1;
+}
+
+// The lock VolumeStore::Open takes on the metadata directory (mapserver.lock): held
+// while the directory is being rebuilt and followed, so that a standby pointed at a
+// directory another mapserver process uses refuses instead of overwriting it.
+Result<UniqueFd> LockMetaDir(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Status::FromErrno("create metadata directory " + dir, errno);
+  }
+  const std::string path = dir + "/mapserver.lock";
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) return Status::FromErrno("open " + path, errno);
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) return Status::Busy("metadata " + dir + " is in use by another mapserver process");
+    return Status::FromErrno("lock " + path, errno);
+  }
+  return fd;
 }
 
 std::string Cookie(rados::RadosCluster& cluster) {
@@ -107,6 +130,9 @@ Status RadosActiveRole::BecomeActive() {
     return Status::NotFound("no mapserver metadata in RADOS object " + journal_.journal_oid() +
                             " (run mapserver format --pool rados:...)");
   }
+  // Released when this returns, just before the caller's VolumeStore::Open takes it.
+  auto dir_lock = LockMetaDir(options_.meta_dir);
+  if (!dir_lock.ok()) return dir_lock.status();
   Status locked = options_.standby ? FollowUntilLocked() : WaitForLock();
   if (!locked.ok()) return locked;
   const auto t0 = std::chrono::steady_clock::now();
