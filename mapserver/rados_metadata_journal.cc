@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -313,7 +314,14 @@ Status RadosMetadataJournal::Append(const std::vector<JournalOp>& ops) {
 void RadosMetadataJournal::Committed(const Status& status) {
   if (!status.ok()) Fatal(Status(status.code(), "local commit after a journal append: " + status.message()));
   if (++since_checkpoint_ < checkpoint_every_) return;
-  if (Status s = Checkpoint(); !s.ok()) Fatal(s);
+  // A failed checkpoint changes nothing (the head still names the old one, the journal
+  // keeps every record): try again after another checkpoint_every records. Had the
+  // lock been lost, the next append fails and ends the process.
+  if (Status s = Checkpoint(); !s.ok()) {
+    logger_.Warnf("metadata checkpoint failed (the journal keeps growing until one succeeds): %s",
+                  s.ToString().c_str());
+    since_checkpoint_ = 0;
+  }
 }
 
 Status RadosMetadataJournal::Checkpoint() {
@@ -321,8 +329,12 @@ Status RadosMetadataJournal::Checkpoint() {
   const std::string copy = store_->dir() + "/checkpoint.tmp";
   ::unlink(copy.c_str());
   if (Status s = store_->CopyTo(copy); !s.ok()) return s;
+  // A generation never used before by this writer, even after a failed attempt whose
+  // head update may have landed: a checkpoint's chunk objects are never rewritten.
+  const uint64_t generation = std::max(head_.checkpoint_generation, last_generation_) + 1;
+  last_generation_ = generation;
   JournalHead head;
-  Status uploaded = UploadCheckpoint(copy, head_.checkpoint_generation + 1, &head);
+  Status uploaded = UploadCheckpoint(copy, generation, &head);
   ::unlink(copy.c_str());
   if (!uploaded.ok()) return uploaded;
   head.first_seq = next_seq_;

@@ -77,7 +77,8 @@ class RadosMetadataJournal : public MetadataJournal {
   Status Append(const std::vector<JournalOp>& ops) override;
   void Committed(const Status& status) override;
   // Uploads a checkpoint of the attached store, points the head at it (guarded) and
-  // deletes the journal records and the checkpoint it replaces.
+  // deletes the journal records and the checkpoint it replaces. On failure nothing
+  // changed (the old head and all records stay); Committed only logs it.
   Status Checkpoint();
   // Writes `address` into active_oid().
   Status Announce(const std::string& address);
@@ -103,6 +104,7 @@ class RadosMetadataJournal : public MetadataJournal {
   rados::RadosExclusiveLock* lock_ = nullptr;
   uint32_t checkpoint_every_ = 1000;
   uint32_t since_checkpoint_ = 0;
+  uint64_t last_generation_ = 0;  // the last checkpoint generation this writer tried
 };
 
 // "j.%016llx": the omap key of journal record `seq`.
