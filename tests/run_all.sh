@@ -69,12 +69,13 @@ else
 fi
 
 # 4b) The same rig on a RADOS pool (a one-node Ceph in a namespace of its own): the
-# coherence, clone, resize/discard/delete, import/export, fencing (blocklisting) and
-# kill -9 takeover cases. Counted with the cluster suite.
+# coherence, clone, resize/discard/delete, import/export, fencing (blocklisting), kill -9
+# takeover and mapserver fail-over (a standby taking over) cases. Counted with the
+# cluster suite.
 echo "== cluster on a RADOS pool (same rig; one-node Ceph in a namespace) =="
 log5=$(mktemp)
 trap 'rm -f "$log1" "$log2" "$log4" "$log5"' EXIT
-RIG_POOL_KIND=rados tests/cluster/run_cluster.sh "$build" a_migrate b_clone_held_h1 c_ d_ e_ f_ r_rig 2>&1 | tee "$log5"
+RIG_POOL_KIND=rados tests/cluster/run_cluster.sh "$build" a_migrate b_clone_held_h1 c_ d_ e_ f_ r_rig s_ 2>&1 | tee "$log5"
 rc5=${PIPESTATUS[0]}
 if [ "$rc5" -ne 77 ]; then
   p5=$(grep -c '^PASS ' "$log5") f5=$(grep -c '^FAIL ' "$log5")

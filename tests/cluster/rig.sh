@@ -12,6 +12,10 @@
 #   namespace RIG_ID-sw   the "switch": bridge br0, one veth port per node (p-ms, p-hN)
 #   namespace RIG_ID-ms   mapserver, eth0 = RIG_NET.1, serving tcp:RIG_NET.1:RIG_PORT
 #   namespace RIG_ID-hN   host N's tapdisk-map, eth0 = RIG_NET.(10+N)
+# With RIG_POOL_KIND=rados also:
+#   namespace RIG_ID-ceph the one-node Ceph cluster, eth0 = RIG_NET.2
+#   namespace RIG_ID-ms2  a second mapserver (a standby: rig_start_standby), eth0 =
+#                         RIG_NET.3; hosts know both (server = tcp:.1:P,tcp:.3:P)
 # Nothing is created in the root network namespace (veths are created directly inside
 # their namespaces). The pool file and every socket live under RIG_DIR (/var/tmp by
 # default: the pool is opened O_DIRECT, which tmpfs does not support).
@@ -65,7 +69,7 @@ rig_can_run() {
   [ "$ok" = 1 ]
 }
 
-rig_ns() { case "$1" in sw) echo "$RIG_ID-sw" ;; ms) echo "$RIG_ID-ms" ;; ceph) echo "$RIG_ID-ceph" ;; *) echo "$RIG_ID-h$1" ;; esac; }
+rig_ns() { case "$1" in sw) echo "$RIG_ID-sw" ;; ms) echo "$RIG_ID-ms" ;; ms2) echo "$RIG_ID-ms2" ;; ceph) echo "$RIG_ID-ceph" ;; *) echo "$RIG_ID-h$1" ;; esac; }
 rig_host_ip() { echo "$RIG_NET.$((10 + $1))"; }
 rig_hdir() { echo "$RIG_DIR/h$1"; }
 
@@ -85,6 +89,10 @@ rig_init() {
   RIG_ID=tmc$$
   RIG_DIR=$(mktemp -d "${RIG_TMP:-/var/tmp}/tapmap-cluster-$$-XXXXXX") || rig_die "mktemp failed"
   RIG_SERVER=tcp:$RIG_NET.1:$RIG_PORT
+  RIG_SERVER2=tcp:$RIG_NET.3:$RIG_PORT
+  RIG_HOST_SERVERS=$RIG_SERVER
+  [ "$RIG_POOL_KIND" = rados ] && RIG_HOST_SERVERS="$RIG_SERVER,$RIG_SERVER2"
+  RIG_MS2_PID=
   RIG_MS_PID=
   declare -gA RIG_HOST_PID=()
   RIG_NAMESPACES=()
@@ -93,7 +101,7 @@ rig_init() {
   trap 'rig_teardown; trap - EXIT; exit 130' INT
   trap 'rig_teardown; trap - EXIT; exit 143' TERM
 
-  mkdir -p "$RIG_DIR/ms" "$RIG_DIR/clients"
+  mkdir -p "$RIG_DIR/ms" "$RIG_DIR/ms2" "$RIG_DIR/clients"
   RIG_POOL_LOCATION=$RIG_DIR/pool
   [ "$RIG_POOL_KIND" = rados ] && RIG_POOL_LOCATION="rados:tapmap/rig?conf=$RIG_DIR/ceph/ceph.conf&timeout=10"
   head -c 32 /dev/urandom | base64 >"$RIG_DIR/secret"
@@ -122,6 +130,8 @@ EOF
   ip -n "$(rig_ns sw)" link set lo up
   _rig_node_add ms "$RIG_NET.1" p-ms || return 1
   if [ "$RIG_POOL_KIND" = rados ]; then
+    _rig_node_add ms2 "$RIG_NET.3" p-ms2 || return 1
+    sed "s|^meta = .*|meta = $RIG_DIR/ms2/meta|" "$RIG_DIR/ms/tapmap.conf" >"$RIG_DIR/ms2/tapmap.conf"
     _rig_node_add ceph "$RIG_NET.2" p-ceph || return 1
     ip netns exec "$(rig_ns ceph)" env CEPH_ADDR="$RIG_NET.2" MEMSTORE_BYTES="${RIG_MEMSTORE_BYTES:-$((2 << 30))}" \
       "$RIG_REPO/tests/support/ceph_cluster.sh" start "$RIG_DIR/ceph" "$RIG_CEPH_PORT" >"$RIG_DIR/ceph-start.log" 2>&1 &&
@@ -140,7 +150,7 @@ EOF
     cat >"$(rig_hdir "$n")/tapmap.conf" <<EOF
 # host h$n of the cluster rig: the daemon's and the CLI's settings
 [tapdisk-map]
-server = $RIG_SERVER
+server = $RIG_HOST_SERVERS
 pool = $RIG_POOL_LOCATION
 tls-dir = $(rig_hdir "$n")/tls
 host-name = h$n
@@ -150,7 +160,7 @@ nbd = unix:$(rig_hdir "$n")/nbd.sock
 xen = off
 log-level = $RIG_LOG_LEVEL
 [tapmap]
-server = $RIG_SERVER
+server = $RIG_HOST_SERVERS
 tls-dir = $(rig_hdir "$n")/admin-tls
 host-name = h$n
 control = $(rig_hdir "$n")/ctl.sock
@@ -202,7 +212,7 @@ rig_teardown() {
   for ns in "${RIG_NAMESPACES[@]}"; do
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
   done
-  for pid in ${RIG_MS_PID:-} "${RIG_HOST_PID[@]}"; do wait "$pid" 2>/dev/null; done
+  for pid in ${RIG_MS_PID:-} ${RIG_MS2_PID:-} "${RIG_HOST_PID[@]}"; do wait "$pid" 2>/dev/null; done
   for ns in "${RIG_NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null; done
   RIG_NAMESPACES=()
   if [ -n "${RIG_KEEP:-}" ]; then
@@ -244,6 +254,7 @@ rig_start_mapserver() {
   # (ip netns exec execs the program: $! is the daemon's own pid)
   ip netns exec "$(rig_ns ms)" "$RIG_BIN/mapserver" serve --config "$RIG_DIR/ms/tapmap.conf" --listen "$RIG_SERVER" \
     ${RIG_RECALL_TIMEOUT:+--recall-timeout "$RIG_RECALL_TIMEOUT"} $([ -z "${RIG_OLD_MAPSERVER:-}" ] && echo --lease-seconds "$RIG_LEASE_SECONDS") \
+    $([ "$RIG_POOL_KIND" = rados ] && echo --lock-seconds "${RIG_MS_LOCK_SECONDS:-3}") \
     >>"$RIG_DIR/ms/mapserver.log" 2>&1 &
   RIG_MS_PID=$!
   echo "$RIG_MS_PID" >"$RIG_DIR/ms/pid"
@@ -253,6 +264,33 @@ rig_start_mapserver() {
 _rig_ms_listening() {
   kill -0 "$RIG_MS_PID" 2>/dev/null || return 1
   rig_exec_ms ss -Hltn "sport = :$RIG_PORT" | grep -q LISTEN
+}
+
+# RADOS pools only: the second mapserver, in namespace ms2. rig_start_standby starts it
+# with --standby (it follows the metadata journal and takes over when the active's lock
+# expires; it listens only once active); rig_start_mapserver_at N starts mapserver N
+# (1: ms, 2: ms2) the same way (a killed active comes back as the standby).
+# RIG_MS_LOCK_SECONDS: the active lock's duration (default 3).
+rig_start_mapserver_at() {  # NODE(1|2) [--standby]
+  local node=$1 ns dir listen pid
+  if [ "$node" = 1 ]; then ns=ms dir=$RIG_DIR/ms listen=$RIG_SERVER; else ns=ms2 dir=$RIG_DIR/ms2 listen=$RIG_SERVER2; fi
+  [ "${2:-}" = --standby ] && echo "=== rig: standby start" >>"$dir/mapserver.log"
+  ip netns exec "$(rig_ns "$ns")" "$RIG_BIN/mapserver" serve --config "$dir/tapmap.conf" --listen "$listen" \
+    ${RIG_RECALL_TIMEOUT:+--recall-timeout "$RIG_RECALL_TIMEOUT"} --lease-seconds "$RIG_LEASE_SECONDS" \
+    --lock-seconds "${RIG_MS_LOCK_SECONDS:-3}" ${2:-} >>"$dir/mapserver.log" 2>&1 &
+  pid=$!
+  echo "$pid" >"$dir/pid"
+  if [ "$node" = 1 ]; then RIG_MS_PID=$pid; else RIG_MS2_PID=$pid; fi
+}
+rig_start_standby() { rig_start_mapserver_at 2 --standby; }
+# rig_ms_listening NODE: mapserver NODE (1|2) accepts connections.
+rig_ms_listening() {
+  local ns=ms; [ "$1" = 2 ] && ns=ms2
+  ip netns exec "$(rig_ns "$ns")" ss -Hltn "sport = :$RIG_PORT" | grep -q LISTEN
+}
+rig_kill_mapserver_at() {  # NODE: kill -9 mapserver NODE
+  if [ "$1" = 1 ]; then _rig_stop_pid "$RIG_MS_PID" KILL mapserver; RIG_MS_PID=
+  else _rig_stop_pid "$RIG_MS2_PID" KILL mapserver2; RIG_MS2_PID=; fi
 }
 
 # rig_stop_mapserver: SIGTERM (leases end, connections close) and wait for the exit.

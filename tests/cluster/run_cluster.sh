@@ -699,6 +699,92 @@ case_l_blkif_live_migration_a_b_a() {
     expect 3 "$vol" 3 0x13 "h3 after the migrations" && closed "$vol"
 }
 
+# s. Mapserver fail-over on a RADOS pool (RIG_POOL_KIND=rados; mapserver/doc/
+#    metadata_rados.md): a standby mapserver (ms2) follows the active's metadata journal;
+#    h1 and h2 each stream writes and flushes to a volume of their own; the active is
+#    killed -9 (right after a snapshot of both volumes, so that the writers' next writes
+#    are copy-on-write and need the mapserver); the standby takes the expired lock over
+#    (blocklisting the old active)
+#    and serves; the hosts, which know both addresses, reconnect and reclaim their
+#    leases (grace period) and their writers go on without an error. Then the killed
+#    one comes back as the standby and the next round kills the new active.
+#    RIG_FAILOVER_ROUNDS rounds (default 2). Per round: takeover time (kill -> the new
+#    active listens) and how long the writers' acknowledgements stalled; afterwards h3
+#    reads every flushed write back (fence_tools.py durable) and fsck of the RADOS copy
+#    is clean. Takeover times go to RIG_DIR/clients/s_failover/times.
+# _s_following LOG: the standby started last (after the last "rig: standby start"
+# marker) says it follows the journal.
+_s_following() { awk '/=== rig: standby start/ {f = 0} /standby: following/ {f = 1} END {exit !f}' "$1"; }
+case_s_mapserver_failover() {
+  [ "$RIG_POOL_KIND" = rados ] || { echo "  (file pool: no standby; skipped)" >&2; return 0; }
+  local d="$RIG_DIR/clients/s_failover" rounds=${RIG_FAILOVER_ROUNDS:-2} active=1 standby=2 r n
+  mkdir -p "$d"; : >"$d/times"
+  # 4096 blocks of 64 KiB: a pass of the writer over them takes longer than a takeover,
+  # so copy-on-write writes are still going on when the active dies.
+  local blocks=4096
+  for n in 1 2; do cli "$n" volume create "s_vol$n" 256M || return; done
+  rig_start_mapserver_at "$standby" --standby
+  local wpids=()
+  for n in 1 2; do
+    # (ip netns exec execs the writer: $! is its pid, which the SIGTERM below must reach)
+    ip netns exec "$(rig_ns "$n")" "$PY" "$here/fence_tools.py" writer "$(rig_nbd_url "$n" "s_vol$n")" \
+      "$d/writer$n.log" --blocks "$blocks" --max-errors 1 >"$d/writer$n.out" 2>&1 &
+    wpids+=("$!")
+  done
+  for n in 1 2; do
+    rig_wait_for "$RIG_WAIT_S" "h$n's writer to flush" _f_flushes "$d/writer$n.log" 3 ||
+      { kill "${wpids[@]}" 2>/dev/null; why "h$n's writer did not get going: $(tail -c 300 "$d/writer$n.out")"; return 1; }
+  done
+  local kills=()
+  for r in $(seq 1 "$rounds"); do
+    # The standby must be following the journal before the active dies.
+    local sdir=$RIG_DIR/ms; [ "$standby" = 2 ] && sdir=$RIG_DIR/ms2
+    rig_wait_for "$RIG_WAIT_S" "mapserver $standby to follow the journal" _s_following "$sdir/mapserver.log" ||
+      { kill "${wpids[@]}" 2>/dev/null; why "round $r: the standby never followed the journal: $(tail -3 "$sdir/mapserver.log" | tr '\n' ' ')"; return 1; }
+    # A snapshot of each volume first: every block the writers own becomes shared, so
+    # their next writes are copy-on-write (prepareWrite + commit at the mapserver) and
+    # their flushes wait for commits across the fail-over.
+    # (The previous round's snapshot goes first: memstore keeps every block in memory.)
+    for n in 1 2; do
+      [ "$r" -gt 1 ] && { cli 3 volume delete "s_vol$n-r$((r - 1))" >/dev/null || true; }
+      cli 3 volume snapshot "s_vol$n" "s_vol$n-r$r" >/dev/null ||
+        { kill "${wpids[@]}" 2>/dev/null; why "round $r: snapshot of s_vol$n: $WHY"; return 1; }
+    done
+    local killed; killed=$(now_s)
+    kills+=("$killed")
+    rig_kill_mapserver_at "$active"
+    rig_wait_for 60 "mapserver $standby to take over" rig_ms_listening "$standby" ||
+      { kill "${wpids[@]}" 2>/dev/null; why "round $r: the standby did not take over within 60 s: $(tail -3 "$sdir/mapserver.log" | tr '\n' ' ')"; return 1; }
+    local took; took=$(python3 -c "print('%.2f' % ($(now_s) - $killed))")
+    echo "$took" >>"$d/times"
+    # Both writers flush again with the new active.
+    for n in 1 2; do
+      local before; before=$(grep -c '^F ' "$d/writer$n.log")
+      rig_wait_for 60 "h$n's writer to flush with the new active" _f_flushes "$d/writer$n.log" $((before + 2)) ||
+        { kill "${wpids[@]}" 2>/dev/null; why "round $r: h$n's writer made no progress after the takeover: $(tail -2 "$d/writer$n.log" | tr '\n' ' ')"; return 1; }
+    done
+    echo "  round $r: mapserver $standby took over ${took} s after the kill of mapserver $active" >&2
+    # The killed one comes back as the standby.
+    rig_start_mapserver_at "$active" --standby
+    local t=$active; active=$standby; standby=$t
+  done
+  kill -TERM "${wpids[@]}" 2>/dev/null
+  for p in "${wpids[@]}"; do wait "$p" 2>/dev/null; done
+  for n in 1 2; do closed "s_vol$n" || return; done
+  local verdict
+  for n in 1 2; do
+    ft dump "$(rig_nbd_url 3 "s_vol$n@ro")" "$d/final$n" --blocks "$blocks" >"$d/dump$n.out" 2>&1 ||
+      { why "h3 could not read s_vol$n: $(tr '\n' ' ' <"$d/dump$n.out" | cut -c1-300)"; return 1; }
+    verdict=$(ft durable "$d/writer$n.log" "$d/final$n" --after "${kills[0]}" --blocks "$blocks" 2>&1) ||
+      { why "h$n's writes: $(tr '\n' ' ' <<<"$verdict" | cut -c1-400)"; return 1; }
+    echo "  h$n: $verdict" >&2
+  done
+  closed "s_vol1" && closed "s_vol2" || return
+  local out; out=$(rig_exec_ms "$RIG_BIN/mapserver" fsck --config "$RIG_DIR/ms/tapmap.conf" 2>&1) ||
+    { why "fsck of the RADOS copy: $(tr '\n' ' ' <<<"$out" | cut -c1-300)"; return 1; }
+  echo "  takeover times (s): $(tr '\n' ' ' <"$d/times")" >&2
+}
+
 cases=(
   case_a_migrate_h1_h2_h1 case_a_migrate_h2_h1_h2
   case_b_clone_held_h1_read_h2 case_b_clone_held_h2_read_h1
@@ -714,6 +800,7 @@ cases=(
   case_f_partition_fences_writer case_f_kill9_writer_takeover case_g_mapserver_restart_grace
   case_l_blkif_live_migration_a_b_a
 )
+cases+=(case_s_mapserver_failover)
 cases+=(case_m_model_check case_m_replay_shrink_into_block_regrow
         case_m_replay_flushed_hole_stale_on_reader case_m_replay_flushed_rewrite_stale_on_reader)
 
