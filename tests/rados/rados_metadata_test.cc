@@ -242,7 +242,7 @@ TEST_CASE("Zombie: an active frozen (SIGSTOP) during the takeover cannot write m
   INFO(out);
 }
 
-TEST_CASE("Fail-over with a host: tapdisk-map given both addresses writes on through the takeover") {
+TEST_CASE("Fail-over with two hosts: tapdisk-maps given both addresses write on through the takeover") {
   CephCluster cluster;
   Rig rig(cluster);
   const std::string location = cluster.Location("md", 5);
@@ -250,48 +250,84 @@ TEST_CASE("Fail-over with a host: tapdisk-map given both addresses writes on thr
   REQUIRE(rig.WaitListening("a", std::chrono::seconds(30)));
   auto b = rig.Serve("b", true);
   const std::string both = "unix:" + rig.path("a.sock") + ",unix:" + rig.path("b.sock");
-  // The CLI takes the list too: the first that answers.
-  REQUIRE(rig.Volume("a", {"create", "vm", "8M"}) == 0);
-  auto tapdisk = std::make_unique<ChildProcess>(
-      std::vector<std::string>{Bin("tapdisk-map"), "--config", rig.path("tapmap.conf"), "--server", both, "--pool",
-                               location, "--secret-file", rig.path("secret"), "--host-name", "host1", "--control",
-                               rig.path("ctl.sock"), "--nbd", "unix:" + rig.path("nbd.sock"), "--cache-size", "32M",
-                               "--xen", "off"},
-      rig.path("tapdisk-map.log"));
-  REQUIRE(WaitForPath(rig.path("nbd.sock"), std::chrono::seconds(30)));
-  const std::string url = "nbd+unix:///vm?socket=" + rig.path("nbd.sock");
-  auto qemu_io = [&](const std::vector<std::string>& commands, std::string* out) {
+  const std::vector<std::string> hosts{"host1", "host2"};
+  std::vector<std::unique_ptr<ChildProcess>> tapdisks;
+  for (const auto& host : hosts) {
+    REQUIRE(rig.Volume("a", {"create", "vm-" + host, "8M"}) == 0);
+    tapdisks.push_back(std::make_unique<ChildProcess>(
+        std::vector<std::string>{Bin("tapdisk-map"), "--config", rig.path("tapmap.conf"), "--server", both, "--pool",
+                                 location, "--secret-file", rig.path("secret"), "--host-name", host, "--control",
+                                 rig.path(host + ".ctl"), "--nbd", "unix:" + rig.path(host + ".nbd"), "--cache-size",
+                                 "32M", "--xen", "off"},
+        rig.path(host + ".log")));
+  }
+  for (const auto& host : hosts) REQUIRE(WaitForPath(rig.path(host + ".nbd"), std::chrono::seconds(30)));
+  // qemu-io on host's volume through its NBD export.
+  auto qemu_io = [&](const std::string& host, const std::vector<std::string>& commands, std::string* out) {
     std::vector<std::string> argv{"qemu-io", "-f", "raw"};
     for (const auto& c : commands) {
       argv.push_back("-c");
       argv.push_back(c);
     }
-    argv.push_back(url);
+    argv.push_back("nbd+unix:///vm-" + host + "?socket=" + rig.path(host + ".nbd"));
     return RunCommand(argv, out, std::chrono::seconds(90));
   };
   std::string out;
-  REQUIRE(qemu_io({"write -P 0x11 0 2M", "flush"}, &out) == 0);
+  for (const auto& host : hosts) REQUIRE(qemu_io(host, {"write -P 0x11 0 2M", "flush"}, &out) == 0);
 
   a->Signal(SIGKILL);
   REQUIRE(a->Wait(std::chrono::seconds(10)).has_value());
   const auto killed = Clock::now();
-  // New blocks need the (new) active: these writes wait for the takeover, then go on.
-  int rc = qemu_io({"write -P 0x22 4M 2M", "flush"}, &out);
-  INFO(out << "\ntapdisk-map's log:\n" << rig.Log("tapdisk-map") << "\nstandby's log:\n" << rig.Log("b"));
-  REQUIRE(rc == 0);
-  std::printf("fail-over with a host: its write after kill -9 of the active completed %.2f s later\n",
-              std::chrono::duration<double>(Clock::now() - killed).count());
-  REQUIRE(qemu_io({"read -P 0x11 0 2M", "read -P 0x22 4M 2M"}, &out) == 0);
-  CHECK(out.find("fail") == std::string::npos);
+  // New blocks need the (new) active: these writes, from both hosts at once, wait for
+  // the takeover, then go on.
+  std::vector<int> rcs(hosts.size(), -1);
+  std::vector<std::string> outs(hosts.size());
+  std::vector<double> seconds(hosts.size());
+  {
+    std::vector<std::thread> writers;
+    for (size_t i = 0; i < hosts.size(); ++i) {
+      writers.emplace_back([&, i] {
+        rcs[i] = qemu_io(hosts[i], {"write -P 0x22 4M 2M", "flush"}, &outs[i]);
+        seconds[i] = std::chrono::duration<double>(Clock::now() - killed).count();
+      });
+    }
+    for (auto& w : writers) w.join();
+  }
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    INFO(hosts[i] << ": " << outs[i] << "\nits log:\n" << rig.Log(hosts[i]) << "\nstandby's log:\n" << rig.Log("b"));
+    REQUIRE(rcs[i] == 0);
+    std::printf("fail-over with two hosts: %s's write after kill -9 of the active completed %.2f s later\n",
+                hosts[i].c_str(), seconds[i]);
+  }
+  for (const auto& host : hosts) {
+    REQUIRE(qemu_io(host, {"read -P 0x11 0 2M", "read -P 0x22 4M 2M"}, &out) == 0);
+    CHECK(out.find("fail") == std::string::npos);
+  }
+  // The CLI takes the list too: the first that answers.
   std::string cli_out;
   CHECK(RunCommand({Bin("tapmap"), "--config", rig.path("tapmap.conf"), "--json", "--server", both, "--secret-file",
                     rig.path("secret"), "volume", "list"},
                    &cli_out) == 0);
-  CHECK(cli_out.find("\"vm\"") != std::string::npos);
-  CHECK(tapdisk->Stop(std::chrono::seconds(30)) == 0);
+  CHECK(cli_out.find("\"vm-host2\"") != std::string::npos);
+  for (auto& t : tapdisks) CHECK(t->Stop(std::chrono::seconds(30)) == 0);
   REQUIRE(b->Stop(std::chrono::seconds(30)) == 0);
   CHECK(rig.Fsck(&out) == 0);
   INFO(out);
+}
+
+TEST_CASE("A standby stops on SIGTERM without ever becoming active") {
+  CephCluster cluster;
+  Rig rig(cluster);
+  auto a = rig.Serve("a", false);
+  REQUIRE(rig.WaitListening("a", std::chrono::seconds(30)));
+  auto b = rig.Serve("b", true);
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const auto t0 = Clock::now();
+  CHECK(b->Stop(std::chrono::seconds(10)) == 0);
+  CHECK(std::chrono::duration<double>(Clock::now() - t0).count() < 2.0);
+  CHECK(rig.Log("b").find("stopped by a signal") != std::string::npos);
+  CHECK(rig.Volume("a", {"create", "still-active", "1M"}) == 0);
+  REQUIRE(a->Stop(std::chrono::seconds(30)) == 0);
 }
 
 // The fail-over soak (hidden: run it with `rados_metadata_test "[.soak]"`, about 2
