@@ -4,8 +4,8 @@
 // Why LMDB (mapserver/doc/metadata_format.md): a copy-on-write B+tree, so a
 // transaction is all-or-nothing and a crash at any moment leaves the last committed
 // state; commit returns only after fsync (default sync mode; MDB_NOSYNC only with a
-// journal, below), which makes every acknowledged change durable; one writer at a time and lock-free
-// snapshot readers via mmap.
+// journal, below), which makes every acknowledged change durable; one writer at a
+// time and lock-free snapshot readers via mmap.
 //
 // With a journal (SetJournal, mapserver/metadata_journal.h) the store is the working
 // copy of metadata whose durable home is the journal: each write Txn records its
