@@ -704,9 +704,23 @@ kj::Promise<void> MappingClient::Impl::ConnectLoop() {
     pool_client = options_.pool_identity();
   }
   const Clock::time_point sent_at = Clock::now();
+  // Bounded: a server that accepts TCP but never answers (a hung or SIGSTOPped process:
+  // the kernel completes the handshake for it) must not keep this host from trying the
+  // next address.
+  // Once the lease time T is known, at most T/4: after a fail-over the hosts must find
+  // the new active within its grace period (1.1 T), past a hung old one.
+  auto bound = options_.connect_timeout;
+  if (lease_time_.count() > 0) bound = std::min(bound, std::max(lease_time_ / 4, std::chrono::milliseconds(200)));
+  const std::string where = address_.ToString();
   return protocol::Connection::Connect(
              *aio_, address_, protocol::ClientAuth{options_.host, options_.secret, options_.tls, pool_client},
              instance_)
+      .exclusiveJoin(aio_->provider->getTimer()
+                         .afterDelay(bound.count() * kj::MILLISECONDS)
+                         .then([bound, where]() -> kj::Own<protocol::Connection> {
+                           kj::throwFatalException(protocol::ToException(Status::Unavailable(
+                               "no login answer from " + where + " within " + std::to_string(bound.count()) + " ms")));
+                         }))
       .then([this, sent_at](kj::Own<protocol::Connection> conn) {
         conn_ = kj::mv(conn);
         const protocol::LoginAnswer& login = conn_->login();

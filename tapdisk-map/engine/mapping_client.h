@@ -147,6 +147,10 @@ class MappingClient {
     // on the RPC thread (renew may block up to the pool's connect timeout). Null: none.
     std::function<std::string()> pool_identity;
     std::function<Status()> renew_pool_identity;
+    // Longest a connection attempt (TCP, TLS, challenge, login) may take before it is
+    // given up and the next address tried; once the server's lease time T is known, at
+    // most T/4 (a host must reach a new active mapserver within its grace period).
+    std::chrono::milliseconds connect_timeout{5000};
     std::chrono::milliseconds min_backoff{100};
     std::chrono::milliseconds max_backoff{5000};
   };

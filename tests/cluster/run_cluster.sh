@@ -708,12 +708,15 @@ case_l_blkif_live_migration_a_b_a() {
 #    and serves; the hosts, which know both addresses, reconnect and reclaim their
 #    leases (grace period) and their writers go on without an error. Then the killed
 #    one comes back as the standby and the next round kills the new active.
+#    Even rounds SIGSTOP the active instead (RIG_FAILOVER_MODE): once thawed after the
+#    takeover it must stop by itself, having written nothing (FATAL in its log).
 #    RIG_FAILOVER_ROUNDS rounds (default 2). Per round: takeover time (kill -> the new
 #    active listens) and how long the writers' acknowledgements stalled; afterwards h3
 #    reads every flushed write back (fence_tools.py durable) and fsck of the RADOS copy
 #    is clean. Takeover times go to RIG_DIR/clients/s_failover/times.
 # _s_following LOG: the standby started last (after the last "rig: standby start"
 # marker) says it follows the journal.
+_s_gone() { ! kill -0 "$1" 2>/dev/null || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 _s_following() { awk '/=== rig: standby start/ {f = 0} /standby: following/ {f = 1} END {exit !f}' "$1"; }
 case_s_mapserver_failover() {
   [ "$RIG_POOL_KIND" = rados ] || { echo "  (file pool: no standby; skipped)" >&2; return 0; }
@@ -750,9 +753,18 @@ case_s_mapserver_failover() {
       cli 3 volume snapshot "s_vol$n" "s_vol$n-r$r" >/dev/null ||
         { kill "${wpids[@]}" 2>/dev/null; why "round $r: snapshot of s_vol$n: $WHY"; return 1; }
     done
-    local killed; killed=$(now_s)
+    local killed mode=kill; killed=$(now_s)
     kills+=("$killed")
-    rig_kill_mapserver_at "$active"
+    # RIG_FAILOVER_MODE: kill (kill -9), stop (SIGSTOP: a hung active, a zombie once it
+    # is thawed) or mixed (the default: kill in odd rounds, stop in even ones).
+    case "${RIG_FAILOVER_MODE:-mixed}" in stop) mode=stop ;; mixed) [ $((r % 2)) = 0 ] && mode=stop ;; esac
+    local frozen=
+    if [ "$mode" = kill ]; then
+      rig_kill_mapserver_at "$active"
+    else
+      frozen=$RIG_MS_PID; [ "$active" = 2 ] && frozen=$RIG_MS2_PID
+      kill -STOP "$frozen"
+    fi
     rig_wait_for 60 "mapserver $standby to take over" rig_ms_listening "$standby" ||
       { kill "${wpids[@]}" 2>/dev/null; why "round $r: the standby did not take over within 60 s: $(tail -3 "$sdir/mapserver.log" | tr '\n' ' ')"; return 1; }
     local took; took=$(python3 -c "print('%.2f' % ($(now_s) - $killed))")
@@ -763,8 +775,20 @@ case_s_mapserver_failover() {
       rig_wait_for 60 "h$n's writer to flush with the new active" _f_flushes "$d/writer$n.log" $((before + 2)) ||
         { kill "${wpids[@]}" 2>/dev/null; why "round $r: h$n's writer made no progress after the takeover: $(tail -2 "$d/writer$n.log" | tr '\n' ' ')"; return 1; }
     done
-    echo "  round $r: mapserver $standby took over ${took} s after the kill of mapserver $active" >&2
-    # The killed one comes back as the standby.
+    if [ -n "$frozen" ]; then
+      # Thawed, the old active finds its lock gone (and its client blocklisted): it must
+      # stop at once without writing metadata; the writers went on with the new active.
+      kill -CONT "$frozen"
+      local adir=$RIG_DIR/ms; [ "$active" = 2 ] && adir=$RIG_DIR/ms2
+      rig_wait_for 30 "the thawed old active to stop" _s_gone "$frozen" ||
+        { kill -9 "$frozen"; kill "${wpids[@]}" 2>/dev/null; why "round $r: the old active kept running after SIGCONT: $(tail -2 "$adir/mapserver.log" | tr '\n' ' ')"; return 1; }
+      wait "$frozen" 2>/dev/null
+      grep -q "FATAL" "$adir/mapserver.log" ||
+        { kill "${wpids[@]}" 2>/dev/null; why "round $r: the thawed old active stopped without saying why"; return 1; }
+      if [ "$active" = 1 ]; then RIG_MS_PID=; else RIG_MS2_PID=; fi
+    fi
+    echo "  round $r: mapserver $standby took over ${took} s after the $mode of mapserver $active" >&2
+    # The old active comes back as the standby.
     rig_start_mapserver_at "$active" --standby
     local t=$active; active=$standby; standby=$t
   done
