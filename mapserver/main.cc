@@ -159,13 +159,22 @@ int Format(const Options& options) {
         Status::AlreadyExists("metadata directory " + options.Get("meta") +
                               " already holds tapmap metadata (use --force to replace it)"));
   }
+  // A RADOS pool's metadata in RADOS: refused before anything is written if present.
+  std::unique_ptr<rados::RadosCluster> cluster;
+  auto journal = RadosJournalFor(fo.path, &cluster, Logger("mapserver", LogLevel::kWarning));
+  if (!journal.ok()) return Fail(journal.status());
+  if (*journal && !fo.force) {
+    auto exists = (*journal)->Exists();
+    if (!exists.ok()) return Fail(exists.status());
+    if (*exists) {
+      return Fail(Status::AlreadyExists("RADOS object " + (*journal)->journal_oid() +
+                                        " already holds mapserver metadata (use --force to replace it)"));
+    }
+  }
   auto sb = protocol::FormatPool(fo);
   if (!sb.ok()) return Fail(sb.status());
   Status s = VolumeStore::InitMetadata(*sb, options.Get("meta"), fo.force);
   if (!s.ok()) return Fail(s);
-  std::unique_ptr<rados::RadosCluster> cluster;
-  auto journal = RadosJournalFor(fo.path, &cluster, Logger("mapserver", LogLevel::kWarning));
-  if (!journal.ok()) return Fail(journal.status());
   if (*journal && !(s = (*journal)->Format(options.Get("meta"), fo.force)).ok()) return Fail(s);
   std::printf("formatted pool %s: uuid %s, %llu blocks of %s (%s), metadata in %s\n",
               fo.path.c_str(), protocol::FormatUuid(sb->uuid).c_str(),
