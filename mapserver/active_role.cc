@@ -188,15 +188,29 @@ void RadosActiveRole::StartRenewing() {
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
   renewer_ = std::thread([this, interval] {
+    // Sent-time of the last renewal that succeeded: the lock holds until at least a
+    // duration after it (by the OSD's clock, which runs at about the same rate).
+    auto renewed_at = std::chrono::steady_clock::now();
     std::unique_lock<std::mutex> lock(mu_);
     while (!cv_.wait_for(lock, interval, [this] { return stop_renewing_; })) {
       lock.unlock();
+      const auto sent = std::chrono::steady_clock::now();
+      if (sent - renewed_at >= options_.lock_duration) {
+        // This process did not run for a lock duration (frozen, or a renewal stuck):
+        // the lock may be someone else's already; do not wait for the OSD to say so.
+        logger_.Errorf("FATAL: no lock renewal for %.1f s, longer than the lock's %.1f s: stopping at once "
+                       "(another mapserver may be active)",
+                       std::chrono::duration<double>(sent - renewed_at).count(),
+                       std::chrono::duration<double>(options_.lock_duration).count());
+        std::_Exit(3);
+      }
       Status renewed = lock_.Renew();
       if (!renewed.ok()) {
         logger_.Errorf("FATAL: lost the active lock: %s: stopping at once (another mapserver may be active)",
                        renewed.ToString().c_str());
         std::_Exit(3);
       }
+      renewed_at = sent;
       lock.lock();
     }
   });
