@@ -66,8 +66,10 @@ class RecordingCallback final : public proto::MapCallback::Server {
 
 class RpcFixture {
  public:
-  explicit RpcFixture(uint64_t blocks = 4096, uint32_t block_size = 4096, std::string listen = "")
-      : store_(blocks, block_size), io_(kj::setupAsyncIo()) {
+  // `fencer` (not owned; may be null): the service's PoolFencer (ServiceOptions::fencer).
+  explicit RpcFixture(uint64_t blocks = 4096, uint32_t block_size = 4096, std::string listen = "",
+                      PoolFencer* fencer = nullptr)
+      : store_(blocks, block_size), io_(kj::setupAsyncIo()), fencer_(fencer) {
     Start(listen.empty() ? "unix:" + meta_parent() + "/sock" : listen);
   }
 
@@ -92,8 +94,10 @@ class RpcFixture {
   const protocol::ServerAddress& address() const { return address_; }
 
   kj::Own<protocol::Connection> Connect(const std::string& host = "host1",
-                              const std::string& secret = kSecret, uint64_t instance = 0) {
-    auto conn = protocol::Connection::ConnectBlocking(io_, address_, host, secret, instance);
+                              const std::string& secret = kSecret, uint64_t instance = 0,
+                              const std::string& pool_client = "") {
+    auto conn = protocol::Connection::ConnectBlocking(io_, address_, protocol::ClientAuth{host, secret, nullptr, pool_client},
+                                                      instance);
     INFO(conn.status().ToString());
     REQUIRE(conn.ok());
     return kj::mv(*conn);
@@ -124,6 +128,8 @@ class RpcFixture {
     ServiceOptions options;
     options.callback_timeout = 300 * kj::MILLISECONDS;
     options.lease_time = kLeaseTime;
+    options.fencer = fencer_;
+    options.fence_retry = 20 * kj::MILLISECONDS;
     service_ = std::make_unique<MappingService>(store_.store(), kSecret, io_.provider->getTimer(),
                                                 Logger("mapserver", LogLevel::kError), options);
     ServerLimits limits;
@@ -142,6 +148,7 @@ class RpcFixture {
 
   StoreFixture store_;
   kj::AsyncIoContext io_;
+  PoolFencer* fencer_;
   std::unique_ptr<MappingService> service_;
   std::unique_ptr<Server> server_;
   protocol::ServerAddress address_;

@@ -757,3 +757,79 @@ TEST_CASE("A commit is answered only after the other openers dropped their maps 
 
 }  // namespace
 }  // namespace tapmap::mapserver
+
+namespace tapmap::mapserver::testing {
+namespace {
+
+// A PoolFencer whose fences the test settles by hand.
+class ManualFencer final : public PoolFencer {
+ public:
+  kj::Promise<void> Fence(std::vector<std::string> clients) override {
+    calls.push_back(std::move(clients));
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    pending.push_back(kj::mv(paf.fulfiller));
+    return kj::mv(paf.promise);
+  }
+  std::vector<std::vector<std::string>> calls;
+  std::vector<kj::Own<kj::PromiseFulfiller<void>>> pending;
+};
+
+}  // namespace
+
+// leases.md "Fencing on a RADOS pool": an instance that expires has its pool clients
+// fenced before its openers go; until the fence is in force nobody else gets its
+// volume rw; a failed fence keeps the openers and is tried again.
+TEST_CASE("An expired instance's pool clients are fenced before its volumes move on", "[rpc]") {
+  ManualFencer fencer;
+  RpcFixture f(4096, 4096, "", &fencer);
+  auto admin = f.Connect("admin");
+  Create(f, admin->session(), "vm", 64 * kBs);
+  auto a = f.Connect("hostA", kSecret, 7, "v1:10.0.0.1:0/111");
+  {
+    auto again = f.Connect("hostA", kSecret, 7, "v1:10.0.0.1:0/222");  // the same instance, a new client
+    auto held = Open(f, again->session(), "vm", proto::OpenMode::READ_WRITE);
+    CHECK_FALSE(held.standby);
+    a = nullptr;  // hostA's connections go: its opener is orphaned, its lease runs out
+  }
+  auto b = f.Connect("hostB", kSecret, 9, "v1:10.0.0.2:0/333");
+  // hostB renews its lease while it waits (a live host does it every T/5).
+  int ticks = 0;
+  auto renewing = [&](std::function<bool()> pred) {
+    return [&, pred]() {
+      if (++ticks % 20 == 0) b->session().renewRequest().send().ignoreResult().detach([](kj::Exception&&) {});
+      return pred();
+    };
+  };
+  auto req = b->session().openRequest();
+  req.setName("vm");
+  req.setMode(proto::OpenMode::READ_WRITE);
+  req.setCallback(kj::heap<RecordingCallback>(std::make_shared<RecordingCallback::Log>()));
+  bool granted = false;
+  Status status;
+  auto open = req.send()
+                  .then([&](auto) { granted = true; },
+                        [&](kj::Exception&& e) { status = protocol::StatusFromException(e); })
+                  .eagerlyEvaluate(nullptr);
+  // hostA expires (1.1 s): the fencer is asked for both of its clients.
+  REQUIRE(f.WaitUntil(renewing([&] { return !fencer.calls.empty(); }), 5 * kj::SECONDS));
+  CHECK(fencer.calls[0] == std::vector<std::string>{"v1:10.0.0.1:0/111", "v1:10.0.0.1:0/222"});
+  f.Spin();
+  CHECK_FALSE(granted);  // the fence is not in force yet: the volume stays hostA's
+  CHECK(status.ok());
+  // The fence fails (monitors unreachable): the openers stay, it is tried again.
+  fencer.pending[0]->reject(protocol::ToException(Status::Unavailable("mon unreachable")));
+  REQUIRE(f.WaitUntil(renewing([&] { return fencer.calls.size() == 2; }), 5 * kj::SECONDS));
+  f.Spin();
+  CHECK_FALSE(granted);
+  // In force: hostA's opener goes, hostB gets the volume.
+  fencer.pending[1]->fulfill();
+  bool settled = f.WaitUntil(renewing([&] { return granted || !status.ok(); }), 5 * kj::SECONDS);
+  INFO("openers " << f.service().opener_count() << ", fences " << fencer.calls.size());
+  REQUIRE(settled);
+  CHECK(status.ok());
+  CHECK(granted);
+  CHECK(fencer.calls.size() == 2);  // hostB was never fenced
+  open.wait(f.ws());
+}
+
+}  // namespace tapmap::mapserver::testing
