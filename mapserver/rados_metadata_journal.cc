@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <algorithm>
@@ -326,6 +327,7 @@ void RadosMetadataJournal::Committed(const Status& status) {
 
 Status RadosMetadataJournal::Checkpoint() {
   if (store_ == nullptr || lock_ == nullptr) return Status::Internal("metadata journal: Checkpoint before Attach");
+  const auto started = std::chrono::steady_clock::now();
   const std::string copy = store_->dir() + "/checkpoint.tmp";
   ::unlink(copy.c_str());
   if (Status s = store_->CopyTo(copy); !s.ok()) return s;
@@ -349,9 +351,10 @@ Status RadosMetadataJournal::Checkpoint() {
     return rados::RadosStatus(r, "point the journal head at checkpoint " + std::to_string(head.checkpoint_generation));
   }
   DeleteCheckpoint(head_);
-  logger_.Infof("metadata checkpoint generation %llu (%llu bytes), journal trimmed before seq %llu",
+  logger_.Infof("metadata checkpoint generation %llu (%llu bytes) in %.3f s, journal trimmed before seq %llu",
                 static_cast<unsigned long long>(head.checkpoint_generation),
                 static_cast<unsigned long long>(head.checkpoint_bytes),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
                 static_cast<unsigned long long>(head.first_seq));
   head_ = head;
   since_checkpoint_ = 0;
