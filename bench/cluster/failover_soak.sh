@@ -23,7 +23,7 @@ if not m:
     sys.exit("failover soak: no takeover times (the case failed before the end)")
 t = [float(x) for x in m.group(1).split()]
 stalls = [float(x) for x in re.findall(r"flushes stalled ([0-9.]+) s", text)]
-print(f"failover soak: {len(t)} rounds of kill -9 of the active mapserver under writes from 2 hosts: "
+print(f"failover soak: {len(t)} rounds of kill -9 / SIGSTOP (alternating) of the active mapserver under writes from 2 hosts: "
       f"takeover median {statistics.median(t):.2f} s, max {max(t):.2f} s; "
       f"lost writes: {'0' if 'PASS s_mapserver_failover' in text else 'see above'}")
 PY
