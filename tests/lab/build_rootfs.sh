@@ -34,7 +34,7 @@ mirror=${mirror:-http://deb.debian.org/debian}
 
 echo "lab: debootstrap bookworm from $mirror (~1 min)" >&2
 debootstrap --variant=minbase \
-  --include=xen-utils-4.17,xenstore-utils,kmod,iproute2,busybox,procps,e2fsprogs,qemu-utils,libnbd-bin,jq,libcapnp-0.9.2,liblmdb0,liburing2,libssl3,libboost-system1.74.0,util-linux,qemu-system-xen,seabios \
+  --include=xen-utils-4.17,xenstore-utils,kmod,iproute2,busybox,procps,e2fsprogs,qemu-utils,libnbd-bin,jq,libcapnp-0.9.2,liblmdb0,liburing2,libssl3,libboost-system1.74.0,librados2,util-linux,qemu-system-xen,seabios \
   bookworm rootfs "$mirror" > debootstrap.log 2>&1 || {
     tail -20 debootstrap.log >&2
     if grep -qiE "Failed getting release file|Couldn't download|Temporary failure resolving|Could not resolve" debootstrap.log; then
