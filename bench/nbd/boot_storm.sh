@@ -13,6 +13,7 @@
 bin=$(cd "${1:-build}" && pwd)/bin
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
+source "$here/../storm.sh"
 clones=${CLONES:-64}
 boot_mib=${BOOT_MIB:-64}
 golden_mib=256
@@ -26,32 +27,9 @@ qemu-img convert -n -f raw -O raw -W "$bench_work/golden.raw" "$(url golden)"
 tapmap volume snapshot golden golden-v1 >/dev/null
 for i in $(seq -w 1 "$clones"); do tapmap volume clone golden-v1 "vm$i" >/dev/null; done
 
-python3 - "$clones" "$golden_mib" "$pieces" "$piece" "$bench_work" <<'PY'
-import random, sys
-clones, mib, pieces, piece, work = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-blocks = (mib << 20) // piece
-boot = random.Random(7).sample(range(blocks), pieces)
-for i in range(1, clones + 1):
-    order = boot[:]
-    random.Random(1000 + i).shuffle(order)
-    with open(f"{work}/storm-{i}.args", "w") as f:
-        f.write("\n".join(f"read {b * piece} {piece}" for b in order) + "\n")
-PY
-
-# run_storm URL_PREFIX: runs every clone's reads in parallel; prints elapsed ms.
-run_storm() {
-  local t0 pids=() fail=0
-  t0=$(now_ms)
-  for i in $(seq 1 "$clones"); do
-    local args=()
-    while IFS= read -r c; do args+=(-c "$c"); done <"$bench_work/storm-$i.args"
-    qemu-io -f "$2" "${args[@]}" "$($1 "$i")" >"$bench_work/client-$i.log" 2>&1 &
-    pids+=("$!")
-  done
-  for p in "${pids[@]}"; do wait "$p" || fail=1; done
-  [ "$fail" = 0 ] || { echo "bench: a client failed" >&2; grep -il error "$bench_work"/client-*.log | head -3 >&2; exit 1; }
-  echo $(( $(now_ms) - t0 ))
-}
+storm_make_sets "$bench_work" "$clones" "$golden_mib" "$pieces" "$piece"
+# run_storm URL_FN FORMAT: every clone's reads in parallel; prints elapsed ms.
+run_storm() { storm_run "$bench_work" "$clones" "$1" -f "$2"; }
 
 # ---- tapmap (cold cache: restart the daemon first)
 stop_tapdisk

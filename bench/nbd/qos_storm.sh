@@ -20,6 +20,7 @@
 bin=$(cd "${1:-build}" && pwd)/bin
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
+source "$here/../storm.sh"
 clones=${CLONES:-16}
 boot_mib=${BOOT_MIB:-32}
 rounds=${ROUNDS:-3}
@@ -39,33 +40,11 @@ tapmap volume snapshot golden golden-v1 >/dev/null
 for i in $(seq -w 1 "$clones"); do tapmap volume clone golden-v1 "vm$i" >/dev/null; done
 tapmap volume clone golden-v1 flood >/dev/null
 
-python3 - "$clones" "$golden_mib" "$pieces" "$piece" "$bench_work" <<'PY'
-import random, sys
-clones, mib, pieces, piece, work = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-blocks = (mib << 20) // piece
-boot = random.Random(7).sample(range(blocks), pieces)
-for i in range(1, clones + 1):
-    order = boot[:]
-    random.Random(1000 + i).shuffle(order)
-    with open(f"{work}/storm-{i}.args", "w") as f:
-        f.write("\n".join(f"read {b * piece} {piece}" for b in order) + "\n")
-PY
+storm_make_sets "$bench_work" "$clones" "$golden_mib" "$pieces" "$piece"
 
 tapmap_url() { url "vm$(printf "%0${#clones}d" "$1")"; }
 # run_storm: every clone's reads in parallel; prints elapsed ms.
-run_storm() {
-  local t0 pids=() fail=0
-  t0=$(now_ms)
-  for i in $(seq 1 "$clones"); do
-    local args=()
-    while IFS= read -r c; do args+=(-c "$c"); done <"$bench_work/storm-$i.args"
-    qemu-io -f raw "${args[@]}" "$(tapmap_url "$i")" >"$bench_work/client-$i.log" 2>&1 &
-    pids+=("$!")
-  done
-  for p in "${pids[@]}"; do wait "$p" || fail=1; done
-  [ "$fail" = 0 ] || { echo "bench: a client failed" >&2; grep -il error "$bench_work"/client-*.log | head -3 >&2; exit 1; }
-  echo $(( $(now_ms) - t0 ))
-}
+run_storm() { storm_run "$bench_work" "$clones" tapmap_url -f raw; }
 vol_field() {  # vol_field STATS_JSON VOLUME KEY [QOS_KEY]
   python3 -c 'import json,sys
 v = json.loads(sys.argv[1])["stats"]["volumes"].get(sys.argv[2], {})

@@ -16,6 +16,7 @@
 set -euo pipefail
 bin=$(cd "${1:-build}" && pwd)/bin
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+source "$repo/bench/storm.sh"
 clones=${CLONES:-16}
 boot_mib=${BOOT_MIB:-32}
 runtime=${RUNTIME:-8}
@@ -79,30 +80,9 @@ rng = random.Random(42)
 with open(sys.argv[1], "wb") as f:
     for _ in range(int(sys.argv[2])): f.write(rng.randbytes(1 << 20))
 PY
-python3 - "$clones" "$golden_mib" "$pieces" "$piece" "$work" <<'PY'
-import random, sys
-clones, mib, pieces, piece, work = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-boot = random.Random(7).sample(range((mib << 20) // piece), pieces)
-for i in range(1, clones + 1):
-    order = boot[:]
-    random.Random(1000 + i).shuffle(order)
-    with open(f"{work}/storm-{i}.args", "w") as f:
-        f.write("\n".join(f"read {b * piece} {piece}" for b in order) + "\n")
-PY
-# storm TARGET_FN: every clone's reads in parallel (qemu-io -r on "$(TARGET_FN i)"); ms.
-storm() {
-  local t0 ps=() fail=0
-  t0=$(now_ms)
-  for i in $(seq 1 "$clones"); do
-    local args=()
-    while IFS= read -r c; do args+=(-c "$c"); done <"$work/storm-$i.args"
-    qemu-io -r "${args[@]}" "$($1 "$i")" >"$work/client-$i.log" 2>&1 &
-    ps+=("$!")
-  done
-  for p in "${ps[@]}"; do wait "$p" || fail=1; done
-  [ "$fail" = 0 ] || { echo "bench: a client failed:" >&2; cat "$work"/client-*.log | grep -i -m3 error >&2; exit 1; }
-  echo $(( $(now_ms) - t0 ))
-}
+storm_make_sets "$work" "$clones" "$golden_mib" "$pieces" "$piece"
+# storm URL_FN: every clone's reads in parallel (read-only); prints elapsed ms.
+storm() { storm_run "$work" "$clones" "$1" -r; }
 
 # ---- (a) boot storm: tapmap on RADOS
 start_stack rados "rados:tapmap/bench?conf=$conf"
